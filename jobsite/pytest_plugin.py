@@ -1,0 +1,66 @@
+"""pytest plugin (loaded with `-p jobsite.pytest_plugin`): real PostgreSQL and Redis for the suite.
+
+DATABASE_URL / REDIS_URL set: the suite uses those servers (pytest-django creates its own
+`test_<name>` database; give Redis a database number of its own). Unset: embedded PostgreSQL and
+Redis start on free ports in a temporary folder for this session and are removed afterwards.
+
+Django settings are read when pytest-django sets Django up in `pytest_load_initial_conftests`,
+before any conftest, so the servers start in a wrapper of that hook.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Generator
+from pathlib import Path
+
+import pytest
+
+from jobsite.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+
+_started: list[EmbeddedPostgres | EmbeddedRedis] = []
+_scratch: list[Path] = []
+
+TEST_ENVIRONMENT = {
+    "DJANGO_SETTINGS_MODULE": "jobsite.settings",
+    "DEBUG": "0",
+    "SECRET_KEY": "test-only-secret-key-not-for-production-0123456789abcdef",
+    "SECURE_SSL_REDIRECT": "0",
+    "LOG_LEVEL": "WARNING",
+}
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_load_initial_conftests(
+    early_config: pytest.Config, parser: pytest.Parser, args: list[str]
+) -> Generator[None, None, None]:
+    for key, value in TEST_ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
+    if "DATABASE_URL" not in os.environ or "REDIS_URL" not in os.environ:
+        scratch = Path(tempfile.mkdtemp(prefix="jobsite-test-"))
+        _scratch.append(scratch)
+        os.environ["JOBSITE_EMBEDDED_EPHEMERAL"] = "1"  # fsync off: data dies with the session
+        os.environ["JOBSITE_TEST_EMBEDDED"] = "1"
+        if "DATABASE_URL" not in os.environ:
+            pg = EmbeddedPostgres(scratch / "pg" / "data", free_port()).start()
+            _started.append(pg)
+            os.environ["DATABASE_URL"] = pg.url
+        if "REDIS_URL" not in os.environ:
+            redis = EmbeddedRedis(scratch / "redis" / "data", free_port(), persistent=False)
+            _started.append(redis.start())
+            os.environ["REDIS_URL"] = redis.url
+    return (yield)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    where = "embedded (this session)" if _started else "from DATABASE_URL / REDIS_URL"
+    return [f"jobsite: PostgreSQL and Redis {where}"]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    while _started:
+        _started.pop().stop()
+    while _scratch:
+        shutil.rmtree(_scratch.pop(), ignore_errors=True)

@@ -10,7 +10,7 @@ app's `jobs` module and reads what they registered.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -76,7 +76,7 @@ class Job:
         if not 0 <= self.priority <= 9:
             problems.append(f"priority {self.priority} is outside 0..9")
         if self.lock_ttl < 10 or self.time_limit < 1 or self.starting_deadline < 1:
-            problems.append("lock_ttl >= 10, time_limit >= 1 and starting_deadline >= 1 are required")
+            problems.append("lock_ttl >= 10, time_limit >= 1, starting_deadline >= 1 are required")
         if self.catch_up not in ("once", "skip"):
             problems.append(f"catch_up {self.catch_up!r} is not 'once' or 'skip'")
         if problems:

@@ -1,0 +1,44 @@
+"""Servers for a benchmark: DATABASE_URL / REDIS_URL when set, embedded ones otherwise."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from jobsite.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+
+
+@contextmanager
+def servers() -> Iterator[None]:
+    """Start what is missing, set Django up, migrate; stop and remove it all afterwards."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jobsite.settings")
+    os.environ.setdefault("SECRET_KEY", "bench-only-secret-key-not-for-production-0123456789")
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    started: list[EmbeddedPostgres | EmbeddedRedis] = []
+    scratch = Path(tempfile.mkdtemp(prefix="jobsite-bench-"))
+    try:
+        if "DATABASE_URL" not in os.environ:
+            pg = EmbeddedPostgres(scratch / "pg" / "data", free_port(), database="bench")
+            started.append(pg.start())
+            os.environ["DATABASE_URL"] = pg.url
+        if "REDIS_URL" not in os.environ:
+            redis = EmbeddedRedis(scratch / "redis" / "data", free_port(), persistent=False)
+            started.append(redis.start())
+            os.environ["REDIS_URL"] = redis.url
+        import django
+        from django.core.management import call_command
+
+        django.setup()
+        call_command("migrate", interactive=False, verbosity=0)
+        yield
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        for server in reversed(started):
+            server.stop()
+        shutil.rmtree(scratch, ignore_errors=True)

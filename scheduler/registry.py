@@ -128,7 +128,9 @@ def get_job(name: str) -> Job:
         raise RegistryError(f"unknown job {name!r}; known jobs: {known}") from None
 
 
+def find_job(name: str) -> Job | None:
+    return _jobs.get(name)
+
+
 def job_for_task(task_name: str) -> Job | None:
     return next((job for job in _jobs.values() if job.task == task_name), None)
-
-

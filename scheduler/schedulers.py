@@ -1,7 +1,137 @@
-"""Beat's scheduler: django-celery-beat's DatabaseScheduler, extended at its seams."""
+"""Beat's scheduler: django-celery-beat's DatabaseScheduler, extended at its seams.
 
-from django_celery_beat.schedulers import DatabaseScheduler
+- `JobEntry` sends a job with `countdown` up to its slot (minute boundary + offset), an `expires`
+  at the job's starting deadline, and the job name and slot in headers and kwargs.
+- Rows that beat could not send (malformed JSON, a cron that never fires, an unknown task) are
+  left out of the heap and logged, instead of blocking every other entry until the next resync.
+- At start it logs the offset distribution and any collisions; every 30 s it runs the reconciler.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections import defaultdict
+from datetime import datetime, timedelta
+from typing import Any
+
+from celery import schedules
+from django.db import DatabaseError, close_old_connections
+from django_celery_beat.schedulers import DatabaseScheduler, ModelEntry
+
+from scheduler.collisions import analyse
+from scheduler.cron import Cron
+from scheduler.registry import job_for_task
+from scheduler.services.schedules import effective_offset, enabled_plans, schedule_problems
+
+logger = logging.getLogger(__name__)
+RECONCILE_EVERY = 30.0
+SEND_TOLERANCE = timedelta(seconds=2)  # beat may fire a few ms before the boundary
+
+
+class JobEntry(ModelEntry):
+    def __init__(self, model: Any, app: Any = None) -> None:
+        super().__init__(model, app=app)
+        self.job = job_for_task(model.task)
+        schedule = getattr(model, "job_schedule", None)
+        self.offset = schedule.offset_seconds if schedule is not None else 0
+        self.cron = Cron.from_model(model.crontab) if model.crontab_id else None
+
+    def is_due(self) -> schedules.schedstate:
+        try:
+            return super().is_due()
+        except Exception:
+            # One broken entry must never stop the heap: look at it again in a minute.
+            logger.exception("schedule %s cannot be evaluated; skipping it", self.name)
+            return schedules.schedstate(False, 60.0)
+
+    def prepared(self, now: datetime) -> JobEntry:
+        """A copy whose options and kwargs carry this send's slot, countdown and expiry."""
+        if self.job is None or self.cron is None:
+            return self
+        boundary = self.cron.latest_fire_time(now + SEND_TOLERANCE) or now
+        slot = boundary + timedelta(seconds=effective_offset(self.offset))
+        entry = copy.copy(self)
+        entry.options = {
+            **self.options,
+            "countdown": max(0.0, (slot - now).total_seconds()),
+            "expires": slot + timedelta(seconds=self.job.starting_deadline),
+            "headers": {
+                **self.options.get("headers", {}),
+                "job": self.job.name,
+                "slot": slot.isoformat(),
+            },  # fmt: skip
+        }
+        entry.kwargs = {**self.kwargs, "slot": slot.isoformat(), "trigger": "beat"}
+        return entry
 
 
 class JobScheduler(DatabaseScheduler):
-    pass
+    Entry = JobEntry
+    _last_reconcile = 0.0
+
+    def enabled_models_qs(self) -> Any:
+        return super().enabled_models_qs().select_related("crontab", "job_schedule")
+
+    def all_as_schedule(self) -> dict[str, JobEntry]:
+        registered = set(self.app.tasks.keys())
+        entries: dict[str, JobEntry] = {}
+        for model in self.enabled_models():
+            problems = schedule_problems(model, registered)
+            if problems:
+                logger.error("schedule %s is not sent until fixed: %s", model.name,
+                             "; ".join(problems))  # fmt: skip
+                continue
+            try:
+                entries[model.name] = self.Entry(model, app=self.app)
+            except Exception:
+                logger.exception("schedule %s cannot be loaded; skipping it", model.name)
+        return entries
+
+    def apply_async(self, entry: Any, producer: Any = None, advance: bool = True, **kwargs: Any):
+        if isinstance(entry, JobEntry):
+            entry = entry.prepared(self.app.now())
+        return super().apply_async(entry, producer, advance, **kwargs)
+
+    def setup_schedule(self) -> None:
+        super().setup_schedule()
+        try:
+            log_stagger()
+        except DatabaseError:
+            logger.exception("could not read schedules to log their offsets")
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        delay = super().tick(*args, **kwargs)
+        if time.monotonic() - self._last_reconcile >= RECONCILE_EVERY:
+            self._last_reconcile = time.monotonic()
+            reconcile_safely()
+        return delay
+
+
+def log_stagger() -> None:
+    plans = enabled_plans()
+    by_second: dict[int, list[str]] = defaultdict(list)
+    for plan in plans:
+        by_second[plan.offset].append(plan.name)
+    for second, names in sorted(by_second.items()):
+        logger.info("offset :%02d  %s", second, ", ".join(sorted(names)))
+    report = analyse(plans)
+    if report.ok:
+        logger.info("no two jobs start in the same second (peak %s per second)", report.peak)
+    for collision in report.collisions:
+        logger.warning("collision at offset %s: %s start together in %s seconds a week, first %s",
+                       collision.offset, ", ".join(collision.jobs), collision.seconds,
+                       collision.first.isoformat())  # fmt: skip
+
+
+def reconcile_safely() -> None:
+    from scheduler.services.reconcile import ledger_reconcile
+
+    try:
+        close_old_connections()
+        summary = ledger_reconcile()
+        if any(summary.values()):
+            logger.info("reconciler: %s", summary)
+    except Exception:
+        logger.exception("reconciler failed; it runs again in %s s", RECONCILE_EVERY)

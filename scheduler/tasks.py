@@ -1,9 +1,138 @@
-"""Scheduler tasks: interfaces only; the logic lives in services."""
+"""Celery tasks: one per registered job, all thin shells around the run path.
 
-from celery import shared_task
+Task names come from each job's declaration (explicit and stable, so messages queued before a
+deploy still run after it). Every parameter has a default for the same reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from datetime import datetime
+from typing import Any
+
+from celery import Task, shared_task
+from celery.signals import task_revoked
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from jobsite.celery import app
+from scheduler.registry import Job, all_jobs, job_for_task
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(name="scheduler.ping")
 def ping() -> str:
     """Round trip through broker, worker and result backend (health checks, tests)."""
     return "pong"
+
+
+def _parse_slot(raw: str | None) -> datetime:
+    if not raw:
+        return timezone.now().replace(microsecond=0)
+    moment = parse_datetime(raw)
+    if moment is None or moment.tzinfo is None:
+        raise ValueError(f"slot {raw!r} is not an ISO 8601 datetime with a timezone")
+    return moment
+
+
+class JobTask(Task):
+    """Celery options shared by every job task: acknowledge late, re-run work lost with a worker."""
+
+    acks_late = True
+    reject_on_worker_lost = True
+    typing = True
+    job: Job
+
+    def run_job(
+        self,
+        slot: str | None = None,
+        trigger: str = "beat",
+        attempt: int = 1,
+        run_id: int | None = None,
+        user_id: int | None = None,
+        reason: str = "",
+    ) -> dict[str, Any]:
+        from scheduler.services.runs import Delivery, job_execute
+
+        delivery = Delivery(
+            job=self.job,
+            slot=_parse_slot(slot),
+            trigger=trigger,
+            task_id=self.request.id or "",
+            attempt=attempt,
+            run_id=run_id,
+            worker=self.request.hostname or "",
+            user_id=user_id,
+            reason=reason,
+        )
+        outcome = job_execute(delivery)
+        kwargs = {"slot": delivery.slot.isoformat(), "user_id": user_id, "reason": reason}
+        if outcome.wait_in is not None:
+            # Same message as a running attempt: its first worker may be dead. Look again once
+            # its heartbeat would have gone stale.
+            raise self.retry(
+                kwargs={**kwargs, "trigger": trigger, "attempt": attempt},
+                countdown=outcome.wait_in,
+                max_retries=None,
+            )
+        if outcome.retry_in is not None:
+            raise self.retry(
+                kwargs={**kwargs, "trigger": "retry", "attempt": outcome.run.attempt + 1},
+                countdown=outcome.retry_in,
+                max_retries=None,
+            )
+        run = outcome.run
+        return {"run_id": run.pk, "job": run.job, "status": run.status, "result": run.result}
+
+
+def _make_task(job: Job) -> Task:
+    def run(self: JobTask, **kwargs: Any) -> dict[str, Any]:
+        return self.run_job(**kwargs)
+
+    run.__name__ = job.task.replace(".", "_")
+    run.__doc__ = job.description
+    return app.task(
+        run,
+        name=job.task,
+        base=JobTask,
+        bind=True,
+        job=job,
+        queue=job.queue,
+        priority=job.priority,
+        time_limit=job.time_limit,
+        soft_time_limit=max(1, job.time_limit - 30),
+    )
+
+
+def register_job_tasks() -> None:
+    for job in all_jobs():
+        if job.task not in app.tasks or getattr(app.tasks[job.task], "job", None) != job:
+            _make_task(job)
+
+
+@task_revoked.connect
+def _record_expired(request: Any = None, expired: bool = False, **_: Any) -> None:
+    """A job message that expired before a worker ran it is recorded as `expired`."""
+    if not expired or request is None:
+        return
+    job = job_for_task(getattr(request, "task", "") or getattr(request, "name", ""))
+    if job is None:
+        return
+    from django.db import IntegrityError
+
+    from scheduler.models import JobRun
+
+    kwargs = getattr(request, "kwargs", None) or {}
+    # IntegrityError: the slot already has its row (a later delivery ran or accounted for it).
+    with contextlib.suppress(IntegrityError):
+        JobRun.objects.create(
+            job=job.name,
+            slot=_parse_slot(kwargs.get("slot")),
+            status=JobRun.Status.EXPIRED,
+            trigger=kwargs.get("trigger", "beat"),
+            task_id=getattr(request, "id", "") or "",
+            finished_at=timezone.now(),
+            error="the message expired before a worker ran it",
+        )

@@ -1,0 +1,38 @@
+"""Django system checks: bad stagger variables are errors, schedule collisions are warnings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.checks import Error, Tags, Warning, register
+from django.db import DatabaseError
+
+
+@register(Tags.compatibility)
+def stagger_environment(app_configs: Any = None, **_: Any) -> list[Error]:
+    from scheduler.services.schedules import check_stagger_environment
+
+    return [Error(message, id="scheduler.E001") for message in check_stagger_environment()]
+
+
+@register(Tags.database)
+def schedule_collisions(app_configs: Any = None, databases: Any = None, **_: Any) -> list:
+    """Runs only with `check --database default` (it reads the schedules)."""
+    if not databases:
+        return []
+    from scheduler.collisions import analyse
+    from scheduler.services.schedules import enabled_plans
+
+    try:
+        report = analyse(enabled_plans())
+    except DatabaseError:
+        return []
+    return [
+        Warning(
+            f"{len(c.jobs)} jobs start in the same second ({', '.join(c.jobs)}) at offset "
+            f"{c.offset}, {c.seconds} times a week, first {c.first:%a %H:%M:%S} UTC",
+            hint="run `manage.py schedules check --suggest` for free offsets",
+            id="scheduler.W001",
+        )
+        for c in report.collisions
+    ]

@@ -1,0 +1,183 @@
+"""Cron arithmetic with Celery's own parser, so that what we forecast is what beat fires.
+
+Celery's `crontab` expands each field into a set; a minute fires when its minute, hour, day of
+month, month and day of week are all in their sets (Celery ANDs day of month with day of week,
+unlike Vixie cron's OR). Everything here is UTC unless a schedule names another timezone.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from celery.schedules import ParseException, crontab
+
+MINUTES_PER_DAY = 1440
+ALIASES = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
+_LEAP_YEAR = 2024
+
+
+class CronError(ValueError):
+    """A cron expression that Celery cannot parse or that never fires; the message says which."""
+
+
+@dataclass(frozen=True)
+class Cron:
+    """A parsed 5-field cron expression (minute hour day-of-month month day-of-week)."""
+
+    minute: str
+    hour: str
+    day_of_month: str
+    month_of_year: str
+    day_of_week: str
+    timezone: str = "UTC"
+
+    @classmethod
+    def parse(cls, expression: str, timezone: str = "UTC") -> Cron:
+        text = ALIASES.get(expression.strip().lower(), expression)
+        parts = text.split()
+        if len(parts) != 5:
+            raise CronError(
+                f"cron {expression!r} has {len(parts)} fields; expected 5 "
+                "(minute hour day-of-month month day-of-week) or one of " + ", ".join(ALIASES)
+            )
+        cron = cls(*parts, timezone=timezone)
+        cron.validate()
+        return cron
+
+    @classmethod
+    def from_model(cls, model: object) -> Cron:
+        """From a django-celery-beat CrontabSchedule."""
+        return cls(
+            model.minute,  # type: ignore[attr-defined]
+            model.hour,  # type: ignore[attr-defined]
+            model.day_of_month,  # type: ignore[attr-defined]
+            model.month_of_year,  # type: ignore[attr-defined]
+            model.day_of_week,  # type: ignore[attr-defined]
+            timezone=str(model.timezone),  # type: ignore[attr-defined]
+        )
+
+    def __str__(self) -> str:
+        return " ".join(getattr(self, name) for name in FIELDS)
+
+    @property
+    def celery(self) -> crontab:
+        return crontab(
+            minute=self.minute,
+            hour=self.hour,
+            day_of_month=self.day_of_month,
+            month_of_year=self.month_of_year,
+            day_of_week=self.day_of_week,
+        )
+
+    def validate(self) -> None:
+        for name in FIELDS:
+            try:
+                crontab(**{name: getattr(self, name)})
+            except (ParseException, ValueError, IndexError, TypeError) as exc:
+                raise CronError(
+                    f"cron field {name.replace('_', '-')} {getattr(self, name)!r} is invalid: "
+                    f"{exc or 'out of range'}"
+                ) from None
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise CronError(f"timezone {self.timezone!r} is not a known IANA timezone") from None
+        spec = self.celery
+        if not any(
+            day in spec.day_of_month
+            for month in spec.month_of_year
+            for day in range(1, _days_in_month(_LEAP_YEAR, month) + 1)
+        ):
+            raise CronError(f"cron {self} never fires: no month has such a day")
+
+    def six_field(self, offset: int) -> str:
+        """Seconds first, as operators read it in `schedules list`: `15 */5 * * * *`."""
+        return f"{offset} {self}"
+
+    def matches_day(self, day: date) -> bool:
+        spec = self.celery
+        return (
+            day.month in spec.month_of_year
+            and day.day in spec.day_of_month
+            and (day.isoweekday() % 7) in spec.day_of_week  # Celery: 0 = Sunday
+        )
+
+    def minutes_of_day(self) -> list[int]:
+        spec = self.celery
+        return sorted(h * 60 + m for h in spec.hour for m in spec.minute)
+
+    def fire_times(self, start: datetime, end: datetime) -> Iterator[datetime]:
+        """Every fire time t (UTC) with start <= t < end, ascending."""
+        tz = zoneinfo.ZoneInfo(self.timezone)
+        minutes = self.minutes_of_day()
+        day = start.astimezone(tz).date() - timedelta(days=1)
+        last = end.astimezone(tz).date() + timedelta(days=1)
+        while day <= last:
+            if self.matches_day(day):
+                for minute in minutes:
+                    local = datetime(day.year, day.month, day.day, minute // 60, minute % 60,
+                                     tzinfo=tz)  # fmt: skip
+                    moment = local.astimezone(UTC)
+                    if start <= moment < end:
+                        yield moment
+            day += timedelta(days=1)
+
+    def next_fire_times(self, after: datetime, count: int) -> list[datetime]:
+        found: list[datetime] = []
+        window = timedelta(days=2)
+        start = after
+        horizon = after + timedelta(days=366 * 5)
+        while len(found) < count and start < horizon:
+            for moment in self.fire_times(start, start + window):
+                if moment > after:
+                    found.append(moment)
+                    if len(found) == count:
+                        break
+            start += window
+            window = min(window * 2, timedelta(days=64))
+        return found
+
+    def latest_fire_time(self, at_or_before: datetime) -> datetime | None:
+        """The newest fire time <= the given moment, looking back at most 400 days."""
+        end = at_or_before + timedelta(microseconds=1)
+        window = timedelta(minutes=2)
+        while window <= timedelta(days=400):
+            times = list(self.fire_times(end - window, end))
+            if times:
+                return times[-1]
+            window *= 4
+        return None
+
+    def week_mask(self, start: date, days: int) -> int:
+        """Bit i set when the cron fires at minute i after `start` 00:00 UTC, for `days` days."""
+        origin = datetime(start.year, start.month, start.day, tzinfo=UTC)
+        if self.timezone == "UTC":
+            day_mask = 0
+            for minute in self.minutes_of_day():
+                day_mask |= 1 << minute
+            mask = 0
+            for index in range(days):
+                if self.matches_day(start + timedelta(days=index)):
+                    mask |= day_mask << (index * MINUTES_PER_DAY)
+            return mask
+        mask = 0
+        for moment in self.fire_times(origin, origin + timedelta(days=days)):
+            mask |= 1 << int((moment - origin).total_seconds() // 60)
+        return mask
+
+
+def _days_in_month(year: int, month: int) -> int:
+    following = date(year + month // 12, month % 12 + 1, 1)
+    return (following - timedelta(days=1)).day

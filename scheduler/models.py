@@ -1,0 +1,171 @@
+"""The scheduler's own tables, beside django-celery-beat's (joined by PeriodicTask, never subclassed).
+
+- JobSchedule: the second offset of a job's PeriodicTask (and since when its slots are expected).
+- JobRun: the ledger: one row per (job, slot, attempt), plus rows for deliveries that did not run.
+- JobLease: a job's lock, with a fencing token that grows at every acquisition.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+from django_celery_beat.models import PeriodicTask
+
+OFFSET_HELP = (
+    "Seconds after the minute boundary at which this job starts (0-59). Jobs that share a minute "
+    "start apart, so give each job its own second; JOB_STAGGER_ENABLED=0 sets every offset to 0."
+)
+
+
+class JobSchedule(models.Model):
+    periodic_task = models.OneToOneField(
+        PeriodicTask,
+        on_delete=models.CASCADE,
+        related_name="job_schedule",
+        help_text="The django-celery-beat periodic task this offset belongs to.",
+    )
+    offset_seconds = models.PositiveSmallIntegerField(
+        default=0,
+        validators=[MinValueValidator(0), MaxValueValidator(59)],
+        help_text=OFFSET_HELP,
+    )
+    tracked_since = models.DateTimeField(
+        help_text="Slots before this moment are not expected (the schedule was created, enabled or "
+        "changed then); the reconciler accounts for every slot after it.",
+    )
+    reconciled_until = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Every slot up to this moment has its ledger row (ran, or recorded missed).",
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(offset_seconds__gte=0, offset_seconds__lte=59),
+                name="jobschedule_offset_0_59",
+                violation_error_message="The offset must be between 0 and 59 seconds.",
+            ),
+        ]
+        verbose_name = "job offset"
+
+    def __str__(self) -> str:
+        return f"{self.periodic_task.name} +{self.offset_seconds}s"
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "queued"
+    RUNNING = "running", "running"
+    SUCCEEDED = "succeeded", "succeeded"
+    FAILED = "failed", "failed"
+    RETRYING = "retrying", "retrying (a later attempt follows)"
+    SKIPPED_LOCK = "skipped_lock", "skipped: lock held"
+    DUPLICATE = "duplicate", "duplicate delivery"
+    EXPIRED = "expired", "expired before it ran"
+    MISSED = "missed", "missed"
+    LOST = "lost", "lost (worker died)"
+
+
+class RunTrigger(models.TextChoices):
+    BEAT = "beat", "beat"
+    MANUAL = "manual", "manual (command line)"
+    ADMIN = "admin", "admin"
+    API = "api", "API"
+    RETRY = "retry", "retry"
+    RECONCILER = "reconciler", "reconciler"
+
+
+class JobRun(models.Model):
+    Status = RunStatus
+    Trigger = RunTrigger
+
+    TERMINAL = frozenset(
+        {
+            Status.SUCCEEDED,
+            Status.FAILED,
+            Status.SKIPPED_LOCK,
+            Status.DUPLICATE,
+            Status.EXPIRED,
+            Status.MISSED,
+            Status.LOST,
+            Status.RETRYING,
+        }
+    )
+
+    job = models.CharField(max_length=100, help_text="Registered job name.")
+    slot = models.DateTimeField(
+        help_text="The moment this run was due: the minute boundary plus the offset, or the moment "
+        "a manual run was asked for."
+    )
+    attempt = models.PositiveSmallIntegerField(default=1)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    trigger = models.CharField(max_length=20, choices=Trigger.choices, default=Trigger.BEAT)
+    duplicate_of = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="duplicates",
+        help_text="For a delivery that did not run: the run that owns the slot.",
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    reason = models.CharField(max_length=255, blank=True, help_text="Who asked, from where, why.")
+    task_id = models.CharField(max_length=255, blank=True, db_index=True)
+    worker = models.CharField(max_length=255, blank=True)
+    fence = models.BigIntegerField(null=True, blank=True, help_text="Lease token held by the run.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    lateness_ms = models.IntegerField(null=True, blank=True, help_text="Start minus slot.")
+    result = models.JSONField(default=dict, blank=True, help_text="Counts from the job's service.")
+    error = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [
+            # The slot claim: a delivery that did not win it is stored with duplicate_of set.
+            models.UniqueConstraint(
+                fields=["job", "slot", "attempt"],
+                condition=Q(duplicate_of__isnull=True),
+                name="jobrun_one_claim_per_slot_attempt",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=[s.value for s in RunStatus]), name="jobrun_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(trigger__in=[t.value for t in RunTrigger]), name="jobrun_trigger_valid"
+            ),
+            models.CheckConstraint(condition=Q(attempt__gte=1), name="jobrun_attempt_positive"),
+            models.CheckConstraint(
+                condition=Q(duplicate_of__isnull=True) | Q(status="duplicate"),
+                name="jobrun_duplicate_has_status",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["job", "-slot"], name="jobrun_job_slot"),
+            models.Index(fields=["status", "heartbeat_at"], name="jobrun_status_heartbeat"),
+            models.Index(fields=["-created_at"], name="jobrun_created"),
+        ]
+        ordering = ["-slot", "-attempt"]
+        verbose_name = "job run"
+
+    def __str__(self) -> str:
+        return f"{self.job} @ {self.slot:%Y-%m-%d %H:%M:%S} #{self.attempt} {self.status}"
+
+
+class JobLease(models.Model):
+    """A job's lock. `token` grows at every acquisition: a write fenced with an older token fails."""
+
+    job = models.CharField(max_length=100, primary_key=True)
+    token = models.BigIntegerField(default=0)
+    holder = models.ForeignKey(JobRun, null=True, blank=True, on_delete=models.SET_NULL)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.job} token {self.token}"

@@ -1,0 +1,63 @@
+"""Sending a job outside beat: manual runs (admin, API, `runjob`) and the reconciler's re-sends.
+
+The ledger row is written first (status `queued`, with who asked and why), the message is sent
+after the transaction commits, and the worker picks the row up through the same run path.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from jobsite.celery import app
+from scheduler.models import JobRun
+from scheduler.registry import Job
+from scheduler.services.runs import new_task_id, slot_of
+
+
+def job_dispatch(
+    *,
+    job: Job,
+    slot: datetime,
+    trigger: str,
+    attempt: int = 1,
+    user_id: int | None = None,
+    reason: str = "",
+) -> JobRun:
+    """Queue one run of `job` for `slot`; a slot already claimed yields a duplicate row."""
+    task_id = new_task_id()
+    try:
+        with transaction.atomic():
+            run = JobRun.objects.create(
+                job=job.name, slot=slot, attempt=attempt, status=JobRun.Status.QUEUED,
+                trigger=trigger, user_id=user_id, reason=reason, task_id=task_id,
+            )  # fmt: skip
+    except IntegrityError:
+        owner = (
+            JobRun.objects.filter(job=job.name, slot=slot, duplicate_of__isnull=True)
+            .order_by("-attempt")
+            .first()
+        )
+        return JobRun.objects.create(
+            job=job.name, slot=slot, attempt=owner.attempt if owner else attempt,
+            status=JobRun.Status.DUPLICATE, trigger=trigger, duplicate_of=owner,
+            user_id=user_id, reason=f"{reason}; slot already {owner.status if owner else 'taken'}",
+            finished_at=timezone.now(),
+        )  # fmt: skip
+    kwargs = {"slot": slot.isoformat(), "trigger": trigger, "attempt": attempt,
+              "run_id": run.pk, "user_id": user_id, "reason": reason}  # fmt: skip
+    transaction.on_commit(
+        lambda: app.send_task(
+            job.task, kwargs=kwargs, task_id=task_id, queue=job.queue, priority=job.priority
+        )
+    )
+    return run
+
+
+def job_trigger(*, job: Job, trigger: str, user_id: int | None = None, reason: str = "") -> JobRun:
+    """A manual run now: its slot is the second it was asked for."""
+    return job_dispatch(
+        job=job, slot=slot_of(timezone.now()), trigger=trigger, user_id=user_id, reason=reason
+    )

@@ -1,0 +1,140 @@
+"""The reconciler: every expected slot ends with a ledger row, even when nothing ran it.
+
+Run by beat every 30 s (and callable from the shell). It
+- marks `running` rows whose heartbeat went stale (worker died) as `lost`, and sends the job's
+  newest lost slot again once, so that it completes;
+- for each enabled job, compares the cron's slots since its watermark with the ledger: a slot
+  with no row past its grace (beat down, message lost, worker killed while holding a countdown
+  message, which Redis then hides for a whole visibility timeout) is sent again once if it is the
+  job's newest slot and still within its starting deadline; older ones are recorded `missed`;
+- marks `queued` rows that never started before their deadline as `missed`.
+Everything it writes is guarded by the ledger's unique constraint, so two beats are harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from scheduler.conf import reconcile_grace_seconds, reconcile_lookback_seconds
+from scheduler.cron import Cron, CronError
+from scheduler.models import JobRun, JobSchedule
+from scheduler.registry import Job, find_job, job_for_task
+from scheduler.services.dispatch import job_dispatch
+from scheduler.services.schedules import effective_offset
+
+logger = logging.getLogger(__name__)
+Status = JobRun.Status
+
+
+def ledger_reconcile(*, now: datetime | None = None) -> dict[str, int]:
+    now = now or timezone.now()
+    counts = {"lost": 0, "redispatched": 0, "missed": 0}
+    _mark_lost(now, counts)
+    _stale_queued(now, counts)
+    schedules = JobSchedule.objects.filter(periodic_task__enabled=True).select_related(
+        "periodic_task__crontab"
+    )
+    for schedule in schedules:
+        job = job_for_task(schedule.periodic_task.task)
+        if job is None or schedule.periodic_task.crontab is None:
+            continue
+        try:
+            _account_slots(schedule, job, now, counts)
+        except CronError:
+            continue  # a bad row is reported by the checks and by beat
+    return counts
+
+
+def _newest_slot(job: Job) -> datetime | None:
+    return (
+        JobRun.objects.filter(job=job.name).order_by("-slot").values_list("slot", flat=True).first()
+    )
+
+
+def _mark_lost(now: datetime, counts: dict[str, int]) -> None:
+    for run in JobRun.objects.filter(status=Status.RUNNING).order_by("slot"):
+        job = find_job(run.job)
+        ttl = job.lock_ttl if job else 300
+        seen = run.heartbeat_at or run.started_at or run.created_at
+        if seen >= now - timedelta(seconds=ttl):
+            continue
+        updated = JobRun.objects.filter(pk=run.pk, status=Status.RUNNING, heartbeat_at=run.heartbeat_at).update(
+            status=Status.LOST, finished_at=now,
+            error="heartbeat stopped: the worker running it died or froze",
+        )  # fmt: skip
+        if not updated:
+            continue
+        counts["lost"] += 1
+        logger.warning("job %s slot %s attempt %s lost", run.job, run.slot, run.attempt)
+        if job is not None and job.catch_up == "once" and _newest_slot(job) == run.slot:
+            with transaction.atomic():
+                job_dispatch(job=job, slot=run.slot, trigger=JobRun.Trigger.RECONCILER,
+                             attempt=run.attempt + 1, reason="re-sent after a lost attempt")  # fmt: skip
+            counts["redispatched"] += 1
+
+
+def _stale_queued(now: datetime, counts: dict[str, int]) -> None:
+    for run in JobRun.objects.filter(status=Status.QUEUED):
+        job = find_job(run.job)
+        deadline = timedelta(
+            seconds=(job.starting_deadline if job else 300) + reconcile_grace_seconds()
+        )
+        if run.created_at < now - deadline and run.slot < now - deadline:
+            counts["missed"] += JobRun.objects.filter(pk=run.pk, status=Status.QUEUED).update(
+                status=Status.MISSED, finished_at=now,
+                error="queued but never started: the message was lost or expired",
+            )  # fmt: skip
+
+
+def _account_slots(schedule: JobSchedule, job: Job, now: datetime, counts: dict[str, int]) -> None:
+    cron = Cron.from_model(schedule.periodic_task.crontab)
+    offset = timedelta(seconds=effective_offset(schedule.offset_seconds))
+    grace = timedelta(seconds=reconcile_grace_seconds())
+    deadline = timedelta(seconds=job.starting_deadline)
+    lookback_start = now - timedelta(seconds=reconcile_lookback_seconds())
+    start = max(schedule.reconciled_until or schedule.tracked_since, schedule.tracked_since,
+                lookback_start)  # fmt: skip
+    # Slots are boundary + offset; a boundary b is due at b + offset.
+    expected = [
+        b + offset
+        for b in cron.fire_times(start - offset, now - grace - offset + timedelta(microseconds=1))
+    ]
+    expected = [slot for slot in expected if slot > start]
+    if not expected:
+        return
+    present = set(
+        JobRun.objects.filter(job=job.name, slot__in=expected).values_list("slot", flat=True)
+    )
+    missing = [slot for slot in expected if slot not in present]
+    final = now - deadline - grace
+    newest = _newest_slot(job)
+    for slot in missing:
+        within_deadline = slot > now - deadline
+        is_newest = slot == expected[-1] and (newest is None or newest < slot)
+        if within_deadline and is_newest and job.catch_up == "once":
+            with transaction.atomic():
+                job_dispatch(job=job, slot=slot, trigger=JobRun.Trigger.RECONCILER,
+                             reason="re-sent: no run started within the grace period")  # fmt: skip
+            counts["redispatched"] += 1
+        elif slot <= final or not within_deadline:
+            created = JobRun.objects.bulk_create(
+                [
+                    JobRun(
+                        job=job.name,
+                        slot=slot,
+                        status=Status.MISSED,
+                        trigger=JobRun.Trigger.BEAT,
+                        finished_at=now,
+                        error="no run started for this slot",
+                    )
+                ],  # fmt: skip
+                ignore_conflicts=True,
+            )
+            counts["missed"] += len(created)
+    watermark = max((slot for slot in expected if slot <= final), default=None)
+    if watermark is not None and (schedule.reconciled_until or start) < watermark:
+        JobSchedule.objects.filter(pk=schedule.pk).update(reconciled_until=watermark)

@@ -1,0 +1,64 @@
+"""`retention-pruning`: delete old ledger rows and task results in bounded batches.
+
+Ages per status come from the environment (see README); the test profile's are short so that a
+newcomer sees pruning work within a day. Each batch is one short transaction of at most
+RETENTION_BATCH rows chosen with SKIP LOCKED, so pruning never holds locks for long.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.db import connection, transaction
+from django_celery_results.models import TaskResult
+
+from jobsite.env import env_int
+
+BATCH = 5000
+
+
+def _ages() -> dict[str, int]:
+    """Seconds to keep ledger rows, by status group."""
+    return {
+        "succeeded": env_int("RETENTION_SUCCEEDED_SECONDS", 7 * 86400, minimum=60),
+        "failed": env_int("RETENTION_FAILED_SECONDS", 30 * 86400, minimum=60),
+    }
+
+
+_FAILED = ("failed", "lost", "missed", "expired")
+
+
+def _delete_batches(table: str, where: str, params: list[object]) -> int:
+    total = 0
+    while True:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE {where} "  # noqa: S608
+                f"LIMIT {BATCH} FOR UPDATE SKIP LOCKED)",
+                params,
+            )
+            deleted = cursor.rowcount
+        total += deleted
+        if deleted < BATCH:
+            return total
+
+
+def retention_prune(*, now: datetime) -> dict[str, int]:
+    ages = _ages()
+    kept_failed = now - timedelta(seconds=ages["failed"])
+    kept_ok = now - timedelta(seconds=ages["succeeded"])
+    failed_list = ", ".join(f"'{s}'" for s in _FAILED)
+    # Duplicates point at their owner: delete them with it or before it.
+    runs = _delete_batches(
+        "scheduler_jobrun",
+        f"finished_at < %s AND (status NOT IN ({failed_list}) OR finished_at < %s) "
+        "AND status NOT IN ('queued', 'running') AND NOT EXISTS (SELECT 1 FROM scheduler_jobrun d "
+        "WHERE d.duplicate_of_id = scheduler_jobrun.id AND d.finished_at >= %s)",
+        [kept_ok, kept_failed, kept_ok],
+    )
+    results = _delete_batches(
+        TaskResult._meta.db_table,
+        "date_done < %s AND (status <> 'FAILURE' OR date_done < %s)",
+        [kept_ok, kept_failed],
+    )
+    return {"runs_deleted": runs, "results_deleted": results}

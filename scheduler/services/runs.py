@@ -1,0 +1,238 @@
+"""The run path: every trigger (beat, retry, admin, API, `runjob`) goes through `job_execute`.
+
+1. Claim the slot: one ledger row per (job, slot, attempt), guarded by a unique constraint. A
+   delivery that finds the slot running or done is stored as a duplicate and does not run.
+2. Take the job's lease: a run that finds it held is `skipped_lock` and does nothing.
+3. Call the job's service with the slot as `now`; record the outcome. Success is recorded only
+   in a transaction that passes the lease's fencing check.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import traceback
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+
+from django.db import IntegrityError, close_old_connections, transaction
+from django.utils import timezone
+
+from scheduler.locks import LeaseLost, fence_check, lease_acquire, lease_held
+from scheduler.models import JobRun
+from scheduler.registry import Job
+
+logger = logging.getLogger(__name__)
+Status = JobRun.Status
+
+
+class Claim(Enum):
+    RUN = "run"  # this delivery owns the slot's next attempt
+    DUPLICATE = "duplicate"  # the slot is running or done elsewhere
+    WAIT = "wait"  # the same message is being run (or its worker died): look again later
+    EXPIRED = "expired"  # past the job's starting deadline
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What one message (or inline call) asks for."""
+
+    job: Job
+    slot: datetime
+    trigger: str
+    task_id: str
+    attempt: int = 1  # the attempt a retry message was sent for
+    run_id: int | None = None  # a row created up front (manual runs, re-dispatch)
+    worker: str = ""
+    user_id: int | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    run: JobRun
+    retry_in: float | None = None  # seconds, when the wrapper asks the task to retry
+    wait_in: float | None = None  # seconds, when the same message must look again later
+
+
+def slot_of(moment: datetime) -> datetime:
+    """A manual run's slot: the second it was asked for (two asks in one second are one run)."""
+    return moment.astimezone(UTC).replace(microsecond=0)
+
+
+def _stale(run: JobRun, job: Job, now: datetime) -> bool:
+    seen = run.heartbeat_at or run.started_at or run.created_at
+    return seen < now - timedelta(seconds=job.lock_ttl)
+
+
+def _duplicate(delivery: Delivery, owner: JobRun, reason: str) -> JobRun:
+    return JobRun.objects.create(
+        job=delivery.job.name,
+        slot=delivery.slot,
+        attempt=owner.attempt,
+        status=Status.DUPLICATE,
+        trigger=delivery.trigger,
+        duplicate_of=owner,
+        user_id=delivery.user_id,
+        reason=(delivery.reason + "; " if delivery.reason else "") + reason,
+        task_id=delivery.task_id,
+        worker=delivery.worker,
+        finished_at=timezone.now(),
+    )
+
+
+def _start(run: JobRun, delivery: Delivery, now: datetime) -> JobRun:
+    run.status = Status.RUNNING
+    run.task_id = delivery.task_id or run.task_id
+    run.worker = delivery.worker
+    run.started_at = now
+    run.heartbeat_at = now
+    run.lateness_ms = int((now - delivery.slot).total_seconds() * 1000)
+    if delivery.user_id and not run.user_id:
+        run.user_id = delivery.user_id
+    run.save()
+    return run
+
+
+def _new_attempt(delivery: Delivery, attempt: int, now: datetime, status: str) -> JobRun:
+    run = JobRun(
+        job=delivery.job.name,
+        slot=delivery.slot,
+        attempt=attempt,
+        trigger=delivery.trigger,
+        user_id=delivery.user_id,
+        reason=delivery.reason,
+        task_id=delivery.task_id,
+    )
+    if status == Status.RUNNING:
+        return _start(run, delivery, now)
+    run.status = status
+    run.worker = delivery.worker
+    run.finished_at = now
+    run.save()
+    return run
+
+
+def slot_claim(delivery: Delivery, *, now: datetime | None = None) -> tuple[Claim, JobRun]:
+    """Decide, under a row lock, whether this delivery runs the slot; record what it decided."""
+    now = now or timezone.now()
+    for _ in range(3):
+        try:
+            with transaction.atomic():
+                return _claim_locked(delivery, now)
+        except IntegrityError:
+            # Another delivery inserted the same (job, slot, attempt) first: look again.
+            continue
+    raise RuntimeError(f"could not claim {delivery.job.name} {delivery.slot}")  # pragma: no cover
+
+
+def _claim_locked(delivery: Delivery, now: datetime) -> tuple[Claim, JobRun]:
+    job = delivery.job
+    latest = (
+        JobRun.objects.select_for_update()
+        .filter(job=job.name, slot=delivery.slot, duplicate_of__isnull=True)
+        .order_by("-attempt")
+        .first()
+    )
+    deadline_passed = delivery.trigger == JobRun.Trigger.BEAT and now > delivery.slot + timedelta(
+        seconds=job.starting_deadline
+    )
+    if latest is None:
+        if deadline_passed:
+            return Claim.EXPIRED, _new_attempt(delivery, 1, now, Status.EXPIRED)
+        return Claim.RUN, _new_attempt(delivery, 1, now, Status.RUNNING)
+    if latest.status == Status.QUEUED:
+        return Claim.RUN, _start(latest, delivery, now)
+    if latest.status == Status.RUNNING:
+        if _stale(latest, job, now):
+            latest.status = Status.LOST
+            latest.finished_at = now
+            latest.error = "heartbeat stopped: the worker running it died or froze"
+            latest.save(update_fields=["status", "finished_at", "error"])
+            return Claim.RUN, _new_attempt(delivery, latest.attempt + 1, now, Status.RUNNING)
+        if delivery.task_id and latest.task_id == delivery.task_id:
+            return Claim.WAIT, latest
+        return Claim.DUPLICATE, _duplicate(delivery, latest, f"slot is running ({latest.worker})")
+    if latest.status == Status.LOST or (
+        latest.status == Status.RETRYING and delivery.attempt == latest.attempt + 1
+    ):
+        if deadline_passed and latest.status == Status.LOST:
+            return Claim.EXPIRED, _new_attempt(delivery, latest.attempt + 1, now, Status.EXPIRED)
+        return Claim.RUN, _new_attempt(delivery, latest.attempt + 1, now, Status.RUNNING)
+    return Claim.DUPLICATE, _duplicate(delivery, latest, f"slot already {latest.status}")
+
+
+def _finish(run: JobRun, status: str, now: datetime, **fields: object) -> bool:
+    """Record a terminal state unless the row was taken over (e.g. marked lost) meanwhile."""
+    started = run.started_at or now
+    updated = JobRun.objects.filter(pk=run.pk, status=Status.RUNNING).update(
+        status=status,
+        finished_at=now,
+        duration_ms=max(0, int((now - started).total_seconds() * 1000)),
+        **fields,
+    )
+    run.refresh_from_db()
+    return updated == 1
+
+
+def job_execute(delivery: Delivery, *, rng: random.Random | None = None) -> Outcome:
+    """Run one delivery through claim, lease and service; return what happened."""
+    job = delivery.job
+    claim, run = slot_claim(delivery)
+    if claim is Claim.WAIT:
+        return Outcome(run=run, wait_in=float(job.lock_ttl))
+    if claim is not Claim.RUN:
+        logger.info("job %s slot %s: %s", job.name, delivery.slot.isoformat(), run.status)
+        return Outcome(run=run)
+
+    lease = lease_acquire(job=job.name, run_id=run.pk, ttl=job.lock_ttl)
+    if lease is None:
+        _finish(run, Status.SKIPPED_LOCK, timezone.now(), error="another run holds the lock")
+        logger.info("job %s slot %s: skipped, lock held", job.name, delivery.slot.isoformat())
+        return Outcome(run=run)
+    JobRun.objects.filter(pk=run.pk).update(fence=lease.token)
+
+    with lease_held(lease) as heartbeat:
+        try:
+            result = job.run_service(now=delivery.slot)
+        except LeaseLost as exc:
+            _finish(run, Status.LOST, timezone.now(), error=str(exc))
+            return Outcome(run=run)
+        except Exception as exc:
+            return _failed(run, job, delivery, exc, rng or random.Random())
+        try:
+            with transaction.atomic():
+                if heartbeat.lost.is_set():
+                    raise LeaseLost(f"job {job.name!r} lost its lease during the run")
+                fence_check(lease)
+                _finish(run, Status.SUCCEEDED, timezone.now(), result=result or {})
+        except LeaseLost as exc:
+            _finish(run, Status.LOST, timezone.now(), error=str(exc), result=result or {})
+    logger.info("job %s slot %s: %s in %s ms %s", job.name, delivery.slot.isoformat(), run.status,
+                run.duration_ms, run.result)  # fmt: skip
+    return Outcome(run=run)
+
+
+def _failed(
+    run: JobRun, job: Job, delivery: Delivery, exc: Exception, rng: random.Random
+) -> Outcome:
+    close_old_connections()  # the service's error may have broken the connection
+    now = timezone.now()
+    error = f"{type(exc).__name__}: {exc}"[:4000]
+    trace = traceback.format_exc()[-20000:]
+    retryable = isinstance(exc, job.retry.retry_on) if job.retry.retry_on else False
+    if retryable and run.attempt <= job.retry.max_retries:
+        delay = job.retry.delay(run.attempt - 1, rng.random)
+        _finish(run, Status.RETRYING, now, error=error, traceback=trace)
+        logger.warning("job %s attempt %s failed (%s); retry in %.0f s", job.name, run.attempt,
+                       error, delay)  # fmt: skip
+        return Outcome(run=run, retry_in=delay)
+    _finish(run, Status.FAILED, now, error=error, traceback=trace)
+    logger.error("job %s slot %s failed: %s", job.name, delivery.slot.isoformat(), error)
+    return Outcome(run=run)
+
+
+def new_task_id() -> str:
+    return str(uuid.uuid4())

@@ -1,0 +1,198 @@
+"""Schedules in the database: apply the registry's jobs as PeriodicTasks, list, remove, validate.
+
+`schedules_apply` upserts; it never deletes run history or `last_run_at`, and keeps what staff
+changed in the admin (cron, offset, enabled) unless `reset=True`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+from django_celery_beat.models import CrontabSchedule, PeriodicTask, PeriodicTasks
+
+from jobsite.env import ConfigError, env_int
+from scheduler.collisions import Planned
+from scheduler.conf import stagger_enabled
+from scheduler.cron import Cron, CronError
+from scheduler.models import JobSchedule
+from scheduler.registry import Job, all_jobs
+
+PROFILES = ("production", "test")
+TEST_CRON = "* * * * *"
+
+
+def default_offset(job: Job) -> int:
+    """The offset `apply` writes: JOB_STAGGER_<JOB> if set, else the job's declared default."""
+    return env_int(job.env_name, job.offset, minimum=0, maximum=59)
+
+
+def profile_cron(job: Job, profile: str) -> Cron:
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
+    return Cron.parse(TEST_CRON if profile == "test" else job.cron)
+
+
+def crontab_for(cron: Cron) -> CrontabSchedule:
+    schedule, _ = CrontabSchedule.objects.get_or_create(
+        minute=cron.minute,
+        hour=cron.hour,
+        day_of_month=cron.day_of_month,
+        month_of_year=cron.month_of_year,
+        day_of_week=cron.day_of_week,
+        timezone=cron.timezone,
+    )
+    return schedule
+
+
+@dataclass
+class Change:
+    job: str
+    action: str  # created, updated, unchanged, kept
+    details: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        extra = f" ({'; '.join(self.details)})" if self.details else ""
+        return f"{self.action:9} {self.job}{extra}"
+
+
+@transaction.atomic
+def schedules_apply(*, profile: str = "production", reset: bool = False) -> list[Change]:
+    """Make every registered job a PeriodicTask on its cron with its offset; idempotent."""
+    now = timezone.now()
+    changes: list[Change] = []
+    for job in all_jobs():
+        cron = profile_cron(job, profile)
+        offset = default_offset(job)
+        task = PeriodicTask.objects.filter(name=job.name).select_related("crontab").first()
+        if task is None:
+            task = PeriodicTask.objects.create(
+                name=job.name,
+                task=job.task,
+                crontab=crontab_for(cron),
+                queue=job.queue,
+                priority=job.priority,
+                description=job.description,
+                kwargs="{}",
+                enabled=True,
+            )
+            JobSchedule.objects.create(periodic_task=task, offset_seconds=offset, tracked_since=now)
+            changes.append(Change(job.name, "created", [f"{cron.six_field(offset)}"]))
+            continue
+        changes.append(_update(task, job, cron, offset, reset=reset, now=now))
+    PeriodicTasks.update_changed()
+    return changes
+
+
+def _update(task: PeriodicTask, job: Job, cron: Cron, offset: int, *, reset: bool, now) -> Change:
+    details: list[str] = []
+    schedule, _ = JobSchedule.objects.get_or_create(
+        periodic_task=task, defaults={"offset_seconds": offset, "tracked_since": now}
+    )
+    # The code owns the task name, queue and description; staff own cron, offset and enabled.
+    owned = {"task": job.task, "queue": job.queue, "priority": job.priority,
+             "description": job.description}  # fmt: skip
+    for name, value in owned.items():
+        if getattr(task, name) != value:
+            details.append(f"{name}: {getattr(task, name)!r} -> {value!r}")
+            setattr(task, name, value)
+    current = Cron.from_model(task.crontab) if task.crontab else None
+    if current != cron and (reset or current is None):
+        details.append(f"cron: {current} -> {cron}")
+        task.crontab = crontab_for(cron)
+        schedule.tracked_since = now
+    elif current != cron:
+        details.append(f"cron {current} kept (staff edit; --reset restores {cron})")
+    if schedule.offset_seconds != offset and reset:
+        details.append(f"offset: {schedule.offset_seconds} -> {offset}")
+        schedule.offset_seconds = offset
+    elif schedule.offset_seconds != offset:
+        details.append(f"offset {schedule.offset_seconds} kept (--reset restores {offset})")
+    if reset and not task.enabled:
+        details.append("enabled")
+        task.enabled = True
+        schedule.tracked_since = now
+    changed = [d for d in details if " kept " not in d]
+    if changed:
+        task.save()
+        schedule.save()
+    return Change(job.name, "updated" if changed else "unchanged", details)
+
+
+@transaction.atomic
+def schedules_remove(*, names: list[str] | None = None) -> list[str]:
+    """Delete the PeriodicTasks of these jobs (all registered jobs when None); runs stay."""
+    wanted = names if names is not None else [job.name for job in all_jobs()]
+    tasks = PeriodicTask.objects.filter(name__in=wanted)
+    removed = sorted(tasks.values_list("name", flat=True))
+    tasks.delete()
+    PeriodicTasks.update_changed()
+    return removed
+
+
+def effective_offset(stored: int) -> int:
+    return stored if stagger_enabled() else 0
+
+
+def enabled_plans() -> list[Planned]:
+    """Every enabled crontab PeriodicTask with its effective offset (0 without a JobSchedule)."""
+    plans = []
+    tasks = PeriodicTask.objects.filter(enabled=True, crontab__isnull=False).select_related(
+        "crontab", "job_schedule"
+    )
+    for task in tasks:
+        try:
+            cron = Cron.from_model(task.crontab)
+            cron.validate()
+        except CronError:
+            continue  # reported by schedule_problems
+        stored = getattr(getattr(task, "job_schedule", None), "offset_seconds", 0)
+        plans.append(Planned(task.name, cron, effective_offset(stored)))
+    return plans
+
+
+def schedule_problems(task: PeriodicTask, registered: set[str]) -> list[str]:
+    """What would make beat unable to send this task; empty when it is sound."""
+    problems = []
+    for name, kind in (("args", list), ("kwargs", dict), ("headers", dict)):
+        raw = getattr(task, name) or ("[]" if kind is list else "{}")
+        try:
+            value: Any = json.loads(raw)
+        except ValueError as exc:
+            problems.append(f"{name} is not valid JSON ({exc.msg} at {exc.pos})")
+            continue
+        if not isinstance(value, kind):
+            problems.append(f"{name} must be a JSON {'list' if kind is list else 'object'}")
+    if task.crontab_id:
+        try:
+            Cron.from_model(task.crontab).validate()
+        except CronError as exc:
+            problems.append(str(exc))
+    if task.task not in registered:
+        problems.append(f"task {task.task!r} is not registered with Celery")
+    return problems
+
+
+def check_stagger_environment() -> list[str]:
+    """Bad JOB_STAGGER_* values, each naming its variable."""
+    errors = []
+    try:
+        stagger_enabled()
+    except ConfigError as exc:
+        errors.append(str(exc))
+    known = {job.env_name for job in all_jobs()}
+    for name in sorted(os.environ):
+        if name.startswith("JOB_STAGGER_") and name != "JOB_STAGGER_ENABLED":
+            if name not in known:
+                errors.append(f"{name} names no registered job (known: {', '.join(sorted(known))})")
+                continue
+    for job in all_jobs():
+        try:
+            default_offset(job)
+        except ConfigError as exc:
+            errors.append(str(exc))
+    return errors

@@ -127,8 +127,9 @@ class Cron:
         while day <= last:
             if self.matches_day(day):
                 for minute in minutes:
-                    local = datetime(day.year, day.month, day.day, minute // 60, minute % 60,
-                                     tzinfo=tz)  # fmt: skip
+                    local = datetime(
+                        day.year, day.month, day.day, minute // 60, minute % 60, tzinfo=tz
+                    )
                     moment = local.astimezone(UTC)
                     if start <= moment < end:
                         yield moment

@@ -123,8 +123,9 @@ class _Heartbeat(threading.Thread):
                 try:
                     close_old_connections()
                     if not lease_renew(self.lease):
-                        logger.warning("job %s lost its lease (token %s)", self.lease.job,
-                                       self.lease.token)  # fmt: skip
+                        logger.warning(
+                            "job %s lost its lease (token %s)", self.lease.job, self.lease.token
+                        )
                         self.lost.set()
                         return
                 except Exception:
@@ -152,5 +153,6 @@ def lease_held(lease: Lease) -> Iterator[_Heartbeat]:
         try:
             lease_release(lease)
         except Exception:
-            logger.exception("releasing the lease of job %s failed; it expires in %ss",
-                             lease.job, lease.ttl)  # fmt: skip
+            logger.exception(
+                "releasing the lease of job %s failed; it expires in %ss", lease.job, lease.ttl
+            )

@@ -1,4 +1,4 @@
-"""The scheduler's own tables, beside django-celery-beat's (joined by PeriodicTask, never subclassed).
+"""The scheduler's own tables, beside django-celery-beat's (joined by PeriodicTask, not subclassed).
 
 - JobSchedule: the second offset of a job's PeriodicTask (and since when its slots are expected).
 - JobRun: the ledger: one row per (job, slot, attempt), plus rows for deliveries that did not run.
@@ -160,7 +160,7 @@ class JobRun(models.Model):
 
 
 class JobLease(models.Model):
-    """A job's lock. `token` grows at every acquisition: a write fenced with an older token fails."""
+    """A job's lock. `token` grows at every acquisition: a write fenced with an old token fails."""
 
     job = models.CharField(max_length=100, primary_key=True)
     token = models.BigIntegerField(default=0)

@@ -61,7 +61,7 @@ class JobEntry(ModelEntry):
                 **self.options.get("headers", {}),
                 "job": self.job.name,
                 "slot": slot.isoformat(),
-            },  # fmt: skip
+            },
         }
         entry.kwargs = {**self.kwargs, "slot": slot.isoformat(), "trigger": "beat"}
         return entry
@@ -80,8 +80,9 @@ class JobScheduler(DatabaseScheduler):
         for model in self.enabled_models():
             problems = schedule_problems(model, registered)
             if problems:
-                logger.error("schedule %s is not sent until fixed: %s", model.name,
-                             "; ".join(problems))  # fmt: skip
+                logger.error(
+                    "schedule %s is not sent until fixed: %s", model.name, "; ".join(problems)
+                )
                 continue
             try:
                 entries[model.name] = self.Entry(model, app=self.app)
@@ -120,9 +121,13 @@ def log_stagger() -> None:
     if report.ok:
         logger.info("no two jobs start in the same second (peak %s per second)", report.peak)
     for collision in report.collisions:
-        logger.warning("collision at offset %s: %s start together in %s seconds a week, first %s",
-                       collision.offset, ", ".join(collision.jobs), collision.seconds,
-                       collision.first.isoformat())  # fmt: skip
+        logger.warning(
+            "collision at offset %s: %s start together in %s seconds a week, first %s",
+            collision.offset,
+            ", ".join(collision.jobs),
+            collision.seconds,
+            collision.first.isoformat(),
+        )
 
 
 def reconcile_safely() -> None:

@@ -31,9 +31,15 @@ def job_dispatch(
     try:
         with transaction.atomic():
             run = JobRun.objects.create(
-                job=job.name, slot=slot, attempt=attempt, status=JobRun.Status.QUEUED,
-                trigger=trigger, user_id=user_id, reason=reason, task_id=task_id,
-            )  # fmt: skip
+                job=job.name,
+                slot=slot,
+                attempt=attempt,
+                status=JobRun.Status.QUEUED,
+                trigger=trigger,
+                user_id=user_id,
+                reason=reason,
+                task_id=task_id,
+            )
     except IntegrityError:
         owner = (
             JobRun.objects.filter(job=job.name, slot=slot, duplicate_of__isnull=True)
@@ -41,13 +47,24 @@ def job_dispatch(
             .first()
         )
         return JobRun.objects.create(
-            job=job.name, slot=slot, attempt=owner.attempt if owner else attempt,
-            status=JobRun.Status.DUPLICATE, trigger=trigger, duplicate_of=owner,
-            user_id=user_id, reason=f"{reason}; slot already {owner.status if owner else 'taken'}",
+            job=job.name,
+            slot=slot,
+            attempt=owner.attempt if owner else attempt,
+            status=JobRun.Status.DUPLICATE,
+            trigger=trigger,
+            duplicate_of=owner,
+            user_id=user_id,
+            reason=f"{reason}; slot already {owner.status if owner else 'taken'}",
             finished_at=timezone.now(),
-        )  # fmt: skip
-    kwargs = {"slot": slot.isoformat(), "trigger": trigger, "attempt": attempt,
-              "run_id": run.pk, "user_id": user_id, "reason": reason}  # fmt: skip
+        )
+    kwargs = {
+        "slot": slot.isoformat(),
+        "trigger": trigger,
+        "attempt": attempt,
+        "run_id": run.pk,
+        "user_id": user_id,
+        "reason": reason,
+    }
     transaction.on_commit(
         lambda: app.send_task(
             job.task, kwargs=kwargs, task_id=task_id, queue=job.queue, priority=job.priority

@@ -62,18 +62,26 @@ def _mark_lost(now: datetime, counts: dict[str, int]) -> None:
         seen = run.heartbeat_at or run.started_at or run.created_at
         if seen >= now - timedelta(seconds=ttl):
             continue
-        updated = JobRun.objects.filter(pk=run.pk, status=Status.RUNNING, heartbeat_at=run.heartbeat_at).update(
-            status=Status.LOST, finished_at=now,
+        updated = JobRun.objects.filter(
+            pk=run.pk, status=Status.RUNNING, heartbeat_at=run.heartbeat_at
+        ).update(
+            status=Status.LOST,
+            finished_at=now,
             error="heartbeat stopped: the worker running it died or froze",
-        )  # fmt: skip
+        )
         if not updated:
             continue
         counts["lost"] += 1
         logger.warning("job %s slot %s attempt %s lost", run.job, run.slot, run.attempt)
         if job is not None and job.catch_up == "once" and _newest_slot(job) == run.slot:
             with transaction.atomic():
-                job_dispatch(job=job, slot=run.slot, trigger=JobRun.Trigger.RECONCILER,
-                             attempt=run.attempt + 1, reason="re-sent after a lost attempt")  # fmt: skip
+                job_dispatch(
+                    job=job,
+                    slot=run.slot,
+                    trigger=JobRun.Trigger.RECONCILER,
+                    attempt=run.attempt + 1,
+                    reason="re-sent after a lost attempt",
+                )
             counts["redispatched"] += 1
 
 
@@ -85,9 +93,10 @@ def _stale_queued(now: datetime, counts: dict[str, int]) -> None:
         )
         if run.created_at < now - deadline and run.slot < now - deadline:
             counts["missed"] += JobRun.objects.filter(pk=run.pk, status=Status.QUEUED).update(
-                status=Status.MISSED, finished_at=now,
+                status=Status.MISSED,
+                finished_at=now,
                 error="queued but never started: the message was lost or expired",
-            )  # fmt: skip
+            )
 
 
 def _account_slots(schedule: JobSchedule, job: Job, now: datetime, counts: dict[str, int]) -> None:
@@ -96,8 +105,9 @@ def _account_slots(schedule: JobSchedule, job: Job, now: datetime, counts: dict[
     grace = timedelta(seconds=reconcile_grace_seconds())
     deadline = timedelta(seconds=job.starting_deadline)
     lookback_start = now - timedelta(seconds=reconcile_lookback_seconds())
-    start = max(schedule.reconciled_until or schedule.tracked_since, schedule.tracked_since,
-                lookback_start)  # fmt: skip
+    start = max(
+        schedule.reconciled_until or schedule.tracked_since, schedule.tracked_since, lookback_start
+    )
     # Slots are boundary + offset; a boundary b is due at b + offset.
     expected = [
         b + offset
@@ -117,8 +127,12 @@ def _account_slots(schedule: JobSchedule, job: Job, now: datetime, counts: dict[
         is_newest = slot == expected[-1] and (newest is None or newest < slot)
         if within_deadline and is_newest and job.catch_up == "once":
             with transaction.atomic():
-                job_dispatch(job=job, slot=slot, trigger=JobRun.Trigger.RECONCILER,
-                             reason="re-sent: no run started within the grace period")  # fmt: skip
+                job_dispatch(
+                    job=job,
+                    slot=slot,
+                    trigger=JobRun.Trigger.RECONCILER,
+                    reason="re-sent: no run started within the grace period",
+                )
             counts["redispatched"] += 1
         elif slot <= final or not within_deadline:
             created = JobRun.objects.bulk_create(
@@ -131,7 +145,7 @@ def _account_slots(schedule: JobSchedule, job: Job, now: datetime, counts: dict[
                         finished_at=now,
                         error="no run started for this slot",
                     )
-                ],  # fmt: skip
+                ],
                 ignore_conflicts=True,
             )
             counts["missed"] += len(created)

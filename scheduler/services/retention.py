@@ -51,7 +51,7 @@ def retention_prune(*, now: datetime) -> dict[str, int]:
     # Duplicates point at their owner: delete them with it or before it.
     runs = _delete_batches(
         "scheduler_jobrun",
-        f"finished_at < %s AND (status NOT IN ({failed_list}) OR finished_at < %s) "
+        f"finished_at < %s AND (status NOT IN ({failed_list}) OR finished_at < %s) "  # noqa: S608
         "AND status NOT IN ('queued', 'running') AND NOT EXISTS (SELECT 1 FROM scheduler_jobrun d "
         "WHERE d.duplicate_of_id = scheduler_jobrun.id AND d.finished_at >= %s)",
         [kept_ok, kept_failed, kept_ok],

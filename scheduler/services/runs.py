@@ -210,8 +210,14 @@ def job_execute(delivery: Delivery, *, rng: random.Random | None = None) -> Outc
                 _finish(run, Status.SUCCEEDED, timezone.now(), result=result or {})
         except LeaseLost as exc:
             _finish(run, Status.LOST, timezone.now(), error=str(exc), result=result or {})
-    logger.info("job %s slot %s: %s in %s ms %s", job.name, delivery.slot.isoformat(), run.status,
-                run.duration_ms, run.result)  # fmt: skip
+    logger.info(
+        "job %s slot %s: %s in %s ms %s",
+        job.name,
+        delivery.slot.isoformat(),
+        run.status,
+        run.duration_ms,
+        run.result,
+    )
     return Outcome(run=run)
 
 
@@ -226,8 +232,9 @@ def _failed(
     if retryable and run.attempt <= job.retry.max_retries:
         delay = job.retry.delay(run.attempt - 1, rng.random)
         _finish(run, Status.RETRYING, now, error=error, traceback=trace)
-        logger.warning("job %s attempt %s failed (%s); retry in %.0f s", job.name, run.attempt,
-                       error, delay)  # fmt: skip
+        logger.warning(
+            "job %s attempt %s failed (%s); retry in %.0f s", job.name, run.attempt, error, delay
+        )
         return Outcome(run=run, retry_in=delay)
     _finish(run, Status.FAILED, now, error=error, traceback=trace)
     logger.error("job %s slot %s failed: %s", job.name, delivery.slot.isoformat(), error)

@@ -94,8 +94,12 @@ def _update(task: PeriodicTask, job: Job, cron: Cron, offset: int, *, reset: boo
         periodic_task=task, defaults={"offset_seconds": offset, "tracked_since": now}
     )
     # The code owns the task name, queue and description; staff own cron, offset and enabled.
-    owned = {"task": job.task, "queue": job.queue, "priority": job.priority,
-             "description": job.description}  # fmt: skip
+    owned = {
+        "task": job.task,
+        "queue": job.queue,
+        "priority": job.priority,
+        "description": job.description,
+    }
     for name, value in owned.items():
         if getattr(task, name) != value:
             details.append(f"{name}: {getattr(task, name)!r} -> {value!r}")
@@ -186,10 +190,9 @@ def check_stagger_environment() -> list[str]:
         errors.append(str(exc))
     known = {job.env_name for job in all_jobs()}
     for name in sorted(os.environ):
-        if name.startswith("JOB_STAGGER_") and name != "JOB_STAGGER_ENABLED":
-            if name not in known:
-                errors.append(f"{name} names no registered job (known: {', '.join(sorted(known))})")
-                continue
+        unknown = name.startswith("JOB_STAGGER_") and name not in known
+        if unknown and name != "JOB_STAGGER_ENABLED":
+            errors.append(f"{name} names no registered job (known: {', '.join(sorted(known))})")
     for job in all_jobs():
         try:
             default_offset(job)

@@ -37,15 +37,24 @@ class Command(BaseCommand):
             user_id = user.pk
         reason = f"manage.py runjob by {getpass.getuser()}"
         if not options["sync"]:
-            run = job_trigger(job=job, trigger=JobRun.Trigger.MANUAL, user_id=user_id,
-                              reason=reason)  # fmt: skip
+            run = job_trigger(
+                job=job, trigger=JobRun.Trigger.MANUAL, user_id=user_id, reason=reason
+            )
             self.stdout.write(f"queued {job.name}: run {run.pk} ({run.status})")
             return
-        delivery = Delivery(job=job, slot=slot_of(timezone.now()), trigger=JobRun.Trigger.MANUAL,
-                            task_id=f"sync-{new_task_id()}", worker="runjob --sync",
-                            user_id=user_id, reason=reason)  # fmt: skip
+        delivery = Delivery(
+            job=job,
+            slot=slot_of(timezone.now()),
+            trigger=JobRun.Trigger.MANUAL,
+            task_id=f"sync-{new_task_id()}",
+            worker="runjob --sync",
+            user_id=user_id,
+            reason=reason,
+        )
         run = job_execute(delivery).run
-        self.stdout.write(f"{job.name}: run {run.pk} {run.status} in {run.duration_ms} ms "
-                          f"{run.result or ''}{run.error}")  # fmt: skip
+        self.stdout.write(
+            f"{job.name}: run {run.pk} {run.status} in {run.duration_ms} ms "
+            f"{run.result or ''}{run.error}"
+        )
         if run.status not in (JobRun.Status.SUCCEEDED, JobRun.Status.DUPLICATE):
             raise CommandError(f"{job.name} ended {run.status}")

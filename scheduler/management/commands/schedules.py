@@ -30,16 +30,27 @@ class Command(BaseCommand):
     def add_arguments(self, parser: ArgumentParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
         apply = sub.add_parser("apply", help="create or update one periodic task per job")
-        apply.add_argument("--profile", choices=PROFILES, default="production",
-                           help="production: the jobs' own crons; test: every job every minute")  # fmt: skip
-        apply.add_argument("--reset", action="store_true",
-                           help="also overwrite cron, offset and enabled flag edited by staff")  # fmt: skip
+        apply.add_argument(
+            "--profile",
+            choices=PROFILES,
+            default="production",
+            help="production: the jobs' own crons; test: every job every minute",
+        )
+        apply.add_argument(
+            "--reset",
+            action="store_true",
+            help="also overwrite cron, offset and enabled flag edited by staff",
+        )
         lst = sub.add_parser(
             "list", help="every job: enabled, 6-field cron, next runs, last status"
         )
         lst.add_argument("--next", type=int, default=3, help="how many next fire times to show")
-        lst.add_argument("--profile", choices=PROFILES, default="production",
-                         help="profile whose defaults the database is compared with")  # fmt: skip
+        lst.add_argument(
+            "--profile",
+            choices=PROFILES,
+            default="production",
+            help="profile whose defaults the database is compared with",
+        )
         remove = sub.add_parser("remove", help="delete periodic tasks (run history stays)")
         remove.add_argument("names", nargs="*", help="job names")
         remove.add_argument("--all", action="store_true", help="every registered job")
@@ -55,9 +66,11 @@ class Command(BaseCommand):
         for change in changes:
             self.stdout.write(str(change))
         touched = sum(change.action != "unchanged" for change in changes)
-        self.stdout.write(self.style.SUCCESS(
-            f"{len(changes)} jobs, profile {options['profile']}: {touched} created or updated"
-        ))  # fmt: skip
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"{len(changes)} jobs, profile {options['profile']}: {touched} created or updated"
+            )
+        )
 
     def _list(self, options: dict[str, Any]) -> None:
         now = timezone.now()
@@ -104,16 +117,20 @@ class Command(BaseCommand):
         if not 1 <= options["days"] <= 366:
             raise CommandError(f"--days {options['days']} is outside 1..366")
         report = analyse(enabled_plans(), days=options["days"], suggest=options["suggest"])
-        self.stdout.write(f"window: {report.start} + {report.days} days; peak simultaneous "
-                          f"starts per second: {report.peak}")  # fmt: skip
+        self.stdout.write(
+            f"window: {report.start} + {report.days} days; peak simultaneous "
+            f"starts per second: {report.peak}"
+        )
         if report.peak_at:
             self.stdout.write("peak at: " + ", ".join(f"{m:%a %H:%M:%S}" for m in report.peak_at))
         for collision in report.collisions:
-            self.stdout.write(self.style.WARNING(
-                f"collision at offset {collision.offset:2}: {', '.join(collision.jobs)} "
-                f"({collision.seconds} seconds, first {collision.first:%a %H:%M:%S}, "
-                f"up to {collision.peak} at once)"
-            ))  # fmt: skip
+            self.stdout.write(
+                self.style.WARNING(
+                    f"collision at offset {collision.offset:2}: {', '.join(collision.jobs)} "
+                    f"({collision.seconds} seconds, first {collision.first:%a %H:%M:%S}, "
+                    f"up to {collision.peak} at once)"
+                )
+            )
         for name, offset in sorted(report.suggestions.items()):
             self.stdout.write(f"suggest: {name} -> offset {offset}")
         if report.ok:

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections import defaultdict
@@ -52,7 +51,8 @@ class JobEntry(ModelEntry):
             return self
         boundary = self.cron.latest_fire_time(now + SEND_TOLERANCE) or now
         slot = boundary + timedelta(seconds=effective_offset(self.offset))
-        entry = copy.copy(self)
+        entry = object.__new__(type(self))  # copy.copy would go through __reduce__ and re-init
+        entry.__dict__.update(self.__dict__)
         entry.options = {
             **self.options,
             "countdown": max(0.0, (slot - now).total_seconds()),

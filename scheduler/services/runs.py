@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 
-from django.db import IntegrityError, close_old_connections, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from scheduler.locks import LeaseLost, fence_check, lease_acquire, lease_held
@@ -224,7 +224,7 @@ def job_execute(delivery: Delivery, *, rng: random.Random | None = None) -> Outc
 def _failed(
     run: JobRun, job: Job, delivery: Delivery, exc: Exception, rng: random.Random
 ) -> Outcome:
-    close_old_connections()  # the service's error may have broken the connection
+    _drop_broken_connection()
     now = timezone.now()
     error = f"{type(exc).__name__}: {exc}"[:4000]
     trace = traceback.format_exc()[-20000:]
@@ -239,6 +239,13 @@ def _failed(
     _finish(run, Status.FAILED, now, error=error, traceback=trace)
     logger.error("job %s slot %s failed: %s", job.name, delivery.slot.isoformat(), error)
     return Outcome(run=run)
+
+
+def _drop_broken_connection() -> None:
+    """The service's error may have killed the connection (e.g. its backend was terminated)."""
+    if connection.connection is not None and not connection.in_atomic_block:
+        if not connection.is_usable():
+            connection.close()
 
 
 def new_task_id() -> str:

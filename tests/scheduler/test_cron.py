@@ -1,0 +1,47 @@
+from datetime import UTC, datetime
+
+import pytest
+
+from scheduler.cron import Cron, CronError
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("61 * * * *", "minute '61' is invalid"),
+        ("99 * * * *", "minute '99' is invalid"),
+        ("0 0 31 2 *", "never fires"),
+        ("* * *", "has 3 fields"),
+        ("0 25 * * *", "hour '25' is invalid"),
+    ],
+)
+def test_bad_cron_is_refused_with_the_field_named(expression, message):
+    with pytest.raises(CronError, match=message):
+        Cron.parse(expression)
+
+
+def test_unknown_timezone_is_refused():
+    with pytest.raises(CronError, match="Mars/Base"):
+        Cron.parse("0 0 * * *", "Mars/Base")
+
+
+def test_aliases_and_next_fire_times():
+    assert str(Cron.parse("@hourly")) == "0 * * * *"
+    moment = datetime(2026, 11, 23, 12, 3, 30, tzinfo=UTC)
+    assert Cron.parse("*/5 * * * *").next_fire_times(moment, 2) == [
+        datetime(2026, 11, 23, 12, 5, tzinfo=UTC),
+        datetime(2026, 11, 23, 12, 10, tzinfo=UTC),
+    ]
+    assert Cron.parse("0 0 * * 1").next_fire_times(moment, 1) == [
+        datetime(2026, 11, 30, 0, 0, tzinfo=UTC)
+    ]
+    assert Cron.parse("0 * * * *").latest_fire_time(moment) == datetime(
+        2026, 11, 23, 12, 0, tzinfo=UTC
+    )
+
+
+def test_a_schedule_in_another_timezone_fires_at_its_local_time():
+    cron = Cron.parse("0 9 * * *", "Europe/Berlin")
+    winter = cron.next_fire_times(datetime(2026, 1, 10, tzinfo=UTC), 1)[0]
+    summer = cron.next_fire_times(datetime(2026, 7, 10, tzinfo=UTC), 1)[0]
+    assert (winter.hour, summer.hour) == (8, 7)

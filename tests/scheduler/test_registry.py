@@ -1,0 +1,90 @@
+import pytest
+
+from scheduler.registry import Job, RegistryError, RetryPolicy, all_jobs, get_job, register
+
+DEFAULT_TABLE = {
+    "referral-tier2": ("* * * * *", 0),
+    "badge-auto-unlock": ("*/5 * * * *", 5),
+    "stuck-session-finisher": ("*/10 * * * *", 10),
+    "referral-tier3": ("* * * * *", 15),
+    "leaderboard-ranking": ("0 * * * *", 20),
+    "prediction-matcher": ("*/5 * * * *", 25),
+    "scheduled-notifications": ("* * * * *", 30),
+    "cleanup": ("0 3 * * *", 35),
+    "settlement": ("*/10 * * * *", 40),
+    "live-stats-sync": ("* * * * *", 45),
+    "prize-pool-finalisation": ("0 0 * * *", 50),
+    "retention-pruning": ("0 4 * * *", 55),
+}
+
+
+def _job(**overrides):
+    fields = {
+        "name": "x-job",
+        "task": "tests.x",
+        "service": "a.b",
+        "cron": "* * * * *",
+        "offset": 0,
+        "description": "x",
+    }
+    fields.update(overrides)
+    return Job(**fields)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("name", "Bad_Name", "not kebab-case"),
+        ("task", "nodots", "explicit dotted name"),
+        ("cron", "* * *", "5 fields"),
+        ("offset", 60, "outside 0..59"),
+        ("offset", -1, "outside 0..59"),
+        ("queue", "fast", "not one of"),
+        ("priority", 10, "outside 0..9"),
+        ("catch_up", "all", "not 'once' or 'skip'"),
+    ],
+)
+def test_an_invalid_declaration_names_the_job_and_the_field(field, value, message):
+    with pytest.raises(RegistryError, match=message) as error:
+        _job(**{field: value})
+    assert "'x-job'" in str(error.value) or "Bad_Name" in str(error.value)
+
+
+def test_two_jobs_cannot_share_a_task_name(register_job):
+    register_job("first-job")
+    with pytest.raises(RegistryError, match="share task"):
+        register(_job(name="second-job", task="tests.first_job"))
+
+
+def test_an_unknown_job_lists_the_known_ones():
+    with pytest.raises(RegistryError, match="unknown job 'nope'; known jobs: .*retention-pruning"):
+        get_job("nope")
+
+
+def test_retry_delay_grows_exponentially_with_capped_jitter():
+    policy = RetryPolicy(backoff_base=60, backoff_cap=24 * 3600, jitter=0.2)
+    assert policy.delay(0, lambda: 0.0) == 60
+    assert policy.delay(3, lambda: 0.0) == 480
+    assert policy.delay(3, lambda: 0.999) == pytest.approx(480 * 1.1998)
+    assert policy.delay(30, lambda: 0.0) == 24 * 3600
+
+
+def test_the_default_jobs_match_the_design_table():
+    registered = {job.name: (job.cron, job.offset) for job in all_jobs()}
+    missing = sorted(set(DEFAULT_TABLE) - set(registered))
+    # Jobs land with their apps; every one that is registered must match the table.
+    for name, (cron, offset) in registered.items():
+        if name in DEFAULT_TABLE:
+            assert (cron, offset) == DEFAULT_TABLE[name], name
+    assert "retention-pruning" in registered
+    assert len(missing) < len(DEFAULT_TABLE), missing
+
+
+def test_registered_task_names_snapshot():
+    """A renamed task strands queued messages: a change here must be deliberate."""
+    from jobsite.celery import app
+
+    jobs = {job.task for job in all_jobs()}
+    assert jobs <= set(app.tasks)
+    assert "scheduler.retention_prune" in jobs
+    assert "scheduler.ping" in app.tasks

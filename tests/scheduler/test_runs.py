@@ -1,0 +1,181 @@
+"""The run path: slot claim, lease, outcome. Real PostgreSQL; the service is a test job."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from scheduler.locks import lease_acquire
+from scheduler.models import JobRun
+from scheduler.services.runs import Claim, Delivery, job_execute, slot_claim
+
+Status = JobRun.Status
+pytestmark = pytest.mark.django_db
+
+
+def _delivery(job, *, task_id="t1", slot=None, **extra):
+    slot = slot or timezone.now().replace(second=0, microsecond=0)
+    return Delivery(
+        job=job,
+        slot=slot,
+        trigger=extra.pop("trigger", "beat"),
+        task_id=task_id,
+        worker="w1",
+        **extra,
+    )
+
+
+def test_a_slot_runs_once_and_a_second_delivery_is_recorded_as_duplicate(register_job):
+    job = register_job("slot-job")
+    first = job_execute(_delivery(job, task_id="a")).run
+    second = job_execute(_delivery(job, task_id="b", slot=first.slot)).run
+
+    assert first.status == Status.SUCCEEDED
+    assert first.result == {"calls": 1}
+    assert first.lateness_ms is not None and first.duration_ms is not None
+    assert second.status == Status.DUPLICATE
+    assert second.duplicate_of_id == first.pk
+    assert "already succeeded" in second.reason
+
+
+def test_redelivery_of_a_running_message_waits_instead_of_running_twice(register_job):
+    job = register_job("wait-job")
+    delivery = _delivery(job, task_id="same")
+    claim, run = slot_claim(delivery)
+    assert claim is Claim.RUN
+
+    again, same_run = slot_claim(delivery)
+
+    assert again is Claim.WAIT
+    assert same_run.pk == run.pk
+    assert JobRun.objects.filter(job="wait-job").count() == 1
+
+
+def test_a_running_attempt_with_a_stale_heartbeat_is_lost_and_the_slot_runs_again(register_job):
+    job = register_job("lost-job", lock_ttl=30)
+    delivery = _delivery(job, task_id="m1")
+    _, first = slot_claim(delivery)
+    JobRun.objects.filter(pk=first.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=5))
+
+    outcome = job_execute(delivery)
+
+    first.refresh_from_db()
+    assert first.status == Status.LOST
+    assert outcome.run.attempt == 2
+    assert outcome.run.status == Status.SUCCEEDED
+
+
+def test_a_run_that_finds_the_lock_held_is_skipped_and_does_nothing(register_job):
+    job = register_job("locked-job")
+    holder = JobRun.objects.create(
+        job="locked-job", slot=datetime(2026, 1, 1, tzinfo=UTC), status=Status.RUNNING
+    )
+    assert lease_acquire(job="locked-job", run_id=holder.pk, ttl=60) is not None
+
+    run = job_execute(_delivery(job)).run
+
+    assert run.status == Status.SKIPPED_LOCK
+    from tests.scheduler.sample_jobs import CALLS
+
+    assert CALLS == []
+
+
+def test_an_expired_lease_can_be_taken_by_the_next_run(register_job):
+    job = register_job("expired-lease-job")
+    holder = JobRun.objects.create(job=job.name, slot=datetime(2026, 1, 1, tzinfo=UTC))
+    first = lease_acquire(job=job.name, run_id=holder.pk, ttl=10)
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE scheduler_joblease SET expires_at = now() - interval '1 second'")
+
+    run = job_execute(_delivery(job)).run
+
+    assert run.status == Status.SUCCEEDED
+    assert run.fence == first.token + 1
+
+
+def test_a_transient_error_is_retried_as_the_next_attempt(register_job):
+    from tests.scheduler import sample_jobs
+
+    job = register_job("flaky-job", "flaky")
+    sample_jobs.FAILURES_LEFT["flaky"] = 1
+    first = job_execute(_delivery(job, task_id="f"))
+
+    assert first.run.status == Status.RETRYING
+    assert first.retry_in is not None and 1 <= first.retry_in <= 1.2
+    assert "OperationalError" in first.run.error
+
+    retried = job_execute(
+        _delivery(job, task_id="f", slot=first.run.slot, attempt=2, trigger="retry")
+    )
+    assert retried.run.attempt == 2
+    assert retried.run.status == Status.SUCCEEDED
+
+
+def test_retries_stop_after_max_retries_and_the_failure_is_recorded(register_job):
+    from tests.scheduler import sample_jobs
+
+    job = register_job("always-flaky", "flaky")
+    sample_jobs.FAILURES_LEFT["flaky"] = 99
+    slot = timezone.now().replace(microsecond=0)
+    outcomes = [job_execute(_delivery(job, slot=slot, attempt=n)) for n in (1, 2, 3)]
+
+    assert [o.run.status for o in outcomes] == [Status.RETRYING, Status.RETRYING, Status.FAILED]
+    assert outcomes[-1].retry_in is None
+
+
+def test_a_bug_is_not_retried_and_keeps_its_traceback(register_job):
+    job = register_job("broken-job", "broken")
+    outcome = job_execute(_delivery(job))
+
+    assert outcome.run.status == Status.FAILED
+    assert outcome.retry_in is None
+    assert "ValueError: the service has a bug" in outcome.run.error
+    assert "Traceback" in outcome.run.traceback
+
+
+def test_a_run_that_lost_its_lease_cannot_record_success(register_job):
+    job = register_job("stolen-job", "steal_lease")
+    run = job_execute(_delivery(job)).run
+
+    assert run.status == Status.LOST
+    assert "lost its lease" in run.error
+
+
+def test_a_beat_delivery_past_its_starting_deadline_is_expired(register_job):
+    job = register_job("late-job", starting_deadline=60)
+    old_slot = timezone.now().replace(microsecond=0) - timedelta(minutes=10)
+    run = job_execute(_delivery(job, slot=old_slot)).run
+
+    assert run.status == Status.EXPIRED
+    from tests.scheduler.sample_jobs import CALLS
+
+    assert CALLS == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ten_concurrent_deliveries_of_one_slot_run_it_once(register_job):
+    job = register_job("race-job")
+    slot = timezone.now().replace(second=0, microsecond=0)
+    barrier = threading.Barrier(10)
+    outcomes: list[str] = []
+
+    def deliver(n: int) -> None:
+        barrier.wait()
+        try:
+            outcomes.append(job_execute(_delivery(job, task_id=f"t{n}", slot=slot)).run.status)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=deliver, args=(n,)) for n in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(outcomes).count(Status.SUCCEEDED) == 1
+    assert sorted(outcomes).count(Status.DUPLICATE) == 9
+    assert JobRun.objects.filter(job="race-job", duplicate_of__isnull=True).count() == 1

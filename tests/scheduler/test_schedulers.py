@@ -1,0 +1,124 @@
+"""Beat's scheduler: the entry's send options, bad rows, and the crontab window of beat 2.9."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django_celery_beat import schedulers as beat_schedulers
+from django_celery_beat.models import CrontabSchedule, PeriodicTask
+
+from jobsite.celery import app
+from scheduler.cron import Cron
+from scheduler.models import JobSchedule
+from scheduler.schedulers import JobScheduler
+from scheduler.services.schedules import schedules_apply
+
+pytestmark = pytest.mark.django_db
+
+
+def _scheduler() -> JobScheduler:
+    return JobScheduler(app=app, lazy=True)
+
+
+def _entry(name: str):
+    return _scheduler().all_as_schedule()[name]
+
+
+def test_an_entry_sends_with_countdown_to_its_slot_expiry_and_headers():
+    schedules_apply(profile="test")
+    entry = _entry("retention-pruning")
+    sent_at = datetime(2026, 11, 23, 12, 0, 0, 120_000, tzinfo=UTC)
+
+    prepared = entry.prepared(sent_at)
+
+    slot = datetime(2026, 11, 23, 12, 0, 55, tzinfo=UTC)
+    assert prepared.options["countdown"] == pytest.approx(54.88)
+    assert prepared.options["expires"] == slot + timedelta(seconds=entry.job.starting_deadline)
+    assert prepared.options["expires"] > slot
+    assert prepared.options["headers"]["job"] == "retention-pruning"
+    assert prepared.options["headers"]["slot"] == slot.isoformat()
+    assert prepared.kwargs == {"slot": slot.isoformat(), "trigger": "beat"}
+    assert prepared.options["queue"] == "long"
+    assert "countdown" not in entry.options  # the stored entry is not changed
+
+
+def test_a_send_a_few_ms_before_the_boundary_belongs_to_the_coming_minute():
+    schedules_apply(profile="test")
+    prepared = _entry("retention-pruning").prepared(
+        datetime(2026, 11, 23, 11, 59, 59, 990_000, tzinfo=UTC)
+    )
+    assert prepared.kwargs["slot"] == "2026-11-23T12:00:55+00:00"
+
+
+def test_the_kill_switch_sends_every_job_at_the_boundary(monkeypatch):
+    schedules_apply(profile="test")
+    monkeypatch.setenv("JOB_STAGGER_ENABLED", "0")
+    prepared = _entry("retention-pruning").prepared(datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC))
+    assert prepared.options["countdown"] == 0
+    assert prepared.kwargs["slot"] == "2026-11-23T12:00:00+00:00"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        ("kwargs", "{bad json", "kwargs is not valid JSON"),
+        ("args", '{"not": "a list"}', "args must be a JSON list"),
+        ("task", "no.such.task", "is not registered"),
+    ],
+)
+def test_a_bad_row_is_left_out_and_the_others_still_load(field, value, problem, caplog):
+    schedules_apply(profile="test")
+    PeriodicTask.objects.filter(name="retention-pruning").update(**{field: value})
+    PeriodicTask.objects.create(
+        name="healthy", task="scheduler.ping", crontab=CrontabSchedule.objects.first()
+    )
+
+    loaded = _scheduler().all_as_schedule()
+
+    assert "retention-pruning" not in loaded
+    assert "healthy" in loaded
+    assert problem in caplog.text
+    assert PeriodicTask.objects.get(name="retention-pruning").enabled  # reported, not rewritten
+
+
+@pytest.mark.parametrize(("minute", "day_of_month", "month"), [("99", "*", "*"), ("0", "31", "2")])
+def test_an_impossible_cron_written_to_the_database_is_left_out(minute, day_of_month, month):
+    schedules_apply(profile="test")
+    bad = CrontabSchedule.objects.create(
+        minute=minute, hour="0", day_of_month=day_of_month, month_of_year=month
+    )
+    PeriodicTask.objects.filter(name="retention-pruning").update(crontab=bad)
+    PeriodicTask.objects.create(
+        name="healthy",
+        task="scheduler.ping",
+        crontab=CrontabSchedule.objects.exclude(pk=bad.pk).first(),
+    )
+
+    loaded = _scheduler().all_as_schedule()
+
+    assert "retention-pruning" not in loaded
+    assert "healthy" in loaded
+
+
+@pytest.mark.parametrize("hour", [0, 2, 3, 4, 11, 23])
+def test_every_job_due_within_the_hour_is_loaded_at_any_time_of_day(hour, monkeypatch):
+    schedules_apply(profile="production")
+    moment = datetime(2026, 11, 23, hour, 58, 30, tzinfo=UTC)
+    monkeypatch.setattr(beat_schedulers, "aware_now", lambda: moment)
+    monkeypatch.setattr(beat_schedulers, "now", lambda: moment)
+
+    loaded = set(_scheduler().all_as_schedule())
+
+    for task in PeriodicTask.objects.select_related("crontab"):
+        upcoming = Cron.from_model(task.crontab).next_fire_times(moment, 1)[0]
+        if upcoming - moment <= timedelta(hours=1):
+            assert task.name in loaded, (task.name, moment)
+
+
+def test_an_offset_outside_0_59_is_refused_by_the_database():
+    from django.db import IntegrityError
+
+    schedules_apply(profile="test")
+    with pytest.raises(IntegrityError, match="jobschedule_offset_0_59"):
+        JobSchedule.objects.update(offset_seconds=60)

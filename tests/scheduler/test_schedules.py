@@ -1,0 +1,112 @@
+"""`schedules apply` upserts; staff edits survive; bad environment values name their variable."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.management import CommandError, call_command
+from django_celery_beat.models import PeriodicTask
+
+from jobsite.env import ConfigError
+from scheduler.cron import Cron
+from scheduler.models import JobSchedule
+from scheduler.registry import all_jobs
+from scheduler.services.schedules import (
+    check_stagger_environment,
+    crontab_for,
+    schedules_apply,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+def test_apply_creates_one_task_per_job_and_twice_changes_nothing():
+    first = schedules_apply(profile="production")
+    rows = {
+        t.name: (t.crontab_id, t.job_schedule.offset_seconds, t.last_run_at)
+        for t in PeriodicTask.objects.select_related("job_schedule")
+    }
+    second = schedules_apply(profile="production")
+
+    assert {c.action for c in first} == {"created"}
+    assert {c.action for c in second} == {"unchanged"}
+    assert len(rows) == len(all_jobs())
+    assert rows == {
+        t.name: (t.crontab_id, t.job_schedule.offset_seconds, t.last_run_at)
+        for t in PeriodicTask.objects.select_related("job_schedule")
+    }
+
+
+def test_apply_keeps_staff_edits_unless_reset():
+    schedules_apply(profile="production")
+    task = PeriodicTask.objects.get(name="retention-pruning")
+    task.crontab = crontab_for(Cron.parse("30 5 * * *"))
+    task.enabled = False
+    task.save()
+    JobSchedule.objects.filter(periodic_task=task).update(offset_seconds=7)
+
+    kept = {c.job: c for c in schedules_apply(profile="production")}["retention-pruning"]
+    task.refresh_from_db()
+    assert str(Cron.from_model(task.crontab)) == "30 5 * * *"
+    assert task.job_schedule.offset_seconds == 7
+    assert not task.enabled
+    assert "kept" in " ".join(kept.details)
+
+    schedules_apply(profile="production", reset=True)
+    task = PeriodicTask.objects.select_related("job_schedule").get(name="retention-pruning")
+    assert str(Cron.from_model(task.crontab)) == "0 4 * * *"
+    assert task.job_schedule.offset_seconds == 55
+    assert task.enabled
+
+
+def test_the_test_profile_fires_every_job_every_minute_at_its_offset():
+    schedules_apply(profile="test")
+    for task in PeriodicTask.objects.select_related("crontab", "job_schedule"):
+        assert str(Cron.from_model(task.crontab)) == "* * * * *"
+    offsets = [t.job_schedule.offset_seconds for t in PeriodicTask.objects.all()]
+    assert len(offsets) == len(set(offsets))
+
+
+def test_stagger_variable_sets_the_default_offset(monkeypatch):
+    monkeypatch.setenv("JOB_STAGGER_RETENTION_PRUNING", "12")
+    schedules_apply(profile="production")
+    assert PeriodicTask.objects.get(name="retention-pruning").job_schedule.offset_seconds == 12
+
+
+@pytest.mark.parametrize("value", ["60", "-1", "abc", "1000000000"])
+def test_a_bad_stagger_value_is_an_error_naming_the_variable(monkeypatch, value):
+    monkeypatch.setenv("JOB_STAGGER_RETENTION_PRUNING", value)
+    errors = check_stagger_environment()
+    assert any("JOB_STAGGER_RETENTION_PRUNING" in e for e in errors)
+    with pytest.raises(ConfigError, match="JOB_STAGGER_RETENTION_PRUNING"):
+        schedules_apply(profile="production")
+    assert not PeriodicTask.objects.exists()
+
+
+def test_a_bad_kill_switch_and_an_unknown_job_variable_are_reported(monkeypatch):
+    monkeypatch.setenv("JOB_STAGGER_ENABLED", "maybe")
+    monkeypatch.setenv("JOB_STAGGER_NO_SUCH_JOB", "3")
+    errors = " | ".join(check_stagger_environment())
+    assert "JOB_STAGGER_ENABLED" in errors
+    assert "JOB_STAGGER_NO_SUCH_JOB names no registered job" in errors
+
+
+def test_system_check_reports_bad_stagger_values(monkeypatch):
+    monkeypatch.setenv("JOB_STAGGER_RETENTION_PRUNING", "abc")
+    with pytest.raises(Exception, match="JOB_STAGGER_RETENTION_PRUNING"):
+        call_command("check")
+
+
+def test_schedules_commands_list_check_and_remove():
+    out = io.StringIO()
+    call_command("schedules", "apply", "--profile", "test", stdout=out)
+    call_command("schedules", "list", "--profile", "test", stdout=out)
+    assert "55 * * * * *" in out.getvalue()
+    check = io.StringIO()
+    call_command("schedules", "check", stdout=check)
+    assert "peak simultaneous starts per second: 1" in check.getvalue()
+    call_command("schedules", "remove", "retention-pruning", stdout=out)
+    assert not PeriodicTask.objects.filter(name="retention-pruning").exists()
+    with pytest.raises(CommandError, match="unknown job 'nope'"):
+        call_command("schedules", "remove", "nope")

@@ -1,0 +1,138 @@
+"""Leaderboard writes: a session's score onto its three boards, and set-based ranking.
+
+Rank order (DESIGN.md): higher score first, then the earlier achieved_at, then the lower id. With
+`id` in the order no two rows tie, so ROW_NUMBER() and RANK() agree; ROW_NUMBER is used because it
+is what "ranks run 1..N" means and needs no peer comparison.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+from django.db import connection
+
+from games.models import BoardPeriod, GameSession, LeaderboardEntry
+from games.periods import current_boards, period_start
+
+ENTRY_TABLE = LeaderboardEntry._meta.db_table
+SESSION_TABLE = GameSession._meta.db_table
+
+# The window, shared by the hourly run and finalisation so both rank the same way.
+RANK_WINDOW = (
+    "ROW_NUMBER() OVER (PARTITION BY game, period, period_start "
+    "ORDER BY score DESC, achieved_at ASC, id ASC)"
+)
+
+Board = tuple[str, str, dt.date]  # (game, period, period_start)
+
+
+def board_entries_upsert(
+    *,
+    player_id: int,
+    game: str,
+    session_id: int,
+    score: int,
+    achieved_at: dt.datetime,
+    periods: Iterable[str],
+) -> int:
+    """Put `score` on the player's boards of `periods` where it beats the stored best.
+
+    One statement; an equal score keeps the earlier entry (it was achieved first). A changed or new
+    entry keeps/gets a stale rank until the next ranking run. Returns rows written.
+    """
+    rows = [
+        (player_id, game, period, period_start(period, achieved_at), score, achieved_at, session_id)
+        for period in periods
+    ]
+    if not rows:
+        return 0
+    values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(rows))
+    sql = f"""
+        INSERT INTO {ENTRY_TABLE}
+            (player_id, game, period, period_start, score, achieved_at, session_id)
+        VALUES {values}
+        ON CONFLICT (player_id, game, period, period_start) DO UPDATE
+            SET score = EXCLUDED.score,
+                achieved_at = EXCLUDED.achieved_at,
+                session_id = EXCLUDED.session_id
+            WHERE {ENTRY_TABLE}.score < EXCLUDED.score
+    """  # noqa: S608 -- table names are ours, values are parameters
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [value for row in rows for value in row])
+        return cursor.rowcount
+
+
+def board_entry_recompute(*, player_id: int, game: str, period: str, start: dt.date) -> str:
+    """Rebuild one player's entry on one board from their counting sessions (after a void).
+
+    Returns "updated", "deleted" or "unchanged". Counting sessions: finished, not voided, finished
+    inside the period (any time for all-time).
+    """
+    if period == BoardPeriod.ALL_TIME:
+        window_sql, window_params = "", []
+    else:
+        begin = dt.datetime(start.year, start.month, start.day, tzinfo=dt.UTC)
+        length = dt.timedelta(days=1 if period == BoardPeriod.DAILY else 7)
+        window_sql = "AND s.finished_at >= %s AND s.finished_at < %s"
+        window_params = [begin, begin + length]
+    # The best remaining session, in board order (score desc, earliest achievement, lowest id).
+    best_sql = f"""
+        SELECT s.id, s.score, s.finished_at FROM {SESSION_TABLE} s
+        WHERE s.player_id = %s AND s.game = %s AND s.status = 'finished'
+          AND s.voided_at IS NULL {window_sql}
+        ORDER BY s.score DESC, s.finished_at ASC, s.id ASC LIMIT 1
+    """  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(best_sql, [player_id, game, *window_params])
+        best = cursor.fetchone()
+        key = [player_id, game, period, start]
+        if best is None:
+            cursor.execute(
+                f"DELETE FROM {ENTRY_TABLE} WHERE player_id = %s AND game = %s "  # noqa: S608
+                "AND period = %s AND period_start = %s",
+                key,
+            )
+            return "deleted" if cursor.rowcount else "unchanged"
+        cursor.execute(
+            f"UPDATE {ENTRY_TABLE} SET session_id = %s, score = %s, achieved_at = %s "  # noqa: S608
+            "WHERE player_id = %s AND game = %s AND period = %s AND period_start = %s "
+            "AND (session_id IS DISTINCT FROM %s OR score <> %s)",
+            [best[0], best[1], best[2], *key, best[0], best[1]],
+        )
+        return "updated" if cursor.rowcount else "unchanged"
+
+
+def boards_rank(boards: list[Board]) -> dict[Board, int]:
+    """Rewrite the ranks of `boards` in one statement; only rows whose rank changes are written.
+
+    Returns rows written per board (boards with nothing to write are absent). The window reads the
+    board in index order (entry_board_order), so no sort spills to disk; the UPDATE touches only
+    `rank`, which no index contains, so with the table's fillfactor the rows are HOT-updated.
+    """
+    if not boards:
+        return {}
+    keys = ", ".join(["(%s, %s, %s)"] * len(boards))
+    sql = f"""
+        WITH ranked AS (
+            SELECT id, {RANK_WINDOW} AS new_rank
+            FROM {ENTRY_TABLE}
+            WHERE (game, period, period_start) IN ({keys})
+        ),
+        written AS (
+            UPDATE {ENTRY_TABLE} AS e SET rank = ranked.new_rank
+            FROM ranked
+            WHERE e.id = ranked.id AND e.rank IS DISTINCT FROM ranked.new_rank
+            RETURNING e.game, e.period, e.period_start
+        )
+        SELECT game, period, period_start, count(*) FROM written
+        GROUP BY game, period, period_start
+    """  # noqa: S608
+    params = [value for board in boards for value in board]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {(game, period, start): count for game, period, start, count in cursor.fetchall()}
+
+
+def current_board_keys(now: dt.datetime, games: Iterable[str]) -> list[Board]:
+    return [(game, period, start) for game in games for period, start in current_boards(now)]

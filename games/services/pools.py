@@ -1,0 +1,154 @@
+"""Prize pools: entry-fee shares in, finalisation out (winner, final ranks, credit, rollover).
+
+Money safety does not rest on the job lock: every change to a pool happens in a transaction that
+holds the pool row (SELECT ... FOR UPDATE) and re-checks its status, and the credit is unique per
+pool in the database. Two finalisers at once therefore serialise on the row; the second one finds
+the pool closed and does nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from django.db import connection, transaction
+
+from games.models import PoolPeriod, PrizeCredit, PrizePool
+from games.money import ZERO, to_money
+from games.periods import period_end, period_length, utc_date
+from games.services.boards import ENTRY_TABLE, boards_rank
+from games.services.notifications import notification_enqueue
+
+
+def prize_pool_lock(
+    *, game: str, period: str, period_start: dt.date, create: bool = True
+) -> PrizePool | None:
+    """The pool row, locked FOR UPDATE until the transaction ends; created on demand.
+
+    INSERT ... ON CONFLICT DO NOTHING first, so two creators never collide on the unique key.
+    Must run inside a transaction.
+    """
+    if create:
+        PrizePool.objects.bulk_create(
+            [PrizePool(game=game, period=period, period_start=period_start)],
+            ignore_conflicts=True,
+        )
+    return (
+        PrizePool.objects.select_for_update()
+        .filter(game=game, period=period, period_start=period_start)
+        .first()
+    )
+
+
+def prize_pool_add(
+    *, game: str, period: str, period_start: dt.date, amount: Decimal, carried: bool = False
+) -> PrizePool:
+    """Add `amount` to the open pool of that period, or of the first later period still open.
+
+    A pool already closed (its period ended and was finalised) takes no more money: the amount goes
+    forward, like a rollover, instead of changing a paid-out pool. Must run inside a transaction.
+    """
+    amount = to_money(amount)
+    start = period_start
+    step = period_length(period)
+    while True:
+        pool = prize_pool_lock(game=game, period=period, period_start=start)
+        assert pool is not None  # created above
+        if pool.status == PrizePool.Status.OPEN:
+            break
+        start += step
+    pool.amount += amount
+    if carried:
+        pool.carried_in += amount
+    pool.save(update_fields=["amount", "carried_in"])
+    return pool
+
+
+def prize_pool_finalise(*, pool_id: int, now: dt.datetime) -> str:
+    """Close one pool whose period has ended: "finalised", "no_winner", or "skipped".
+
+    In one transaction holding the pool row: the winner is the top of the matching board in rank
+    order (score desc, achieved_at, id), read at this moment; the board's final ranks are written;
+    the winner gets one PrizeCredit (unique per pool) when the amount is positive and a
+    notification. A pool without entries becomes `no_winner` and its amount moves to the next open
+    pool of the same game and period. A pool that is closed already, or whose period has not
+    ended at `now`, is "skipped" and left untouched.
+    """
+    with transaction.atomic():
+        pool = PrizePool.objects.select_for_update().get(pk=pool_id)
+        if pool.status != PrizePool.Status.OPEN:
+            return "skipped"
+        if period_end(pool.period, pool.period_start) > now:
+            return "skipped"
+        board = (pool.game, pool.period, pool.period_start)
+        with connection.cursor() as cursor:
+            # Lowest-cost exact winner: one index probe on entry_board_order, whatever rank says.
+            cursor.execute(
+                f"SELECT player_id, score FROM {ENTRY_TABLE} "  # noqa: S608
+                "WHERE game = %s AND period = %s AND period_start = %s "
+                "ORDER BY score DESC, achieved_at ASC, id ASC LIMIT 1",
+                list(board),
+            )
+            top = cursor.fetchone()
+        if top is None:
+            carried = pool.amount
+            pool.status = PrizePool.Status.NO_WINNER
+            pool.finalised_at = now
+            pool.save(update_fields=["status", "finalised_at"])
+            if carried > ZERO:
+                # The amount stays on this pool as its record; the next pool receives a copy of
+                # it as `carried_in`. Settlement pays only credits, so nothing is counted twice.
+                prize_pool_add(
+                    game=pool.game,
+                    period=pool.period,
+                    period_start=pool.period_start + period_length(pool.period),
+                    amount=carried,
+                    carried=True,
+                )
+            return "no_winner"
+        winner_id, winning_score = top
+        boards_rank([board])
+        pool.status = PrizePool.Status.FINALISED
+        pool.winner_id = winner_id
+        pool.winning_score = winning_score
+        pool.finalised_at = now
+        pool.save(update_fields=["status", "winner", "winning_score", "finalised_at"])
+        if pool.amount > ZERO:
+            PrizeCredit.objects.create(
+                pool=pool, player_id=winner_id, amount=pool.amount, created_at=now
+            )
+        label = "daily" if pool.period == PoolPeriod.DAILY else "weekly"
+        notification_enqueue(
+            player_id=winner_id,
+            kind="pool_won",
+            title=f"You won the {label} {pool.get_game_display()} pool!",
+            body=f"Score {winning_score} won {pool.amount} for {pool.period_start:%Y-%m-%d}.",
+            dedupe_key=f"pool-won:{pool.pk}",
+            due_at=now,
+        )
+        return "finalised"
+
+
+def prize_pool_finalise_due(*, now: dt.datetime) -> dict[str, int]:
+    """Finalise every open pool whose period ended by `now` (the job at 00:00 UTC).
+
+    On schedule that is each daily pool of the day before `now`'s date and, when `now` is a Monday,
+    each weekly pool of the ISO week that just ended. Pools a missed run left open are caught up
+    too (oldest first, so a rollover lands in a pool that is finalised after it). A pool of a
+    period that has not ended is never selected. One transaction per pool keeps locks short.
+    """
+    today = utc_date(now)
+    due = [
+        pool_id
+        for pool_id, period, start in PrizePool.objects.filter(
+            status=PrizePool.Status.OPEN, period_start__lt=today
+        )
+        .order_by("period_start", "period", "game")
+        .values_list("id", "period", "period_start")
+        if period_end(period, start) <= now
+    ]
+    counts = {"finalised": 0, "no_winner": 0, "skipped": 0}
+    for pool_id in due:
+        counts[prize_pool_finalise(pool_id=pool_id, now=now)] += 1
+    counts["due"] = len(due)
+    return counts

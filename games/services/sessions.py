@@ -1,0 +1,142 @@
+"""Players and game sessions: start, report, finish (boards + pools + signal), void."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from django.db import transaction
+from django.utils import timezone
+
+from games import conf
+from games.models import BoardPeriod, Game, GameSession, Player, PoolPeriod, PrizePool
+from games.money import ZERO, split, to_money
+from games.periods import period_start
+from games.services.boards import board_entries_upsert, board_entry_recompute
+from games.services.pools import prize_pool_add, prize_pool_lock
+from games.signals import session_finished
+
+
+class SessionStateError(ValueError):
+    """The session is not in a state that allows this action; the message says which."""
+
+
+def player_create(*, handle: str, wallet_address: str = "") -> Player:
+    return Player.objects.create(handle=handle, wallet_address=wallet_address)
+
+
+def game_session_start(
+    *,
+    player_id: int,
+    game: str,
+    entry_fee: Decimal | int | str = ZERO,
+    now: dt.datetime | None = None,
+) -> GameSession:
+    if game not in Game.values:
+        raise ValueError(f"unknown game {game!r}; one of {', '.join(Game.values)}")
+    fee = to_money(entry_fee)
+    if fee < ZERO:
+        raise ValueError(f"entry fee {fee} is negative")
+    return GameSession.objects.create(
+        player_id=player_id, game=game, entry_fee=fee, started_at=now or timezone.now()
+    )
+
+
+def game_session_report_score(
+    *, session_id: int, score: int, now: dt.datetime | None = None
+) -> None:
+    """Record the game's current score; only an active session accepts one."""
+    if score < 0:
+        raise ValueError("a score is never negative")
+    updated = GameSession.objects.filter(pk=session_id, status=GameSession.Status.ACTIVE).update(
+        score=score, last_score_at=now or timezone.now()
+    )
+    if not updated:
+        raise SessionStateError(f"session {session_id} is not active")
+
+
+def game_session_finish(
+    *, session_id: int, score: int | None = None, now: dt.datetime | None = None
+) -> GameSession:
+    """Finish an active session, in one transaction:
+
+    - the session becomes `finished` at `now` with `score` (default: its last reported score);
+    - the player's daily, weekly and all-time boards of that game take the score where it beats
+      their best (achieved_at = finished_at);
+    - the entry fee is split between the open daily and weekly pools of that game
+      (GAMES_DAILY_POOL_SHARE percent to the daily one, the exact rest to the weekly one);
+      pools are created on demand;
+    - `session_finished` is sent, so receivers write in this same transaction.
+
+    Finishing a finished session again returns it unchanged (a client retrying "finish" is safe);
+    an expired one raises SessionStateError. If a period's pool is already closed (finalised
+    before this commit), its board is final: the score is not added there and the pool share goes
+    to the next open pool.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        session = GameSession.objects.select_for_update().get(pk=session_id)
+        if session.status == GameSession.Status.FINISHED:
+            return session
+        if session.status != GameSession.Status.ACTIVE:
+            raise SessionStateError(f"session {session_id} is {session.status}")
+        if score is not None:
+            if score < 0:
+                raise ValueError("a score is never negative")
+            session.score = score
+        session.status = GameSession.Status.FINISHED
+        session.finished_at = now
+        session.save(update_fields=["score", "status", "finished_at"])
+
+        # Pool rows are locked in a fixed order (daily, then weekly) by every writer: no deadlock.
+        daily_share, weekly_share = split(
+            session.entry_fee, share_percent=conf.load().daily_pool_share_percent
+        )
+        periods = [BoardPeriod.ALL_TIME]
+        for period, share in ((PoolPeriod.DAILY, daily_share), (PoolPeriod.WEEKLY, weekly_share)):
+            start = period_start(period, now)
+            pool = prize_pool_lock(
+                game=session.game, period=period, period_start=start, create=share > ZERO
+            )
+            if pool is None or pool.status == PrizePool.Status.OPEN:
+                periods.append(period)
+            if share > ZERO:
+                prize_pool_add(game=session.game, period=period, period_start=start, amount=share)
+        board_entries_upsert(
+            player_id=session.player_id,
+            game=session.game,
+            session_id=session.pk,
+            score=session.score,
+            achieved_at=now,
+            periods=periods,
+        )
+        session_finished.send(sender=GameSession, session=session)
+    return session
+
+
+def game_session_void(*, session_id: int, now: dt.datetime | None = None) -> dict[str, int]:
+    """Staff action: a finished session stops counting on boards.
+
+    Each board entry that this session holds is rebuilt from the player's other counting sessions
+    of that period, or removed when none is left. Money already in pools stays there (a void is
+    not a refund), and a pool already finalised keeps its winner. Voiding twice changes nothing.
+    """
+    now = now or timezone.now()
+    counts = {"updated": 0, "deleted": 0, "unchanged": 0}
+    with transaction.atomic():
+        session = GameSession.objects.select_for_update().get(pk=session_id)
+        if session.status != GameSession.Status.FINISHED:
+            raise SessionStateError(f"session {session_id} is {session.status}; cannot void")
+        if session.voided_at is not None:
+            return counts
+        session.voided_at = now
+        session.save(update_fields=["voided_at"])
+        for entry in session.board_entries.select_for_update():
+            outcome = board_entry_recompute(
+                player_id=entry.player_id,
+                game=entry.game,
+                period=entry.period,
+                start=entry.period_start,
+            )
+            counts[outcome] += 1
+    return counts

@@ -1,0 +1,132 @@
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+
+from games.models import GameSession, LeaderboardEntry, PrizePool
+from games.services import (
+    SessionStateError,
+    game_session_finish,
+    game_session_report_score,
+    game_session_start,
+    game_session_void,
+)
+from games.signals import session_finished
+from tests.games.conftest import at
+
+
+def boards_of(player):
+    return {
+        (e.period, e.period_start): (e.score, e.session_id)
+        for e in LeaderboardEntry.objects.filter(player=player)
+    }
+
+
+@pytest.mark.django_db
+def test_finishing_a_session_puts_its_score_on_the_three_boards(make_player, play):
+    # given a player
+    player = make_player()
+    # when they finish a snake game on Wednesday 2026-03-04
+    session = play(player, "snake", score=120, when=at(2026, 3, 4, 10))
+    # then the daily, weekly (Monday 2026-03-02) and all-time boards hold it
+    assert boards_of(player) == {
+        ("daily", dt.date(2026, 3, 4)): (120, session.pk),
+        ("weekly", dt.date(2026, 3, 2)): (120, session.pk),
+        ("all_time", dt.date(2000, 1, 1)): (120, session.pk),
+    }
+
+
+@pytest.mark.django_db
+def test_a_lower_or_equal_score_does_not_replace_the_best(make_player, play):
+    # given a best of 100
+    player = make_player()
+    best = play(player, score=100, when=at(2026, 3, 4, 10))
+    # when the player scores 100 again and then 50
+    play(player, score=100, when=at(2026, 3, 4, 11))
+    play(player, score=50, when=at(2026, 3, 4, 12))
+    # then the first 100 is still the entry, with its achievement time
+    entry = LeaderboardEntry.objects.get(player=player, period="daily")
+    assert (entry.score, entry.session_id, entry.achieved_at) == (100, best.pk, at(2026, 3, 4, 10))
+
+
+@pytest.mark.django_db
+def test_the_entry_fee_is_split_exactly_between_daily_and_weekly_pools(make_player, play):
+    # given two paid games of 1.01 each (a half cent in each share)
+    play(score=1, when=at(2026, 3, 4, 10), fee="1.01")
+    play(score=2, when=at(2026, 3, 4, 11), fee="1.01")
+    # then the pools hold exactly 2.02 together, split half-even per fee
+    daily = PrizePool.objects.get(game="snake", period="daily", period_start=dt.date(2026, 3, 4))
+    weekly = PrizePool.objects.get(game="snake", period="weekly", period_start=dt.date(2026, 3, 2))
+    assert daily.amount + weekly.amount == Decimal("2.02")
+    assert daily.amount == Decimal("1.00")  # 0.505 -> 0.50 (half-even), twice
+
+
+@pytest.mark.django_db
+def test_a_free_game_creates_no_pool(play):
+    play(score=1, when=at(2026, 3, 4, 10), fee="0")
+    assert not PrizePool.objects.exists()
+
+
+@pytest.mark.django_db
+def test_session_finished_is_sent_inside_the_transaction(make_player, play):
+    # given a receiver that fails
+    def receiver(sender, session, **kwargs):
+        raise RuntimeError("referrals are down")
+
+    session_finished.connect(receiver)
+    try:
+        player = make_player()
+        session = game_session_start(player_id=player.pk, game="pong", entry_fee="2.00")
+        # when the session is finished, then the failure rolls the whole finish back
+        with pytest.raises(RuntimeError):
+            game_session_finish(session_id=session.pk, score=3, now=at(2026, 3, 4, 10))
+    finally:
+        session_finished.disconnect(receiver)
+    session.refresh_from_db()
+    assert session.status == "active"
+    assert not LeaderboardEntry.objects.exists()
+    assert not PrizePool.objects.exists()
+
+
+@pytest.mark.django_db
+def test_finishing_twice_changes_nothing(make_player):
+    # given a finished paid session
+    player = make_player()
+    session = game_session_start(player_id=player.pk, game="pong", entry_fee="2.00")
+    game_session_finish(session_id=session.pk, score=5, now=at(2026, 3, 4, 10))
+    # when finish is called again (a client retry) with another score
+    again = game_session_finish(session_id=session.pk, score=99, now=at(2026, 3, 4, 11))
+    # then nothing moved
+    assert (again.score, again.finished_at) == (5, at(2026, 3, 4, 10))
+    assert sum(p.amount for p in PrizePool.objects.all()) == Decimal("2.00")
+
+
+@pytest.mark.django_db
+def test_a_score_report_is_kept_and_used_when_finish_sends_none(make_player):
+    player = make_player()
+    session = game_session_start(player_id=player.pk, game="tetris")
+    game_session_report_score(session_id=session.pk, score=40, now=at(2026, 3, 4, 10))
+    finished = game_session_finish(session_id=session.pk, now=at(2026, 3, 4, 10, 5))
+    assert finished.score == 40
+    with pytest.raises(SessionStateError):
+        game_session_report_score(session_id=session.pk, score=41)
+
+
+@pytest.mark.django_db
+def test_voiding_rebuilds_the_entries_from_the_other_sessions(make_player, play):
+    # given a best of 300 on Wednesday and an 80 on Tuesday of the same week
+    player = make_player()
+    tuesday = play(player, score=80, when=at(2026, 3, 3, 10))
+    cheat = play(player, score=300, when=at(2026, 3, 4, 10))
+    # when the 300 is voided
+    counts = game_session_void(session_id=cheat.pk, now=at(2026, 3, 4, 12))
+    # then weekly and all-time fall back to Tuesday's 80 and Wednesday's daily entry is gone
+    assert counts == {"updated": 2, "deleted": 1, "unchanged": 0}
+    assert boards_of(player) == {
+        ("daily", dt.date(2026, 3, 3)): (80, tuesday.pk),
+        ("weekly", dt.date(2026, 3, 2)): (80, tuesday.pk),
+        ("all_time", dt.date(2000, 1, 1)): (80, tuesday.pk),
+    }
+    # and voiding twice changes nothing
+    assert game_session_void(session_id=cheat.pk) == {"updated": 0, "deleted": 0, "unchanged": 0}
+    assert GameSession.objects.get(pk=cheat.pk).voided_at == at(2026, 3, 4, 12)

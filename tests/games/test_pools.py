@@ -1,0 +1,216 @@
+import datetime as dt
+import threading
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+
+from games.models import LeaderboardEntry, Notification, PrizeCredit, PrizePool
+from games.services import prize_pool_finalise, prize_pool_finalise_due
+from tests.games.conftest import at
+
+WEDNESDAY = dt.date(2026, 3, 4)
+
+
+def daily_pool(game="snake", day=WEDNESDAY):
+    return PrizePool.objects.get(game=game, period="daily", period_start=day)
+
+
+def entry(player, *, score, achieved_at, day=WEDNESDAY, game="snake"):
+    return LeaderboardEntry.objects.create(
+        player=player,
+        game=game,
+        period="daily",
+        period_start=day,
+        score=score,
+        achieved_at=achieved_at,
+        rank=1,  # deliberately stale: finalisation must not trust stored ranks
+    )
+
+
+@pytest.mark.django_db
+def test_the_winner_is_the_highest_score_then_the_earliest_then_the_lowest_id(make_player):
+    # given a pool and a board with ties on score and on achievement time
+    PrizePool.objects.create(
+        game="snake", period="daily", period_start=WEDNESDAY, amount=Decimal("9.00")
+    )
+    low, late, tie_second, tie_first = (make_player() for _ in range(4))
+    entry(low, score=10, achieved_at=at(2026, 3, 4, 1))
+    entry(late, score=50, achieved_at=at(2026, 3, 4, 9))
+    first = entry(tie_first, score=50, achieved_at=at(2026, 3, 4, 8))
+    second = entry(tie_second, score=50, achieved_at=at(2026, 3, 4, 8))
+    assert first.pk < second.pk
+    # when the day is over and the pool is finalised
+    outcome = prize_pool_finalise(pool_id=daily_pool().pk, now=at(2026, 3, 5, 0, 0, 50))
+    # then the earliest of the equal best scores, with the lowest id, wins the whole amount
+    pool = daily_pool()
+    assert outcome == "finalised"
+    assert (pool.status, pool.winner_id, pool.winning_score) == ("finalised", tie_first.pk, 50)
+    credit = PrizeCredit.objects.get(pool=pool)
+    assert (credit.player_id, credit.amount) == (tie_first.pk, Decimal("9.00"))
+    # and the board's final ranks are written in that order
+    ranks = dict(LeaderboardEntry.objects.filter(period="daily").values_list("player_id", "rank"))
+    assert ranks == {tie_first.pk: 1, tie_second.pk: 2, late.pk: 3, low.pk: 4}
+    # and the winner is notified once
+    assert Notification.objects.filter(player=tie_first, kind="pool_won").count() == 1
+
+
+@pytest.mark.django_db
+def test_an_empty_pool_has_no_winner_and_rolls_its_amount_into_the_next_day(make_player):
+    # given Wednesday's pool of 7.50 with no entries, and Thursday's open pool of 1.00
+    PrizePool.objects.create(
+        game="tetris", period="daily", period_start=WEDNESDAY, amount=Decimal("7.50")
+    )
+    PrizePool.objects.create(
+        game="tetris", period="daily", period_start=dt.date(2026, 3, 5), amount=Decimal("1.00")
+    )
+    # when finalisation runs at Thursday 00:00:50
+    counts = prize_pool_finalise_due(now=at(2026, 3, 5, 0, 0, 50))
+    # then Wednesday has no winner and Thursday carries its amount
+    assert counts["no_winner"] == 1
+    wednesday = daily_pool("tetris")
+    thursday = daily_pool("tetris", dt.date(2026, 3, 5))
+    assert (wednesday.status, wednesday.winner_id) == ("no_winner", None)
+    assert (thursday.status, thursday.amount, thursday.carried_in) == (
+        "open",
+        Decimal("8.50"),
+        Decimal("7.50"),
+    )
+    assert not PrizeCredit.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_rollover_creates_the_next_pool_and_chains_over_missed_days(make_player):
+    # given two empty daily pools left open by missed runs, Monday and Tuesday
+    for day, amount in ((dt.date(2026, 3, 2), "3.00"), (dt.date(2026, 3, 3), "2.00")):
+        PrizePool.objects.create(
+            game="pong", period="daily", period_start=day, amount=Decimal(amount)
+        )
+    # when finalisation runs on Wednesday (catching up both days, oldest first)
+    counts = prize_pool_finalise_due(now=at(2026, 3, 4, 0, 0, 50))
+    # then both have no winner and Wednesday's new pool holds all 5.00
+    assert counts["no_winner"] == 2
+    assert daily_pool("pong").amount == Decimal("5.00")
+    assert daily_pool("pong").carried_in == Decimal("5.00")
+
+
+@pytest.mark.django_db
+def test_weekly_pools_are_finalised_when_their_iso_week_has_ended_on_monday(make_player, play):
+    # given a weekly pool of the week starting Monday 2026-03-02 with one player on its board
+    winner = make_player()
+    play(winner, "breakout", score=7, when=at(2026, 3, 8, 23, 59, 59), fee="2.00")  # Sunday
+    weekly = PrizePool.objects.get(game="breakout", period="weekly")
+    assert weekly.period_start == dt.date(2026, 3, 2)
+    # when finalisation runs on Sunday at 00:00:50 (the week is not over)
+    prize_pool_finalise_due(now=at(2026, 3, 8, 0, 0, 50))
+    # then the weekly pool stays open
+    weekly.refresh_from_db()
+    assert weekly.status == "open"
+    # when it runs on Monday at 00:00:50
+    counts = prize_pool_finalise_due(now=at(2026, 3, 9, 0, 0, 50))
+    # then the weekly and Sunday's daily pool are finalised for the same winner
+    weekly.refresh_from_db()
+    assert (weekly.status, weekly.winner_id) == ("finalised", winner.pk)
+    assert counts["finalised"] == 2
+    assert PrizeCredit.objects.filter(player=winner).count() == 2
+
+
+@pytest.mark.django_db
+def test_a_pool_whose_period_has_not_ended_is_never_touched(play):
+    # given a game finished one second before midnight UTC
+    play(score=5, when=at(2026, 3, 4, 23, 59, 59), fee="1.00")
+    pool = daily_pool()
+    # when a finaliser runs just before midnight (e.g. a clock-skewed or manual run)
+    assert prize_pool_finalise(pool_id=pool.pk, now=at(2026, 3, 4, 23, 59, 59)) == "skipped"
+    assert prize_pool_finalise_due(now=at(2026, 3, 4, 23, 59, 59))["due"] == 0
+    # then it is still open; at midnight exactly it is due
+    assert daily_pool().status == "open"
+    assert prize_pool_finalise_due(now=at(2026, 3, 5))["finalised"] == 1
+
+
+@pytest.mark.django_db
+def test_a_game_finished_at_midnight_counts_for_the_new_day(play):
+    play(score=5, when=at(2026, 3, 5, 0, 0, 0), fee="1.00")
+    assert PrizePool.objects.get(period="daily").period_start == dt.date(2026, 3, 5)
+
+
+@pytest.mark.django_db
+def test_finalising_twice_changes_nothing(make_player, play):
+    # given a finalised pool
+    play(score=5, when=at(2026, 3, 4, 12), fee="4.00")
+    first = prize_pool_finalise_due(now=at(2026, 3, 5, 0, 0, 50))
+    before = list(PrizePool.objects.order_by("id").values())
+    # when the same slot runs again
+    second = prize_pool_finalise_due(now=at(2026, 3, 5, 0, 0, 50))
+    # then nothing changed and one credit exists
+    assert first["finalised"] == 1
+    assert second == {"finalised": 0, "no_winner": 0, "skipped": 0, "due": 0}
+    assert list(PrizePool.objects.order_by("id").values()) == before
+    assert PrizeCredit.objects.count() == 1
+    assert Notification.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_late_game_of_a_closed_period_pays_into_the_next_pool(make_player, play):
+    # given Wednesday's pool is finalised
+    play(score=5, when=at(2026, 3, 4, 12), fee="2.00")
+    prize_pool_finalise_due(now=at(2026, 3, 5, 0, 0, 50))
+    # when a session finishing "at" Wednesday 23:59 commits afterwards
+    late = make_player()
+    play(late, score=999, when=at(2026, 3, 4, 23, 59), fee="2.00")
+    # then the paid-out pool and its board are unchanged, and Thursday's pool took the share
+    assert daily_pool().amount == Decimal("1.00")
+    assert not LeaderboardEntry.objects.filter(player=late, period="daily").exists()
+    assert daily_pool(day=dt.date(2026, 3, 5)).amount == Decimal("1.00")
+
+
+def run_at_once(target, count=2):
+    """Run `target` in `count` threads released together; each closes its DB connection."""
+    barrier = threading.Barrier(count)
+    results: list[object] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            barrier.wait(timeout=10)
+            results.append(target())
+        except BaseException as exc:  # surfaced by the caller's assertion
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    return results
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_finalising_one_pool_at_once_create_one_credit(play):
+    # given a due pool with a winner
+    play(score=5, when=at(2026, 3, 4, 12), fee="4.00")
+    pool_id = daily_pool().pk
+    # when two workers finalise it at the same moment (both reach the row lock)
+    outcomes = run_at_once(lambda: prize_pool_finalise(pool_id=pool_id, now=at(2026, 3, 5, 0, 1)))
+    # then one finalised it and the other found it closed: one credit, one notification
+    assert sorted(outcomes) == ["finalised", "skipped"]
+    assert PrizeCredit.objects.count() == 1
+    assert Notification.objects.filter(kind="pool_won").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_due_runs_at_once_finalise_each_pool_once(play):
+    # given due pools of three games, two of them with a winner
+    play(game="snake", score=5, when=at(2026, 3, 4, 12), fee="4.00")
+    play(game="pong", score=6, when=at(2026, 3, 4, 13), fee="4.00")
+    PrizePool.objects.create(game="tetris", period="daily", period_start=WEDNESDAY, amount=1)
+    # when two runs of the same slot race
+    results = run_at_once(lambda: prize_pool_finalise_due(now=at(2026, 3, 5, 0, 0, 50)))
+    # then each pool was closed once
+    assert sum(r["finalised"] for r in results) == 2
+    assert sum(r["no_winner"] for r in results) == 1
+    assert PrizeCredit.objects.count() == 2
+    assert daily_pool("tetris", dt.date(2026, 3, 5)).amount == Decimal("1.00")

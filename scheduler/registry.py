@@ -9,10 +9,12 @@ app's `jobs` module and reads what they registered.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from importlib import import_module
 from typing import Any
 
 from django.utils.module_loading import autodiscover_modules, import_string
@@ -113,7 +115,11 @@ def unregister(name: str) -> None:
 
 
 def discover() -> None:
+    """Import every installed app's `jobs` module, then JOBSITE_JOB_MODULES (comma-separated
+    dotted modules with more declarations, e.g. an operator's own jobs or a test suite's)."""
     autodiscover_modules("jobs")
+    for module in filter(None, os.environ.get("JOBSITE_JOB_MODULES", "").split(",")):
+        import_module(module.strip())
 
 
 def all_jobs() -> list[Job]:

@@ -3,10 +3,23 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
+from django.db import connection
 
 from scheduler import registry, tasks
 from scheduler.registry import Job
-from tests.scheduler import sample_jobs
+from tests.scheduler import registered_sample_jobs, sample_jobs
+
+tasks.register_job_tasks()  # the session-wide test jobs of registered_sample_jobs
+assert registered_sample_jobs
+
+
+def close_other_connections() -> None:
+    """Worker threads keep their own connections; the test database cannot be dropped with them."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
 
 
 @pytest.fixture

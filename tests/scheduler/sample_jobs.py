@@ -73,3 +73,10 @@ def steal_lease(*, now: datetime) -> dict[str, int]:
     with connection.cursor() as cursor:
         cursor.execute("UPDATE scheduler_joblease SET token = token + 1")
     return {"written": 1}
+
+
+def sleeper(*, now: datetime) -> dict[str, int]:
+    """Long enough to be killed in the middle (tests SIGKILL the worker running it)."""
+    seconds = float(__import__("os").environ.get("SAMPLE_SLEEP", "0.2"))
+    time.sleep(seconds)
+    return {"slept": int(seconds)}

@@ -36,7 +36,8 @@ def test_a_slot_runs_once_and_a_second_delivery_is_recorded_as_duplicate(registe
 
     assert first.status == Status.SUCCEEDED
     assert first.result == {"calls": 1}
-    assert first.lateness_ms is not None and first.duration_ms is not None
+    assert first.lateness_ms is not None
+    assert first.duration_ms is not None
     assert second.status == Status.DUPLICATE
     assert second.duplicate_of_id == first.pk
     assert "already succeeded" in second.reason
@@ -105,7 +106,8 @@ def test_a_transient_error_is_retried_as_the_next_attempt(register_job):
     first = job_execute(_delivery(job, task_id="f"))
 
     assert first.run.status == Status.RETRYING
-    assert first.retry_in is not None and 1 <= first.retry_in <= 1.2
+    assert first.retry_in is not None
+    assert 1 <= first.retry_in <= 1.2
     assert "OperationalError" in first.run.error
 
     retried = job_execute(

@@ -1,0 +1,96 @@
+"""The run path on a real Celery worker, through the real Redis broker."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from datetime import timedelta
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+from django.utils import timezone
+from django_celery_results.models import TaskResult
+
+from jobsite.celery import app
+from scheduler.models import JobRun
+from scheduler.registry import get_job
+from scheduler.services.dispatch import job_dispatch, job_trigger
+from tests.scheduler.conftest import close_other_connections
+
+Status = JobRun.Status
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+def _wait_for(predicate, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture
+def worker():
+    with start_worker(
+        app,
+        pool="threads",
+        concurrency=4,
+        perform_ping_check=False,
+        queues=["default", "long"],
+        shutdown_timeout=20,
+    ) as w:
+        yield w
+    close_other_connections()
+
+
+def test_concurrent_triggers_of_one_job_never_overlap(worker):
+    job = get_job("sample-slow")
+    base = timezone.now().replace(microsecond=0)
+    runs = [
+        job_dispatch(job=job, slot=base + timedelta(seconds=n), trigger="api") for n in range(6)
+    ]
+    ids = [r.pk for r in runs]
+    _wait_for(
+        lambda: not JobRun.objects.filter(pk__in=ids, status__in=["queued", "running"]).exists()
+    )
+
+    finished = JobRun.objects.filter(pk__in=ids)
+    succeeded = sorted(
+        (r.result["started"], r.result["ended"]) for r in finished if r.status == Status.SUCCEEDED
+    )
+    assert succeeded, [r.status for r in finished]
+    assert {r.status for r in finished} <= {Status.SUCCEEDED, Status.SKIPPED_LOCK}
+    assert any(r.status == Status.SKIPPED_LOCK for r in finished)
+    for (_, ended), (started, _) in itertools.pairwise(succeeded):
+        assert ended <= started, "two runs of one job overlapped"
+
+
+def test_a_manual_run_goes_through_the_worker_with_its_result_stored(worker):
+    job = get_job("sample-noop")
+    run = job_trigger(job=job, trigger="api", reason="test")
+    _wait_for(lambda: JobRun.objects.get(pk=run.pk).status == Status.SUCCEEDED)
+
+    run.refresh_from_db()
+    assert run.worker
+    result = TaskResult.objects.get(task_id=run.task_id)
+    assert result.status == "SUCCESS"
+    assert result.task_name == "tests.sample_noop"
+
+
+def test_the_same_slot_sent_twice_runs_once(worker):
+    job = get_job("sample-noop")
+    slot = timezone.now().replace(microsecond=0)
+    kwargs = {"slot": slot.isoformat(), "trigger": "beat"}
+    first = app.send_task(job.task, kwargs=kwargs)
+    second = app.send_task(job.task, kwargs=kwargs)
+    _wait_for(
+        lambda: (
+            JobRun.objects.filter(job=job.name).count() == 2
+            and not JobRun.objects.filter(job=job.name, status="running").exists()
+        )
+    )
+
+    rows = {r.task_id: r.status for r in JobRun.objects.filter(job=job.name)}
+    assert sorted(rows.values()) == [Status.DUPLICATE, Status.SUCCEEDED]
+    assert set(rows) == {first.id, second.id}

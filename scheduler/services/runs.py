@@ -243,9 +243,9 @@ def _failed(
 
 def _drop_broken_connection() -> None:
     """The service's error may have killed the connection (e.g. its backend was terminated)."""
-    if connection.connection is not None and not connection.in_atomic_block:
-        if not connection.is_usable():
-            connection.close()
+    alive = connection.connection is not None and not connection.in_atomic_block
+    if alive and not connection.is_usable():
+        connection.close()
 
 
 def new_task_id() -> str:

@@ -57,7 +57,7 @@ def test_two_jobs_cannot_share_a_task_name(register_job):
 
 
 def test_an_unknown_job_lists_the_known_ones():
-    with pytest.raises(RegistryError, match="unknown job 'nope'; known jobs: .*retention-pruning"):
+    with pytest.raises(RegistryError, match=r"unknown job 'nope'; known jobs: .*retention-pruning"):
         get_job("nope")
 
 

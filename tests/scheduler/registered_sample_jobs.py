@@ -6,7 +6,8 @@ from scheduler.registry import register
 from tests.scheduler.sample_jobs import job
 
 register(
-    job("sample-noop", "noop"),
-    job("sample-slow", "slow"),
-    job("sample-sleeper", "sleeper", lock_ttl=10),
+    # Offsets of their own (the default jobs use multiples of 5), so no collision is introduced.
+    job("sample-noop", "noop", offset=1),
+    job("sample-slow", "slow", offset=2),
+    job("sample-sleeper", "sleeper", offset=4, lock_ttl=10),
 )

@@ -1,0 +1,138 @@
+import datetime as dt
+import itertools
+from decimal import Decimal
+
+import pytest
+
+from games.models import GameSession, LeaderboardEntry
+from games.services import cleanup_run, game_session_report_score, game_session_void
+from tests.games.conftest import at
+
+NOW = at(2026, 3, 4, 3, 0, 35)
+OLD = NOW - dt.timedelta(days=40)
+
+
+def sessions(player, count, *, status="expired", fee="0.00", started=OLD):
+    return GameSession.objects.bulk_create(
+        [
+            GameSession(
+                player=player,
+                game="snake",
+                status=status,
+                entry_fee=Decimal(fee),
+                started_at=started,
+            )
+            for _ in range(count)
+        ]
+    )
+
+
+@pytest.fixture
+def small_batches(monkeypatch):
+    monkeypatch.setenv("GAMES_CLEANUP_BATCH_SIZE", "10")
+
+
+@pytest.mark.django_db
+def test_active_sessions_past_the_expiry_become_expired(make_player, monkeypatch):
+    # given sessions started 31 and 29 minutes ago, and an old one that reported a score
+    monkeypatch.setenv("SESSION_EXPIRY_MINUTES", "30")
+    player = make_player()
+    (stale,) = sessions(player, 1, status="active", started=NOW - dt.timedelta(minutes=31))
+    (fresh,) = sessions(player, 1, status="active", started=NOW - dt.timedelta(minutes=29))
+    (scored,) = sessions(player, 1, status="active", started=NOW - dt.timedelta(minutes=31))
+    game_session_report_score(session_id=scored.pk, score=5, now=NOW)
+    # when cleanup runs
+    counts = cleanup_run(now=NOW)
+    # then only the stale one expired (the scored one is the stuck-session finisher's)
+    assert counts["expired"] == 1
+    statuses = dict(GameSession.objects.values_list("id", "status"))
+    assert statuses == {stale.pk: "expired", fresh.pk: "active", scored.pk: "active"}
+
+
+@pytest.mark.django_db
+def test_deletes_in_batches_up_to_the_boundary_and_never_a_session_with_money(
+    make_player, small_batches
+):
+    # given 25 old free expired sessions (2 full batches + 5), 3 paid ones and 4 recent ones
+    player = make_player()
+    sessions(player, 25)
+    paid = sessions(player, 3, fee="0.50")
+    recent = sessions(player, 4, started=NOW - dt.timedelta(days=1))
+    # when cleanup runs
+    counts = cleanup_run(now=NOW)
+    # then the 25 are gone in three batches of at most 10, the rest stays
+    assert counts["sessions_deleted"] == 25
+    assert set(GameSession.objects.values_list("id", flat=True)) == {s.pk for s in paid + recent}
+    # and 2 full batches + a short one ended the step (3 more batches found nothing to do)
+    assert counts["batches"] == 6
+
+
+@pytest.mark.django_db
+def test_an_exact_multiple_of_the_batch_size_needs_one_empty_batch_to_stop(
+    make_player, small_batches
+):
+    player = make_player()
+    sessions(player, 20)
+    counts = cleanup_run(now=NOW)
+    assert counts["sessions_deleted"] == 20
+    # expire: 1 empty batch; entries: 2 empty; sessions: 10 + 10 + 0
+    assert counts["batches"] == 6, counts
+
+
+@pytest.mark.django_db
+def test_an_interrupted_run_is_resumed_by_the_next_one(make_player, small_batches, monkeypatch):
+    # given 25 deletable sessions and a run that runs out of time after its first batches
+    player = make_player()
+    sessions(player, 25)
+    # a clock that advances 1 s per reading: each batch reads it 3 times, the deadline check
+    # before the 6th batch (the 3rd deleting sessions) is past 13 s
+    ticks = itertools.count()
+    monkeypatch.setenv("GAMES_CLEANUP_MAX_SECONDS", "13")
+    monkeypatch.setattr("games.services.cleanup.time.monotonic", lambda: float(next(ticks)))
+    first = cleanup_run(now=NOW)
+    assert first["incomplete"] == 1
+    assert first["sessions_deleted"] == 20
+    # when the next run comes with time to spare
+    monkeypatch.undo()
+    second = cleanup_run(now=NOW)
+    # then it finishes the rest and reports complete
+    assert first["sessions_deleted"] + second["sessions_deleted"] == 25
+    assert second["incomplete"] == 0
+    assert not GameSession.objects.exists()
+
+
+@pytest.mark.django_db
+def test_entries_of_voided_sessions_are_removed(make_player, play):
+    # given a session voided behind the service's back (e.g. a bulk admin update)
+    session = play(make_player(), score=5, when=NOW - dt.timedelta(hours=1))
+    GameSession.objects.filter(pk=session.pk).update(voided_at=NOW)
+    keep = play(make_player(), score=3, when=NOW - dt.timedelta(hours=1))
+    # when cleanup runs
+    counts = cleanup_run(now=NOW)
+    # then its three entries are gone and the other player's stay
+    assert counts["entries_deleted"] == 3
+    assert set(LeaderboardEntry.objects.values_list("session_id", flat=True)) == {keep.pk}
+
+
+@pytest.mark.django_db
+def test_a_void_through_the_service_leaves_nothing_for_cleanup(make_player, play):
+    session = play(make_player(), score=5, when=NOW - dt.timedelta(hours=1))
+    game_session_void(session_id=session.pk, now=NOW)
+    assert cleanup_run(now=NOW)["entries_deleted"] == 0
+    assert not LeaderboardEntry.objects.exists()
+
+
+@pytest.mark.django_db
+def test_calling_cleanup_twice_changes_nothing_the_second_time(make_player, play):
+    # given a mix of work for every step
+    player = make_player()
+    sessions(player, 5)
+    sessions(player, 2, status="active", started=NOW - dt.timedelta(hours=2))
+    sessions(player, 1, fee="1.00")
+    cleanup_run(now=NOW)
+    before = list(GameSession.objects.order_by("id").values())
+    # when it runs again for the same slot
+    again = cleanup_run(now=NOW)
+    # then nothing changed
+    assert (again["expired"], again["entries_deleted"], again["sessions_deleted"]) == (0, 0, 0)
+    assert list(GameSession.objects.order_by("id").values()) == before

@@ -1,0 +1,142 @@
+import datetime as dt
+from collections import defaultdict
+
+import pytest
+from django.db import transaction
+from django.db.models import F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from games.models import ALL_TIME_START, LeaderboardEntry, Player
+from games.periods import period_start
+from games.services import leaderboard_rank_all
+from tests.games.conftest import at
+
+NOW = at(2026, 3, 4, 10, 0, 20)
+BOARDS = [
+    ("daily", period_start("daily", NOW)),
+    ("weekly", period_start("weekly", NOW)),
+    ("all_time", ALL_TIME_START),
+]
+
+
+def expected_ranks(entries):
+    """Independent computation: sort each board in Python by (-score, achieved_at, id)."""
+    boards = defaultdict(list)
+    for e in entries:
+        boards[(e.game, e.period, e.period_start)].append(e)
+    ranks = {}
+    for rows in boards.values():
+        for position, e in enumerate(sorted(rows, key=lambda e: (-e.score, e.achieved_at, e.pk))):
+            ranks[e.pk] = position + 1
+    return ranks
+
+
+entry_rows = st.lists(
+    st.tuples(
+        st.integers(min_value=0, max_value=7),  # player index
+        st.sampled_from(["snake", "pong"]),
+        st.integers(min_value=0, max_value=2),  # board
+        st.integers(min_value=0, max_value=4),  # few scores: many ties
+        st.integers(min_value=0, max_value=3),  # few moments: ties on achieved_at too
+    ),
+    max_size=60,
+)
+
+
+@pytest.mark.django_db
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(rows=entry_rows)
+def test_ranks_match_an_independent_python_computation(rows):
+    # each example runs in a savepoint rolled back at its end, so examples do not see each other
+    with transaction.atomic():
+        # given random boards with ties on score and on achieved_at
+        players = [Player.objects.create(handle=f"p{i}") for i in range(8)]
+        seen = set()
+        for player, game, board, score, minute in rows:
+            period, start = BOARDS[board]
+            if (player, game, board) in seen:
+                continue
+            seen.add((player, game, board))
+            LeaderboardEntry.objects.create(
+                player=players[player],
+                game=game,
+                period=period,
+                period_start=start,
+                score=score,
+                achieved_at=at(2026, 3, 4, 9, minute),
+                rank=7 if minute == 0 else None,  # some stale ranks, some missing
+            )
+        # when the boards are ranked
+        leaderboard_rank_all(now=NOW)
+        # then every rank equals the Python ranking
+        entries = list(LeaderboardEntry.objects.all())
+        assert {e.pk: e.rank for e in entries} == expected_ranks(entries)
+        transaction.set_rollback(True)
+
+
+def make_entries(count, *, game="snake", period="daily", start=None):
+    start = start or period_start(period, NOW)
+    players = Player.objects.bulk_create(
+        [Player(handle=f"{game}-{period}-{i}") for i in range(count)]
+    )
+    return LeaderboardEntry.objects.bulk_create(
+        [
+            LeaderboardEntry(
+                player=p,
+                game=game,
+                period=period,
+                period_start=start,
+                score=i % 5,
+                achieved_at=NOW - dt.timedelta(minutes=i),
+            )
+            for i, p in enumerate(players)
+        ]
+    )
+
+
+@pytest.mark.django_db
+def test_a_second_run_with_nothing_changed_writes_no_rows():
+    # given ranked boards
+    make_entries(30)
+    make_entries(20, game="pong", period="weekly")
+    first = leaderboard_rank_all(now=NOW)
+    assert first["rows_written"] == 50
+    assert first["snake.daily"] == 30
+    assert first["pong.weekly"] == 20
+    # when the ranking runs again
+    second = leaderboard_rank_all(now=NOW)
+    # then nothing is written
+    assert second == {"rows_written": 0, "boards": 15}
+
+
+@pytest.mark.django_db
+def test_only_rows_whose_rank_changed_are_written():
+    # given a ranked board with distinct scores 0..9
+    make_entries(10)
+    LeaderboardEntry.objects.update(score=F("id") * 10)
+    leaderboard_rank_all(now=NOW)
+    third, fourth = LeaderboardEntry.objects.filter(rank__in=[3, 4]).order_by("rank")
+    # when the 3rd and 4th swap places, and the leader improves without moving
+    LeaderboardEntry.objects.filter(pk=fourth.pk).update(score=third.score + 1)
+    LeaderboardEntry.objects.filter(rank=1).update(score=F("score") + 1000)
+    counts = leaderboard_rank_all(now=NOW)
+    # then exactly the two rows that moved are written
+    assert counts["snake.daily"] == 2
+    assert counts["rows_written"] == 2
+    assert LeaderboardEntry.objects.get(pk=fourth.pk).rank == 3
+
+
+@pytest.mark.django_db
+def test_boards_of_past_periods_are_not_ranked():
+    # given yesterday's daily board, unranked
+    make_entries(5, start=period_start("daily", NOW) - dt.timedelta(days=1))
+    # when the current boards are ranked
+    counts = leaderboard_rank_all(now=NOW)
+    # then yesterday's is left to finalisation
+    assert counts["rows_written"] == 0
+    assert not LeaderboardEntry.objects.filter(rank__isnull=False).exists()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Protocol
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils.module_loading import import_string
 
 from games import conf
@@ -59,23 +59,28 @@ def notification_enqueue(
 
     Returns whether a row was added. Call it inside the transaction of the event it announces.
     """
-    created = Notification.objects.bulk_create(
-        [
-            Notification(
-                player_id=player_id,
-                kind=kind,
-                title=title[:200],
-                body=body,
-                dedupe_key=dedupe_key,
-                due_at=due_at,
-                next_attempt_at=due_at,
-                created_at=due_at,
-            )
-        ],
-        ignore_conflicts=dedupe_key is not None,
+    notification = Notification(
+        player_id=player_id,
+        kind=kind,
+        title=title[:200],
+        body=body,
+        dedupe_key=dedupe_key,
+        due_at=due_at,
+        next_attempt_at=due_at,
+        created_at=due_at,
     )
-    # With ignore_conflicts PostgreSQL returns no pk for a skipped row.
-    return created[0].pk is not None if dedupe_key is not None else True
+    if dedupe_key is None:
+        notification.save()
+        return True
+    try:
+        # A savepoint: the caller's transaction survives a duplicate key.
+        with transaction.atomic():
+            notification.save()
+    except IntegrityError:
+        if not Notification.objects.filter(dedupe_key=dedupe_key).exists():
+            raise  # another constraint failed: a bug, not a duplicate
+        return False
+    return True
 
 
 def _backoff(attempts: int, base_seconds: int) -> dt.timedelta:

@@ -69,9 +69,9 @@ def cleanup_run(*, now: dt.datetime) -> dict[str, int]:
     - `active` sessions started more than SESSION_EXPIRY_MINUTES ago that never reported a score
       become `expired`. Those that did report are the stuck-session finisher's: finishing them
       keeps the score the player earned.
-    - board entries whose session was voided, or deleted (session NULL), are removed.
     - `expired` sessions with entry_fee = 0 started more than GAMES_SESSION_RETENTION_DAYS ago are
-      deleted unless another table still points at them.
+      deleted unless a table other than the boards still points at them.
+    - board entries whose session was voided, or deleted (session NULL), are removed.
     """
     settings = conf.load()
     deadline = time.monotonic() + settings.cleanup_max_seconds
@@ -90,6 +90,22 @@ def cleanup_run(*, now: dt.datetime) -> dict[str, int]:
         deadline=deadline,
         stats=stats,
     )
+    delete_before = now - dt.timedelta(days=settings.session_retention_days)
+    # The outer predicate repeats the money check: the row a batch deletes is the row it locked
+    # and re-checked, never one whose fee changed in between.
+    stats["sessions_deleted"] = _run_batches(
+        f"""WITH batch AS MATERIALIZED (
+                SELECT s.id FROM {SESSION_TABLE} s
+                WHERE s.status = 'expired' AND s.entry_fee = 0 AND s.started_at < %s
+                {_session_referenced_elsewhere()}
+                LIMIT %s FOR UPDATE SKIP LOCKED)
+            DELETE FROM {SESSION_TABLE} s USING batch
+            WHERE s.id = batch.id AND s.entry_fee = 0 AND s.status = 'expired'""",  # noqa: S608
+        [delete_before, size],
+        deadline=deadline,
+        stats=stats,
+    )
+    # After the sessions: entries whose session was just deleted (set NULL) go in this run.
     voided = _run_batches(
         f"""WITH batch AS MATERIALIZED (
                 SELECT e.id FROM {SESSION_TABLE} s
@@ -111,19 +127,4 @@ def cleanup_run(*, now: dt.datetime) -> dict[str, int]:
         stats=stats,
     )
     stats["entries_deleted"] = voided + orphaned
-    delete_before = now - dt.timedelta(days=settings.session_retention_days)
-    # The outer predicate repeats the money check: the row a batch deletes is the row it locked
-    # and re-checked, never one whose fee changed in between.
-    stats["sessions_deleted"] = _run_batches(
-        f"""WITH batch AS MATERIALIZED (
-                SELECT s.id FROM {SESSION_TABLE} s
-                WHERE s.status = 'expired' AND s.entry_fee = 0 AND s.started_at < %s
-                {_session_referenced_elsewhere()}
-                LIMIT %s FOR UPDATE SKIP LOCKED)
-            DELETE FROM {SESSION_TABLE} s USING batch
-            WHERE s.id = batch.id AND s.entry_fee = 0 AND s.status = 'expired'""",  # noqa: S608
-        [delete_before, size],
-        deadline=deadline,
-        stats=stats,
-    )
     return stats

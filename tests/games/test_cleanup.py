@@ -75,7 +75,7 @@ def test_an_exact_multiple_of_the_batch_size_needs_one_empty_batch_to_stop(
     sessions(player, 20)
     counts = cleanup_run(now=NOW)
     assert counts["sessions_deleted"] == 20
-    # expire: 1 empty batch; entries: 2 empty; sessions: 10 + 10 + 0
+    # expire: 1 empty batch; sessions: 10 + 10 + 0; entries: 2 empty
     assert counts["batches"] == 6, counts
 
 
@@ -84,10 +84,10 @@ def test_an_interrupted_run_is_resumed_by_the_next_one(make_player, small_batche
     # given 25 deletable sessions and a run that runs out of time after its first batches
     player = make_player()
     sessions(player, 25)
-    # a clock that advances 1 s per reading: each batch reads it 3 times, the deadline check
-    # before the 6th batch (the 3rd deleting sessions) is past 13 s
+    # a clock that advances 1 s per reading: each batch reads it 3 times, so the deadline check
+    # before the 4th batch (the 3rd deleting sessions) reads 10 s, past the 7 s allowed
     ticks = itertools.count()
-    monkeypatch.setenv("GAMES_CLEANUP_MAX_SECONDS", "13")
+    monkeypatch.setenv("GAMES_CLEANUP_MAX_SECONDS", "7")
     monkeypatch.setattr("games.services.cleanup.time.monotonic", lambda: float(next(ticks)))
     first = cleanup_run(now=NOW)
     assert first["incomplete"] == 1

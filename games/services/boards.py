@@ -103,6 +103,21 @@ def board_entry_recompute(*, player_id: int, game: str, period: str, start: dt.d
         return "updated" if cursor.rowcount else "unchanged"
 
 
+def boards_changed(boards: list[Board]) -> list[Board]:
+    """Those of `boards` that hold an unranked entry, i.e. changed since they were last ranked."""
+    if not boards:
+        return []
+    keys = ", ".join(["(%s, %s, %s)"] * len(boards))
+    sql = f"""
+        SELECT DISTINCT game, period, period_start FROM {ENTRY_TABLE}
+        WHERE (game, period, period_start) IN ({keys}) AND rank IS NULL
+    """  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [value for board in boards for value in board])
+        found = set(cursor.fetchall())
+    return [board for board in boards if board in found]
+
+
 def boards_rank(boards: list[Board]) -> dict[Board, int]:
     """Rewrite the ranks of `boards` in one statement; only rows whose rank changes are written.
 

@@ -44,17 +44,27 @@ entry_rows = st.lists(
 )
 
 
+changes = st.lists(
+    st.tuples(
+        st.sampled_from(["score", "delete"]),
+        st.integers(min_value=0, max_value=59),  # which entry (modulo how many exist)
+        st.integers(min_value=0, max_value=4),
+    ),
+    max_size=10,
+)
+
+
 @pytest.mark.django_db
 @settings(
     max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-@given(rows=entry_rows)
-def test_ranks_match_an_independent_python_computation(rows):
+@given(rows=entry_rows, edits=changes)
+def test_ranks_match_an_independent_python_computation(rows, edits):
     # each example runs in a savepoint rolled back at its end, so examples do not see each other
     with transaction.atomic():
-        # given random boards with ties on score and on achieved_at
+        # given random boards with ties on score and on achieved_at, ranked once
         players = [Player.objects.create(handle=f"p{i}") for i in range(8)]
         seen = set()
         for player, game, board, score, minute in rows:
@@ -69,9 +79,20 @@ def test_ranks_match_an_independent_python_computation(rows):
                 period_start=start,
                 score=score,
                 achieved_at=at(2026, 3, 4, 9, minute),
-                rank=7 if minute == 0 else None,  # some stale ranks, some missing
             )
-        # when the boards are ranked
+        leaderboard_rank_all(now=NOW)
+        # and then changed behind the ranker's back: raw score updates and deletions
+        ids = list(LeaderboardEntry.objects.order_by("id").values_list("id", flat=True))
+        for kind, which, value in edits:
+            if not ids:
+                break
+            target = ids[which % len(ids)]
+            if kind == "score":
+                LeaderboardEntry.objects.filter(pk=target).update(score=value)
+            else:
+                LeaderboardEntry.objects.filter(pk=target).delete()
+                ids.remove(target)
+        # when the boards are ranked again
         leaderboard_rank_all(now=NOW)
         # then every rank equals the Python ranking
         entries = list(LeaderboardEntry.objects.all())
@@ -111,7 +132,37 @@ def test_a_second_run_with_nothing_changed_writes_no_rows():
     # when the ranking runs again
     second = leaderboard_rank_all(now=NOW)
     # then nothing is written
-    assert second == {"rows_written": 0, "boards": 15}
+    assert second == {"rows_written": 0, "boards": 15, "boards_ranked": 0}
+
+
+@pytest.mark.django_db
+def test_boards_that_did_not_change_are_not_ranked_again():
+    # given two ranked boards
+    make_entries(30)
+    make_entries(20, game="pong", period="weekly")
+    leaderboard_rank_all(now=NOW)
+    # when one entry of snake's daily board gets a new score (even through raw SQL)
+    LeaderboardEntry.objects.filter(game="snake").order_by("id").filter(
+        pk=LeaderboardEntry.objects.filter(game="snake").order_by("id").values("pk")[:1]
+    ).update(score=1000)
+    counts = leaderboard_rank_all(now=NOW)
+    # then only that board is ranked
+    assert counts["boards_ranked"] == 1
+    assert "pong.weekly" not in counts
+    assert counts["snake.daily"] >= 1
+
+
+@pytest.mark.django_db
+def test_a_deleted_entry_closes_the_gap_in_its_board():
+    # given a ranked board of 5
+    make_entries(5)
+    leaderboard_rank_all(now=NOW)
+    # when its leader is deleted
+    LeaderboardEntry.objects.filter(rank=1).delete()
+    counts = leaderboard_rank_all(now=NOW)
+    # then the others move up to 1..4
+    assert counts["boards_ranked"] == 1
+    assert sorted(LeaderboardEntry.objects.values_list("rank", flat=True)) == [1, 2, 3, 4]
 
 
 @pytest.mark.django_db
@@ -121,9 +172,8 @@ def test_only_rows_whose_rank_changed_are_written():
     LeaderboardEntry.objects.update(score=F("id") * 10)
     leaderboard_rank_all(now=NOW)
     third, fourth = LeaderboardEntry.objects.filter(rank__in=[3, 4]).order_by("rank")
-    # when the 3rd and 4th swap places, and the leader improves without moving
+    # when the 4th overtakes the 3rd
     LeaderboardEntry.objects.filter(pk=fourth.pk).update(score=third.score + 1)
-    LeaderboardEntry.objects.filter(rank=1).update(score=F("score") + 1000)
     counts = leaderboard_rank_all(now=NOW)
     # then exactly the two rows that moved are written
     assert counts["snake.daily"] == 2

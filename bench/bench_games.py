@@ -1,0 +1,322 @@
+"""Game jobs on a million rows: our services against hand-written SQL, side by side in one run.
+
+    python -m bench games [--rows N] [--sample N] [--seed N]
+
+Ranking: N leaderboard entries over the 15 current boards (5 games x daily, weekly, all-time).
+- ours (`leaderboard_rank_all`) vs the single hand-written UPDATE ... FROM (SELECT ... RANK()
+  OVER ...), both from all ranks NULL, on the same table (fillfactor 50) after a VACUUM;
+- `bulk_update` of ranks computed in Python and per-row `save()`: measured on a SAMPLE of
+  `--sample` rows and extrapolated linearly to N (a full run would take tens of minutes);
+- a second run with nothing changed vs the hand-written statement with IS DISTINCT FROM;
+- 1 % of one board's scores changed vs the full re-rank.
+Finalisation: the ten pools (5 daily + 5 weekly) of those boards, after their periods ended.
+Cleanup: N expired sessions without money (30 % of them with a board entry) vs one plain DELETE,
+and the longest batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import random
+import resource
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bench._env import servers
+
+NOW = dt.datetime(2026, 3, 4, 10, 0, 20, tzinfo=dt.UTC)  # a Wednesday
+AFTER_WEEK = dt.datetime(2026, 3, 9, 0, 0, 50, tzinfo=dt.UTC)  # the Monday after
+
+
+def rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    started = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - started, result
+
+
+def sql(statement: str, params: list[Any] | None = None) -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params or [])
+        return cursor.rowcount
+
+
+def vacuum(table: str) -> None:
+    sql(f"VACUUM (ANALYZE) {table}")
+
+
+HAND_WRITTEN = """
+UPDATE games_leaderboardentry e SET rank = r.new_rank
+FROM (SELECT id, RANK() OVER (PARTITION BY game, period, period_start
+                               ORDER BY score DESC, achieved_at, id) AS new_rank
+      FROM games_leaderboardentry) r
+WHERE e.id = r.id {distinct}
+"""
+
+
+def seed_boards(rows: int, seed: int) -> None:
+    """rows // 15 players, each with an entry on each of the 15 current boards; scores 0..9999
+    (many ties), achieved_at on the board's first day in whole seconds (ties there too)."""
+    from games.models import Game
+    from games.periods import current_boards
+
+    players = rows // 15
+    sql("SELECT setseed(%s)", [seed / 2**31])
+    sql(
+        "INSERT INTO games_player (handle, wallet_address, created_at) "
+        "SELECT 'bench-' || g, '', now() FROM generate_series(1, %s) g",
+        [players],
+    )
+    boards = [
+        (game, period, start) for game in Game.values for period, start in current_boards(NOW)
+    ]
+    for game, period, start in boards:
+        sql(
+            """INSERT INTO games_leaderboardentry
+                   (player_id, game, period, period_start, score, achieved_at)
+               SELECT p.id, %s, %s, %s, floor(random() * 10000)::int,
+                      %s::timestamptz - make_interval(secs => floor(random() * 36000))
+               FROM games_player p WHERE p.handle LIKE 'bench-%%'""",
+            [game, period, start, NOW],
+        )
+    vacuum("games_leaderboardentry")
+
+
+def bench_ranking(rows: int, sample: int, seed: int, table: list[tuple[str, str]]) -> None:
+    from django.db import connection
+
+    from games.models import LeaderboardEntry
+    from games.services import leaderboard_rank_all
+
+    t0, _ = timed(lambda: seed_boards(rows, seed))
+    total = LeaderboardEntry.objects.count()
+    print(f"seeded {total:,} entries on 15 boards in {t0:.1f} s", flush=True)
+
+    def reset() -> None:
+        sql("UPDATE games_leaderboardentry SET rank = NULL")
+        vacuum("games_leaderboardentry")
+
+    # Full ranking from NULL: hand-written first, then ours, each from the same clean state.
+    reset()
+    hand, hand_rows = timed(lambda: sql(HAND_WRITTEN.format(distinct="")))
+    reset()
+    rss_before = rss_mb()
+    ours, counts = timed(lambda: leaderboard_rank_all(now=NOW))
+    rss_after = rss_mb()
+    assert counts["rows_written"] == hand_rows == total, (counts, hand_rows, total)
+    table.append(
+        (
+            "rank all, ours vs hand-written UPDATE",
+            f"{ours / hand:.2f}x  ({ours:.1f} s vs {hand:.1f} s)",
+        )
+    )
+    table.append(("  worker peak RSS growth during ours", f"{rss_after - rss_before:.0f} MB"))
+
+    # Second run, nothing changed: ours vs the hand-written statement with IS DISTINCT FROM.
+    vacuum("games_leaderboardentry")
+    again, counts2 = timed(lambda: leaderboard_rank_all(now=NOW))
+    hand_nc, hand_nc_rows = timed(
+        lambda: sql(HAND_WRITTEN.format(distinct="AND e.rank IS DISTINCT FROM r.new_rank"))
+    )
+    assert counts2["rows_written"] == 0 == hand_nc_rows
+    table.append(
+        (
+            "no-change run, ours vs hand-written IS DISTINCT FROM",
+            f"{again / hand_nc:.2f}x  ({again:.1f} s vs {hand_nc:.1f} s, 0 rows)",
+        )
+    )
+
+    # 1 % of one board changes (a new best for 1 % of snake's daily players), then a run.
+    board_rows = LeaderboardEntry.objects.filter(game="snake", period="daily").count()
+    changed = sql(
+        """UPDATE games_leaderboardentry SET score = score + 1 + floor(random() * 500)::int
+           WHERE id IN (SELECT id FROM games_leaderboardentry
+                        WHERE game = 'snake' AND period = 'daily'
+                        ORDER BY random() LIMIT %s)""",
+        [max(1, board_rows // 100)],
+    )
+    vacuum("games_leaderboardentry")
+    partial, counts3 = timed(lambda: leaderboard_rank_all(now=NOW))
+    table.append(
+        (
+            f"1% of one board changed ({changed:,} rows), vs full re-rank",
+            f"{partial / ours:.2f}x  ({partial:.1f} s, {counts3['rows_written']:,} rows written)",
+        )
+    )
+
+    # bulk_update of Python-computed ranks, and per-row save(): on a sample, extrapolated.
+    sample_ids = list(
+        LeaderboardEntry.objects.filter(game="pong", period="weekly")
+        .order_by("id")
+        .values_list("id", flat=True)[:sample]
+    )
+    reset()
+
+    def python_bulk_update() -> int:
+        entries = list(LeaderboardEntry.objects.filter(id__in=sample_ids))
+        entries.sort(key=lambda e: (-e.score, e.achieved_at, e.pk))
+        for position, entry in enumerate(entries, start=1):
+            entry.rank = position
+        LeaderboardEntry.objects.bulk_update(entries, ["rank"], batch_size=1000)
+        return len(entries)
+
+    bulk, done = timed(python_bulk_update)
+    bulk_full = bulk * total / done
+    table.append(
+        (
+            f"bulk_update of Python ranks (sample {done:,}, extrapolated)",
+            f"{bulk_full / hand:.1f}x  (~{bulk_full:.0f} s)",
+        )
+    )
+    save_sample = sample_ids[: max(1, sample // 4)]
+
+    def per_row_save() -> int:
+        for position, entry in enumerate(LeaderboardEntry.objects.filter(id__in=save_sample), 1):
+            entry.rank = position
+            entry.save(update_fields=["rank"])
+        return len(save_sample)
+
+    saved, done = timed(per_row_save)
+    save_full = saved * total / done
+    table.append(
+        (
+            f"per-row save() (sample {done:,}, extrapolated)",
+            f"{save_full / hand:.1f}x  (~{save_full:.0f} s)",
+        )
+    )
+    connection.close()
+
+
+def bench_finalisation(table: list[tuple[str, str]]) -> None:
+    from django.db import connection
+
+    from games.models import Game, PrizePool
+    from games.periods import period_start
+    from games.services import leaderboard_rank_all, prize_pool_finalise_due
+
+    leaderboard_rank_all(now=NOW)  # as the hourly run leaves them
+    for game in Game.values:
+        for period in ("daily", "weekly"):
+            PrizePool.objects.create(
+                game=game, period=period, period_start=period_start(period, NOW), amount=100
+            )
+    db_time = [0.0]
+
+    def measure(execute, statement, params, many, context):  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        try:
+            return execute(statement, params, many, context)
+        finally:
+            db_time[0] += time.perf_counter() - started
+
+    with connection.execute_wrapper(measure):
+        wall, counts = timed(lambda: prize_pool_finalise_due(now=AFTER_WEEK))
+    assert counts["finalised"] == 10, counts
+    table.append(
+        (
+            "finalise 10 pools over the boards: database time",
+            f"{db_time[0]:.2f} s  (wall {wall:.2f} s)",
+        )
+    )
+
+
+def seed_expired(rows: int) -> None:
+    sql(
+        "INSERT INTO games_player (handle, wallet_address, created_at) "
+        "VALUES ('bench-cleanup', '', now()) ON CONFLICT DO NOTHING"
+    )
+    sql(
+        """INSERT INTO games_gamesession (player_id, game, status, entry_fee, score, started_at)
+           SELECT (SELECT id FROM games_player WHERE handle = 'bench-cleanup'),
+                  (ARRAY['snake','tetris','pong','breakout','space_invaders'])[1 + g %% 5],
+                  'expired', 0, 0, %s::timestamptz - make_interval(days => 60, secs => g)
+           FROM generate_series(1, %s) g""",
+        [NOW, rows],
+    )
+    # 30 % of them referenced by board entries, spread over 3000 old daily boards so that the
+    # (player, board) key stays unique: entry n belongs to player n / 3000 on day n % 3000.
+    sql(
+        "INSERT INTO games_player (handle, wallet_address, created_at) "
+        "SELECT 'bench-c-' || g, '', now() FROM generate_series(0, %s) g ON CONFLICT DO NOTHING",
+        [rows // 3000 + 1],
+    )
+    sql(
+        """INSERT INTO games_leaderboardentry
+               (player_id, game, period, period_start, score, achieved_at, session_id)
+           SELECT p.id, 'snake', 'daily', DATE '2015-01-01' + (s.n %% 3000)::int, 0,
+                  s.started_at, s.id
+           FROM (SELECT id, started_at, row_number() OVER (ORDER BY id) AS n
+                 FROM games_gamesession WHERE status = 'expired') s
+           JOIN games_player p ON p.handle = 'bench-c-' || (s.n / 3000)
+           WHERE s.n %% 10 < 3""",
+    )
+    vacuum("games_gamesession")
+    vacuum("games_leaderboardentry")
+
+
+def bench_cleanup(rows: int, table: list[tuple[str, str]]) -> None:
+    from django.db import connection, transaction
+
+    from games.services import cleanup_run
+
+    sql("DELETE FROM games_leaderboardentry")
+    t0, _ = timed(lambda: seed_expired(rows))
+    print(f"seeded {rows:,} expired sessions (+30% with entries) in {t0:.1f} s", flush=True)
+
+    def plain_delete() -> int:
+        with transaction.atomic():  # the COMMIT (deferred FK checks) is part of the cost
+            return sql(
+                "DELETE FROM games_gamesession WHERE status = 'expired' AND entry_fee = 0 "
+                "AND started_at < %s",
+                [NOW - dt.timedelta(days=30)],
+            )
+
+    plain, deleted = timed(plain_delete)
+    assert deleted == rows, deleted
+    sql("DELETE FROM games_leaderboardentry")
+    seed_expired(rows)
+    rss_before = rss_mb()
+    ours, stats = timed(lambda: cleanup_run(now=NOW))
+    rss_after = rss_mb()
+    assert stats["sessions_deleted"] == rows, stats
+    table.append(
+        (
+            f"cleanup of {rows:,} sessions, ours vs one plain DELETE",
+            f"{ours / plain:.2f}x  ({ours:.1f} s vs {plain:.1f} s, {stats['batches']} batches)",
+        )
+    )
+    table.append(("  longest single batch", f"{stats['longest_batch_ms'] / 1000:.2f} s"))
+    table.append(("  worker peak RSS growth during ours", f"{rss_after - rss_before:.0f} MB"))
+    connection.close()
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="bench games", description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000, help="entries / sessions (1M)")
+    parser.add_argument("--sample", type=int, default=20_000, help="rows for bulk_update/save")
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args(argv)
+    random.seed(args.seed)
+    table: list[tuple[str, str]] = []
+    with servers():
+        bench_ranking(args.rows, args.sample, args.seed, table)
+        bench_finalisation(table)
+        bench_cleanup(args.rows, table)
+    width = max(len(name) for name, _ in table)
+    print(f"\n{'measure':<{width}}  result (ratio first; times are this machine's)")
+    for name, value in table:
+        print(f"{name:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])

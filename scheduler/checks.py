@@ -36,3 +36,24 @@ def schedule_collisions(app_configs: Any = None, databases: Any = None, **_: Any
         )
         for c in report.collisions
     ]
+
+
+@register(Tags.compatibility)
+def visibility_timeout(app_configs: Any = None, **_: Any) -> list[Warning]:
+    """Redis redelivers a message held longer than this: offset + the longest job must fit."""
+    from django.conf import settings
+
+    from scheduler.registry import all_jobs
+
+    timeout = settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]
+    longest = max((job for job in all_jobs()), key=lambda job: job.time_limit, default=None)
+    if longest is None or timeout > 60 + longest.time_limit:
+        return []
+    return [
+        Warning(
+            f"CELERY_VISIBILITY_TIMEOUT={timeout} s is not above the largest offset (59 s) plus "
+            f"the longest job's time limit ({longest.name}: {longest.time_limit} s): Redis would "
+            "deliver such a run again while it still runs (recorded as a duplicate, but wasted)",
+            id="scheduler.W002",
+        )
+    ]

@@ -1,4 +1,4 @@
-"""A worker SIGKILLed in the middle of a run: the attempt is recorded lost and the slot completes."""
+"""A worker SIGKILLed in the middle of a run: the attempt is lost and the slot completes once."""
 
 from __future__ import annotations
 

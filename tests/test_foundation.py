@@ -46,7 +46,7 @@ def _manage(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess
 def _processes() -> list[tuple[int, int, str]]:
     """(pid, ppid, command line) of every live process; zombies count as gone."""
     out = subprocess.run(
-        ["ps", "-eo", "pid=,ppid=,stat=,args="], capture_output=True, text=True, check=True
+        ["ps", "-ww", "-eo", "pid=,ppid=,stat=,args="], capture_output=True, text=True, check=True
     ).stdout
     rows = []
     for line in out.splitlines():

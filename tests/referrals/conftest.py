@@ -1,0 +1,171 @@
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import threading
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.db import connection, connections
+
+from games.models import GameSession, Player
+from games.services import game_session_finish, game_session_start, player_create
+from referrals.models import (
+    Account,
+    LedgerEntry,
+    RewardStatus,
+    Settlement,
+    SettlementItem,
+    SettlementStatus,
+)
+from referrals.selectors import ledger_unbalanced_transactions
+from referrals.services import referral_create
+
+# Referral links are made at the start of the test world, long before any session.
+LINKED_AT = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+def at(*args: int) -> dt.datetime:
+    """An aware UTC moment: at(2026, 3, 2, 23, 59)."""
+    return dt.datetime(*args, tzinfo=dt.UTC)
+
+
+def assert_ledger_consistent() -> None:
+    """The money invariants, checked after every scenario that touched the database:
+
+    - every ledger transaction has entries and sums to zero; all accounts together sum to zero;
+    - a paid settlement's total equals its items' sum and its wallet credit; a failed one has no
+      items and no ledger transaction;
+    - a reward is settled if and only if it has exactly one settlement item (unique link), whose
+      amount is the reward's;
+    - what the referral-expense and prize-pool accounts paid equals what the items say.
+    """
+    assert ledger_unbalanced_transactions() == []
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT coalesce(sum(amount), 0) FROM referrals_ledgerentry")
+        assert cursor.fetchone()[0] == 0
+        cursor.execute(
+            """
+            SELECT s.id FROM referrals_settlement s
+            LEFT JOIN referrals_settlementitem i ON i.settlement_id = s.id
+            GROUP BY s.id, s.total, s.status, s.item_count
+            HAVING (s.status = 'paid' AND (s.total <> coalesce(sum(i.amount), 0)
+                                           OR s.item_count <> count(i.id)))
+                OR (s.status = 'failed' AND count(i.id) > 0)
+            """
+        )
+        assert cursor.fetchall() == [], "settlement totals differ from their items"
+        cursor.execute(
+            """
+            SELECT s.id FROM referrals_settlement s
+            LEFT JOIN referrals_ledgertransaction t ON t.settlement_id = s.id
+            LEFT JOIN referrals_ledgerentry e
+                   ON e.transaction_id = t.id AND e.account = 'player_wallet' AND e.amount > 0
+            GROUP BY s.id, s.total, s.status
+            HAVING (s.status = 'paid' AND coalesce(sum(e.amount), 0) <> s.total)
+                OR (s.status = 'failed' AND count(t.id) > 0)
+            """
+        )
+        assert cursor.fetchall() == [], "settlement totals differ from their wallet credits"
+        cursor.execute(
+            """
+            SELECT r.id FROM referrals_referralreward r
+            LEFT JOIN referrals_settlementitem i ON i.reward_id = r.id
+            LEFT JOIN referrals_settlement s ON s.id = i.settlement_id
+            WHERE (r.status = 'settled') <> (i.id IS NOT NULL)
+               OR (i.id IS NOT NULL AND (i.amount <> r.amount OR s.status <> 'paid'
+                                         OR s.player_id <> r.beneficiary_id))
+            """
+        )
+        assert cursor.fetchall() == [], "rewards whose status and settlement link disagree"
+    reward_items = sum(
+        (i.amount for i in SettlementItem.objects.filter(reward__isnull=False)), Decimal(0)
+    )
+    credit_items = sum(
+        (i.amount for i in SettlementItem.objects.filter(prize_credit__isnull=False)), Decimal(0)
+    )
+    expense = sum(
+        (e.amount for e in LedgerEntry.objects.filter(account=Account.REFERRAL_EXPENSE)),
+        Decimal(0),
+    )
+    pools = sum(
+        (e.amount for e in LedgerEntry.objects.filter(account=Account.PRIZE_POOL)), Decimal(0)
+    )
+    assert (-expense, -pools) == (reward_items, credit_items)
+    assert not Settlement.objects.filter(status=SettlementStatus.PAID, error__gt="").exists()
+    assert RewardStatus.values == ["pending", "settled"]
+
+
+@pytest.fixture(autouse=True)
+def _ledger_checked_after_each_scenario(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if request.node.get_closest_marker("django_db") is not None:
+        assert_ledger_consistent()
+
+
+@pytest.fixture
+def make_player() -> Callable[..., Player]:
+    counter = iter(range(1, 10**9))
+
+    def make(handle: str | None = None, wallet: str = "0xwallet") -> Player:
+        return player_create(handle=handle or f"ref-player-{next(counter)}", wallet_address=wallet)
+
+    return make
+
+
+@pytest.fixture
+def chain(make_player: Callable[..., Player]) -> Callable[[int], list[Player]]:
+    """chain(n): n players, each referred by the one before: [top, ..., bottom]."""
+
+    def build(n: int) -> list[Player]:
+        players = [make_player() for _ in range(n)]
+        for referrer, referee in itertools.pairwise(players):
+            referral_create(referrer_id=referrer.pk, referee_id=referee.pk, now=LINKED_AT)
+        return players
+
+    return build
+
+
+@pytest.fixture
+def play() -> Callable[..., GameSession]:
+    """play(player, fee="1.00", when=at(...)): start and finish one session."""
+
+    def run(
+        player: Player, *, fee: str | Decimal = "1.00", when: dt.datetime | None = None
+    ) -> GameSession:
+        when = when or at(2026, 3, 4, 10)
+        session = game_session_start(
+            player_id=player.pk, game="snake", entry_fee=fee, now=when - dt.timedelta(minutes=5)
+        )
+        return game_session_finish(session_id=session.pk, score=10, now=when)
+
+    return run
+
+
+def run_concurrently(*workers: Callable[[], Any]) -> list[Any]:
+    """Start each worker in its own thread (own database connection) at the same moment.
+
+    Returns each worker's result, or the exception it raised.
+    """
+    barrier = threading.Barrier(len(workers))
+    results: list[Any] = [None] * len(workers)
+
+    def wrap(index: int, work: Callable[[], Any]) -> None:
+        try:
+            barrier.wait(timeout=30)
+            results[index] = work()
+        except Exception as exc:  # the caller asserts on it
+            results[index] = exc
+        finally:
+            connections.close_all()
+
+    threads = [
+        threading.Thread(target=wrap, args=(i, w), daemon=True) for i, w in enumerate(workers)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return results

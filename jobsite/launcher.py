@@ -61,8 +61,8 @@ def _require_procfile_ports() -> None:
             )
 
 
-def _start_servers() -> list[EmbeddedPostgres | EmbeddedRedis]:
-    started: list[EmbeddedPostgres | EmbeddedRedis] = []
+def _start_servers(started: list[EmbeddedPostgres | EmbeddedRedis]) -> None:
+    """Appends each server as it starts, so that a failure later still stops the earlier ones."""
     var = var_dir()
     if "DATABASE_URL" not in os.environ:
         port = env_int("JOBSITE_PG_PORT", 54329, minimum=1024, maximum=65535)
@@ -77,7 +77,6 @@ def _start_servers() -> list[EmbeddedPostgres | EmbeddedRedis]:
         log(f"starting embedded Redis on 127.0.0.1:{port} (data in {var / 'redis'})")
         started.append(redis.start())
         os.environ["REDIS_URL"] = redis.url
-    return started
 
 
 def _first_line(exc: BaseException) -> str:
@@ -180,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     started: list[EmbeddedPostgres | EmbeddedRedis] = []
     try:
         _require_procfile_ports()
-        started = _start_servers()
+        _start_servers(started)
         creds = _credentials()
         _prepare_database(creds, args.profile, demo=not args.no_demo)
         log(

@@ -101,14 +101,18 @@ class GameSession(models.Model):
         ]
         indexes = [
             # Expiry and the stuck-session sweep read active sessions by age.
+            # (started_at, id): cleanup walks these in keyset order, never over its own dead rows.
             models.Index(
-                fields=["started_at"], condition=Q(status="active"), name="session_active_started"
+                fields=["started_at", "id"], condition=Q(status="active"), name="session_active_key"
             ),
             # Cleanup deletes expired sessions without money by age.
             models.Index(
-                fields=["started_at"],
+                fields=["started_at", "id"],
                 condition=Q(status="expired", entry_fee=0),
-                name="session_expired_free_started",
+                name="session_expired_free_key",
+            ),
+            models.Index(
+                fields=["id"], condition=Q(voided_at__isnull=False), name="session_voided"
             ),
             # Live stats: sessions of today per game.
             models.Index(fields=["game", "started_at"], name="session_game_started"),
@@ -171,7 +175,8 @@ class LeaderboardEntry(models.Model):
                 F("id"),
                 name="entry_board_order",
             ),
-            models.Index(fields=["session"], name="entry_session"),
+            # (session, id): FK lookups, and cleanup's keyset walk over entries without a session.
+            models.Index(fields=["session", "id"], name="entry_session_key"),
         ]
 
     def __str__(self) -> str:

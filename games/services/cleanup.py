@@ -11,6 +11,7 @@ stops starting batches after GAMES_CLEANUP_MAX_SECONDS and reports `incomplete: 
 Why a CTE and not `WHERE id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)`: measured here, the
 planner may evaluate that subquery more than once within one statement (a batch of 10 deleted
 20 rows), so the limit bounded nothing. A MATERIALIZED CTE is evaluated exactly once.
+Why keyset order: see `_run_batches`.
 """
 
 from __future__ import annotations
@@ -42,29 +43,56 @@ def _session_referenced_elsewhere() -> str:
     return " ".join(guards)
 
 
-def _run_batches(sql: str, params: list[object], *, deadline: float, stats: dict[str, int]) -> int:
-    """Run a batch statement until it changes fewer rows than a batch or time runs out."""
+# Keyset start: before any real row.
+_FIRST_KEY = (dt.datetime(1, 1, 1, tzinfo=dt.UTC), 0)
+
+
+def _run_batches(
+    sql: str, params: dict[str, object], *, size: int, deadline: float, stats: dict[str, int]
+) -> int:
+    """Run a batch statement until a batch picks fewer rows than `size` or time runs out.
+
+    The statement picks rows after the keyset (`after_at`, `after_id`) in key order, changes them
+    and returns (rows changed, rows picked, last key). Walking forward by key, instead of asking
+    again for "the first n rows that match", means no batch re-reads the dead index entries of
+    the rows earlier batches deleted (measured: 1M deletions went from 3.6 s to well under a
+    second for the longest batch, total time ~3x lower).
+    """
     total = 0
-    batch_size = params[-1]
+    after_at, after_id = _FIRST_KEY
     while True:
         if time.monotonic() > deadline:
             stats["incomplete"] = 1
             return total
         started = time.monotonic()
         with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            changed = cursor.rowcount
+            cursor.execute(sql, {**params, "after_at": after_at, "after_id": after_id, "n": size})
+            changed, picked, last_at, last_id = cursor.fetchone()
         stats["batches"] += 1
         stats["longest_batch_ms"] = max(
             stats["longest_batch_ms"], int((time.monotonic() - started) * 1000)
         )
         total += changed
-        if changed < batch_size:  # type: ignore[operator]
+        if picked < size:
             return total
+        after_at, after_id = last_at or after_at, last_id
+
+
+def _batch_sql(pick: str, change: str) -> str:
+    """`pick` selects (key_at, id) of at most %(n)s rows in key order, locking them;
+    `change` changes the rows joined as `batch` and returns one row per change."""
+    sql = f"""
+        WITH batch AS MATERIALIZED ({pick}),
+        changed AS ({change}),
+        last AS (SELECT key_at, id FROM batch ORDER BY key_at DESC, id DESC LIMIT 1)
+        SELECT (SELECT count(*) FROM changed), (SELECT count(*) FROM batch),
+               (SELECT key_at FROM last), (SELECT id FROM last)
+    """  # noqa: S608 -- both parts are built from our table names
+    return sql
 
 
 def cleanup_run(*, now: dt.datetime) -> dict[str, int]:
-    """Expire, prune entries, delete free expired sessions; never deletes a session with a fee.
+    """Expire, delete free expired sessions, prune entries; never deletes a session with a fee.
 
     - `active` sessions started more than SESSION_EXPIRY_MINUTES ago that never reported a score
       become `expired`. Those that did report are the stuck-session finisher's: finishing them
@@ -78,53 +106,55 @@ def cleanup_run(*, now: dt.datetime) -> dict[str, int]:
     size = settings.cleanup_batch_size
     stats = {"batches": 0, "longest_batch_ms": 0, "incomplete": 0}
 
-    expire_before = now - dt.timedelta(minutes=settings.session_expiry_minutes)
-    stats["expired"] = _run_batches(
-        f"""WITH batch AS MATERIALIZED (
-                SELECT id FROM {SESSION_TABLE}
-                WHERE status = 'active' AND last_score_at IS NULL AND started_at < %s
-                LIMIT %s FOR UPDATE SKIP LOCKED)
-            UPDATE {SESSION_TABLE} s SET status = 'expired' FROM batch
-            WHERE s.id = batch.id AND s.status = 'active'""",  # noqa: S608
-        [expire_before, size],
-        deadline=deadline,
-        stats=stats,
+    def run(sql: str, **params: object) -> int:
+        return _run_batches(sql, params, size=size, deadline=deadline, stats=stats)
+
+    stats["expired"] = run(
+        _batch_sql(
+            f"""SELECT started_at AS key_at, id FROM {SESSION_TABLE}
+                WHERE status = 'active' AND started_at < %(before)s
+                  AND (started_at, id) > (%(after_at)s, %(after_id)s)
+                  AND last_score_at IS NULL
+                ORDER BY started_at, id LIMIT %(n)s FOR UPDATE SKIP LOCKED""",  # noqa: S608
+            f"""UPDATE {SESSION_TABLE} s SET status = 'expired' FROM batch
+                WHERE s.id = batch.id AND s.status = 'active' RETURNING 1""",  # noqa: S608
+        ),
+        before=now - dt.timedelta(minutes=settings.session_expiry_minutes),
     )
-    delete_before = now - dt.timedelta(days=settings.session_retention_days)
-    # The outer predicate repeats the money check: the row a batch deletes is the row it locked
-    # and re-checked, never one whose fee changed in between.
-    stats["sessions_deleted"] = _run_batches(
-        f"""WITH batch AS MATERIALIZED (
-                SELECT s.id FROM {SESSION_TABLE} s
-                WHERE s.status = 'expired' AND s.entry_fee = 0 AND s.started_at < %s
-                {_session_referenced_elsewhere()}
-                LIMIT %s FOR UPDATE SKIP LOCKED)
-            DELETE FROM {SESSION_TABLE} s USING batch
-            WHERE s.id = batch.id AND s.entry_fee = 0 AND s.status = 'expired'""",  # noqa: S608
-        [delete_before, size],
-        deadline=deadline,
-        stats=stats,
+    # The DELETE repeats the money check: the row it deletes is the row it locked and
+    # re-checked, never one whose fee changed in between.
+    stats["sessions_deleted"] = run(
+        _batch_sql(
+            f"""SELECT s.started_at AS key_at, s.id FROM {SESSION_TABLE} s
+                WHERE s.status = 'expired' AND s.entry_fee = 0 AND s.started_at < %(before)s
+                  AND (s.started_at, s.id) > (%(after_at)s, %(after_id)s)
+                  {_session_referenced_elsewhere()}
+                ORDER BY s.started_at, s.id LIMIT %(n)s FOR UPDATE SKIP LOCKED""",  # noqa: S608
+            f"""DELETE FROM {SESSION_TABLE} s USING batch
+                WHERE s.id = batch.id AND s.entry_fee = 0 AND s.status = 'expired'
+                RETURNING 1""",  # noqa: S608
+        ),
+        before=now - dt.timedelta(days=settings.session_retention_days),
     )
     # After the sessions: entries whose session was just deleted (set NULL) go in this run.
-    voided = _run_batches(
-        f"""WITH batch AS MATERIALIZED (
-                SELECT e.id FROM {SESSION_TABLE} s
+    voided = run(
+        _batch_sql(
+            f"""SELECT %(after_at)s::timestamptz AS key_at, e.id FROM {SESSION_TABLE} s
                 JOIN {ENTRY_TABLE} e ON e.session_id = s.id
-                WHERE s.voided_at IS NOT NULL
-                LIMIT %s FOR UPDATE OF e SKIP LOCKED)
-            DELETE FROM {ENTRY_TABLE} e USING batch WHERE e.id = batch.id""",  # noqa: S608
-        [size],
-        deadline=deadline,
-        stats=stats,
+                WHERE s.voided_at IS NOT NULL AND e.id > %(after_id)s
+                ORDER BY e.id LIMIT %(n)s FOR UPDATE OF e SKIP LOCKED""",  # noqa: S608
+            f"""DELETE FROM {ENTRY_TABLE} e USING batch WHERE e.id = batch.id
+                RETURNING 1""",  # noqa: S608
+        )
     )
-    orphaned = _run_batches(
-        f"""WITH batch AS MATERIALIZED (
-                SELECT id FROM {ENTRY_TABLE} WHERE session_id IS NULL
-                LIMIT %s FOR UPDATE SKIP LOCKED)
-            DELETE FROM {ENTRY_TABLE} e USING batch WHERE e.id = batch.id""",  # noqa: S608
-        [size],
-        deadline=deadline,
-        stats=stats,
+    orphaned = run(
+        _batch_sql(
+            f"""SELECT %(after_at)s::timestamptz AS key_at, id FROM {ENTRY_TABLE}
+                WHERE session_id IS NULL AND id > %(after_id)s
+                ORDER BY id LIMIT %(n)s FOR UPDATE SKIP LOCKED""",  # noqa: S608
+            f"""DELETE FROM {ENTRY_TABLE} e USING batch WHERE e.id = batch.id
+                RETURNING 1""",  # noqa: S608
+        )
     )
     stats["entries_deleted"] = voided + orphaned
     return stats

@@ -190,3 +190,19 @@ def test_boards_of_past_periods_are_not_ranked():
     # then yesterday's is left to finalisation
     assert counts["rows_written"] == 0
     assert not LeaderboardEntry.objects.filter(rank__isnull=False).exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("index_walk_max", [0, 100])
+def test_both_ranking_plans_give_the_python_ranks(monkeypatch, index_walk_max):
+    # given four boards with ties, ranked by one sorted scan (0) or by index walks (100)
+    monkeypatch.setattr("games.services.boards.INDEX_WALK_MAX_BOARDS", index_walk_max)
+    for game in ("snake", "pong"):
+        for period in ("daily", "weekly"):
+            make_entries(12, game=game, period=period)
+    # when ranked
+    counts = leaderboard_rank_all(now=NOW)
+    # then every board is ranked as Python ranks it
+    entries = list(LeaderboardEntry.objects.all())
+    assert counts["rows_written"] == 48
+    assert {e.pk: e.rank for e in entries} == expected_ranks(entries)

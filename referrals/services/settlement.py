@@ -277,6 +277,20 @@ def _notify(paid: list[tuple[Settlement, Payout]], *, now: dt.datetime) -> None:
     )
 
 
+def _refresh_cached_plans() -> None:
+    """Re-plan this connection's cached foreign-key checks once per batch.
+
+    PostgreSQL caches the plan of each foreign-key check per connection, costed at the size the
+    referenced table had then. When settlements and ledger transactions grow from (nearly) empty
+    within one run, every item's check kept a sequential scan of the growing table: measured here,
+    100,000 items from empty tables took ~3x longer, all of it at COMMIT. Discarding the cached
+    plans (not the prepared statements) lets the checks switch to the primary-key index once the
+    tables outgrow a few pages; re-planning costs microseconds per batch.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("DISCARD PLANS")
+
+
 def settlement_run(*, now: dt.datetime, channel: PayoutChannel | None = None) -> dict[str, int]:
     """Job `settlement`: settle every eligible pending item, batch by batch; returns counts.
 
@@ -301,6 +315,7 @@ def settlement_run(*, now: dt.datetime, channel: PayoutChannel | None = None) ->
             counts["incomplete"] = 1
             return counts
         with transaction.atomic():
+            _refresh_cached_plans()
             rewards, credits, full = _claim(now, limit)
             if rewards or credits:
                 counts["batches"] += 1

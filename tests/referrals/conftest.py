@@ -2,15 +2,17 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import threading
 from collections.abc import Callable, Iterator
 from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from django.db import connection, connections
 
-from games.models import GameSession, Player
+from games.models import GameSession, Player, PrizeCredit, PrizePool
 from games.services import game_session_finish, game_session_start, player_create
 from referrals.models import (
     Account,
@@ -169,3 +171,68 @@ def run_concurrently(*workers: Callable[[], Any]) -> list[Any]:
     for thread in threads:
         thread.join(timeout=120)
     return results
+
+
+@pytest.fixture
+def make_credit() -> Callable[..., PrizeCredit]:
+    """make_credit(player, "12.50"): a finalised daily pool won by `player`, with its credit."""
+    days = iter(range(10_000))
+
+    def make(player: Player, amount: str | Decimal) -> PrizeCredit:
+        day = dt.date(2025, 1, 1) + dt.timedelta(days=next(days))
+        moment = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC) + dt.timedelta(days=1)
+        pool = PrizePool.objects.create(
+            game="pong",
+            period="daily",
+            period_start=day,
+            amount=amount,
+            status=PrizePool.Status.FINALISED,
+            winner=player,
+            winning_score=1,
+            finalised_at=moment,
+        )
+        return PrizeCredit.objects.create(
+            pool=pool, player=player, amount=amount, created_at=moment
+        )
+
+    return make
+
+
+class PayoutService:
+    """A real HTTP payout service on localhost for the webhook channel: answers with `status`."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        service = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                service.requests.append((headers, body))
+                answer = (
+                    json.dumps({"reference": f"ext-{len(service.requests)}"})
+                    if service.status == 200
+                    else "payout provider is down"
+                ).encode()
+                self.send_response(service.status)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/payouts"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+
+@pytest.fixture
+def payout_service() -> Iterator[PayoutService]:
+    service = PayoutService()
+    yield service
+    service.server.shutdown()
+    service.server.server_close()

@@ -1,0 +1,282 @@
+import datetime as dt
+import hashlib
+import hmac
+import json
+from decimal import Decimal
+
+import pytest
+from django.db import IntegrityError, transaction
+
+from games.models import Notification
+from referrals.models import (
+    Account,
+    LedgerEntry,
+    LedgerTransaction,
+    PayoutRetry,
+    ReferralReward,
+    Settlement,
+    SettlementItem,
+)
+from referrals.payouts import PayoutError, WalletPayout, WebhookPayout
+from referrals.selectors import player_balance, player_ledger
+from referrals.services import (
+    payout_hold,
+    payout_release,
+    referral_tier2_create,
+    referral_tier3_create,
+    settlement_run,
+)
+from tests.referrals.conftest import at, run_concurrently
+
+NOW = at(2026, 3, 4, 12, 0, 40)
+
+
+@pytest.fixture
+def earnings(chain, play):
+    """A chain top -> mid -> bottom; bottom plays twice at 10.00: mid earns 2.00, top 1.00."""
+    top, mid, bottom = chain(3)
+    play(bottom, fee="10.00", when=at(2026, 3, 4, 10))
+    play(bottom, fee="10.00", when=at(2026, 3, 4, 11))
+    referral_tier2_create(now=NOW)
+    return top, mid, bottom
+
+
+@pytest.mark.django_db
+def test_settlement_pays_rewards_and_prize_credits_into_the_wallets(earnings, make_credit):
+    top, mid, _bottom = earnings
+    make_credit(top, "25.00")
+    # when settlement runs
+    counts = settlement_run(now=NOW)
+    # then each player got one settlement with all their items, paid into the wallet
+    assert counts == {
+        "batches": 1,
+        "settled_items": 5,
+        "paid_settlements": 2,
+        "failed_settlements": 0,
+        "paid_cents": 2800,
+        "incomplete": 0,
+    }
+    assert player_balance(player_id=top.pk) == Decimal("26.00")
+    assert player_balance(player_id=mid.pk) == Decimal("2.00")
+    assert not ReferralReward.objects.filter(status="pending").exists()
+    top_settlement = Settlement.objects.get(player=top)
+    assert (top_settlement.status, top_settlement.total, top_settlement.item_count) == (
+        "paid",
+        Decimal("26.00"),
+        3,
+    )
+    # and the ledger moved the money out of the expense and prize-pool accounts
+    lines = LedgerEntry.objects.filter(transaction__settlement=top_settlement)
+    assert sorted((e.account, e.amount) for e in lines) == [
+        (Account.PLAYER_WALLET, Decimal("26.00")),
+        (Account.PRIZE_POOL, Decimal("-25.00")),
+        (Account.REFERRAL_EXPENSE, Decimal("-1.00")),
+    ]
+    # and each player has a notification queued
+    assert Notification.objects.filter(kind="payout_paid").count() == 2
+
+
+@pytest.mark.django_db
+def test_settling_twice_pays_once(earnings, make_credit):
+    top, _mid, _bottom = earnings
+    make_credit(top, "5.00")
+    settlement_run(now=NOW)
+    again = settlement_run(now=NOW)
+    assert (again["settled_items"], again["batches"]) == (0, 0)
+    assert Settlement.objects.count() == 2
+    assert player_balance(player_id=top.pk) == Decimal("6.00")
+
+
+@pytest.mark.django_db
+def test_new_rewards_after_a_settlement_are_paid_by_the_next_one(earnings, play):
+    top, mid, bottom = earnings
+    settlement_run(now=NOW)
+    play(bottom, fee="1.00", when=at(2026, 3, 4, 12, 5))
+    referral_tier2_create(now=at(2026, 3, 4, 12, 6))
+    settlement_run(now=at(2026, 3, 4, 12, 10, 40))
+    assert player_balance(player_id=mid.pk) == Decimal("2.10")
+    assert player_balance(player_id=top.pk) == Decimal("1.05")
+    [latest, *_] = player_ledger(player_id=mid.pk)
+    assert (latest.amount, latest.balance) == (Decimal("0.10"), Decimal("2.10"))
+
+
+@pytest.mark.django_db
+def test_batches_are_bounded_and_a_player_may_span_two(earnings, monkeypatch):
+    monkeypatch.setenv("REFERRAL_SETTLEMENT_BATCH_SIZE", "3")
+    top, mid, _ = earnings
+    counts = settlement_run(now=NOW)
+    # 4 rewards: 3 in the first batch, 1 in the second
+    assert (counts["batches"], counts["settled_items"]) == (2, 4)
+    assert player_balance(player_id=top.pk) + player_balance(player_id=mid.pk) == Decimal("3.00")
+
+
+@pytest.mark.django_db
+def test_held_payouts_wait_until_released(earnings, make_credit, admin_user):
+    top, mid, _ = earnings
+    make_credit(top, "7.00")
+    # given staff held top's payouts
+    hold = payout_hold(player_id=top.pk, reason="fraud review", user_id=admin_user.pk, now=NOW)
+    assert payout_hold(player_id=top.pk, reason="again", now=NOW) == hold  # idempotent
+    # when settlement runs, only mid is paid
+    settlement_run(now=NOW)
+    assert player_balance(player_id=top.pk) == Decimal("0")
+    assert player_balance(player_id=mid.pk) == Decimal("2.00")
+    assert ReferralReward.objects.filter(beneficiary=top, status="pending").count() == 2
+    # when the hold is released, the next run pays top everything
+    assert payout_release(player_id=top.pk, user_id=admin_user.pk, now=NOW)
+    assert not payout_release(player_id=top.pk, now=NOW)
+    settlement_run(now=NOW + dt.timedelta(minutes=10))
+    assert player_balance(player_id=top.pk) == Decimal("8.00")
+    hold.refresh_from_db()
+    assert (hold.held_by, hold.released_by, hold.released_at) == (admin_user, admin_user, NOW)
+
+
+class FlakyChannel(WalletPayout):
+    """Refuses one player, pays everyone else into the wallet."""
+
+    def __init__(self, refuse: int) -> None:
+        self.refuse = refuse
+
+    def pay(self, payout, *, now):
+        if payout.player_id == self.refuse:
+            raise PayoutError("account frozen at the provider")
+        return super().pay(payout, now=now)
+
+
+@pytest.mark.django_db
+def test_one_failing_payout_does_not_block_the_others_and_is_retried_with_backoff(earnings):
+    top, _mid, _ = earnings
+    # when top's payout fails
+    counts = settlement_run(now=NOW, channel=FlakyChannel(refuse=top.pk))
+    # then mid is paid, top's items stay pending, the failure is recorded with its error
+    assert (counts["paid_settlements"], counts["failed_settlements"]) == (1, 1)
+    failed = Settlement.objects.get(player=top)
+    assert (failed.status, failed.total) == ("failed", Decimal("1.00"))
+    assert failed.error == "PayoutError: account frozen at the provider"
+    assert not failed.items.exists()
+    assert ReferralReward.objects.filter(beneficiary=top, status="pending").count() == 2
+    retry = PayoutRetry.objects.get(player=top)
+    assert (retry.failures, retry.next_attempt_at) == (1, NOW + dt.timedelta(seconds=600))
+    # when it fails again after the backoff, the wait doubles
+    before_backoff = settlement_run(
+        now=NOW + dt.timedelta(seconds=300), channel=FlakyChannel(top.pk)
+    )
+    assert before_backoff["failed_settlements"] == 0  # not even tried yet
+    settlement_run(now=NOW + dt.timedelta(seconds=600), channel=FlakyChannel(refuse=top.pk))
+    retry.refresh_from_db()
+    assert (retry.failures, retry.next_attempt_at) == (2, NOW + dt.timedelta(seconds=1800))
+    # when the channel recovers, top is paid once and the backoff is cleared
+    settlement_run(now=NOW + dt.timedelta(seconds=1800), channel=WalletPayout())
+    assert player_balance(player_id=top.pk) == Decimal("1.00")
+    assert not PayoutRetry.objects.exists()
+
+
+@pytest.mark.django_db
+def test_webhook_channel_pays_through_a_real_http_service(earnings, payout_service, monkeypatch):
+    _top, mid, _ = earnings
+    monkeypatch.setenv("REFERRAL_PAYOUT_CHANNEL", "referrals.payouts.WebhookPayout")
+    monkeypatch.setenv("REFERRAL_PAYOUT_WEBHOOK_URL", payout_service.url)
+    monkeypatch.setenv("REFERRAL_PAYOUT_WEBHOOK_SECRET", "s3cret")
+    # when settlement runs with the webhook channel
+    settlement_run(now=NOW)
+    # then the service got one signed request per player with the items as idempotency data
+    assert len(payout_service.requests) == 2
+    headers, body = payout_service.requests[0]
+    request = json.loads(body)
+    assert headers["x-signature-sha256"] == hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+    assert headers["idempotency-key"] == request["idempotency_key"]
+    assert request["amount"] in ("1.00", "2.00")
+    assert all(item.startswith("reward:") for item in request["items"])
+    # and the money passed through the wallet to the external account
+    assert player_balance(player_id=mid.pk) == Decimal("0")
+    assert Settlement.objects.get(player=mid).payout_reference.startswith("ext-")
+    external = LedgerEntry.objects.filter(account=Account.PAYOUT_EXTERNAL)
+    assert sum(e.amount for e in external) == Decimal("3.00")
+
+
+@pytest.mark.django_db
+def test_a_failing_payout_service_leaves_items_pending_with_the_error(earnings, payout_service):
+    _top, _mid, _ = earnings
+    payout_service.status = 503
+    channel = WebhookPayout(url=payout_service.url, secret="", timeout=5)
+    counts = settlement_run(now=NOW, channel=channel)
+    assert (counts["paid_settlements"], counts["failed_settlements"]) == (0, 2)
+    assert set(Settlement.objects.values_list("error", flat=True)) == {
+        "PayoutError: payout service answered HTTP 503: payout provider is down"
+    }
+    assert not ReferralReward.objects.filter(status="settled").exists()
+    assert not LedgerTransaction.objects.exists()
+    # the service recovers; after the backoff both are paid, once
+    payout_service.status = 200
+    settlement_run(now=NOW + dt.timedelta(minutes=10), channel=channel)
+    assert not ReferralReward.objects.filter(status="pending").exists()
+    assert Settlement.objects.filter(status="paid").count() == 2
+
+
+@pytest.mark.django_db
+def test_an_unreachable_payout_service_is_a_recorded_failure(earnings):
+    channel = WebhookPayout(url="http://127.0.0.1:9/unreachable", timeout=2)
+    counts = settlement_run(now=NOW, channel=channel)
+    assert counts["failed_settlements"] == 2
+    assert all("unreachable" in s.error for s in Settlement.objects.all())
+
+
+@pytest.mark.django_db
+def test_the_database_refuses_a_second_link_to_the_same_item(earnings):
+    settlement_run(now=NOW)
+    item = SettlementItem.objects.filter(reward__isnull=False).first()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        SettlementItem.objects.create(
+            settlement=item.settlement, reward=item.reward, amount=item.amount
+        )
+
+
+@pytest.mark.django_db
+def test_the_database_refuses_an_unbalanced_or_edited_ledger(earnings):
+    settlement_run(now=NOW)
+    txn = LedgerTransaction.objects.create(kind="settlement", created_at=NOW)
+    with pytest.raises(IntegrityError, match="does not sum to zero"), transaction.atomic():
+        LedgerEntry.objects.create(
+            transaction=txn, account=Account.REFERRAL_EXPENSE, amount="-1.00", created_at=NOW
+        )
+    with pytest.raises(IntegrityError, match="append-only"), transaction.atomic():
+        LedgerEntry.objects.update(amount=Decimal("1.00"))
+    with pytest.raises(IntegrityError, match="append-only"), transaction.atomic():
+        LedgerEntry.objects.all().delete()
+    # a balanced movement written in one statement is accepted (here: a manual withdrawal)
+    LedgerEntry.objects.bulk_create(
+        [
+            LedgerEntry(
+                transaction=txn,
+                account=Account.PLAYER_WALLET,
+                player=earnings[0],
+                amount="-1.00",
+                created_at=NOW,
+            ),
+            LedgerEntry(
+                transaction=txn, account=Account.PAYOUT_EXTERNAL, amount="1.00", created_at=NOW
+            ),
+        ]
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_settlers_at_once_pay_each_item_once(chain, play, make_credit, monkeypatch):
+    # given 40 events under a chain of 4 (120 rewards for 3 players) and 10 prize credits
+    monkeypatch.setenv("REFERRAL_SETTLEMENT_BATCH_SIZE", "7")
+    players = chain(4)
+    for minute in range(40):
+        play(players[-1], fee="1.37", when=at(2026, 3, 4, 10, minute))
+    referral_tier2_create(now=NOW)
+    referral_tier3_create(now=NOW)
+    for index in range(10):
+        make_credit(players[index % 4], "3.33")
+    # when two workers settle at the same moment (small batches, so they interleave)
+    results = run_concurrently(lambda: settlement_run(now=NOW), lambda: settlement_run(now=NOW))
+    # then nothing failed, and together they settled every item exactly once
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert sum(r["settled_items"] for r in results) == 130
+    assert SettlementItem.objects.count() == 130
+    paid = sum(player_balance(player_id=p.pk) for p in players)
+    expected = sum(r.amount for r in ReferralReward.objects.all()) + Decimal("33.30")
+    assert paid == expected

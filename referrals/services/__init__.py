@@ -8,6 +8,7 @@ from referrals.services.graph import ReferralError, referral_chain_ids, referral
 from referrals.services.holds import payout_hold, payout_is_held, payout_release
 from referrals.services.rewards import (
     referral_reward_create_tier1,
+    referral_tier1_backfill,
     referral_tier2_create,
     referral_tier3_create,
     referral_tier_create,
@@ -24,6 +25,7 @@ __all__ = [
     "referral_chain_ids",
     "referral_create",
     "referral_reward_create_tier1",
+    "referral_tier1_backfill",
     "referral_tier2_create",
     "referral_tier3_create",
     "referral_tier_create",

@@ -81,6 +81,33 @@ def referral_reward_create_tier1(*, session: GameSession) -> ReferralReward | No
     return created[0] if created[0].pk is not None else None
 
 
+_TIER1_BACKFILL = """
+INSERT INTO referrals_referralreward
+    (session_id, tier, beneficiary_id, event_at, base_amount, rate, amount, status, created_at)
+SELECT s.id, 1, l1.referrer_id, s.finished_at, s.entry_fee, %(rate)s,
+       referrals_money_round(s.entry_fee * %(rate)s), 'pending', s.finished_at
+FROM games_gamesession s
+JOIN referrals_referral l1 ON l1.referee_id = s.player_id AND l1.created_at <= s.finished_at
+WHERE s.status = 'finished' AND s.entry_fee > 0 AND s.finished_at <= %(now)s
+  AND l1.referee_id = ANY(%(players)s)
+  AND referrals_money_round(s.entry_fee * %(rate)s) > 0
+ORDER BY s.id
+ON CONFLICT (session_id, tier) DO NOTHING
+"""
+
+
+def referral_tier1_backfill(*, players: list[int], now: dt.datetime) -> int:
+    """Tier-1 rewards for qualifying sessions of `players` that were written without the
+    `session_finished` signal (bulk imports, the demo seeder's COPY); returns how many were
+    created. The same rule as the receiver; existing rewards are left alone."""
+    rate = conf.load().rates[1]
+    if rate <= ZERO or not players:
+        return 0
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_TIER1_BACKFILL, {"rate": rate, "now": now, "players": players})
+        return cursor.rowcount
+
+
 def on_session_finished(sender: Any, *, session: GameSession, **kwargs: Any) -> None:
     """`games.signals.session_finished` receiver (connected in ReferralsConfig.ready)."""
     referral_reward_create_tier1(session=session)

@@ -1,0 +1,31 @@
+from django.db import OperationalError
+
+from scheduler.registry import discover, get_job
+
+
+def test_the_referral_jobs_are_declared_as_the_design_says():
+    # a rename or a schedule change shows up here in review
+    discover()
+    jobs = {name: get_job(name) for name in ("referral-tier2", "referral-tier3", "settlement")}
+    assert {n: (j.task, j.cron, j.offset, j.queue) for n, j in jobs.items()} == {
+        "referral-tier2": ("referrals.tier2_create", "* * * * *", 0, "default"),
+        "referral-tier3": ("referrals.tier3_create", "* * * * *", 15, "default"),
+        "settlement": ("referrals.settlement_run", "*/10 * * * *", 40, "long"),
+    }
+    assert {j.service for j in jobs.values()} == {
+        "referrals.services.rewards.referral_tier2_create",
+        "referrals.services.rewards.referral_tier3_create",
+        "referrals.services.settlement.settlement_run",
+    }
+    assert all(j.retry.retry_on == (OperationalError,) for j in jobs.values())
+
+
+def test_the_job_services_resolve_and_take_now():
+    import inspect
+
+    discover()
+    for name in ("referral-tier2", "referral-tier3", "settlement"):
+        from django.utils.module_loading import import_string
+
+        service = import_string(get_job(name).service)
+        assert "now" in inspect.signature(service).parameters

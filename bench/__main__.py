@@ -14,14 +14,14 @@ from pathlib import Path
 
 def main(argv: list[str]) -> int:
     here = Path(__file__).parent
-    names = [arg for arg in argv if not arg.startswith("-")] or sorted(
-        path.stem.removeprefix("bench_") for path in here.glob("bench_*.py")
-    )
+    available = sorted(path.stem.removeprefix("bench_") for path in here.glob("bench_*.py"))
+    names = [arg for arg in argv if arg in available] or available
+    options = [arg for arg in argv if arg not in available]
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jobsite.settings")
     for name in names:
         module = importlib.import_module(f"bench.bench_{name}")
         print(f"\n== bench {name} ==", flush=True)
-        module.main([arg for arg in argv if arg.startswith("-")])
+        module.main(options)
     return 0
 
 

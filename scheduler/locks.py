@@ -36,6 +36,7 @@ class Lease:
 _current: ContextVar[Lease | None] = ContextVar("jobsite_current_lease", default=None)
 
 _ACQUIRE = """
+WITH lease AS (
 INSERT INTO scheduler_joblease (job, token, holder_id, expires_at)
 VALUES (%(job)s, 1, %(run)s, now() + make_interval(secs => %(ttl)s))
 ON CONFLICT (job) DO UPDATE
@@ -44,6 +45,9 @@ ON CONFLICT (job) DO UPDATE
         expires_at = EXCLUDED.expires_at
     WHERE scheduler_joblease.holder_id IS NULL OR scheduler_joblease.expires_at <= now()
 RETURNING token
+)
+UPDATE scheduler_jobrun SET fence = lease.token FROM lease WHERE scheduler_jobrun.id = %(run)s
+RETURNING lease.token
 """
 
 _RENEW = """
@@ -56,15 +60,18 @@ UPDATE scheduler_joblease SET holder_id = NULL, expires_at = NULL
 WHERE job = %(job)s AND token = %(token)s
 """
 
-_FENCE = """
-SELECT 1 FROM scheduler_joblease
-WHERE job = %(job)s AND token = %(token)s AND expires_at > now()
-FOR SHARE
-"""
+_HELD = "SELECT 1 FROM scheduler_joblease WHERE job = %s AND token = %s AND expires_at > now()"
+_FENCE = _HELD + " FOR SHARE"
+
+
+def fence_sql(lease: Lease) -> tuple[str, list[object]]:
+    """A WHERE condition that holds only while `lease` is held, locking the lease row FOR SHARE:
+    a write guarded by it and the fencing check are one statement."""
+    return f"EXISTS ({_FENCE})", [lease.job, lease.token]
 
 
 def lease_acquire(*, job: str, run_id: int, ttl: int) -> Lease | None:
-    """Take the job's lease for `ttl` seconds; None if another run holds it."""
+    """Take the job's lease for `ttl` seconds and note its token on the run; None if held."""
     with connection.cursor() as cursor:
         cursor.execute(_ACQUIRE, {"job": job, "run": run_id, "ttl": ttl})
         row = cursor.fetchone()
@@ -98,7 +105,7 @@ def fence_check(lease: Lease | None = None) -> None:
     if lease is None:
         return
     with connection.cursor() as cursor:
-        cursor.execute(_FENCE, {"job": lease.job, "token": lease.token})
+        cursor.execute(_FENCE, [lease.job, lease.token])
         if cursor.fetchone() is None:
             raise LeaseLost(f"job {lease.job!r} lost its lease (token {lease.token})")
 

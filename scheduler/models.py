@@ -122,7 +122,7 @@ class JobRun(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
-    lateness_ms = models.IntegerField(null=True, blank=True, help_text="Start minus slot.")
+    lateness_ms = models.BigIntegerField(null=True, blank=True, help_text="Start minus slot.")
     result = models.JSONField(default=dict, blank=True, help_text="Counts from the job's service.")
     error = models.TextField(blank=True)
     traceback = models.TextField(blank=True)

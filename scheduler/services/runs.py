@@ -20,7 +20,7 @@ from enum import Enum
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from scheduler.locks import LeaseLost, fence_check, lease_acquire, lease_held
+from scheduler.locks import Lease, LeaseLost, fence_sql, lease_acquire, lease_held
 from scheduler.models import JobRun
 from scheduler.registry import Job
 
@@ -115,9 +115,64 @@ def _new_attempt(delivery: Delivery, attempt: int, now: datetime, status: str) -
     return run
 
 
+_FIRST_CLAIM = """
+INSERT INTO scheduler_jobrun (job, slot, attempt, status, trigger, user_id, reason, task_id,
+    worker, created_at, started_at, heartbeat_at, lateness_ms, result, error, traceback)
+VALUES (%s, %s, 1, 'running', %s, %s, %s, %s, %s, %s, %s, %s, %s, '{}', '', '')
+ON CONFLICT (job, slot, attempt) WHERE duplicate_of_id IS NULL DO NOTHING
+RETURNING id
+"""
+
+
+def _first_claim(delivery: Delivery, now: datetime) -> JobRun | None:
+    """The common case in one statement: nobody has touched this slot yet."""
+    lateness = int((now - delivery.slot).total_seconds() * 1000)
+    params = [
+        delivery.job.name,
+        delivery.slot,
+        delivery.trigger,
+        delivery.user_id,
+        delivery.reason,
+        delivery.task_id,
+        delivery.worker,
+        now,
+        now,
+        now,
+        lateness,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(_FIRST_CLAIM, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    return JobRun(
+        pk=row[0],
+        job=delivery.job.name,
+        slot=delivery.slot,
+        attempt=1,
+        status=Status.RUNNING,
+        trigger=delivery.trigger,
+        user_id=delivery.user_id,
+        reason=delivery.reason,
+        task_id=delivery.task_id,
+        worker=delivery.worker,
+        created_at=now,
+        started_at=now,
+        heartbeat_at=now,
+        lateness_ms=lateness,
+    )
+
+
 def slot_claim(delivery: Delivery, *, now: datetime | None = None) -> tuple[Claim, JobRun]:
     """Decide, under a row lock, whether this delivery runs the slot; record what it decided."""
     now = now or timezone.now()
+    fresh = (
+        delivery.attempt == 1 and delivery.run_id is None and not _deadline_passed(delivery, now)
+    )
+    if fresh:
+        run = _first_claim(delivery, now)
+        if run is not None:
+            return Claim.RUN, run
     for _ in range(3):
         try:
             with transaction.atomic():
@@ -128,6 +183,11 @@ def slot_claim(delivery: Delivery, *, now: datetime | None = None) -> tuple[Clai
     raise RuntimeError(f"could not claim {delivery.job.name} {delivery.slot}")  # pragma: no cover
 
 
+def _deadline_passed(delivery: Delivery, now: datetime) -> bool:
+    deadline = delivery.slot + timedelta(seconds=delivery.job.starting_deadline)
+    return delivery.trigger == JobRun.Trigger.BEAT and now > deadline
+
+
 def _claim_locked(delivery: Delivery, now: datetime) -> tuple[Claim, JobRun]:
     job = delivery.job
     latest = (
@@ -136,9 +196,7 @@ def _claim_locked(delivery: Delivery, now: datetime) -> tuple[Claim, JobRun]:
         .order_by("-attempt")
         .first()
     )
-    deadline_passed = delivery.trigger == JobRun.Trigger.BEAT and now > delivery.slot + timedelta(
-        seconds=job.starting_deadline
-    )
+    deadline_passed = _deadline_passed(delivery, now)
     if latest is None:
         if deadline_passed:
             return Claim.EXPIRED, _new_attempt(delivery, 1, now, Status.EXPIRED)
@@ -164,17 +222,28 @@ def _claim_locked(delivery: Delivery, now: datetime) -> tuple[Claim, JobRun]:
     return Claim.DUPLICATE, _duplicate(delivery, latest, f"slot already {latest.status}")
 
 
-def _finish(run: JobRun, status: str, now: datetime, **fields: object) -> bool:
-    """Record a terminal state unless the row was taken over (e.g. marked lost) meanwhile."""
+def _finish(
+    run: JobRun, status: str, now: datetime, *, fenced_by: Lease | None = None, **fields: object
+) -> bool:
+    """Record a terminal state unless the row was taken over (e.g. marked lost) meanwhile, and,
+    with `fenced_by`, only while that lease is held (checked in the same statement)."""
     started = run.started_at or now
-    updated = JobRun.objects.filter(pk=run.pk, status=Status.RUNNING).update(
-        status=status,
-        finished_at=now,
-        duration_ms=max(0, int((now - started).total_seconds() * 1000)),
+    values = {
+        "status": status,
+        "finished_at": now,
+        "duration_ms": max(0, int((now - started).total_seconds() * 1000)),
         **fields,
-    )
+    }
+    rows = JobRun.objects.filter(pk=run.pk, status=Status.RUNNING)
+    if fenced_by is not None:
+        condition, params = fence_sql(fenced_by)
+        rows = rows.extra(where=[condition], params=params)  # noqa: S610 - constant SQL
+    if rows.update(**values) == 1:
+        for name, value in values.items():
+            setattr(run, name, value)
+        return True
     run.refresh_from_db()
-    return updated == 1
+    return False
 
 
 def job_execute(delivery: Delivery, *, rng: random.Random | None = None) -> Outcome:
@@ -192,7 +261,7 @@ def job_execute(delivery: Delivery, *, rng: random.Random | None = None) -> Outc
         _finish(run, Status.SKIPPED_LOCK, timezone.now(), error="another run holds the lock")
         logger.info("job %s slot %s: skipped, lock held", job.name, delivery.slot.isoformat())
         return Outcome(run=run)
-    JobRun.objects.filter(pk=run.pk).update(fence=lease.token)
+    run.fence = lease.token
 
     with lease_held(lease) as heartbeat:
         try:
@@ -202,14 +271,12 @@ def job_execute(delivery: Delivery, *, rng: random.Random | None = None) -> Outc
             return Outcome(run=run)
         except Exception as exc:
             return _failed(run, job, delivery, exc, rng or random.Random())
-        try:
-            with transaction.atomic():
-                if heartbeat.lost.is_set():
-                    raise LeaseLost(f"job {job.name!r} lost its lease during the run")
-                fence_check(lease)
-                _finish(run, Status.SUCCEEDED, timezone.now(), result=result or {})
-        except LeaseLost as exc:
-            _finish(run, Status.LOST, timezone.now(), error=str(exc), result=result or {})
+        recorded = not heartbeat.lost.is_set() and _finish(
+            run, Status.SUCCEEDED, timezone.now(), fenced_by=lease, result=result or {}
+        )
+        if not recorded and run.status == Status.RUNNING:
+            error = f"job {job.name!r} lost its lease (token {lease.token}) during the run"
+            _finish(run, Status.LOST, timezone.now(), error=error, result=result or {})
     logger.info(
         "job %s slot %s: %s in %s ms %s",
         job.name,

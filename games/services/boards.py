@@ -98,6 +98,23 @@ def board_entry_recompute(*, player_id: int, game: str, period: str, start: dt.d
         return "updated" if cursor.rowcount else "unchanged"
 
 
+def boards_mark_changed(boards: list[Board]) -> int:
+    """Make the next ranking run re-rank `boards` (unrank one entry of each); returns boards
+    marked. For bulk writers that skipped the database's own marks."""
+    if not boards:
+        return 0
+    keys = ", ".join(["(%s, %s, %s)"] * len(boards))
+    sql = f"""
+        UPDATE {ENTRY_TABLE} SET rank = NULL
+        WHERE id IN (SELECT min(id) FROM {ENTRY_TABLE}
+                     WHERE (game, period, period_start) IN ({keys})
+                     GROUP BY game, period, period_start)
+    """  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [value for board in boards for value in board])
+        return cursor.rowcount
+
+
 def boards_changed(boards: list[Board]) -> list[Board]:
     """Those of `boards` that hold an unranked entry, i.e. changed since they were last ranked."""
     if not boards:

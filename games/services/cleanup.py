@@ -22,8 +22,13 @@ import time
 from django.db import connection, transaction
 
 from games import conf
-from games.models import GameSession, LeaderboardEntry
-from games.services.boards import ENTRY_TABLE, SESSION_TABLE
+from games.models import Game, GameSession, LeaderboardEntry
+from games.services.boards import (
+    ENTRY_TABLE,
+    SESSION_TABLE,
+    boards_mark_changed,
+    current_board_keys,
+)
 
 
 def _session_referenced_elsewhere() -> str:
@@ -43,12 +48,22 @@ def _session_referenced_elsewhere() -> str:
     return " ".join(guards)
 
 
+# Entry deletes here skip the delete trigger's per-board marks (thousands of finished boards per
+# batch); cleanup marks the current boards once at the end instead.
+SKIP_BOARD_MARKS = "SET LOCAL games.skip_board_marks = 'on'"
+
 # Keyset start: before any real row.
 _FIRST_KEY = (dt.datetime(1, 1, 1, tzinfo=dt.UTC), 0)
 
 
 def _run_batches(
-    sql: str, params: dict[str, object], *, size: int, deadline: float, stats: dict[str, int]
+    sql: str,
+    params: dict[str, object],
+    *,
+    size: int,
+    deadline: float,
+    stats: dict[str, int],
+    prelude: str = "",
 ) -> int:
     """Run a batch statement until a batch picks fewer rows than `size` or time runs out.
 
@@ -66,6 +81,8 @@ def _run_batches(
             return total
         started = time.monotonic()
         with transaction.atomic(), connection.cursor() as cursor:
+            if prelude:
+                cursor.execute(prelude)
             cursor.execute(sql, {**params, "after_at": after_at, "after_id": after_id, "n": size})
             changed, picked, last_at, last_id = cursor.fetchone()
         stats["batches"] += 1
@@ -106,8 +123,8 @@ def cleanup_run(*, now: dt.datetime) -> dict[str, int]:
     size = settings.cleanup_batch_size
     stats = {"batches": 0, "longest_batch_ms": 0, "incomplete": 0}
 
-    def run(sql: str, **params: object) -> int:
-        return _run_batches(sql, params, size=size, deadline=deadline, stats=stats)
+    def run(sql: str, prelude: str = "", **params: object) -> int:
+        return _run_batches(sql, params, size=size, deadline=deadline, stats=stats, prelude=prelude)
 
     stats["expired"] = run(
         _batch_sql(
@@ -145,7 +162,8 @@ def cleanup_run(*, now: dt.datetime) -> dict[str, int]:
                 ORDER BY e.id LIMIT %(n)s FOR UPDATE OF e SKIP LOCKED""",  # noqa: S608
             f"""DELETE FROM {ENTRY_TABLE} e USING batch WHERE e.id = batch.id
                 RETURNING 1""",  # noqa: S608
-        )
+        ),
+        prelude=SKIP_BOARD_MARKS,
     )
     orphaned = run(
         _batch_sql(
@@ -154,7 +172,12 @@ def cleanup_run(*, now: dt.datetime) -> dict[str, int]:
                 ORDER BY id LIMIT %(n)s FOR UPDATE SKIP LOCKED""",  # noqa: S608
             f"""DELETE FROM {ENTRY_TABLE} e USING batch WHERE e.id = batch.id
                 RETURNING 1""",  # noqa: S608
-        )
+        ),
+        prelude=SKIP_BOARD_MARKS,
     )
     stats["entries_deleted"] = voided + orphaned
+    if stats["entries_deleted"]:
+        # The deletes above skipped the per-board marks (migration 0005): mark the current boards
+        # once, so the next ranking run closes any gap (it rewrites only ranks that change).
+        boards_mark_changed(current_board_keys(now, Game.values))
     return stats

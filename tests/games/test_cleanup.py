@@ -5,7 +5,12 @@ from decimal import Decimal
 import pytest
 
 from games.models import GameSession, LeaderboardEntry
-from games.services import cleanup_run, game_session_report_score, game_session_void
+from games.services import (
+    cleanup_run,
+    game_session_report_score,
+    game_session_void,
+    leaderboard_rank_all,
+)
 from tests.games.conftest import at
 
 NOW = at(2026, 3, 4, 3, 0, 35)
@@ -136,3 +141,17 @@ def test_calling_cleanup_twice_changes_nothing_the_second_time(make_player, play
     # then nothing changed
     assert (again["expired"], again["entries_deleted"], again["sessions_deleted"]) == (0, 0, 0)
     assert list(GameSession.objects.order_by("id").values()) == before
+
+
+@pytest.mark.django_db
+def test_the_next_ranking_closes_the_gaps_cleanup_leaves_on_current_boards(make_player, play):
+    # given a ranked current board of three, whose leader's session is voided behind its back
+    sessions_ = [play(make_player(), score=s, when=NOW - dt.timedelta(hours=1)) for s in (9, 5, 1)]
+    leaderboard_rank_all(now=NOW)
+    GameSession.objects.filter(pk=sessions_[0].pk).update(voided_at=NOW)
+    # when cleanup removes its entries and the ranking runs
+    assert cleanup_run(now=NOW)["entries_deleted"] == 3
+    leaderboard_rank_all(now=NOW)
+    # then the two left are ranked 1 and 2 on every board
+    ranks = LeaderboardEntry.objects.order_by("period", "rank").values_list("period", "rank")
+    assert list(ranks) == [(p, r) for p in ("all_time", "daily", "weekly") for r in (1, 2)]

@@ -201,9 +201,6 @@ def main(argv: list[str]) -> None:
     players = rows // EVENTS_PER_PLAYER * 4
 
     with servers():
-        import os
-
-        os.environ.setdefault("REFERRAL_SETTLEMENT_BATCH_SIZE", "1000")
         from django.db import transaction
 
         with transaction.atomic():

@@ -16,7 +16,7 @@ A run works in batches; each batch is ONE database transaction that
 
 So a worker SIGKILLed mid-batch loses its open transaction and nothing else: no item of that batch
 is linked, so the next run pays them, once. Items settled by earlier batches stay settled.
-Cost of one batch of 1,000 items, in-database channel: a few tens of ms, ~1 MB.
+Cost of one batch of 5,000 items (the default), in-database channel: ~0.25 s, a few MB.
 """
 
 from __future__ import annotations

@@ -32,10 +32,10 @@ def test_old_rows_go_by_status_age_and_recent_or_unfinished_ones_stay(monkeypatc
     running = JobRun.objects.create(
         job="sample-noop", slot=timezone.now() - timedelta(days=9), status=Status.RUNNING
     )
-    TaskResult.objects.create(
-        task_id="old", status="SUCCESS", date_done=timezone.now() - timedelta(days=8)
-    )
-    TaskResult.objects.create(task_id="new", status="SUCCESS", date_done=timezone.now())
+    TaskResult.objects.create(task_id="old", status="SUCCESS")
+    TaskResult.objects.create(task_id="new", status="SUCCESS")
+    # date_done is auto_now: age the old one afterwards.
+    TaskResult.objects.filter(task_id="old").update(date_done=timezone.now() - timedelta(days=8))
 
     counts = retention_prune(now=timezone.now())
 

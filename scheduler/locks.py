@@ -60,14 +60,42 @@ UPDATE scheduler_joblease SET holder_id = NULL, expires_at = NULL
 WHERE job = %(job)s AND token = %(token)s
 """
 
-_HELD = "SELECT 1 FROM scheduler_joblease WHERE job = %s AND token = %s AND expires_at > now()"
-_FENCE = _HELD + " FOR SHARE"
+_FENCE = """
+SELECT 1 FROM scheduler_joblease WHERE job = %s AND token = %s AND expires_at > now() FOR SHARE
+"""
 
 
-def fence_sql(lease: Lease) -> tuple[str, list[object]]:
-    """A WHERE condition that holds only while `lease` is held, locking the lease row FOR SHARE:
-    a write guarded by it and the fencing check are one statement."""
-    return f"EXISTS ({_FENCE})", [lease.job, lease.token]
+_SUCCEED_AND_RELEASE = """
+WITH held AS (
+    SELECT job FROM scheduler_joblease
+    WHERE job = %(job)s AND token = %(token)s AND expires_at > now()
+    FOR UPDATE
+), done AS (
+    UPDATE scheduler_jobrun
+    SET status = 'succeeded', finished_at = %(now)s, duration_ms = %(ms)s, result = %(result)s
+    WHERE id = %(run)s AND status = 'running' AND EXISTS (SELECT 1 FROM held)
+    RETURNING id
+)
+UPDATE scheduler_joblease SET holder_id = NULL, expires_at = NULL
+WHERE job = %(job)s AND token = %(token)s AND EXISTS (SELECT 1 FROM done)
+RETURNING 1
+"""
+
+
+def succeed_and_release(lease: Lease, *, now: object, duration_ms: int, result: str) -> bool:
+    """In one statement (one commit): mark the run succeeded and free the lease, only while the
+    lease is still held (fencing). False when it was lost or the row was taken over."""
+    params = {
+        "job": lease.job,
+        "token": lease.token,
+        "run": lease.run_id,
+        "now": now,
+        "ms": duration_ms,
+        "result": result,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_SUCCEED_AND_RELEASE, params)
+        return cursor.fetchone() is not None
 
 
 def lease_acquire(*, job: str, run_id: int, ttl: int) -> Lease | None:
@@ -121,6 +149,7 @@ class _Heartbeat(threading.Thread):
         super().__init__(name=f"lease-heartbeat-{lease.job}", daemon=True)
         self.lease = lease
         self.lost = threading.Event()
+        self.released = False  # set when the run's final statement released the lease itself
         self._stop_event = threading.Event()
 
     def run(self) -> None:
@@ -158,7 +187,8 @@ def lease_held(lease: Lease) -> Iterator[_Heartbeat]:
         heartbeat.stop()
         _current.reset(token)
         try:
-            lease_release(lease)
+            if not heartbeat.released:
+                lease_release(lease)
         except Exception:
             logger.exception(
                 "releasing the lease of job %s failed; it expires in %ss", lease.job, lease.ttl

@@ -42,6 +42,8 @@ class JobTask(Task):
 
     acks_late = True
     reject_on_worker_lost = True
+    # The ledger row says `running` already; a STARTED result row would cost writes per run.
+    track_started = False
     typing = True
     job: Job
 

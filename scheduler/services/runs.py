@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import traceback
@@ -16,11 +17,19 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
+from typing import Any
 
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from scheduler.locks import Lease, LeaseLost, fence_sql, lease_acquire, lease_held
+from scheduler.locks import (
+    Lease,
+    LeaseLost,
+    lease_acquire,
+    lease_held,
+    succeed_and_release,
+)
 from scheduler.models import JobRun
 from scheduler.registry import Job
 
@@ -222,11 +231,8 @@ def _claim_locked(delivery: Delivery, now: datetime) -> tuple[Claim, JobRun]:
     return Claim.DUPLICATE, _duplicate(delivery, latest, f"slot already {latest.status}")
 
 
-def _finish(
-    run: JobRun, status: str, now: datetime, *, fenced_by: Lease | None = None, **fields: object
-) -> bool:
-    """Record a terminal state unless the row was taken over (e.g. marked lost) meanwhile, and,
-    with `fenced_by`, only while that lease is held (checked in the same statement)."""
+def _finish(run: JobRun, status: str, now: datetime, **fields: object) -> bool:
+    """Record a terminal state unless the row was taken over (e.g. marked lost) meanwhile."""
     started = run.started_at or now
     values = {
         "status": status,
@@ -234,16 +240,27 @@ def _finish(
         "duration_ms": max(0, int((now - started).total_seconds() * 1000)),
         **fields,
     }
-    rows = JobRun.objects.filter(pk=run.pk, status=Status.RUNNING)
-    if fenced_by is not None:
-        condition, params = fence_sql(fenced_by)
-        rows = rows.extra(where=[condition], params=params)  # noqa: S610 - constant SQL
-    if rows.update(**values) == 1:
+    if JobRun.objects.filter(pk=run.pk, status=Status.RUNNING).update(**values) == 1:
         for name, value in values.items():
             setattr(run, name, value)
         return True
     run.refresh_from_db()
     return False
+
+
+def _succeed(run: JobRun, lease: Lease, result: dict[str, Any]) -> bool:
+    now = timezone.now()
+    duration = max(0, int((now - (run.started_at or now)).total_seconds() * 1000))
+    encoded = json.dumps(result, cls=DjangoJSONEncoder)
+    if not succeed_and_release(lease, now=now, duration_ms=duration, result=encoded):
+        return False
+    run.status, run.finished_at, run.duration_ms, run.result = (
+        Status.SUCCEEDED,
+        now,
+        duration,
+        json.loads(encoded),
+    )
+    return True
 
 
 def job_execute(delivery: Delivery, *, rng: random.Random | None = None) -> Outcome:
@@ -271,9 +288,10 @@ def job_execute(delivery: Delivery, *, rng: random.Random | None = None) -> Outc
             return Outcome(run=run)
         except Exception as exc:
             return _failed(run, job, delivery, exc, rng or random.Random())
-        recorded = not heartbeat.lost.is_set() and _finish(
-            run, Status.SUCCEEDED, timezone.now(), fenced_by=lease, result=result or {}
-        )
+        recorded = not heartbeat.lost.is_set() and _succeed(run, lease, result or {})
+        heartbeat.released = recorded
+        if not recorded:
+            run.refresh_from_db()
         if not recorded and run.status == Status.RUNNING:
             error = f"job {job.name!r} lost its lease (token {lease.token}) during the run"
             _finish(run, Status.LOST, timezone.now(), error=error, result=result or {})

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bench._env import servers
@@ -71,30 +72,37 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def _throughput(
-    label: str, send: object, count: int, env_extra: dict[str, str], tmp: Path
+    label: str, send: Callable[[int], None], count: int, env_extra: dict[str, str], tmp: Path
 ) -> float:
+    """Tasks per second of one worker draining `count` messages queued before it consumes."""
     import redis
 
-    from bench.scheduler_tasks import DONE
+    from bench.scheduler_tasks import DONE, FIRST, LAST
+    from jobsite.celery import app
 
     client = redis.Redis.from_url(os.environ["REDIS_URL"])
-    worker = _worker(env_extra, tmp / f"{label}.log")
+    worker = _worker({**env_extra, "BENCH_TARGET": str(count)}, tmp / f"{label}.log")
     try:
-        client.set(DONE, 0)
-        send(3)  # warm-up: the worker is up and connected
-        while int(client.get(DONE) or 0) < 3:
-            time.sleep(0.05)
-        client.set(DONE, 0)
-        started = time.perf_counter()
-        send(count)
-        while int(client.get(DONE) or 0) < count:
-            if worker.poll() is not None or time.perf_counter() - started > 600:
-                raise RuntimeError(f"{label}: worker stopped or stalled; see {tmp / label}.log")
-            time.sleep(0.01)
-        elapsed = time.perf_counter() - started
+        client.delete(DONE, FIRST, LAST)
+        send(3)  # warm-up: the worker is up, connected and has imported everything
+        _wait(lambda: int(client.get(DONE) or 0) >= 3, worker, label, tmp)
+        app.control.cancel_consumer("default", reply=True, timeout=5)
+        client.delete(DONE, FIRST, LAST)
+        send(count)  # queued while nobody consumes: the send loop is not measured
+        app.control.add_consumer("default", reply=True, timeout=5)
+        _wait(lambda: client.get(LAST) is not None, worker, label, tmp)
+        elapsed = float(client.get(LAST)) - float(client.get(FIRST))
     finally:
         _stop(worker)
-    return count / elapsed
+    return (count - 1) / elapsed
+
+
+def _wait(done: Callable[[], bool], worker: subprocess.Popen[bytes], label: str, tmp: Path) -> None:
+    started = time.perf_counter()
+    while not done():
+        if worker.poll() is not None or time.perf_counter() - started > 600:
+            raise RuntimeError(f"{label}: worker stopped or stalled; see {tmp / label}.log")
+        time.sleep(0.02)
 
 
 def run_path_overhead(count: int, tmp: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from datetime import datetime
 
 import redis
@@ -12,21 +13,33 @@ from scheduler.registry import Job, register
 
 _redis = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
 DONE = "bench:done"
+FIRST = "bench:first"
+LAST = "bench:last"
+TARGET = int(os.environ.get("BENCH_TARGET", "0"))
+
+
+def _mark() -> None:
+    """Count a finished task; note when the first and the TARGET-th finished."""
+    done = _redis.incr(DONE)
+    if done == 1:
+        _redis.set(FIRST, time.time())
+    if done == TARGET:
+        _redis.set(LAST, time.time())
 
 
 @shared_task(name="bench.bare_noop", ignore_result=True)
 def bare_noop() -> None:
-    _redis.incr(DONE)
+    _mark()
 
 
 @shared_task(name="bench.stored_noop")
 def stored_noop() -> str:
-    _redis.incr(DONE)
+    _mark()
     return "ok"
 
 
 def job_noop(*, now: datetime) -> dict[str, int]:
-    _redis.incr(DONE)
+    _mark()
     return {"noop": 1}
 
 

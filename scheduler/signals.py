@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db.models.signals import pre_save
 from django.dispatch import receiver
 from django.utils import timezone
-from django_celery_beat.models import PeriodicTask
+from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
+from scheduler.cron import Cron, CronError
 from scheduler.models import JobSchedule
 
 
@@ -24,3 +26,23 @@ def _restart_tracking(sender: type, instance: PeriodicTask, **_: Any) -> None:
         JobSchedule.objects.filter(periodic_task_id=instance.pk).update(
             tracked_since=timezone.now(), reconciled_until=None
         )
+
+
+@receiver(pre_save, sender=CrontabSchedule)
+def _validate_crontab(sender: type, instance: CrontabSchedule, **_: Any) -> None:
+    """Model validators run only in forms: refuse an impossible cron on every ORM save too."""
+    try:
+        Cron.from_model(instance).validate()
+    except CronError as exc:
+        raise ValidationError({"crontab": str(exc)}) from None
+
+
+@receiver(pre_save, sender=PeriodicTask)
+def _validate_periodic_task(sender: type, instance: PeriodicTask, **_: Any) -> None:
+    """Malformed arguments or an unknown task would only fail later, in beat or on a worker."""
+    from jobsite.celery import app
+    from scheduler.services.schedules import schedule_problems
+
+    problems = schedule_problems(instance, set(app.tasks.keys()), check_crontab=False)
+    if problems:
+        raise ValidationError({"periodic_task": "; ".join(problems)})

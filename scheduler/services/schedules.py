@@ -159,7 +159,9 @@ def enabled_plans() -> list[Planned]:
     return plans
 
 
-def schedule_problems(task: PeriodicTask, registered: set[str]) -> list[str]:
+def schedule_problems(
+    task: PeriodicTask, registered: set[str], *, check_crontab: bool = True
+) -> list[str]:
     """What would make beat unable to send this task; empty when it is sound."""
     problems = []
     for name, kind in (("args", list), ("kwargs", dict), ("headers", dict)):
@@ -171,7 +173,7 @@ def schedule_problems(task: PeriodicTask, registered: set[str]) -> list[str]:
             continue
         if not isinstance(value, kind):
             problems.append(f"{name} must be a JSON {'list' if kind is list else 'object'}")
-    if task.crontab_id:
+    if check_crontab and task.crontab_id:
         try:
             Cron.from_model(task.crontab).validate()
         except CronError as exc:

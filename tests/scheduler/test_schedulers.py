@@ -85,8 +85,9 @@ def test_a_bad_row_is_left_out_and_the_others_still_load(field, value, problem, 
 @pytest.mark.parametrize(("minute", "day_of_month", "month"), [("99", "*", "*"), ("0", "31", "2")])
 def test_an_impossible_cron_written_to_the_database_is_left_out(minute, day_of_month, month):
     schedules_apply(profile="test")
-    bad = CrontabSchedule.objects.create(
-        minute=minute, hour="0", day_of_month=day_of_month, month_of_year=month
+    # Written around the model (as raw SQL or another program would): bulk_create skips save().
+    (bad,) = CrontabSchedule.objects.bulk_create(
+        [CrontabSchedule(minute=minute, hour="0", day_of_month=day_of_month, month_of_year=month)]
     )
     PeriodicTask.objects.filter(name="retention-pruning").update(crontab=bad)
     PeriodicTask.objects.create(
@@ -122,3 +123,37 @@ def test_an_offset_outside_0_59_is_refused_by_the_database():
     schedules_apply(profile="test")
     with pytest.raises(IntegrityError, match="jobschedule_offset_0_59"):
         JobSchedule.objects.update(offset_seconds=60)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"minute": "61"}, "minute '61' is invalid"),
+        ({"minute": "0", "hour": "0", "day_of_month": "31", "month_of_year": "2"}, "never fires"),
+    ],
+)
+def test_the_orm_refuses_an_impossible_cron(fields, message):
+    from django.core.exceptions import ValidationError
+
+    with pytest.raises(ValidationError, match=message):
+        CrontabSchedule.objects.create(**fields)
+    assert not CrontabSchedule.objects.filter(**fields).exists()
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"kwargs": "{bad json"}, "kwargs is not valid JSON"),
+        ({"args": '{"a": 1}'}, "args must be a JSON list"),
+        ({"task": "no.such.task"}, "is not registered"),
+    ],
+)
+def test_the_orm_refuses_a_periodic_task_beat_could_not_send(fields, message):
+    from django.core.exceptions import ValidationError
+
+    crontab = CrontabSchedule.objects.create(minute="*")
+    with pytest.raises(ValidationError, match=message):
+        PeriodicTask.objects.create(
+            name="bad", task=fields.pop("task", "scheduler.ping"), crontab=crontab, **fields
+        )
+    assert not PeriodicTask.objects.filter(name="bad").exists()

@@ -7,6 +7,7 @@ unlike Vixie cron's OR). Everything here is UTC unless a schedule names another 
 
 from __future__ import annotations
 
+import functools
 import zoneinfo
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -73,6 +74,9 @@ class Cron:
 
     @property
     def celery(self) -> crontab:
+        return _celery_crontab(self)
+
+    def _celery(self) -> crontab:
         return crontab(
             minute=self.minute,
             hour=self.hour,
@@ -82,6 +86,19 @@ class Cron:
         )
 
     def validate(self) -> None:
+        # Thousands of schedules share a handful of crons: each distinct one is checked once.
+        problem = _problem_of(self)
+        if problem:
+            raise CronError(problem)
+
+    def _problem(self) -> str | None:
+        try:
+            self._check()
+        except CronError as exc:
+            return str(exc)
+        return None
+
+    def _check(self) -> None:
         for name in FIELDS:
             try:
                 crontab(**{name: getattr(self, name)})
@@ -177,6 +194,16 @@ class Cron:
         for moment in self.fire_times(origin, origin + timedelta(days=days)):
             mask |= 1 << int((moment - origin).total_seconds() // 60)
         return mask
+
+
+@functools.lru_cache(maxsize=4096)
+def _celery_crontab(cron: Cron) -> crontab:
+    return cron._celery()
+
+
+@functools.lru_cache(maxsize=4096)
+def _problem_of(cron: Cron) -> str | None:
+    return cron._problem()
 
 
 def _days_in_month(year: int, month: int) -> int:

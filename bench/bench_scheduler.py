@@ -279,15 +279,25 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--tasks", type=int, default=2000, help="messages per throughput run")
     parser.add_argument("--minutes", type=float, default=3, help="start-precision window")
     parser.add_argument("--skip-precision", action="store_true")
+    parser.add_argument(
+        "--only", choices=["overhead", "peak", "scale", "precision"], help="run one part only"
+    )
     args = parser.parse_args(argv)
     os.environ["JOBSITE_JOB_MODULES"] = "bench.scheduler_tasks"
+
+    def wanted(part: str) -> bool:
+        return args.only in (None, part)
+
     with servers(), tempfile.TemporaryDirectory(prefix="jobsite-bench-") as tmp:
-        print("-- run-path overhead")
-        run_path_overhead(args.tasks, Path(tmp))
-        print("-- peak simultaneous starts")
-        peak_per_second()
-        print("-- scale")
-        scale()
-        if not args.skip_precision:
+        if wanted("overhead"):
+            print("-- run-path overhead")
+            run_path_overhead(args.tasks, Path(tmp))
+        if wanted("peak"):
+            print("-- peak simultaneous starts")
+            peak_per_second()
+        if wanted("scale"):
+            print("-- scale")
+            scale()
+        if wanted("precision") and not args.skip_precision:
             print("-- start precision")
             start_precision(args.minutes, Path(tmp))

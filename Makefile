@@ -27,8 +27,11 @@ run: install ## start web, workers, beat and Flower (embedded servers if no URLs
 test: install ## run the test suite (embedded servers if no URLs are set)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+CHAOS_REPORT ?= var/chaos/report.jsonl
 chaos: install ## fault-injection suite with real processes, and its report
-	$(PY) -m pytest -m chaos -p no:cacheprovider $(PYTEST_ARGS)
+	@rm -f $(CHAOS_REPORT)
+	CHAOS_REPORT=$(CHAOS_REPORT) $(PY) -m pytest -m chaos -p no:cacheprovider tests/chaos $(PYTEST_ARGS); \
+	status=$$?; $(PY) -m tests.chaos.report $(CHAOS_REPORT); exit $$status
 
 bench: install ## benchmarks; prints ratios measured side by side
 	$(PY) -m bench $(ARGS)

@@ -33,6 +33,7 @@ from games.models import GameSession
 from games.money import ZERO, to_money
 from referrals import conf
 from referrals.models import Referral, ReferralReward, RewardStatus
+from scheduler.locks import fence_check
 
 # Before any reward: the cursor's starting point when a tier has never run.
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -187,6 +188,9 @@ def referral_tier_create(*, tier: int, now: dt.datetime) -> dict[str, int]:
     sql = _tier_batch_sql(tier)
     while True:
         with transaction.atomic(), connection.cursor() as cursor:
+            # Fencing: a stale run (its lease expired) neither creates rewards nor moves the
+            # progress cursor; the lease row stays locked FOR SHARE until the batch commits.
+            fence_check()
             cursor.execute(
                 sql,
                 {

@@ -40,6 +40,7 @@ from referrals.models import (
     SettlementStatus,
 )
 from referrals.payouts import Payout, PayoutChannel, payout_channel, payout_key
+from scheduler.locks import fence_check
 
 # Both claims skip players on hold and players whose last payout failed until their backoff ends.
 _CLAIM_REWARDS = """
@@ -315,6 +316,11 @@ def settlement_run(*, now: dt.datetime, channel: PayoutChannel | None = None) ->
             counts["incomplete"] = 1
             return counts
         with transaction.atomic():
+            # Fencing (chaos suite, fault 7): a run frozen past its lease TTL must not pay. The
+            # check locks the lease row FOR SHARE until this batch commits, so no new holder
+            # takes the lease while the batch is open and none of it is paid by a stale run.
+            # Outside a job run (shell, tests) there is no lease and it checks nothing.
+            fence_check()
             _refresh_cached_plans()
             rewards, credits, full = _claim(now, limit)
             if rewards or credits:

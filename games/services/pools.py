@@ -18,6 +18,7 @@ from games.money import ZERO, to_money
 from games.periods import period_end, period_length, utc_date
 from games.services.boards import ENTRY_TABLE, boards_rank
 from games.services.notifications import notification_enqueue
+from scheduler.locks import fence_check
 
 
 def prize_pool_lock(
@@ -75,6 +76,9 @@ def prize_pool_finalise(*, pool_id: int, now: dt.datetime) -> str:
     ended at `now`, is "skipped" and left untouched.
     """
     with transaction.atomic():
+        # Fencing: a job run frozen past its lease TTL must not credit a winner; the lease row
+        # stays locked FOR SHARE until this pool's transaction commits (no-op outside a job run).
+        fence_check()
         pool = PrizePool.objects.select_for_update().get(pk=pool_id)
         if pool.status != PrizePool.Status.OPEN:
             return "skipped"

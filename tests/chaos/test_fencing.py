@@ -3,6 +3,7 @@ LeaseLost and writes nothing (the process test in test_frozen_holder.py shows it
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -53,3 +54,16 @@ def test_tier_rewards_under_an_expired_lease_write_nothing(chaos_ledger):
         _raises_lease_lost(lambda: referral_tier2_create(now=SEEDED_AT))
     assert not TierProgress.objects.exists()
 
+
+def test_prize_pool_finalisation_under_an_expired_lease_credits_nothing(chaos_ledger):
+    """7: prize-pool finalisation under an expired lease (service level)"""
+    from games.models import PrizePool
+    from games.services.pools import prize_pool_finalise
+
+    pool = PrizePool.objects.create(
+        game="pong", period="daily", period_start=dt.date(2026, 3, 1), amount="5.00"
+    )
+    with expired_lease("prize-pool-finalisation"):
+        _raises_lease_lost(lambda: prize_pool_finalise(pool_id=pool.pk, now=SEEDED_AT))
+    pool.refresh_from_db()
+    assert pool.status == PrizePool.Status.OPEN

@@ -4,6 +4,9 @@ import os
 
 from celery import Celery
 
+from jobsite.env import install_config_error_hook
+
+install_config_error_hook()
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jobsite.settings")
 
 app = Celery("jobsite")

@@ -7,6 +7,8 @@ that says which variable is wrong and what it should look like, before anything 
 from __future__ import annotations
 
 import os
+import sys
+from types import TracebackType
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
@@ -85,3 +87,17 @@ def redis_db_number(name: str, url: str) -> None:
     path = urlsplit(url).path.strip("/")
     if path and not path.isdigit():
         raise ConfigError(f"{name} database part {path!r} is not a number (redis://host:port/N)")
+
+
+def install_config_error_hook() -> None:
+    """An uncaught ConfigError (e.g. `celery -A jobsite worker` with DEBUG=maybe) prints one line
+    naming the variable instead of a traceback."""
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], error: BaseException, trace: TracebackType | None) -> None:
+        if issubclass(kind, ConfigError):
+            print(f"configuration error: {error}", file=sys.stderr)
+            return
+        previous(kind, error, trace)
+
+    sys.excepthook = hook

@@ -244,6 +244,25 @@ def test_a_bad_value_stops_manage_py_with_one_line_naming_the_variable(variable,
     assert lines[0].startswith("configuration error: ")
 
 
+@pytest.mark.parametrize("command", ["worker", "beat"])
+def test_a_bad_value_stops_celery_with_one_line_naming_the_variable(command):
+    result = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "jobsite", command],
+        cwd=ROOT,
+        env={**os.environ, "DEBUG": "maybe"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert lines == [
+        "configuration error: DEBUG='maybe' is not a boolean; use one of 1/0, "
+        "true/false, yes/no, on/off"
+    ]
+
+
 # ---------------------------------------------------------------------------------------------
 # Celery: JSON only (the worker-side refusal is in tests/integration/test_worker.py)
 # ---------------------------------------------------------------------------------------------

@@ -94,3 +94,18 @@ def test_the_same_slot_sent_twice_runs_once(worker):
     rows = {r.task_id: r.status for r in JobRun.objects.filter(job=job.name)}
     assert sorted(rows.values()) == [Status.DUPLICATE, Status.SUCCEEDED]
     assert set(rows) == {first.id, second.id}
+
+
+def test_a_message_that_expired_before_it_ran_is_recorded_expired(worker):
+    job = get_job("sample-noop")
+    slot = timezone.now().replace(microsecond=0) - timedelta(minutes=10)
+    app.send_task(
+        job.task,
+        kwargs={"slot": slot.isoformat(), "trigger": "beat"},
+        expires=timezone.now() - timedelta(seconds=1),
+    )
+    _wait_for(lambda: JobRun.objects.filter(job=job.name, slot=slot).exists())
+
+    run = JobRun.objects.get(job=job.name, slot=slot)
+    assert run.status == Status.EXPIRED
+    assert "expired before a worker ran it" in run.error

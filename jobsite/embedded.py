@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib.util
 import os
 import shutil
 import signal
@@ -104,9 +105,12 @@ class EmbeddedPostgres:
 
     @staticmethod
     def bin_dir() -> Path:
-        import pgserver
-
-        return Path(pgserver.__file__).parent / "pginstall" / "bin"
+        # Located without importing pgserver: its import sets up a lock file in the user's
+        # runtime directory (and warns where XDG_RUNTIME_DIR is unset) that we never use.
+        spec = importlib.util.find_spec("pgserver")
+        if spec is None or not spec.submodule_search_locations:
+            raise EmbeddedServerError("the pgserver package is not installed: run `make install`")
+        return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
     def _as_postgres_user(self, argv: list[str]) -> list[str]:
         if os.geteuid() != 0:

@@ -34,6 +34,9 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"] if DEBUG el
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
+    # First: its templates override the admin's (header links) and its admin module replaces
+    # django-celery-beat's PeriodicTask admin.
+    "ops",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -42,6 +45,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_celery_beat",
     "django_celery_results",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
     "scheduler",
     "games",
     "referrals",
@@ -72,6 +78,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "ops.context_processors.ops_links",
             ],
         },
     },
@@ -188,6 +195,44 @@ DJANGO_CELERY_BEAT_TZ_AWARE = True
 # Flower: basic auth from the environment (FLOWER_BASIC_AUTH=user:password), read by Flower itself.
 # ---------------------------------------------------------------------------------------------
 FLOWER_URL = env_str("FLOWER_URL", "http://127.0.0.1:5555/")
+
+# ---------------------------------------------------------------------------------------------
+# Ops API: JSON only, staff only, per-user tokens (`manage.py drf_create_token USERNAME`) or the
+# admin session. Anonymous callers get 401 (token auth first answers WWW-Authenticate), non-staff
+# 403. https://www.django-rest-framework.org/api-guide/settings/
+# ---------------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    # Bodies are capped at DATA_UPLOAD_MAX_MEMORY_SIZE while read (DRF streams past Django's check).
+    "DEFAULT_PARSER_CLASSES": ["ops.api.parsers.BoundedJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "ops.api.exceptions.api_exception_handler",
+}
+# OpenAPI 3 schema at /api/schema/ (staff only, like the API). https://drf-spectacular.readthedocs.io/en/latest/settings.html
+SPECTACULAR_SETTINGS = {
+    "TITLE": "jobsite ops API",
+    "DESCRIPTION": "Jobs, schedules, history and retries of the jobsite scheduler.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAdminUser"],
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+# Client address recorded in the audit trail: REMOTE_ADDR, or with N trusted reverse proxies in
+# front (e.g. 1 behind one nginx) the N-th X-Forwarded-For entry from the right.
+OPS_TRUSTED_PROXIES = env_int("OPS_TRUSTED_PROXIES", 0, minimum=0, maximum=10)
+
+# ---------------------------------------------------------------------------------------------
+# Health and metrics. /healthz judges beat by what it writes (ops.health): a schedule boundary at
+# least HEALTH_BEAT_GRACE seconds old must have left a trace; beat stamps last_run_at at its sync,
+# every 3 minutes by default, hence 240. /metrics is for staff (token or session) only.
+# ---------------------------------------------------------------------------------------------
+HEALTH_BEAT_GRACE = env_int("HEALTH_BEAT_GRACE", 240, minimum=30, maximum=3600)
+HEALTH_BEAT_REQUIRED = env_bool("HEALTH_BEAT_REQUIRED", True)
 
 # ---------------------------------------------------------------------------------------------
 # Logging: one format for web, worker and beat.

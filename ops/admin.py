@@ -1,0 +1,608 @@
+"""Admin for the scheduler: schedules (django-celery-beat's admin, extended), the run ledger, the
+audit trail and job leases.
+
+The admin is an interface: every write goes through `ops.services` (which audits it and tells
+beat) or through the scheduler's run path. django-celery-beat's own "Run selected tasks" action
+is replaced: it calls `apply_async` directly, bypassing offsets, the slot claim, the lease and
+the ledger.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import DateFieldListFilter
+from django.db.models import OuterRef, QuerySet, Subquery
+from django.forms.models import BaseInlineFormSet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.views.decorators.http import require_POST
+from django_celery_beat.admin import PeriodicTaskAdmin, PeriodicTaskForm
+from django_celery_beat.models import PeriodicTask, PeriodicTasks
+from django_celery_results.models import TaskResult
+
+from ops.models import AuditEvent
+from ops.services import (
+    OFFSET_ERROR,
+    RETRYABLE,
+    Actor,
+    OpsError,
+    audit_record,
+    job_run_now_for_task,
+    next_slots,
+    runs_retry,
+    schedule_delete,
+    schedule_preview,
+    schedule_snapshot,
+    schedules_set_enabled,
+    schedules_toggle,
+)
+from scheduler.cron import Cron, CronError
+from scheduler.models import OFFSET_HELP, JobLease, JobRun, JobSchedule
+from scheduler.registry import all_jobs
+from scheduler.services.schedules import crontab_for, effective_offset
+
+STATUS_COLOURS = {
+    "succeeded": "#2e7d32",
+    "failed": "#c62828",
+    "lost": "#c62828",
+    "missed": "#c62828",
+    "expired": "#ef6c00",
+    "skipped_lock": "#ef6c00",
+    "duplicate": "#757575",
+    "retrying": "#ef6c00",
+    "running": "#1565c0",
+    "queued": "#1565c0",
+}
+
+
+def status_badge(status: str | None) -> str:
+    if not status:
+        return "-"
+    return format_html(
+        '<span class="ops-status" data-status="{}" style="color:{};font-weight:bold">{}</span>',
+        status,
+        STATUS_COLOURS.get(status, "inherit"),
+        status,
+    )
+
+
+def _actor(request: HttpRequest) -> Actor:
+    return Actor.from_request(request, via="admin")
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedules: django-celery-beat's PeriodicTask admin with the offset inline
+# ---------------------------------------------------------------------------------------------
+
+
+class JobScheduleForm(forms.ModelForm):
+    # The model's validators would say "Ensure this value is less than or equal to 59"; operators
+    # get one message that says what an offset is, for 60, -1 and "abc" alike.
+    offset_seconds = forms.IntegerField(
+        label="Offset (seconds)",
+        help_text=OFFSET_HELP,
+        error_messages={"invalid": OFFSET_ERROR, "required": OFFSET_ERROR},
+    )
+
+    class Meta:
+        model = JobSchedule
+        fields = ("offset_seconds",)
+
+    def clean_offset_seconds(self) -> int:
+        value = self.cleaned_data["offset_seconds"]
+        if not 0 <= value <= 59:
+            raise forms.ValidationError(OFFSET_ERROR, code="offset_range")
+        return value
+
+
+class JobScheduleFormSet(BaseInlineFormSet):
+    """Refuses a change that would make this job start in the same second as another, unless
+    the operator ticks "save despite a collision": the warning is shown before anything saves."""
+
+    def clean(self) -> None:
+        super().clean()
+        if any(self.errors):
+            return
+        task: PeriodicTask = self.instance
+        if not task.enabled or task.crontab is None or not task.name:
+            return
+        offset = next(
+            (f.cleaned_data["offset_seconds"] for f in self.forms if f.cleaned_data), None
+        )
+        if offset is None:
+            stored = JobSchedule.objects.filter(periodic_task_id=task.pk).first()
+            offset = stored.offset_seconds if stored else 0
+        try:
+            cron = Cron.from_model(task.crontab)
+            cron.validate()
+        except CronError:
+            return  # the crontab row itself is reported by the checks and by beat
+        preview = schedule_preview(name=task.name, cron=cron, offset=offset, enabled=True)
+        if preview.new_partners and not self.data.get("accept_collision"):
+            raise forms.ValidationError(
+                f"Collision: {preview.warning()}. Tick “save despite a collision” to save anyway."
+            )
+
+
+class JobScheduleInline(admin.StackedInline):
+    model = JobSchedule
+    form = JobScheduleForm
+    formset = JobScheduleFormSet
+    fields = ("offset_seconds", "tracked_since", "reconciled_until")
+    readonly_fields = ("tracked_since", "reconciled_until")
+    can_delete = False
+    min_num = 1
+    max_num = 1
+    extra = 0
+    verbose_name = "job offset"
+    verbose_name_plural = "job offset"
+
+
+class OpsPeriodicTaskForm(PeriodicTaskForm):
+    cron_expression = forms.CharField(
+        label="Cron (UTC)",
+        required=False,
+        help_text="Five fields (minute hour day-of-month month day-of-week) or @hourly, @daily, "
+        "@weekly, @monthly, @yearly. When changed it replaces the crontab chosen above.",
+    )
+    accept_collision = forms.BooleanField(
+        label="Save despite a collision",
+        required=False,
+        help_text="Only when the warning below the offset says this change makes two jobs start "
+        "in the same second and that is what you want.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk and self.instance.crontab_id:
+            self.fields["cron_expression"].initial = str(Cron.from_model(self.instance.crontab))
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if "cron_expression" in self.changed_data and data.get("cron_expression"):
+            try:
+                cron = Cron.parse(data["cron_expression"])
+            except CronError as exc:
+                self.add_error("cron_expression", str(exc))
+            else:
+                data["crontab"] = crontab_for(cron)
+        return data
+
+
+@admin.display(description="schedule (s m h dom mon dow)")
+def _six_field(obj: PeriodicTask) -> str:
+    if not obj.crontab_id:
+        return str(obj.interval or obj.clocked or obj.solar or "-")
+    offset = getattr(getattr(obj, "job_schedule", None), "offset_seconds", 0)
+    return format_html(
+        "<code>{}</code>", Cron.from_model(obj.crontab).six_field(effective_offset(offset))
+    )
+
+
+admin.site.unregister(PeriodicTask)
+
+
+@admin.register(PeriodicTask)
+class OpsPeriodicTaskAdmin(PeriodicTaskAdmin):
+    form = OpsPeriodicTaskForm
+    inlines = [JobScheduleInline]
+    change_form_template = "admin/ops/periodictask/change_form.html"
+    change_list_template = "admin/ops/periodictask/change_list.html"
+    date_hierarchy = None
+    list_display = (
+        "name",
+        "enabled",
+        _six_field,
+        "next_starts",
+        "last_status",
+        "last_lateness",
+        "queue",
+    )
+    list_filter = ["enabled", "queue", "task"]
+    actions = ("enable_tasks", "disable_tasks", "toggle_tasks", "run_now")
+    fieldsets = (
+        (None, {"fields": ("name", "regtask", "task", "enabled", "description")}),
+        (
+            "Schedule",
+            {
+                "fields": (
+                    "cron_expression",
+                    "crontab",
+                    "crontab_translation",
+                    "interval",
+                    "solar",
+                    "clocked",
+                    "start_time",
+                    "last_run_at",
+                    "one_off",
+                    "schedule_preview",
+                    "accept_collision",
+                )
+            },
+        ),
+        ("Arguments", {"fields": ("args", "kwargs"), "classes": ("collapse",)}),
+        (
+            "Execution options",
+            {
+                "fields": (
+                    "expires",
+                    "expire_seconds",
+                    "queue",
+                    "exchange",
+                    "routing_key",
+                    "priority",
+                    "headers",
+                ),
+                "classes": ("collapse",),
+            },
+        ),
+    )
+    readonly_fields = ("last_run_at", "crontab_translation", "schedule_preview")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[PeriodicTask]:
+        newest = JobRun.objects.filter(job=OuterRef("name"), duplicate_of__isnull=True).order_by(
+            "-slot", "-attempt"
+        )
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("job_schedule")
+            .annotate(
+                last_status=Subquery(newest.values("status")[:1]),
+                last_lateness_ms=Subquery(newest.values("lateness_ms")[:1]),
+            )
+        )
+
+    # -- columns ------------------------------------------------------------------------------
+
+    @admin.display(description="next five starts (UTC)")
+    def next_starts(self, obj: PeriodicTask) -> str:
+        if not obj.enabled or not obj.crontab_id:
+            return "-"
+        offset = getattr(getattr(obj, "job_schedule", None), "offset_seconds", 0)
+        try:
+            slots = next_slots(Cron.from_model(obj.crontab), offset, now=timezone.now())
+        except CronError as exc:
+            return format_html('<span style="color:#c62828">{}</span>', exc)
+        return format_html_join(", ", "<span>{}</span>", ((f"{s:%d %H:%M:%S}",) for s in slots))
+
+    @admin.display(description="last status", ordering="last_status")
+    def last_status(self, obj: PeriodicTask) -> str:
+        return status_badge(getattr(obj, "last_status", None))
+
+    @admin.display(description="last lateness", ordering="last_lateness_ms")
+    def last_lateness(self, obj: PeriodicTask) -> str:
+        value = getattr(obj, "last_lateness_ms", None)
+        return "-" if value is None else f"{value} ms"
+
+    @admin.display(description="next starts and collisions")
+    def schedule_preview(self, obj: PeriodicTask) -> str:
+        if not obj or not obj.pk or not obj.crontab_id:
+            return "-"
+        offset = getattr(getattr(obj, "job_schedule", None), "offset_seconds", 0)
+        try:
+            preview = schedule_preview(
+                name=obj.name, cron=Cron.from_model(obj.crontab), offset=offset, enabled=True
+            )
+        except CronError as exc:
+            return str(exc)
+        times = format_html_join(
+            "", "<li>{}</li>", ((f"{s:%a %Y-%m-%d %H:%M:%S} UTC",) for s in preview.next_runs)
+        )
+        clash = format_html_join(
+            "",
+            '<li style="color:#c62828">starts with {} at offset {} ({} seconds a week, first {})'
+            "</li>",
+            (
+                (
+                    ", ".join(j for j in c.jobs if j != obj.name),
+                    c.offset,
+                    c.seconds,
+                    f"{c.first:%a %H:%M:%S}",
+                )
+                for c in preview.collisions
+            ),
+        )
+        return format_html(
+            "<code>{}</code><ul>{}</ul>{}",
+            preview.six_field,
+            times,
+            format_html('<ul class="ops-collisions">{}</ul>', clash) if clash else "no collision",
+        )
+
+    # -- writes, all audited ------------------------------------------------------------------
+
+    def save_model(self, request: HttpRequest, obj: PeriodicTask, form: Any, change: bool) -> None:
+        request._ops_before = schedule_snapshot(obj) if change else None  # type: ignore[attr-defined]
+        super().save_model(request, obj, form, change)
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        if formset.model is not JobSchedule:
+            return super().save_formset(request, form, formset, change)
+        now = timezone.now()
+        for schedule in formset.save(commit=False):
+            # The offset is the only editable field: a changed row has new slots, so the
+            # reconciler must not look for the old ones (see ops.services._offset_changed).
+            schedule.tracked_since = now
+            schedule.reconciled_until = None
+            schedule.save()
+        return None
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        task = form.instance
+        before = getattr(request, "_ops_before", None)
+        after = schedule_snapshot(task)
+        if before != after:
+            audit_record(
+                actor=_actor(request),
+                action=AuditEvent.Action.SCHEDULE_UPDATE
+                if change
+                else AuditEvent.Action.SCHEDULE_CREATE,
+                object_type="schedule",
+                object_id=task.pk,
+                object_repr=task.name,
+                before=before,
+                after=after,
+            )
+        # After the inline too: an offset-only change does not touch the PeriodicTask row's
+        # signal at the right moment, and beat re-reads offsets only when this moves.
+        PeriodicTasks.update_changed()
+
+    def delete_model(self, request: HttpRequest, obj: PeriodicTask) -> None:
+        schedule_delete(actor=_actor(request), task=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[PeriodicTask]) -> None:
+        for task in queryset:
+            schedule_delete(actor=_actor(request), task=task)
+
+    @admin.action(description="Enable selected schedules")
+    def enable_tasks(self, request: HttpRequest, queryset: QuerySet[PeriodicTask]) -> None:
+        count = schedules_set_enabled(actor=_actor(request), tasks=queryset, enabled=True)
+        self.message_user(request, f"{count} schedule(s) enabled.")
+
+    @admin.action(description="Disable selected schedules")
+    def disable_tasks(self, request: HttpRequest, queryset: QuerySet[PeriodicTask]) -> None:
+        count = schedules_set_enabled(actor=_actor(request), tasks=queryset, enabled=False)
+        self.message_user(request, f"{count} schedule(s) disabled.")
+
+    @admin.action(description="Toggle enabled of selected schedules")
+    def toggle_tasks(self, request: HttpRequest, queryset: QuerySet[PeriodicTask]) -> None:
+        count = schedules_toggle(actor=_actor(request), tasks=queryset)
+        self.message_user(request, f"{count} schedule(s) toggled.")
+
+    @admin.action(description="Run now (through the run path: offsets aside, lock and ledger)")
+    def run_now(self, request: HttpRequest, queryset: QuerySet[PeriodicTask]) -> None:
+        for task in queryset:
+            self._run_one(request, task)
+
+    def _run_one(self, request: HttpRequest, task: PeriodicTask) -> None:
+        try:
+            run = job_run_now_for_task(actor=_actor(request), task=task)
+        except OpsError as exc:
+            self.message_user(request, exc.message, level=messages.ERROR)
+            return
+        url = reverse("admin:scheduler_jobrun_change", args=[run.pk])
+        self.message_user(
+            request,
+            format_html('{}: run <a href="{}">#{}</a> {}.', task.name, url, run.pk, run.status),
+        )
+
+    def get_urls(self) -> list[Any]:
+        return [
+            path(
+                "<int:object_id>/run-now/",
+                self.admin_site.admin_view(require_POST(self.run_now_view)),
+                name="django_celery_beat_periodictask_run_now",
+            ),
+            *super().get_urls(),
+        ]
+
+    def run_now_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        task = get_object_or_404(PeriodicTask, pk=object_id)
+        if not self.has_change_permission(request, task):
+            return HttpResponse(status=403)
+        self._run_one(request, task)
+        return HttpResponseRedirect(
+            reverse("admin:scheduler_jobrun_changelist") + f"?job={task.name}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# The run ledger
+# ---------------------------------------------------------------------------------------------
+
+
+class JobNameFilter(admin.SimpleListFilter):
+    title = "job"
+    parameter_name = "job"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(job.name, job.name) for job in sorted(all_jobs(), key=lambda j: j.name)]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[JobRun]) -> QuerySet[JobRun]:
+        return queryset.filter(job=self.value()) if self.value() else queryset
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Viewable, never added, changed or deleted here."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(JobRun)
+class JobRunAdmin(ReadOnlyAdmin):
+    change_form_template = "admin/ops/jobrun/change_form.html"
+    change_list_template = "admin/ops/jobrun/change_list.html"
+    list_display = (
+        "id",
+        "job",
+        "slot",
+        "attempt",
+        "status_badge",
+        "trigger",
+        "duration_ms",
+        "lateness_ms",
+        "worker",
+        "user",
+    )
+    list_display_links = ("id", "job")
+    list_filter = (JobNameFilter, "status", "trigger", ("slot", DateFieldListFilter))
+    search_fields = ("job", "task_id", "worker", "reason", "error")
+    list_select_related = ("user",)
+    date_hierarchy = "slot"
+    actions = ("retry_runs",)
+    fields = (
+        "job",
+        "slot",
+        "attempt",
+        "status",
+        "trigger",
+        "user",
+        "reason",
+        "duplicate_of",
+        "task_id",
+        "celery_result",
+        "worker",
+        "fence",
+        "created_at",
+        "started_at",
+        "heartbeat_at",
+        "finished_at",
+        "duration_ms",
+        "lateness_ms",
+        "result",
+        "error",
+        "traceback_text",
+    )
+    readonly_fields = ("celery_result", "traceback_text")
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: JobRun) -> str:
+        return status_badge(obj.status)
+
+    @admin.display(description="Celery result")
+    def celery_result(self, obj: JobRun) -> str:
+        result = TaskResult.objects.filter(task_id=obj.task_id).first() if obj.task_id else None
+        if result is None:
+            return "-"
+        url = reverse("admin:django_celery_results_taskresult_change", args=[result.pk])
+        return format_html('<a href="{}">{} ({})</a>', url, result.task_id, result.status)
+
+    @admin.display(description="traceback")
+    def traceback_text(self, obj: JobRun) -> str:
+        return format_html("<pre>{}</pre>", obj.traceback) if obj.traceback else "-"
+
+    @admin.action(description="Retry selected failed runs (next attempt, same slot)")
+    def retry_runs(self, request: HttpRequest, queryset: QuerySet[JobRun]) -> None:
+        ids = list(queryset.values_list("pk", flat=True))
+        self._report(request, runs_retry(actor=_actor(request), run_ids=ids))
+
+    def _report(self, request: HttpRequest, results: list[Any]) -> None:
+        for result in results:
+            if result.error:
+                self.message_user(request, result.error, level=messages.WARNING)
+            else:
+                new = result.retried
+                url = reverse("admin:scheduler_jobrun_change", args=[new.pk])
+                self.message_user(
+                    request,
+                    format_html(
+                        'run {} retried as <a href="{}">#{}</a> (attempt {}, {})',
+                        result.run_id,
+                        url,
+                        new.pk,
+                        new.attempt,
+                        new.status,
+                    ),
+                )
+
+    def get_urls(self) -> list[Any]:
+        return [
+            path(
+                "<int:object_id>/retry/",
+                self.admin_site.admin_view(require_POST(self.retry_view)),
+                name="scheduler_jobrun_retry",
+            ),
+            *super().get_urls(),
+        ]
+
+    def retry_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
+        if not self.has_view_permission(request):
+            return HttpResponse(status=403)
+        self._report(request, runs_retry(actor=_actor(request), run_ids=[object_id]))
+        return HttpResponseRedirect(reverse("admin:scheduler_jobrun_change", args=[object_id]))
+
+    def render_change_form(self, request: HttpRequest, context: dict, *args: Any, **kw: Any):
+        context["retryable"] = {s.value for s in RETRYABLE}
+        return super().render_change_form(request, context, *args, **kw)
+
+
+@admin.register(JobLease)
+class JobLeaseAdmin(ReadOnlyAdmin):
+    list_display = ("job", "token", "holder", "expires_at")
+    search_fields = ("job",)
+
+
+# ---------------------------------------------------------------------------------------------
+# The audit trail: read-only, never deleted here
+# ---------------------------------------------------------------------------------------------
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "username", "ip", "via", "action", "object_repr", "changes")
+    list_filter = ("action", "via", "object_type", ("created_at", DateFieldListFilter))
+    search_fields = ("username", "object_repr", "reason")
+    date_hierarchy = "created_at"
+    fields = (
+        "created_at",
+        "user",
+        "username",
+        "ip",
+        "via",
+        "action",
+        "object_type",
+        "object_id",
+        "object_repr",
+        "reason",
+        "changes",
+        "before_json",
+        "after_json",
+    )
+    readonly_fields = ("changes", "before_json", "after_json")
+
+    @admin.display(description="changes")
+    def changes(self, obj: AuditEvent) -> str:
+        before, after = obj.before or {}, obj.after or {}
+        keys = [k for k in {**before, **after} if before.get(k) != after.get(k)]
+        return format_html_join(
+            "; ", "{}: {} → {}", ((k, _short(before.get(k)), _short(after.get(k))) for k in keys)
+        )
+
+    @admin.display(description="before")
+    def before_json(self, obj: AuditEvent) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(obj.before, indent=2, sort_keys=True))
+
+    @admin.display(description="after")
+    def after_json(self, obj: AuditEvent) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(obj.after, indent=2, sort_keys=True))
+
+
+def _short(value: object) -> str:
+    text = "-" if value is None else str(value)
+    return text if len(text) <= 40 else text[:39] + "…"

@@ -1,0 +1,233 @@
+"""Input and output shapes of the ops API. Input fields are strict: a string is not an offset,
+1 is not a boolean; every refusal names its field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from ops.services import OFFSET_ERROR, OpsError, parse_cron
+from scheduler.cron import Cron
+from scheduler.models import JobRun
+from scheduler.registry import QUEUES, find_job
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """JSON integers only: DRF's IntegerField would also take "12" and 12.0."""
+
+    def __init__(self, *, message: str, **kwargs: Any) -> None:
+        self.message = message
+        super().__init__(**kwargs)
+        self.error_messages.update(
+            invalid=message, max_value=message, min_value=message, max_string_length=message
+        )
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            raise serializers.ValidationError(self.message)
+        return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            raise serializers.ValidationError("Must be true or false.")
+        return data
+
+
+class StrictCharField(serializers.CharField):
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            raise serializers.ValidationError("Must be a string.")
+        return super().to_internal_value(data)
+
+
+class CronField(StrictCharField):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(
+            help_text="Five fields (minute hour day-of-month month day-of-week, UTC) or @hourly, "
+            "@daily, @weekly, @monthly, @yearly.",
+            **kwargs,
+        )
+
+    def to_internal_value(self, data: Any) -> Cron:  # type: ignore[override]
+        text = super().to_internal_value(data)
+        if len(text) > 200:  # checked here: validators would run on the parsed Cron
+            raise serializers.ValidationError("Longer than 200 characters.")
+        try:
+            return parse_cron(text)
+        except OpsError as exc:
+            raise serializers.ValidationError(exc.message) from None
+
+    def to_representation(self, value: Any) -> str:
+        return str(value)
+
+
+def offset_field(**kwargs: Any) -> StrictIntegerField:
+    return StrictIntegerField(
+        message=OFFSET_ERROR,
+        min_value=0,
+        max_value=59,
+        help_text="Seconds after the minute boundary at which the job starts (0-59).",
+        **kwargs,
+    )
+
+
+def priority_field(**kwargs: Any) -> StrictIntegerField:
+    return StrictIntegerField(
+        message="Must be a whole number between 0 (highest) and 9.",
+        min_value=0,
+        max_value=9,
+        **kwargs,
+    )
+
+
+class ScheduleUpdateSerializer(serializers.Serializer):
+    cron = CronField(required=False)
+    offset = offset_field(required=False)
+    enabled = StrictBooleanField(required=False)
+    queue = serializers.ChoiceField(choices=QUEUES, required=False)
+    priority = priority_field(required=False)
+
+
+class ScheduleCreateSerializer(ScheduleUpdateSerializer):
+    job = StrictCharField(max_length=100, help_text="A registered job name.")
+    cron = CronField()
+    offset = offset_field()
+
+    def validate_job(self, value: str) -> str:
+        if find_job(value) is None:
+            raise serializers.ValidationError(f"unknown job {value!r}")
+        return value
+
+
+class TriggerSerializer(serializers.Serializer):
+    reason = StrictCharField(max_length=200, required=False, allow_blank=True)
+
+
+class RetrySerializer(serializers.Serializer):
+    ids = serializers.ListField(
+        child=StrictIntegerField(message="Must be a run id (an integer).", min_value=1),
+        min_length=1,
+        max_length=500,
+    )
+    reason = StrictCharField(max_length=200, required=False, allow_blank=True)
+
+
+class HistoryQuerySerializer(serializers.Serializer):
+    job = serializers.CharField(required=False, max_length=100)
+    status = serializers.ChoiceField(choices=JobRun.Status.choices, required=False)
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=500, default=50)
+    offset = serializers.IntegerField(required=False, min_value=0, max_value=10**9, default=0)
+
+    def validate_job(self, value: str) -> str:
+        if find_job(value) is None and not JobRun.objects.filter(job=value).exists():
+            raise serializers.ValidationError(f"unknown job {value!r}")
+        return value
+
+
+class RunSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = JobRun
+        fields = (
+            "id",
+            "job",
+            "slot",
+            "attempt",
+            "status",
+            "trigger",
+            "user",
+            "reason",
+            "task_id",
+            "worker",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "duration_ms",
+            "lateness_ms",
+            "result",
+            "error",
+            "duplicate_of",
+        )
+
+
+class CollisionSerializer(serializers.Serializer):
+    offset = serializers.IntegerField()
+    jobs = serializers.ListField(child=serializers.CharField())
+    seconds = serializers.IntegerField(help_text="Start-seconds a week with two or more jobs.")
+    first = serializers.DateTimeField()
+    peak = serializers.IntegerField()
+
+
+class ScheduleSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    job = serializers.CharField(allow_null=True)
+    task = serializers.CharField()
+    enabled = serializers.BooleanField()
+    cron = serializers.CharField(allow_null=True)
+    offset = serializers.IntegerField(allow_null=True)
+    six_field = serializers.CharField(allow_null=True)
+    queue = serializers.CharField(allow_null=True)
+    priority = serializers.IntegerField(allow_null=True)
+    next_runs = serializers.ListField(child=serializers.DateTimeField())
+    last_run_at = serializers.DateTimeField(allow_null=True)
+
+
+class ScheduleChangeSerializer(serializers.Serializer):
+    dry_run = serializers.BooleanField()
+    schedule = ScheduleSerializer(allow_null=True)
+    next_runs = serializers.ListField(child=serializers.DateTimeField())
+    collisions = CollisionSerializer(many=True)
+    warning = serializers.CharField(allow_blank=True)
+
+
+class JobStatsSerializer(serializers.Serializer):
+    runs = serializers.IntegerField()
+    succeeded = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    success_rate = serializers.FloatField(allow_null=True)
+    duration_mean_ms = serializers.FloatField(allow_null=True)
+    duration_p50_ms = serializers.FloatField(allow_null=True)
+    duration_p95_ms = serializers.FloatField(allow_null=True)
+    lateness_p99_ms = serializers.FloatField(allow_null=True)
+    skipped_lock = serializers.IntegerField()
+    duplicate = serializers.IntegerField()
+
+
+class LastRunSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.CharField()
+    slot = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    duration_ms = serializers.IntegerField(allow_null=True)
+    lateness_ms = serializers.IntegerField(allow_null=True)
+
+
+class JobSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    description = serializers.CharField()
+    enabled = serializers.BooleanField()
+    cron = serializers.CharField(allow_null=True)
+    offset = serializers.IntegerField(allow_null=True)
+    six_field = serializers.CharField(allow_null=True)
+    queue = serializers.CharField()
+    next_run = serializers.DateTimeField(allow_null=True)
+    next_runs = serializers.ListField(child=serializers.DateTimeField())
+    last_run = LastRunSerializer(allow_null=True)
+    stats = JobStatsSerializer(help_text="Over the last 24 hours.")
+
+
+class TriggeredSerializer(serializers.Serializer):
+    run_id = serializers.IntegerField()
+    job = serializers.CharField()
+    status = serializers.CharField()
+    slot = serializers.DateTimeField()
+
+
+class RetryResultSerializer(serializers.Serializer):
+    run_id = serializers.IntegerField()
+    retried_run_id = serializers.IntegerField(allow_null=True)
+    attempt = serializers.IntegerField(allow_null=True)
+    status = serializers.CharField(allow_null=True)
+    error = serializers.CharField(allow_blank=True)

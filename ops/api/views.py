@@ -1,0 +1,380 @@
+"""The ops API: thin views over `ops.selectors` (reads) and `ops.services` (writes).
+
+Authentication and permission come from settings (REST_FRAMEWORK): per-user tokens or the admin
+session, staff only; anonymous callers get 401, authenticated non-staff 403. Every write is in
+the audit trail with the caller's address.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ops.api.serializers import (
+    HistoryQuerySerializer,
+    JobSerializer,
+    RetryResultSerializer,
+    RetrySerializer,
+    RunSerializer,
+    ScheduleChangeSerializer,
+    ScheduleCreateSerializer,
+    ScheduleSerializer,
+    ScheduleUpdateSerializer,
+    TriggeredSerializer,
+    TriggerSerializer,
+)
+from ops.selectors import jobs_overview
+from ops.services import (
+    RETRYABLE,
+    Actor,
+    OpsError,
+    Preview,
+    job_run_now,
+    next_slots,
+    runs_retry,
+    schedule_create,
+    schedule_delete,
+    schedule_update,
+)
+from scheduler.cron import Cron, CronError
+from scheduler.models import JobRun
+from scheduler.registry import find_job, job_for_task
+from scheduler.services.schedules import effective_offset
+
+DRY_RUN = OpenApiParameter(
+    "dry_run",
+    OpenApiTypes.BOOL,
+    description="1: validate and answer the preview (next runs, collisions); write nothing.",
+)
+
+
+def _actor(request: Request) -> Actor:
+    return Actor.from_request(request, via="api")
+
+
+def _dry_run(request: Request) -> bool:
+    return request.query_params.get("dry_run", "").lower() in {"1", "true", "yes"}
+
+
+def _refused(exc: OpsError) -> ValidationError:
+    return ValidationError({exc.field: [exc.message]})
+
+
+def _valid(serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+def schedule_data(task: PeriodicTask) -> dict[str, Any]:
+    job = job_for_task(task.task)
+    stored = getattr(task, "job_schedule", None)
+    offset = stored.offset_seconds if stored is not None else None
+    cron = None
+    upcoming: list[Any] = []
+    if task.crontab_id:
+        cron = Cron.from_model(task.crontab)
+        if task.enabled:
+            try:
+                upcoming = next_slots(cron, offset or 0, now=timezone.now(), count=5)
+            except CronError:
+                upcoming = []
+    return {
+        "name": task.name,
+        "job": job.name if job else None,
+        "task": task.task,
+        "enabled": task.enabled,
+        "cron": str(cron) if cron else None,
+        "offset": offset,
+        "six_field": cron.six_field(effective_offset(offset or 0)) if cron else None,
+        "queue": task.queue,
+        "priority": task.priority,
+        "next_runs": upcoming,
+        "last_run_at": task.last_run_at,
+    }
+
+
+def change_data(task: PeriodicTask | None, preview: Preview, *, dry_run: bool) -> dict[str, Any]:
+    if task is not None and not dry_run:
+        task = PeriodicTask.objects.select_related("crontab", "job_schedule").get(pk=task.pk)
+    return {
+        "dry_run": dry_run,
+        "schedule": schedule_data(task) if task is not None and not dry_run else None,
+        "next_runs": preview.next_runs,
+        "collisions": [
+            {
+                "offset": c.offset,
+                "jobs": c.jobs,
+                "seconds": c.seconds,
+                "first": c.first,
+                "peak": c.peak,
+            }
+            for c in preview.collisions
+        ],
+        "warning": preview.warning(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Jobs
+# ---------------------------------------------------------------------------------------------
+
+
+class JobListView(APIView):
+    @extend_schema(
+        responses=JobSerializer(many=True), summary="Every job: schedule, last run, statistics"
+    )
+    def get(self, request: Request) -> Response:
+        jobs = []
+        for view in jobs_overview():
+            last = view.last
+            jobs.append(
+                {
+                    "name": view.job.name,
+                    "description": view.job.description,
+                    "enabled": view.enabled,
+                    "cron": str(view.cron) if view.cron else None,
+                    "offset": view.offset,
+                    "six_field": view.six_field,
+                    "queue": view.task.queue if view.task and view.task.queue else view.job.queue,
+                    "next_run": view.next_runs[0] if view.next_runs else None,
+                    "next_runs": view.next_runs,
+                    "last_run": None
+                    if last is None
+                    else {
+                        "id": last.pk,
+                        "status": last.status,
+                        "slot": last.slot,
+                        "started_at": last.started_at,
+                        "duration_ms": last.duration_ms,
+                        "lateness_ms": last.lateness_ms,
+                    },
+                    "stats": view.stats.as_dict(),
+                }
+            )
+        return Response(JobSerializer(jobs, many=True).data)
+
+
+class JobTriggerView(APIView):
+    @extend_schema(
+        request=TriggerSerializer,
+        responses={202: TriggeredSerializer},
+        summary="Run a job now through the run path",
+    )
+    def post(self, request: Request, name: str) -> Response:
+        if find_job(name) is None:
+            raise ValidationError({"job": [f"unknown job {name!r}"]})
+        data = _valid(TriggerSerializer, request.data or {})
+        try:
+            run = job_run_now(actor=_actor(request), job_name=name, reason=data.get("reason", ""))
+        except OpsError as exc:
+            raise _refused(exc) from None
+        body = {"run_id": run.pk, "job": run.job, "status": run.status, "slot": run.slot}
+        return Response(TriggeredSerializer(body).data, status=status.HTTP_202_ACCEPTED)
+
+
+class JobHistoryView(APIView):
+    @extend_schema(
+        parameters=[HistoryQuerySerializer],
+        responses=inline_serializer(
+            "RunPage",
+            {
+                "count": serializers.IntegerField(),
+                "limit": serializers.IntegerField(),
+                "offset": serializers.IntegerField(),
+                "results": RunSerializer(many=True),
+            },
+        ),
+        summary="Ledger rows, newest first",
+    )
+    def get(self, request: Request) -> Response:
+        query = _valid(HistoryQuerySerializer, request.query_params)
+        rows = JobRun.objects.order_by("-slot", "-attempt", "-id")
+        if query.get("job"):
+            rows = rows.filter(job=query["job"])
+        if query.get("status"):
+            rows = rows.filter(status=query["status"])
+        limit, offset = query["limit"], query["offset"]
+        page = rows[offset : offset + limit]
+        return Response(
+            {
+                "count": rows.count(),
+                "limit": limit,
+                "offset": offset,
+                "results": RunSerializer(page, many=True).data,
+            }
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedules
+# ---------------------------------------------------------------------------------------------
+
+
+def _schedule(name: str) -> PeriodicTask:
+    return get_object_or_404(
+        PeriodicTask.objects.select_related("crontab", "job_schedule"), name=name
+    )
+
+
+class ScheduleListView(APIView):
+    @extend_schema(responses=ScheduleSerializer(many=True), summary="Every schedule")
+    def get(self, request: Request) -> Response:
+        tasks = PeriodicTask.objects.select_related("crontab", "job_schedule").order_by("name")
+        return Response(ScheduleSerializer([schedule_data(t) for t in tasks], many=True).data)
+
+    @extend_schema(
+        request=ScheduleCreateSerializer,
+        parameters=[DRY_RUN],
+        responses={201: ScheduleChangeSerializer, 200: ScheduleChangeSerializer},
+        summary="Create the schedule of a registered job",
+    )
+    def post(self, request: Request) -> Response:
+        data = _valid(ScheduleCreateSerializer, request.data)
+        dry_run = _dry_run(request)
+        try:
+            task, preview = schedule_create(
+                actor=_actor(request),
+                job_name=data["job"],
+                cron=data["cron"],
+                offset=data["offset"],
+                enabled=data.get("enabled", True),
+                queue=data.get("queue"),
+                priority=data.get("priority"),
+                dry_run=dry_run,
+            )
+        except OpsError as exc:
+            raise _refused(exc) from None
+        return Response(
+            change_data(task, preview, dry_run=dry_run),
+            status=status.HTTP_200_OK if dry_run else status.HTTP_201_CREATED,
+        )
+
+
+class ScheduleDetailView(APIView):
+    @extend_schema(responses=ScheduleSerializer, summary="One schedule")
+    def get(self, request: Request, name: str) -> Response:
+        return Response(ScheduleSerializer(schedule_data(_schedule(name))).data)
+
+    @extend_schema(
+        request=ScheduleUpdateSerializer,
+        parameters=[DRY_RUN],
+        responses=ScheduleChangeSerializer,
+        summary="Change cron, offset, enabled, queue or priority (all optional)",
+    )
+    def patch(self, request: Request, name: str) -> Response:
+        return self._update(request, name)
+
+    @extend_schema(
+        request=ScheduleUpdateSerializer,
+        parameters=[DRY_RUN],
+        responses=ScheduleChangeSerializer,
+        summary="Same as PATCH: fields left out keep their value",
+    )
+    def put(self, request: Request, name: str) -> Response:
+        return self._update(request, name)
+
+    def _update(self, request: Request, name: str) -> Response:
+        task = _schedule(name)
+        data = _valid(ScheduleUpdateSerializer, request.data)
+        dry_run = _dry_run(request)
+        try:
+            task, preview = schedule_update(
+                actor=_actor(request), task=task, dry_run=dry_run, **data
+            )
+        except OpsError as exc:
+            raise _refused(exc) from None
+        return Response(change_data(task, preview, dry_run=dry_run))
+
+    @extend_schema(responses={204: None}, summary="Delete a schedule (its runs stay)")
+    def delete(self, request: Request, name: str) -> Response:
+        schedule_delete(actor=_actor(request), task=_schedule(name))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ScheduleToggleView(APIView):
+    @extend_schema(
+        request=None,
+        parameters=[DRY_RUN],
+        responses=ScheduleChangeSerializer,
+        summary="Enable a disabled schedule or disable an enabled one",
+    )
+    def post(self, request: Request, name: str) -> Response:
+        task = _schedule(name)
+        dry_run = _dry_run(request)
+        try:
+            task, preview = schedule_update(
+                actor=_actor(request), task=task, enabled=not task.enabled, dry_run=dry_run
+            )
+        except OpsError as exc:
+            raise _refused(exc) from None
+        return Response(change_data(task, preview, dry_run=dry_run))
+
+
+# ---------------------------------------------------------------------------------------------
+# Executions
+# ---------------------------------------------------------------------------------------------
+
+
+class RetryView(APIView):
+    @extend_schema(
+        request=RetrySerializer,
+        responses=inline_serializer("RetryResults", {"results": RetryResultSerializer(many=True)}),
+        summary="Retry failed, lost, missed or expired runs by id (next attempt, same slot)",
+    )
+    def post(self, request: Request) -> Response:
+        data = _valid(RetrySerializer, request.data)
+        ids = list(dict.fromkeys(data["ids"]))
+        # All or nothing on bad input: unknown ids or runs that cannot be retried are refused
+        # before anything is queued.
+        found = dict(JobRun.objects.filter(pk__in=ids).values_list("pk", "status"))
+        problems = [f"run {i} does not exist" for i in ids if i not in found]
+        problems += [
+            f"run {i} is {found[i]}; only failed, lost, missed or expired runs are retried"
+            for i in ids
+            if i in found and found[i] not in RETRYABLE
+        ]
+        if problems:
+            raise ValidationError({"ids": problems})
+        results = runs_retry(actor=_actor(request), run_ids=ids, reason=data.get("reason", ""))
+        return Response(
+            {
+                "results": [
+                    {
+                        "run_id": r.run_id,
+                        "retried_run_id": r.retried.pk if r.retried else None,
+                        "attempt": r.retried.attempt if r.retried else None,
+                        "status": r.retried.status if r.retried else None,
+                        "error": r.error,
+                    }
+                    for r in results
+                ]
+            }
+        )
+
+
+class MetricsView(APIView):
+    """Prometheus text format; staff only (scrape with `authorization: {type: Token, ...}`)."""
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+        # The body is Prometheus text whatever Accept says; skip DRF's JSON-only negotiation.
+        return (self.get_renderers()[0], "text/plain")
+
+    @extend_schema(exclude=True)
+    def get(self, request: Request) -> HttpResponse:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        from ops.metrics import metrics_registry
+
+        return HttpResponse(generate_latest(metrics_registry()), content_type=CONTENT_TYPE_LATEST)

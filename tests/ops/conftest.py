@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django_celery_beat.models import PeriodicTask
+
+from scheduler.models import JobRun
+from scheduler.services.schedules import schedules_apply
+
+
+@pytest.fixture
+def schedules() -> dict[str, PeriodicTask]:
+    """Every registered job applied with its production cron and default offset."""
+    schedules_apply(profile="production")
+    return {t.name: t for t in PeriodicTask.objects.select_related("crontab", "job_schedule")}
+
+
+def make_run(job: str, slot: datetime, status: str = "succeeded", **fields: object) -> JobRun:
+    started = fields.pop("started_at", slot + timedelta(milliseconds=20))
+    duration = fields.pop("duration_ms", 150)
+    values: dict[str, object] = {
+        "job": job,
+        "slot": slot,
+        "status": status,
+        "trigger": "beat",
+        "started_at": started,
+        "finished_at": started + timedelta(milliseconds=duration),
+        "duration_ms": duration,
+        "lateness_ms": int((started - slot).total_seconds() * 1000),
+        "task_id": f"task-{job}-{slot:%H%M%S}",
+    }
+    values.update(fields)
+    return JobRun.objects.create(**values)
+
+
+@pytest.fixture
+def runs(schedules) -> list[JobRun]:
+    """An hour of ledger rows ending one minute ago: staggered starts, one failure, one
+    skipped_lock, one duplicate."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    made = []
+    for minute in range(60, 0, -1):
+        boundary = now - timedelta(minutes=minute)
+        made.append(make_run("referral-tier2", boundary))
+        made.append(make_run("referral-tier3", boundary + timedelta(seconds=15)))
+    failed = make_run(
+        "live-stats-sync",
+        now - timedelta(minutes=3) + timedelta(seconds=45),
+        "failed",
+        error="ValueError: the service has a bug",
+        traceback="Traceback (most recent call last):\n  ...\nValueError: the service has a bug",
+    )
+    made.append(failed)
+    made.append(make_run("settlement", now - timedelta(minutes=10, seconds=-40), "skipped_lock"))
+    owner = made[0]
+    made.append(
+        JobRun.objects.create(
+            job=owner.job,
+            slot=owner.slot,
+            attempt=owner.attempt,
+            status="duplicate",
+            duplicate_of=owner,
+            trigger="beat",
+        )
+    )
+    return made
+
+
+@pytest.fixture
+def staff_token(django_user_model) -> str:
+    from rest_framework.authtoken.models import Token
+
+    user = django_user_model.objects.create_user("operator", password="pw", is_staff=True)
+    return Token.objects.create(user=user).key
+
+
+@pytest.fixture
+def api(client, staff_token):
+    """A Django test client that sends the staff user's token."""
+    client.defaults["HTTP_AUTHORIZATION"] = f"Token {staff_token}"
+    return client

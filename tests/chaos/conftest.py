@@ -99,9 +99,13 @@ def chaos_ledger(
 
 
 @pytest.fixture
-def cluster(chaos_ledger: ChaosLedger, tmp_path: Path) -> Iterator[Cluster]:
+def cluster(
+    chaos_ledger: ChaosLedger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Cluster]:
     """A Redis of this test's own; start workers and beats on it with `cluster.worker()` etc."""
     running = Cluster(tmp_path)
+    # The reconciler this process runs uses the cluster's grace too.
+    monkeypatch.setenv("JOB_RECONCILE_GRACE", running.env["JOB_RECONCILE_GRACE"])
     try:
         yield running
     finally:

@@ -16,7 +16,7 @@ from django.db import connection, transaction
 from games.models import PoolPeriod, PrizeCredit, PrizePool
 from games.money import ZERO, to_money
 from games.periods import period_end, period_length, utc_date
-from games.services.boards import ENTRY_TABLE, boards_rank
+from games.services.boards import ENTRY_TABLE, SESSION_TABLE, boards_rank
 from games.services.notifications import notification_enqueue
 from scheduler.locks import fence_check
 
@@ -69,9 +69,10 @@ def prize_pool_finalise(*, pool_id: int, now: dt.datetime) -> str:
     """Close one pool whose period has ended: "finalised", "no_winner", or "skipped".
 
     In one transaction holding the pool row: the winner is the top of the matching board in rank
-    order (score desc, achieved_at, id), read at this moment; the board's final ranks are written;
-    the winner gets one PrizeCredit (unique per pool) when the amount is positive and a
-    notification. A pool without entries becomes `no_winner` and its amount moves to the next open
+    order (score desc, achieved_at, id), read at this moment, among entries whose session is not
+    voided (entries of voided sessions are removed from the board first); the board's final ranks
+    are written; the winner gets one PrizeCredit (unique per pool) when the amount is positive and
+    a notification. A pool without entries becomes `no_winner` and its amount moves to the next open
     pool of the same game and period. A pool that is closed already, or whose period has not
     ended at `now`, is "skipped" and left untouched.
     """
@@ -86,11 +87,23 @@ def prize_pool_finalise(*, pool_id: int, now: dt.datetime) -> str:
             return "skipped"
         board = (pool.game, pool.period, pool.period_start)
         with connection.cursor() as cursor:
-            # Lowest-cost exact winner: one index probe on entry_board_order, whatever rank says.
+            # A voided session never counts: entries a void left behind (one made behind the void
+            # service's back; the service itself rebuilds them under this pool's lock) leave the
+            # board before its final ranks are written.
             cursor.execute(
-                f"SELECT player_id, score FROM {ENTRY_TABLE} "  # noqa: S608
-                "WHERE game = %s AND period = %s AND period_start = %s "
-                "ORDER BY score DESC, achieved_at ASC, id ASC LIMIT 1",
+                f"DELETE FROM {ENTRY_TABLE} e USING {SESSION_TABLE} s "  # noqa: S608
+                "WHERE e.session_id = s.id AND s.voided_at IS NOT NULL "
+                "AND e.game = %s AND e.period = %s AND e.period_start = %s",
+                list(board),
+            )
+            # Lowest-cost exact winner: one index probe on entry_board_order, whatever rank says;
+            # entries of voided sessions are excluded here too.
+            cursor.execute(
+                f"SELECT e.player_id, e.score FROM {ENTRY_TABLE} e "  # noqa: S608
+                "WHERE e.game = %s AND e.period = %s AND e.period_start = %s "
+                f"AND NOT EXISTS (SELECT 1 FROM {SESSION_TABLE} s "
+                "WHERE s.id = e.session_id AND s.voided_at IS NOT NULL) "
+                "ORDER BY e.score DESC, e.achieved_at ASC, e.id ASC LIMIT 1",
                 list(board),
             )
             top = cursor.fetchone()

@@ -120,6 +120,10 @@ def game_session_void(*, session_id: int, now: dt.datetime | None = None) -> dic
     Each board entry that this session holds is rebuilt from the player's other counting sessions
     of that period, or removed when none is left. Money already in pools stays there (a void is
     not a refund), and a pool already finalised keeps its winner. Voiding twice changes nothing.
+
+    The session's daily and weekly pool rows are locked (daily, then weekly: the order of finish
+    and finalisation, so no deadlock) before any entry changes: a finaliser of those pools waits
+    for this transaction and then reads the rebuilt board, never the voided entry.
     """
     now = now or timezone.now()
     counts = {"updated": 0, "deleted": 0, "unchanged": 0}
@@ -129,6 +133,14 @@ def game_session_void(*, session_id: int, now: dt.datetime | None = None) -> dic
             raise SessionStateError(f"session {session_id} is {session.status}; cannot void")
         if session.voided_at is not None:
             return counts
+        assert session.finished_at is not None  # a finished session has one (constraint)
+        for period in (PoolPeriod.DAILY, PoolPeriod.WEEKLY):
+            prize_pool_lock(
+                game=session.game,
+                period=period,
+                period_start=period_start(period, session.finished_at),
+                create=False,
+            )
         session.voided_at = now
         session.save(update_fields=["voided_at"])
         for entry in session.board_entries.select_for_update():

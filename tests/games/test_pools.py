@@ -1,12 +1,13 @@
 import datetime as dt
 import threading
+import time
 from decimal import Decimal
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
-from games.models import LeaderboardEntry, Notification, PrizeCredit, PrizePool
-from games.services import prize_pool_finalise, prize_pool_finalise_due
+from games.models import GameSession, LeaderboardEntry, Notification, PrizeCredit, PrizePool
+from games.services import game_session_void, prize_pool_finalise, prize_pool_finalise_due
 from tests.games.conftest import at
 
 WEDNESDAY = dt.date(2026, 3, 4)
@@ -214,3 +215,76 @@ def test_two_due_runs_at_once_finalise_each_pool_once(play):
     assert sum(r["no_winner"] for r in results) == 1
     assert PrizeCredit.objects.count() == 2
     assert daily_pool("tetris", dt.date(2026, 3, 5)).amount == Decimal("1.00")
+
+
+def backend_waits_on_a_lock() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0] > 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_session_voided_while_its_pool_is_finalised_never_wins(make_player, play):
+    # given a cheat's 300 and an honest 100 on Wednesday's board, and a due pool
+    cheat, honest = make_player(), make_player()
+    cheat_session = play(cheat, score=300, when=at(2026, 3, 4, 10), fee="2.00")
+    play(honest, score=100, when=at(2026, 3, 4, 11), fee="2.00")
+    pool_id = daily_pool().pk
+    voided, release = threading.Event(), threading.Event()
+    outcome: list[object] = []
+
+    def void() -> None:
+        try:
+            # staff void the cheat; the transaction is still open when finalisation starts
+            with transaction.atomic():
+                game_session_void(session_id=cheat_session.pk, now=at(2026, 3, 5, 0, 0, 10))
+                voided.set()
+                assert release.wait(timeout=30)
+        finally:
+            voided.set()
+            connection.close()
+
+    def finalise() -> None:
+        try:
+            outcome.append(prize_pool_finalise(pool_id=pool_id, now=at(2026, 3, 5, 0, 0, 50)))
+        finally:
+            connection.close()
+
+    voider = threading.Thread(target=void)
+    voider.start()
+    assert voided.wait(timeout=30)
+    finaliser = threading.Thread(target=finalise)
+    finaliser.start()
+    # when finalisation either finished already (no lock) or waits for the void's locks
+    deadline = time.monotonic() + 30
+    while finaliser.is_alive() and not backend_waits_on_a_lock():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    release.set()
+    voider.join(timeout=30)
+    finaliser.join(timeout=30)
+    # then the pool went to the honest player: the voided session never wins
+    assert outcome == ["finalised"]
+    pool = daily_pool()
+    assert pool.winner_id == honest.pk
+    assert PrizeCredit.objects.get(pool=pool).player_id == honest.pk
+
+
+@pytest.mark.django_db
+def test_an_entry_of_a_voided_session_never_wins(make_player, play):
+    # given the best entry's session voided behind the service's back (a bulk admin update)
+    cheat, honest = make_player(), make_player()
+    cheat_session = play(cheat, score=300, when=at(2026, 3, 4, 10), fee="2.00")
+    play(honest, score=100, when=at(2026, 3, 4, 11), fee="2.00")
+    GameSession.objects.filter(pk=cheat_session.pk).update(voided_at=at(2026, 3, 4, 12))
+    # when the pool is finalised
+    assert prize_pool_finalise(pool_id=daily_pool().pk, now=at(2026, 3, 5, 0, 0, 50)) == (
+        "finalised"
+    )
+    # then the honest player wins, and the final ranks start with them
+    assert daily_pool().winner_id == honest.pk
+    board = LeaderboardEntry.objects.filter(period="daily", period_start=WEDNESDAY)
+    assert list(board.order_by("rank").values_list("player_id", "rank")) == [(honest.pk, 1)]

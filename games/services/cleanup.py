@@ -37,11 +37,20 @@ def _session_referenced_elsewhere() -> str:
     Board entries are set to NULL by the database (ON DELETE SET NULL). Any other reference, from
     this app or another (e.g. a referral reward), keeps the session: deleting it would fail at
     COMMIT, or lose history that money depends on.
+
+    `include_hidden=True`: `_meta.related_objects` omits relations declared with a related_name
+    ending in "+" (referrals.ReferralReward.session is one), which would leave them unguarded.
+    Every reverse relation whose foreign key has a column (many-to-one or one-to-one, including
+    the through tables of many-to-many fields) is guarded.
     """
     guards = []
-    for relation in GameSession._meta.related_objects:
-        if relation.related_model is LeaderboardEntry or not relation.many_to_one:
+    for relation in GameSession._meta.get_fields(include_hidden=True):
+        if not relation.auto_created or relation.concrete:
+            continue  # not a reverse relation
+        if relation.related_model is LeaderboardEntry:
             continue
+        if not (relation.one_to_many or relation.one_to_one):
+            continue  # many-to-many: its through table's foreign key is a relation of its own
         table = relation.related_model._meta.db_table
         column = relation.field.column
         guards.append(f"AND NOT EXISTS (SELECT 1 FROM {table} r WHERE r.{column} = s.id)")  # noqa: S608

@@ -11,6 +11,7 @@ from games.services import (
     game_session_void,
     leaderboard_rank_all,
 )
+from referrals.models import ReferralReward
 from tests.games.conftest import at
 
 NOW = at(2026, 3, 4, 3, 0, 35)
@@ -155,3 +156,34 @@ def test_the_next_ranking_closes_the_gaps_cleanup_leaves_on_current_boards(make_
     # then the two left are ranked 1 and 2 on every board
     ranks = LeaderboardEntry.objects.order_by("period", "rank").values_list("period", "rank")
     assert list(ranks) == [(p, r) for p in ("all_time", "daily", "weekly") for r in (1, 2)]
+
+
+@pytest.mark.django_db
+def test_a_session_a_referral_reward_points_at_is_never_deleted(make_player):
+    # given two old free expired sessions, one referenced by a referral reward (related_name "+")
+    player, referrer = make_player(), make_player()
+    referenced, _free = sessions(player, 2)
+    ReferralReward.objects.create(
+        session=referenced,
+        tier=1,
+        beneficiary=referrer,
+        event_at=OLD,
+        base_amount=Decimal("1.00"),
+        rate=Decimal("0.10"),
+        amount=Decimal("0.10"),
+        created_at=OLD,
+    )
+    # when cleanup runs
+    counts = cleanup_run(now=NOW)
+    # then only the unreferenced one is deleted, and the reward's session is still there
+    assert counts["sessions_deleted"] == 1
+    assert set(GameSession.objects.values_list("id", flat=True)) == {referenced.pk}
+    assert ReferralReward.objects.get().session_id == referenced.pk
+
+
+def test_the_reference_guard_covers_hidden_relations():
+    from games.services.cleanup import _session_referenced_elsewhere
+
+    assert f"{ReferralReward._meta.db_table} r WHERE r.session_id = s.id" in (
+        _session_referenced_elsewhere()
+    )

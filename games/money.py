@@ -10,7 +10,7 @@ Floats never enter: `to_money` refuses them, because 0.1 + 0.2 is not 0.3 in bin
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 CENT = Decimal("0.01")
 ZERO = Decimal("0.00")
@@ -21,6 +21,33 @@ def to_money(value: Decimal | int | str) -> Decimal:
     if isinstance(value, float):
         raise TypeError("money is never a float; pass a Decimal, an int or a string")
     return Decimal(value).quantize(CENT, rounding=ROUND_HALF_EVEN)
+
+
+# The money columns: max_digits=12, decimal_places=2.
+MAX_MONEY = Decimal("9999999999.99")
+
+
+def money_exact(value: Decimal | int | str, *, field: str) -> Decimal:
+    """`value` as money when it already is a non-negative whole number of cents; else ValueError.
+
+    For amounts a client supplies (an entry fee): nothing is rounded, so "0.005" is refused rather
+    than silently becoming 0.00. The error names `field`. Floats are refused (TypeError).
+    """
+    if isinstance(value, float):
+        raise TypeError(f"{field}: money is never a float; pass a Decimal, an int or a string")
+    try:
+        amount = Decimal(value)
+    except (InvalidOperation, TypeError, ValueError):
+        raise ValueError(f"{field} {value!r} is not a decimal amount") from None
+    if not amount.is_finite():
+        raise ValueError(f"{field} {value!r} is not a finite amount")
+    if amount != amount.quantize(CENT, rounding=ROUND_HALF_EVEN):
+        raise ValueError(f"{field} {value} has more than two decimal places (whole cents only)")
+    if amount < ZERO:
+        raise ValueError(f"{field} {value} is negative")
+    if amount > MAX_MONEY:
+        raise ValueError(f"{field} {value} is above the largest amount, {MAX_MONEY}")
+    return to_money(amount)
 
 
 def split(amount: Decimal, *, share_percent: int) -> tuple[Decimal, Decimal]:

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from games import conf
 from games.models import BoardPeriod, Game, GameSession, Player, PoolPeriod, PrizePool
-from games.money import ZERO, split, to_money
+from games.money import ZERO, money_exact, split
 from games.periods import period_start
 from games.services.boards import board_entries_upsert, board_entry_recompute
 from games.services.pools import prize_pool_add, prize_pool_lock
@@ -34,9 +34,8 @@ def game_session_start(
 ) -> GameSession:
     if game not in Game.values:
         raise ValueError(f"unknown game {game!r}; one of {', '.join(Game.values)}")
-    fee = to_money(entry_fee)
-    if fee < ZERO:
-        raise ValueError(f"entry fee {fee} is negative")
+    # Never rounded: a fee in fractions of a cent or below zero is refused, naming the field.
+    fee = money_exact(entry_fee, field="entry_fee")
     return GameSession.objects.create(
         player_id=player_id, game=game, entry_fee=fee, started_at=now or timezone.now()
     )

@@ -28,3 +28,18 @@ def test_a_split_never_creates_or_loses_a_cent(cents, share):
     assert part + rest == amount
     assert part >= 0
     assert rest >= 0
+
+
+def test_exact_money_is_never_rounded():
+    from games.money import money_exact
+
+    assert money_exact("1.5", field="fee") == Decimal("1.50")
+    assert money_exact("1.100", field="fee") == Decimal("1.10")  # exact cents, written long
+    with pytest.raises(ValueError, match=r"^fee 0\.005 has more than two decimal places"):
+        money_exact("0.005", field="fee")
+    with pytest.raises(ValueError, match=r"fee -0\.01 is negative"):
+        money_exact("-0.01", field="fee")
+    with pytest.raises(ValueError, match="largest amount"):
+        money_exact("10000000000", field="fee")
+    with pytest.raises(TypeError, match="fee"):
+        money_exact(0.5, field="fee")  # type: ignore[arg-type]

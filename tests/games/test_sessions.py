@@ -130,3 +130,24 @@ def test_voiding_rebuilds_the_entries_from_the_other_sessions(make_player, play)
     # and voiding twice changes nothing
     assert game_session_void(session_id=cheat.pk) == {"updated": 0, "deleted": 0, "unchanged": 0}
     assert GameSession.objects.get(pk=cheat.pk).voided_at == at(2026, 3, 4, 12)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("fee", ["0.005", "1.001", Decimal("2.999"), "-1.00", "-0.01", "NaN", "x"])
+def test_an_entry_fee_that_is_not_whole_cents_or_is_negative_is_refused(make_player, fee):
+    # given a player; when a session starts with a sub-cent, negative or non-numeric fee
+    player = make_player()
+    with pytest.raises(ValueError, match="entry_fee"):
+        game_session_start(player_id=player.pk, game="snake", entry_fee=fee)
+    # then no session exists (nothing was rounded into one)
+    assert not GameSession.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("fee", "stored"), [("1", "1.00"), ("1.5", "1.50"), ("0.10", "0.10"), (2, "2.00")]
+)
+def test_an_entry_fee_in_whole_cents_is_kept_exactly(make_player, fee, stored):
+    session = game_session_start(player_id=make_player().pk, game="snake", entry_fee=fee)
+    session.refresh_from_db()
+    assert session.entry_fee == Decimal(stored)

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from django.db import connection
 
-from games.models import BoardPeriod, GameSession, LeaderboardEntry
+from games.models import BoardPeriod, GameSession, LeaderboardEntry, PrizePool
 from games.periods import current_boards, period_start
 
 ENTRY_TABLE = LeaderboardEntry._meta.db_table
@@ -63,7 +63,26 @@ def board_entry_recompute(*, player_id: int, game: str, period: str, start: dt.d
 
     Returns "updated", "deleted" or "unchanged". Counting sessions: finished, not voided, finished
     inside the period (any time for all-time).
+
+    The rule of `game_session_finish` applies: the board of a daily/weekly pool that is closed
+    (finalised or no_winner) is final, and no session's score is put onto it. Such a board only
+    loses the player's entry if its session no longer counts (voided), and is then re-ranked, so
+    its final ranks run 1..N again (the pool keeps its winner). A late session, finished inside
+    the period but committed after the pool closed, therefore never reaches it; other sessions
+    of the player in that period are not brought back either, as nothing records which of them
+    were late. The caller holds the pool rows (locked daily, then weekly) before calling this.
     """
+    if period != BoardPeriod.ALL_TIME:
+        status = (
+            PrizePool.objects.select_for_update()
+            .filter(game=game, period=period, period_start=start)
+            .values_list("status", flat=True)
+            .first()
+        )
+        if status is not None and status != PrizePool.Status.OPEN:
+            return _final_board_entry_drop(
+                player_id=player_id, game=game, period=period, start=start
+            )
     if period == BoardPeriod.ALL_TIME:
         window_sql, window_params = "", []
     else:
@@ -96,6 +115,22 @@ def board_entry_recompute(*, player_id: int, game: str, period: str, start: dt.d
             [best[0], best[1], best[2], *key, best[0], best[1]],
         )
         return "updated" if cursor.rowcount else "unchanged"
+
+
+def _final_board_entry_drop(*, player_id: int, game: str, period: str, start: dt.date) -> str:
+    """On a final board: remove the player's entry if its session is voided; re-rank the board."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {ENTRY_TABLE} e USING {SESSION_TABLE} s "  # noqa: S608
+            "WHERE e.session_id = s.id AND s.voided_at IS NOT NULL "
+            "AND e.player_id = %s AND e.game = %s AND e.period = %s AND e.period_start = %s",
+            [player_id, game, period, start],
+        )
+        deleted = cursor.rowcount
+    if not deleted:
+        return "unchanged"
+    boards_rank([(game, period, start)])
+    return "deleted"
 
 
 def boards_mark_changed(boards: list[Board]) -> int:

@@ -117,7 +117,8 @@ def game_session_void(*, session_id: int, now: dt.datetime | None = None) -> dic
     """Staff action: a finished session stops counting on boards.
 
     Each board entry that this session holds is rebuilt from the player's other counting sessions
-    of that period, or removed when none is left. Money already in pools stays there (a void is
+    of that period, or removed when none is left; the board of a closed pool is final and only
+    loses the entry (see `board_entry_recompute`). Money already in pools stays there (a void is
     not a refund), and a pool already finalised keeps its winner. Voiding twice changes nothing.
 
     The session's daily and weekly pool rows are locked (daily, then weekly: the order of finish

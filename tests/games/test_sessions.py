@@ -10,6 +10,7 @@ from games.services import (
     game_session_report_score,
     game_session_start,
     game_session_void,
+    prize_pool_finalise,
 )
 from games.signals import session_finished
 from tests.games.conftest import at
@@ -151,3 +152,31 @@ def test_an_entry_fee_in_whole_cents_is_kept_exactly(make_player, fee, stored):
     session = game_session_start(player_id=make_player().pk, game="snake", entry_fee=fee)
     session.refresh_from_db()
     assert session.entry_fee == Decimal(stored)
+
+
+@pytest.mark.django_db
+def test_a_void_never_puts_a_late_session_onto_a_final_board(make_player, play):
+    # given Wednesday's pool finalised with a cheat's 300 on top of an honest 100
+    cheat, honest = make_player(), make_player()
+    cheat_best = play(cheat, score=300, when=at(2026, 3, 4, 12), fee="2.00")
+    play(honest, score=100, when=at(2026, 3, 4, 13), fee="2.00")
+    wednesday = PrizePool.objects.get(period="daily", period_start=dt.date(2026, 3, 4))
+    assert prize_pool_finalise(pool_id=wednesday.pk, now=at(2026, 3, 5, 0, 0, 50)) == "finalised"
+    # and a late session of the cheat "at" Wednesday 23:59, committed after the finalisation
+    # (finish leaves it off Wednesday's final board)
+    late = play(cheat, score=200, when=at(2026, 3, 4, 23, 59), fee="2.00")
+    daily = LeaderboardEntry.objects.filter(period="daily", period_start=dt.date(2026, 3, 4))
+    assert not daily.filter(session=late).exists()
+    # when the 300 is voided
+    game_session_void(session_id=cheat_best.pk, now=at(2026, 3, 5, 9))
+    # then the final board does not take the late session: the voided entry just leaves it,
+    # and its ranks run 1..N again
+    assert list(daily.order_by("rank").values_list("player_id", "rank")) == [(honest.pk, 1)]
+    # and the open weekly and all-time boards fall back to the late 200 as usual
+    assert boards_of(cheat) == {
+        ("weekly", dt.date(2026, 3, 2)): (200, late.pk),
+        ("all_time", dt.date(2000, 1, 1)): (200, late.pk),
+    }
+    # and the finalised pool keeps its winner (a void is not a clawback)
+    wednesday.refresh_from_db()
+    assert wednesday.winner_id == cheat.pk

@@ -13,6 +13,7 @@ from games.services.predictions import prediction_match
 from games.services.ranking import leaderboard_rank_all
 from games.services.sessions import (
     SessionStateError,
+    game_session_expire,
     game_session_finish,
     game_session_report_score,
     game_session_start,
@@ -25,6 +26,7 @@ __all__ = [
     "SessionStateError",
     "badge_auto_unlock",
     "cleanup_run",
+    "game_session_expire",
     "game_session_finish",
     "game_session_report_score",
     "game_session_start",

@@ -20,6 +20,7 @@ import datetime as dt
 import time
 
 from django.db import connection, transaction
+from django.db.models import Q
 
 from games import conf
 from games.models import Game, GameSession, LeaderboardEntry
@@ -29,6 +30,7 @@ from games.services.boards import (
     boards_mark_changed,
     current_board_keys,
 )
+from games.services.sessions import game_session_expire
 
 
 def _session_referenced_elsewhere() -> str:
@@ -104,6 +106,39 @@ def _run_batches(
         after_at, after_id = last_at or after_at, last_id
 
 
+def _expire_paid(
+    *, before: dt.datetime, now: dt.datetime, size: int, deadline: float, stats: dict[str, int]
+) -> int:
+    """Expire abandoned paid sessions one by one through `game_session_expire` (its own
+    transaction each: status and pool shares together); returns how many it expired.
+
+    Reads at most `size` ids at a time in keyset order; the service re-checks each under its row
+    lock, so a session finished or scored meanwhile is left alone.
+    """
+    expired = 0
+    after = _FIRST_KEY
+    while True:
+        keys = list(
+            GameSession.objects.filter(
+                status=GameSession.Status.ACTIVE,
+                started_at__lt=before,
+                last_score_at__isnull=True,
+                entry_fee__gt=0,
+            )
+            .filter(Q(started_at__gt=after[0]) | Q(started_at=after[0], id__gt=after[1]))
+            .order_by("started_at", "id")
+            .values_list("started_at", "id")[:size]
+        )
+        for started_at, session_id in keys:
+            if time.monotonic() > deadline:
+                stats["incomplete"] = 1
+                return expired
+            expired += int(game_session_expire(session_id=session_id, now=now))
+            after = (started_at, session_id)
+        if len(keys) < size:
+            return expired
+
+
 def _batch_sql(pick: str, change: str) -> str:
     """`pick` selects (key_at, id) of at most %(n)s rows in key order, locking them;
     `change` changes the rows joined as `batch` and returns one row per change."""
@@ -122,7 +157,9 @@ def cleanup_run(*, now: dt.datetime) -> dict[str, int]:
 
     - `active` sessions started more than SESSION_EXPIRY_MINUTES ago that never reported a score
       become `expired`. Those that did report are the stuck-session finisher's: finishing them
-      keeps the score the player earned.
+      keeps the score the player earned. Free ones are expired in batches; paid ones one by one
+      through `game_session_expire`, whose rule is that the entry fee still goes into the pools
+      open at `now`, as at a finish, in the transaction that expires the session (so once).
     - `expired` sessions with entry_fee = 0 started more than GAMES_SESSION_RETENTION_DAYS ago are
       deleted unless a table other than the boards still points at them.
     - board entries whose session was voided, or deleted (session NULL), are removed.
@@ -135,18 +172,25 @@ def cleanup_run(*, now: dt.datetime) -> dict[str, int]:
     def run(sql: str, prelude: str = "", **params: object) -> int:
         return _run_batches(sql, params, size=size, deadline=deadline, stats=stats, prelude=prelude)
 
-    stats["expired"] = run(
+    expiry_before = now - dt.timedelta(minutes=settings.session_expiry_minutes)
+    # Free sessions move no money: a set-based batch. Paid ones go through the service below.
+    expired_free = run(
         _batch_sql(
             f"""SELECT started_at AS key_at, id FROM {SESSION_TABLE}
                 WHERE status = 'active' AND started_at < %(before)s
                   AND (started_at, id) > (%(after_at)s, %(after_id)s)
-                  AND last_score_at IS NULL
+                  AND last_score_at IS NULL AND entry_fee = 0
                 ORDER BY started_at, id LIMIT %(n)s FOR UPDATE SKIP LOCKED""",  # noqa: S608
             f"""UPDATE {SESSION_TABLE} s SET status = 'expired' FROM batch
-                WHERE s.id = batch.id AND s.status = 'active' RETURNING 1""",  # noqa: S608
+                WHERE s.id = batch.id AND s.status = 'active' AND s.entry_fee = 0
+                RETURNING 1""",  # noqa: S608
         ),
-        before=now - dt.timedelta(minutes=settings.session_expiry_minutes),
+        before=expiry_before,
     )
+    stats["expired_paid"] = _expire_paid(
+        before=expiry_before, now=now, size=size, deadline=deadline, stats=stats
+    )
+    stats["expired"] = expired_free + stats["expired_paid"]
     # The DELETE repeats the money check: the row it deletes is the row it locked and
     # re-checked, never one whose fee changed in between.
     stats["sessions_deleted"] = run(

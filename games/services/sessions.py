@@ -54,6 +54,31 @@ def game_session_report_score(
         raise SessionStateError(f"session {session_id} is not active")
 
 
+def _entry_fee_into_pools(session: GameSession, now: dt.datetime) -> list[str]:
+    """Split the session's entry fee into the game's daily and weekly pools of `now`.
+
+    GAMES_DAILY_POOL_SHARE percent (rounded half-even) to the daily pool, the exact rest to the
+    weekly one; pools are created on demand, and a share for a pool already closed goes to the
+    next open one. Returns the pool periods whose board is still open at `now` (the pool is open,
+    or absent). The caller holds the session row, in its transaction: that is what makes the fee
+    go in once. Pool rows are locked in a fixed order (daily, then weekly) by every writer.
+    """
+    daily_share, weekly_share = split(
+        session.entry_fee, share_percent=conf.load().daily_pool_share_percent
+    )
+    periods = []
+    for period, share in ((PoolPeriod.DAILY, daily_share), (PoolPeriod.WEEKLY, weekly_share)):
+        start = period_start(period, now)
+        pool = prize_pool_lock(
+            game=session.game, period=period, period_start=start, create=share > ZERO
+        )
+        if pool is None or pool.status == PrizePool.Status.OPEN:
+            periods.append(period)
+        if share > ZERO:
+            prize_pool_add(game=session.game, period=period, period_start=start, amount=share)
+    return periods
+
+
 def game_session_finish(
     *, session_id: int, score: int | None = None, now: dt.datetime | None = None
 ) -> GameSession:
@@ -87,20 +112,7 @@ def game_session_finish(
         session.finished_at = now
         session.save(update_fields=["score", "status", "finished_at"])
 
-        # Pool rows are locked in a fixed order (daily, then weekly) by every writer: no deadlock.
-        daily_share, weekly_share = split(
-            session.entry_fee, share_percent=conf.load().daily_pool_share_percent
-        )
-        periods = [BoardPeriod.ALL_TIME]
-        for period, share in ((PoolPeriod.DAILY, daily_share), (PoolPeriod.WEEKLY, weekly_share)):
-            start = period_start(period, now)
-            pool = prize_pool_lock(
-                game=session.game, period=period, period_start=start, create=share > ZERO
-            )
-            if pool is None or pool.status == PrizePool.Status.OPEN:
-                periods.append(period)
-            if share > ZERO:
-                prize_pool_add(game=session.game, period=period, period_start=start, amount=share)
+        periods = [BoardPeriod.ALL_TIME, *_entry_fee_into_pools(session, now)]
         board_entries_upsert(
             player_id=session.player_id,
             game=session.game,
@@ -111,6 +123,33 @@ def game_session_finish(
         )
         session_finished.send(sender=GameSession, session=session)
     return session
+
+
+def game_session_expire(*, session_id: int, now: dt.datetime) -> bool:
+    """Expire an abandoned session: active, never reported a score, started more than
+    SESSION_EXPIRY_MINUTES before `now`. Returns False (and changes nothing) for any other.
+
+    Rule for money: an expired session's entry fee is not lost and not refunded; it goes into the
+    pools exactly as at a finish at `now` (`_entry_fee_into_pools`: the daily/weekly pools open at
+    `now`, never a closed one), in the same transaction as the status change under the session's
+    row lock. The status change happens once, so the fee goes in once: running it again, or
+    racing a finish, adds nothing. An expired session has no score: no board, no
+    `session_finished` (it is not a finished session, so it yields no referral reward).
+    """
+    cutoff = now - dt.timedelta(minutes=conf.load().session_expiry_minutes)
+    with transaction.atomic():
+        session = GameSession.objects.select_for_update().get(pk=session_id)
+        if (
+            session.status != GameSession.Status.ACTIVE
+            or session.last_score_at is not None
+            or session.started_at >= cutoff
+        ):
+            return False
+        session.status = GameSession.Status.EXPIRED
+        session.save(update_fields=["status"])
+        if session.entry_fee > ZERO:
+            _entry_fee_into_pools(session, now)
+    return True
 
 
 def game_session_void(*, session_id: int, now: dt.datetime | None = None) -> dict[str, int]:

@@ -4,12 +4,15 @@ from decimal import Decimal
 
 import pytest
 
-from games.models import GameSession, LeaderboardEntry
+from games.models import GameSession, LeaderboardEntry, PrizePool
 from games.services import (
     cleanup_run,
+    game_session_expire,
+    game_session_finish,
     game_session_report_score,
     game_session_void,
     leaderboard_rank_all,
+    prize_pool_finalise,
 )
 from referrals.models import ReferralReward
 from tests.games.conftest import at
@@ -187,3 +190,62 @@ def test_the_reference_guard_covers_hidden_relations():
     assert f"{ReferralReward._meta.db_table} r WHERE r.session_id = s.id" in (
         _session_referenced_elsewhere()
     )
+
+
+@pytest.mark.django_db
+def test_an_expired_paid_session_pays_its_fee_into_the_pools_once(make_player, monkeypatch):
+    # given an abandoned paid session (no score ever reported) and a fresh paid one
+    monkeypatch.setenv("SESSION_EXPIRY_MINUTES", "30")
+    player = make_player()
+    (abandoned,) = sessions(
+        player, 1, status="active", fee="1.01", started=NOW - dt.timedelta(hours=2)
+    )
+    sessions(player, 1, status="active", fee="5.00", started=NOW - dt.timedelta(minutes=5))
+    # when cleanup runs, twice for the same slot
+    first = cleanup_run(now=NOW)
+    second = cleanup_run(now=NOW)
+    # then the session is expired and its fee went to the pools open now, split like a finish
+    # (0.505 -> 0.50 half-even to the daily pool, the exact rest to the weekly), exactly once
+    assert (first["expired"], first["expired_paid"]) == (1, 1)
+    assert (second["expired"], second["expired_paid"]) == (0, 0)
+    abandoned.refresh_from_db()
+    assert abandoned.status == "expired"
+    pools = {(p.period, p.period_start): p.amount for p in PrizePool.objects.filter(game="snake")}
+    assert pools == {
+        ("daily", dt.date(2026, 3, 4)): Decimal("0.50"),
+        ("weekly", dt.date(2026, 3, 2)): Decimal("0.51"),
+    }
+    # and it is on no board (it has no score) and never deleted (it moved money)
+    assert not LeaderboardEntry.objects.exists()
+
+
+@pytest.mark.django_db
+def test_an_expired_paid_session_whose_day_was_finalised_pays_into_the_open_pool(
+    make_player, monkeypatch
+):
+    # given a paid session abandoned yesterday, whose day's pool is finalised already
+    monkeypatch.setenv("SESSION_EXPIRY_MINUTES", "30")
+    player = make_player()
+    sessions(player, 1, status="active", fee="2.00", started=NOW - dt.timedelta(hours=20))
+    yesterday = PrizePool.objects.create(
+        game="snake", period="daily", period_start=dt.date(2026, 3, 3), amount=Decimal("3.00")
+    )
+    prize_pool_finalise(pool_id=yesterday.pk, now=NOW)
+    # when cleanup runs
+    cleanup_run(now=NOW)
+    # then yesterday's closed pool is untouched and today's open one took the daily share
+    yesterday.refresh_from_db()
+    assert (yesterday.status, yesterday.amount) == ("no_winner", Decimal("3.00"))
+    today = PrizePool.objects.get(period="daily", period_start=dt.date(2026, 3, 4))
+    assert today.amount == Decimal("3.00") + Decimal("1.00")  # the rollover + the daily share
+
+
+@pytest.mark.django_db
+def test_a_paid_session_finished_meanwhile_is_not_expired(make_player, monkeypatch):
+    monkeypatch.setenv("SESSION_EXPIRY_MINUTES", "30")
+    (session,) = sessions(
+        make_player(), 1, status="active", fee="2.00", started=NOW - dt.timedelta(hours=1)
+    )
+    game_session_finish(session_id=session.pk, score=5, now=NOW - dt.timedelta(minutes=1))
+    assert game_session_expire(session_id=session.pk, now=NOW) is False
+    assert sum(p.amount for p in PrizePool.objects.all()) == Decimal("2.00")

@@ -153,19 +153,29 @@ def prize_pool_finalise_due(*, now: dt.datetime) -> dict[str, int]:
     each weekly pool of the ISO week that just ended. Pools a missed run left open are caught up
     too (oldest first, so a rollover lands in a pool that is finalised after it). A pool of a
     period that has not ended is never selected. One transaction per pool keeps locks short.
+
+    A rollover may create the next pool for a period that has ended too (a catch-up over missed
+    days): the due list is read again after each pass, so such a pool is closed in this run and
+    the amount reaches the open pool now, not a day later. Each pool is tried once per run.
     """
     today = utc_date(now)
-    due = [
-        pool_id
-        for pool_id, period, start in PrizePool.objects.filter(
-            status=PrizePool.Status.OPEN, period_start__lt=today
-        )
-        .order_by("period_start", "period", "game")
-        .values_list("id", "period", "period_start")
-        if period_end(period, start) <= now
-    ]
     counts = {"finalised": 0, "no_winner": 0, "skipped": 0}
-    for pool_id in due:
-        counts[prize_pool_finalise(pool_id=pool_id, now=now)] += 1
-    counts["due"] = len(due)
+    tried: set[int] = set()
+    while True:
+        due = [
+            pool_id
+            for pool_id, period, start in PrizePool.objects.filter(
+                status=PrizePool.Status.OPEN, period_start__lt=today
+            )
+            .exclude(pk__in=tried)
+            .order_by("period_start", "period", "game")
+            .values_list("id", "period", "period_start")
+            if period_end(period, start) <= now
+        ]
+        if not due:
+            break
+        for pool_id in due:
+            counts[prize_pool_finalise(pool_id=pool_id, now=now)] += 1
+        tried.update(due)
+    counts["due"] = len(tried)
     return counts

@@ -288,3 +288,22 @@ def test_an_entry_of_a_voided_session_never_wins(make_player, play):
     assert daily_pool().winner_id == honest.pk
     board = LeaderboardEntry.objects.filter(period="daily", period_start=WEDNESDAY)
     assert list(board.order_by("rank").values_list("player_id", "rank")) == [(honest.pk, 1)]
+
+
+@pytest.mark.django_db
+def test_a_rollover_into_a_past_period_is_finalised_in_the_same_run():
+    # given only Monday's empty pool of 3.00 left open by missed runs (no Tuesday pool yet)
+    PrizePool.objects.create(
+        game="pong", period="daily", period_start=dt.date(2026, 3, 2), amount=Decimal("3.00")
+    )
+    # when finalisation runs on Wednesday
+    counts = prize_pool_finalise_due(now=at(2026, 3, 4, 0, 0, 50))
+    # then the Tuesday pool the rollover created is closed in the same run, and the amount
+    # reaches Wednesday's open pool at once instead of waiting a day in a past period
+    assert (counts["no_winner"], counts["due"]) == (2, 2)
+    tuesday = daily_pool("pong", dt.date(2026, 3, 3))
+    assert (tuesday.status, tuesday.amount) == ("no_winner", Decimal("3.00"))
+    wednesday = daily_pool("pong")
+    assert (wednesday.status, wednesday.amount) == ("open", Decimal("3.00"))
+    # and running again changes nothing
+    assert prize_pool_finalise_due(now=at(2026, 3, 4, 0, 0, 50))["due"] == 0

@@ -73,6 +73,10 @@ def status_badge(status: str | None) -> str:
     )
 
 
+admin.site.site_header = "jobsite operations"
+admin.site.site_title = "jobsite"
+
+
 def _actor(request: HttpRequest) -> Actor:
     return Actor.from_request(request, via="admin")
 

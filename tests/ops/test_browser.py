@@ -1,0 +1,145 @@
+"""The admin flows in a real browser: Playwright for Python driving Debian's Chromium.
+
+Enable: `apt-get install -y chromium` (so /usr/bin/chromium exists; .ci/run does it). Never
+`playwright install`: it downloads browsers, which this project's machines cannot. Run only these
+with `pytest -m browser`. The dashboard screenshots in docs/ come from here
+(`JOBSITE_SCREENSHOTS=1` rewrites them).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from jobsite.celery import app
+from scheduler.models import JobRun
+from scheduler.registry import all_jobs
+from scheduler.services.schedules import schedules_apply
+from tests.ops.conftest import make_run
+
+CHROMIUM = Path("/usr/bin/chromium")
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+if not CHROMIUM.exists():
+    pytest.skip(
+        "browser tests need Debian's Chromium at /usr/bin/chromium: run "
+        "`apt-get install -y chromium` (never `playwright install`), then `pytest -m browser`",
+        allow_module_level=True,
+    )
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="the playwright package is missing: run `uv sync`"
+)
+
+
+@pytest.fixture
+def browser(monkeypatch) -> Iterator[object]:
+    # Playwright's sync API runs an event loop in this thread; the ORM calls the test makes
+    # around it are still synchronous and safe.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(browser, live_server, admin_user):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    page.goto(f"{live_server.url}/admin/login/?next=/admin/")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", "password")
+    page.click("input[type=submit]")
+    page.wait_for_selector("#user-tools")
+    yield page
+    context.close()
+
+
+def purge_queues() -> None:
+    with app.connection_for_write() as conn:
+        for queue in ("default", "long"):
+            conn.default_channel.queue_purge(queue)
+
+
+def an_hour_of_runs() -> None:
+    """Every job at its own offset for the last hour, with plausible durations."""
+    rng = random.Random(7)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    for minute in range(60, 0, -1):
+        boundary = now - timedelta(minutes=minute)
+        for job in all_jobs():
+            if job.name.startswith("sample-"):
+                continue
+            slot = boundary + timedelta(seconds=job.offset)
+            status = "failed" if rng.random() < 0.02 else "succeeded"
+            make_run(
+                job.name,
+                slot,
+                status,
+                started_at=slot + timedelta(milliseconds=rng.randint(3, 60)),
+                duration_ms=rng.randint(40, 9000 if job.queue == "long" else 1500),
+            )
+
+
+def test_an_operator_disables_reoffsets_runs_and_reads_the_dashboard(page, live_server):
+    schedules_apply(profile="test")
+    an_hour_of_runs()
+    base = live_server.url
+
+    # Disable a job with the bulk action.
+    page.goto(f"{base}/admin/django_celery_beat/periodictask/")
+    row = page.locator("#result_list tr", has_text="cleanup")
+    row.locator("input.action-select").check()
+    page.select_option("select[name=action]", "disable_tasks")
+    page.click("button[name=index]")
+    page.wait_for_selector("text=1 schedule(s) disabled.")
+
+    # A bad offset is refused with its message; a good one is saved.
+    page.click("#result_list a:text-is('cleanup')")
+    page.fill("#id_job_schedule-0-offset_seconds", "60")
+    page.click("input[name=_continue]")
+    page.wait_for_selector("text=between 0 and 59")
+    page.fill("#id_job_schedule-0-offset_seconds", "36")
+    page.click("input[name=_continue]")
+    page.wait_for_selector(".messagelist .success")
+    assert page.input_value("#id_job_schedule-0-offset_seconds") == "36"
+    assert not page.is_checked("#id_enabled")
+
+    # Run it now: the run path writes the ledger row (queued) and sends the message on commit.
+    page.click("#ops-run-now")
+    page.wait_for_selector("text=cleanup: run")
+    run = JobRun.objects.get(job="cleanup", trigger="admin")
+    page.wait_for_selector(f"#result_list a:text-is('{run.pk}')")
+    assert page.locator("#result_list .ops-status", has_text="queued").count() == 1
+    purge_queues()  # no worker here: the message must not reach a later test's worker
+
+    # The dashboard draws its charts.
+    page.click("text=Jobs dashboard")
+    page.wait_for_selector("svg[data-chart=starts-per-second]")
+    assert page.locator("svg[data-chart=starts-per-second] rect.bar").count() == 60
+    assert page.locator("svg[data-chart=concurrency] path.area").count() == 1
+    assert page.locator("svg[data-chart=forecast] rect.bar").count() == 24
+    heights = page.eval_on_selector_all(
+        "svg[data-chart=starts-per-second] rect.bar", "bars => bars.map(b => b.getBBox().height)"
+    )
+    assert sum(1 for h in heights if h > 0) >= 12  # twelve jobs, twelve seconds
+    if os.environ.get("JOBSITE_SCREENSHOTS") or not (DOCS / "dashboard.png").exists():
+        DOCS.mkdir(exist_ok=True)
+        page.goto(f"{base}/admin/jobs-dashboard/?window=1h")
+        page.screenshot(path=str(DOCS / "dashboard.png"), full_page=True)
+        page.goto(f"{base}/admin/django_celery_beat/periodictask/")
+        page.screenshot(path=str(DOCS / "admin-schedules.png"), full_page=True)

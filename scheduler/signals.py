@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.db.models.signals import pre_save
 from django.dispatch import receiver
 from django.utils import timezone
-from django_celery_beat.models import CrontabSchedule, PeriodicTask
+from django_celery_beat.models import CrontabSchedule, PeriodicTask, PeriodicTasks
 
 from scheduler.cron import Cron, CronError
 from scheduler.models import JobSchedule
@@ -46,3 +47,17 @@ def _validate_periodic_task(sender: type, instance: PeriodicTask, **_: Any) -> N
     problems = schedule_problems(instance, set(app.tasks.keys()), check_crontab=False)
     if problems:
         raise ValidationError({"periodic_task": "; ".join(problems)})
+
+
+@receiver(pre_save, sender=JobSchedule)
+def _offset_changed(sender: type, instance: JobSchedule, **_: Any) -> None:
+    """A new offset moves every slot: expect slots from now on, and make beat reload at once
+    (django-celery-beat only notices changes to its own PeriodicTask rows)."""
+    if instance.pk is None:
+        return
+    before = JobSchedule.objects.filter(pk=instance.pk).values_list("offset_seconds", flat=True)
+    if before.first() == instance.offset_seconds:
+        return
+    instance.tracked_since = timezone.now()
+    instance.reconciled_until = None
+    transaction.on_commit(PeriodicTasks.update_changed)

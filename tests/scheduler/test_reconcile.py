@@ -72,3 +72,15 @@ def test_a_running_row_with_a_stale_heartbeat_is_lost_and_sent_again(only_sample
     assert counts["lost"] == 1
     attempts = {r.attempt: r.status for r in JobRun.objects.filter(job="sample-noop", slot=slot)}
     assert attempts == {1: Status.LOST, 2: Status.QUEUED}
+
+
+def test_changing_an_offset_restarts_tracking_so_old_slots_are_not_missed(only_sample_noop):
+    schedule = JobSchedule.objects.get(periodic_task__name="sample-noop")
+    schedule.offset_seconds = 9
+    schedule.save()
+
+    counts = ledger_reconcile(now=timezone.now())
+
+    assert counts == {"lost": 0, "redispatched": 0, "missed": 0}
+    schedule.refresh_from_db()
+    assert schedule.tracked_since > only_sample_noop

@@ -73,15 +73,16 @@ def load() -> ReferralSettings:
         tier_lag_seconds=env_int("REFERRAL_TIER_LAG_SECONDS", 3600, minimum=0),
         # Items claimed per settlement batch (one transaction). 5k items: ~0.25 s and a few MB
         # with the in-database wallet channel on the reference machine; 1k items cost ~1.5x more
-        # per item (per-batch overhead). Keep it small with an external payout channel: each
-        # player's payout call happens inside the batch transaction, holding its row locks.
+        # per item (per-batch overhead). Payout calls happen between the batch's claim and
+        # record transactions, outside both, so an external channel holds no locks while it waits.
         settlement_batch_size=env_int(
             "REFERRAL_SETTLEMENT_BATCH_SIZE", 5000, minimum=1, maximum=100_000
         ),
         # A run stops starting batches after this, below the 10-minute cadence of the job.
         settlement_max_seconds=env_int("REFERRAL_SETTLEMENT_MAX_SECONDS", 540, minimum=1),
         payout_channel=env_str("REFERRAL_PAYOUT_CHANNEL", "referrals.payouts.WalletPayout"),
-        # A player whose payout failed is retried after base * 2**(failures-1) seconds, capped.
+        # A player whose payout failed (or whose outcome is unknown) is retried after
+        # base * 2**(failures-1) seconds, capped, times a random factor in [0.8, 1.2).
         payout_retry_seconds=env_int("REFERRAL_PAYOUT_RETRY_SECONDS", 600, minimum=1),
         payout_retry_cap_seconds=env_int("REFERRAL_PAYOUT_RETRY_CAP_SECONDS", 86_400, minimum=1),
         webhook_url=env_str("REFERRAL_PAYOUT_WEBHOOK_URL", ""),

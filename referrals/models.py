@@ -126,15 +126,19 @@ class TierProgress(models.Model):
 
 
 class SettlementStatus(models.TextChoices):
+    SENDING = "sending", "Sending (items claimed; payout requested, outcome not recorded yet)"
     PAID = "paid", "Paid"
-    FAILED = "failed", "Failed (items left pending, retried with backoff)"
+    FAILED = "failed", "Failed (items released to pending, retried with backoff)"
 
 
 class Settlement(models.Model):
     """One player's payout within one settlement batch.
 
-    Paid: its items are linked, the ledger holds its transaction, the items are settled. Failed:
-    the payout channel refused it; no item is linked (they stay pending) and `error` says why.
+    Sending: its items are linked (claimed: no other settlement can take them) and the payout is
+    being or was requested; the next settlement run re-sends it with the same `payout_key` until
+    the channel's answer is known (`error` notes an unknown outcome). Paid: the ledger holds its
+    transaction, the items are settled. Failed: the payout channel refused it; its item links
+    were removed (the items are pending again) and `error` says why.
     """
 
     player = models.ForeignKey(Player, on_delete=models.PROTECT, related_name="settlements")
@@ -143,7 +147,16 @@ class Settlement(models.Model):
     item_count = models.PositiveIntegerField()
     channel = models.CharField(max_length=120, help_text="Payout channel class that was used.")
     payout_key = models.CharField(
-        max_length=80, help_text="Idempotency key sent to the channel, derived from the items."
+        max_length=80,
+        help_text="Idempotency key sent to the channel, derived from the settlement's id: "
+        "every attempt sends the same one.",
+    )
+    wallet_address = models.CharField(
+        max_length=120,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="Where the payout was requested to; every attempt sends the same address.",
     )
     payout_reference = models.CharField(max_length=200, blank=True, default="")
     error = models.TextField(blank=True, default="")
@@ -156,11 +169,17 @@ class Settlement(models.Model):
             ),
             models.CheckConstraint(condition=Q(total__gt=0), name="settlement_total_positive"),
             models.CheckConstraint(
-                condition=Q(status="paid", error="") | Q(status="failed") & ~Q(error=""),
+                condition=Q(status="paid", error="")
+                | Q(status="failed") & ~Q(error="")
+                | Q(status="sending"),
                 name="settlement_error_iff_failed",
             ),
         ]
-        indexes = [models.Index(fields=["player", "created_at"], name="settlement_player")]
+        indexes = [
+            models.Index(fields=["player", "created_at"], name="settlement_player"),
+            # Each settlement run first resumes the settlements still sending.
+            models.Index(fields=["id"], condition=Q(status="sending"), name="settlement_sending"),
+        ]
 
     def __str__(self) -> str:
         return f"settlement {self.pk}: {self.total} to {self.player_id} ({self.status})"

@@ -1,19 +1,30 @@
 """Payout channels: how a settlement reaches the player. Chosen by REFERRAL_PAYOUT_CHANNEL.
 
-A channel receives one `Payout` per player and settlement batch, inside the batch transaction,
-and returns a reference or raises. Raising leaves that player's items pending with the error on a
-failed `Settlement` row; the other players of the batch are paid regardless.
+A channel receives one `Payout` per settlement (one player's items of one batch) and returns a
+reference, or raises. It is called OUTSIDE any database transaction, after the settlement and its
+item links committed in state `sending` (see referrals.services.settlement), and its answer is
+recorded in a second transaction. What it raises decides what happens to the items:
+
+- `PayoutError`: the payout was certainly NOT made (refused, or the request never left). The
+  settlement becomes `failed`, its items are released to pending, the player backs off; a later
+  run puts them in a new settlement under a new key.
+- `PayoutOutcomeUnknown`, or any other exception: it may have been made. The settlement stays
+  `sending` with the error noted, the player backs off, and the next run re-sends the SAME
+  settlement with the SAME key. Its items are never offered under another key meanwhile.
+
+The idempotency key is derived from the settlement's id (`payout_key`), so every attempt of one
+settlement — after a timeout, a crash between paying and recording, a redelivered job — carries
+the same key and the same items; a service that deduplicates by key pays it once.
 
 - `WalletPayout` (default) pays into the player's in-app wallet, which is a ledger account: the
-  settlement's ledger transaction credits it in the same database transaction that links and
-  settles the items. Nothing leaves the database, so it is exactly once.
+  settlement's ledger transaction credits it when the outcome is recorded. Nothing leaves the
+  database, so it is exactly once.
 - `WebhookPayout` asks an external payout service over HTTPS to send the money to the player's
-  wallet address. It is inside the batch transaction, so if the worker dies after the service
-  accepted and before COMMIT, the items are still pending and the next run sends them again:
-  the service must deduplicate. It can, because every request carries the `Idempotency-Key`
-  (derived from the item set) and the stable item keys ("reward:17", "credit:3"); a service that
-  refuses an item key it has already paid makes this exactly once end to end. Requests are
-  signed (HMAC-SHA256 of the body) when REFERRAL_PAYOUT_WEBHOOK_SECRET is set.
+  wallet address. Every request carries the `Idempotency-Key` header (the settlement's key) and
+  the stable item keys ("reward:17", "credit:3"). Requests are signed (HMAC-SHA256 of the body)
+  when REFERRAL_PAYOUT_WEBHOOK_SECRET is set. An HTTP 4xx answer (but 409), 501 or 503, a refused
+  connection or an unknown host is a refusal; a timeout, a reset connection, any other 5xx, 409
+  or a 2xx answer without a reference is an unknown outcome.
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import socket
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -34,12 +46,16 @@ from referrals import conf
 
 
 class PayoutError(Exception):
-    """The channel did not pay; the message is recorded on the failed settlement."""
+    """The channel certainly did not pay; the message is recorded on the failed settlement."""
+
+
+class PayoutOutcomeUnknown(Exception):
+    """The channel may have paid (e.g. no answer in time); retried later with the same key."""
 
 
 @dataclass(frozen=True)
 class Payout:
-    key: str  # idempotency key: the same items give the same key
+    key: str  # idempotency key: one per settlement, the same on every attempt
     player_id: int
     wallet_address: str
     amount: Decimal
@@ -52,12 +68,15 @@ class PayoutChannel(Protocol):
     leaves_platform: bool
 
     def pay(self, payout: Payout, *, now: dt.datetime) -> str:
-        """Pay or raise; returns the channel's reference. Must not commit or roll back."""
+        """Pay or raise (see the module's docstring); returns the channel's reference.
+
+        Called outside any database transaction; may be called again with the same payout."""
         ...
 
 
-def payout_key(items: tuple[str, ...]) -> str:
-    return "stl-" + hashlib.sha256(",".join(items).encode()).hexdigest()[:40]
+def payout_key(settlement_id: int) -> str:
+    """The idempotency key of settlement `settlement_id`: every attempt sends this one."""
+    return f"settlement-{settlement_id}"
 
 
 class WalletPayout:
@@ -107,13 +126,22 @@ class WebhookPayout:
                 answer = response.read(64 * 1024)
         except urllib.error.HTTPError as exc:
             detail = exc.read(500).decode(errors="replace")
-            raise PayoutError(f"payout service answered HTTP {exc.code}: {detail}") from None
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
-            raise PayoutError(f"payout service unreachable: {exc}") from None
+            message = f"payout service answered HTTP {exc.code}: {detail}"
+            if (400 <= exc.code < 500 and exc.code != 409) or exc.code in (501, 503):
+                raise PayoutError(message) from None
+            raise PayoutOutcomeUnknown(message) from None
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, (ConnectionRefusedError, socket.gaierror)):
+                raise PayoutError(f"payout service unreachable: {exc}") from None
+            raise PayoutOutcomeUnknown(f"payout service did not answer: {exc}") from None
+        except OSError as exc:  # TimeoutError, ConnectionResetError, ... while reading
+            raise PayoutOutcomeUnknown(f"payout service did not answer: {exc!r}") from None
         try:
             reference = json.loads(answer)["reference"]
         except (ValueError, KeyError, TypeError):
-            raise PayoutError(f"payout service answer has no reference: {answer[:200]!r}") from None
+            raise PayoutOutcomeUnknown(
+                f"payout service answer has no reference: {answer[:200]!r}"
+            ) from None
         return str(reference)[:200]
 
 

@@ -1,22 +1,36 @@
 """Settlement: pay pending referral rewards and prize credits into the ledger, each exactly once.
 
-A run works in batches; each batch is ONE database transaction that
+A payout can leave the platform (an external payout service), so it is two-phase, and the
+channel is never called inside a database transaction:
 
-1. claims up to REFERRAL_SETTLEMENT_BATCH_SIZE pending rewards and as many unpaid prize credits
-   with SELECT ... FOR NO KEY UPDATE SKIP LOCKED, skipping players on hold or in payout backoff
-   (concurrent settlers take disjoint rows and never wait on each other);
-2. drops claimed credits that a concurrent settler linked after this statement's snapshot was
-   taken (a credit row is never updated, so the lock alone does not re-check it; a fresh statement
-   under READ COMMITTED sees that settler's committed link);
-3. per player: asks the payout channel to pay the total; a channel error becomes a `failed`
-   Settlement with the error, whose items stay pending, and a backoff for that player;
-4. for paid players: Settlement rows, one SettlementItem per item (a unique link per reward and per
-   credit: an item can never be paid twice), one balanced ledger transaction per settlement,
-   rewards marked settled, a notification queued.
+1. Claim (one transaction): up to REFERRAL_SETTLEMENT_BATCH_SIZE pending rewards and as many
+   unpaid prize credits not linked to any settlement yet, with SELECT ... FOR NO KEY UPDATE SKIP
+   LOCKED, skipping players on hold or in payout backoff (concurrent settlers take disjoint rows);
+   claimed items that a concurrent settler linked after the claim's snapshot are dropped (a fresh
+   statement under READ COMMITTED sees its committed links). Per player, a Settlement in state
+   `sending` and one SettlementItem per item (the unique link per reward and per credit: no other
+   settlement can take the item), with the idempotency key derived from the settlement's id.
+   COMMIT.
+2. Pay (no transaction): per settlement, `channel.pay()` with that key.
+3. Record (one transaction): paid settlements become `paid` (only from `sending`, so a
+   settlement is recorded once even if two runs re-sent it), their rewards are marked settled,
+   one balanced ledger transaction per settlement is posted, a notification is queued, the
+   player's backoff is cleared. A refusal (`PayoutError`) makes the settlement `failed` and
+   deletes its item links (the items are pending again; a later settlement takes them under a
+   new key) and backs the player off. An unknown outcome (`PayoutOutcomeUnknown`, any other
+   exception) keeps it `sending`, notes the error and backs the player off.
 
-So a worker SIGKILLed mid-batch loses its open transaction and nothing else: no item of that batch
-is linked, so the next run pays them, once. Items settled by earlier batches stay settled.
-Cost of one batch of 5,000 items (the default), in-database channel: ~0.25 s, a few MB.
+Every run first resumes the settlements still `sending` (a crash or time limit between 1 and 3,
+an unknown outcome whose backoff ended): it re-sends each with the SAME key and items, then
+records the answer as in 3. So whatever dies, and wherever, an item is requested under one key
+only, and settled once: a worker SIGKILLed in 1 or 3 loses its open transaction and nothing else;
+one killed in 2 leaves `sending` settlements that the next run completes. A payout hold applies
+to claims, not to settlements already sending (a payout in flight completes).
+
+Backoff of a player whose payout failed or is unknown: REFERRAL_PAYOUT_RETRY_SECONDS x
+2**(failures-1), capped at REFERRAL_PAYOUT_RETRY_CAP_SECONDS, times a random factor in
+[0.8, 1.2) so that players who failed together do not all retry in the same run.
+Cost of one batch of 5,000 items (the default), in-database channel: ~0.3 s, a few MB.
 """
 
 from __future__ import annotations
@@ -24,6 +38,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -37,16 +52,19 @@ from referrals.models import (
     LedgerEntry,
     LedgerTransaction,
     Settlement,
+    SettlementItem,
     SettlementStatus,
 )
-from referrals.payouts import Payout, PayoutChannel, payout_channel, payout_key
+from referrals.payouts import Payout, PayoutChannel, PayoutError, payout_channel, payout_key
 from scheduler.locks import fence_check
 
-# Both claims skip players on hold and players whose last payout failed until their backoff ends.
+# Both claims skip items already linked to a settlement (sending ones), players on hold and
+# players whose last payout failed until their backoff ends.
 _CLAIM_REWARDS = """
 SELECT r.id, r.beneficiary_id, r.amount
 FROM referrals_referralreward r
 WHERE r.status = 'pending'
+  AND NOT EXISTS (SELECT 1 FROM referrals_settlementitem i WHERE i.reward_id = r.id)
   AND NOT EXISTS (SELECT 1 FROM referrals_payouthold h
                   WHERE h.player_id = r.beneficiary_id AND h.released_at IS NULL)
   AND NOT EXISTS (SELECT 1 FROM referrals_payoutretry b
@@ -69,9 +87,45 @@ LIMIT %(limit)s
 FOR NO KEY UPDATE OF c SKIP LOCKED
 """
 
+# Settlements to resume: still sending, player not backing off. Holds do not stop them.
+_RESUMABLE = """
+SELECT s.id FROM referrals_settlement s
+WHERE s.status = 'sending' AND s.id > %(after)s
+  AND NOT EXISTS (SELECT 1 FROM referrals_payoutretry b
+                  WHERE b.player_id = s.player_id AND b.next_attempt_at > %(now)s)
+ORDER BY s.id
+LIMIT %(limit)s
+"""
+
+_NEW_IDS = """
+SELECT nextval(pg_get_serial_sequence('referrals_settlement', 'id'))
+FROM generate_series(1, %s)
+"""
+
 _INSERT_ITEMS = """
 INSERT INTO referrals_settlementitem (settlement_id, reward_id, prize_credit_id, amount)
 SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::numeric[])
+"""
+
+_RECORD_PAID = """
+UPDATE referrals_settlement s SET status = 'paid', payout_reference = v.reference, error = ''
+FROM unnest(%s::bigint[], %s::text[]) AS v(id, reference)
+WHERE s.id = v.id AND s.status = 'sending'
+RETURNING s.id
+"""
+
+_RECORD_FAILED = """
+UPDATE referrals_settlement s SET status = 'failed', error = v.error
+FROM unnest(%s::bigint[], %s::text[]) AS v(id, error)
+WHERE s.id = v.id AND s.status = 'sending'
+RETURNING s.id
+"""
+
+_RECORD_UNKNOWN = """
+UPDATE referrals_settlement s SET error = v.error
+FROM unnest(%s::bigint[], %s::text[]) AS v(id, error)
+WHERE s.id = v.id AND s.status = 'sending'
+RETURNING s.id
 """
 
 _MARK_SETTLED = """
@@ -81,24 +135,50 @@ WHERE id = ANY(%s) AND status = 'pending'
 
 _BACKOFF = """
 INSERT INTO referrals_payoutretry (player_id, failures, next_attempt_at, last_error)
-SELECT p, 1, %(now)s + make_interval(secs => %(base)s), e
+SELECT p, 1, %(now)s + make_interval(secs => %(base)s * (0.8 + 0.4 * random())), e
 FROM unnest(%(players)s::bigint[], %(errors)s::text[]) AS t(p, e)
 ON CONFLICT (player_id) DO UPDATE SET
     failures = referrals_payoutretry.failures + 1,
-    next_attempt_at = %(now)s + make_interval(secs => LEAST(
+    next_attempt_at = %(now)s + make_interval(secs => (0.8 + 0.4 * random()) * LEAST(
         %(cap)s, %(base)s * power(2, LEAST(referrals_payoutretry.failures, 30))::bigint)),
     last_error = EXCLUDED.last_error
 """
 
 
 class SettlementConflict(RuntimeError):
-    """A claimed reward was no longer pending at the update: the batch is rolled back."""
+    """A reward of a settlement being recorded paid was no longer pending: rolled back."""
 
 
-def _claim(
-    now: dt.datetime, limit: int
-) -> tuple[list[tuple[int, int, Decimal]], list[tuple[int, int, Decimal]], bool]:
-    """(rewards, credits, full): `full` when either claim hit the limit (more may be waiting)."""
+Item = tuple[str, int, Decimal]  # ("reward" | "credit", id, amount)
+
+
+@dataclass
+class _Work:
+    """One settlement on its way: its items, the payout request and, once asked, the outcome."""
+
+    settlement_id: int
+    player_id: int
+    total: Decimal
+    items: list[Item]
+    payout: Payout
+    outcome: str = ""  # "paid", "failed" (refused) or "unknown"
+    reference: str = ""
+    error: str = ""
+
+
+def _payout(settlement_id: int, player_id: int, wallet: str, items: list[Item]) -> Payout:
+    return Payout(
+        key=payout_key(settlement_id),
+        player_id=player_id,
+        wallet_address=wallet,
+        amount=sum((amount for _, _, amount in items), ZERO),
+        items=tuple(sorted(f"{kind}:{item_id}" for kind, item_id, _ in items)),
+    )
+
+
+def _claim(now: dt.datetime, limit: int) -> tuple[list[Item], list[Item], bool]:
+    """(rewards, credits, full) as (kind, id, amount) with the player: `full` when either claim
+    hit the limit (more may be waiting)."""
     params = {"now": now, "limit": limit}
     with connection.cursor() as cursor:
         cursor.execute(_CLAIM_REWARDS, params)
@@ -106,147 +186,224 @@ def _claim(
         cursor.execute(_CLAIM_CREDITS, params)
         credits = cursor.fetchall()
         full = len(rewards) >= limit or len(credits) >= limit
-        if credits:
-            cursor.execute(
-                "SELECT prize_credit_id FROM referrals_settlementitem "
-                "WHERE prize_credit_id = ANY(%s)",
-                [[c[0] for c in credits]],
-            )
-            linked = {row[0] for row in cursor.fetchall()}
-            credits = [c for c in credits if c[0] not in linked]
+        # Rows another settler linked after this statement's snapshot: the row lock is ours now,
+        # so that settler committed; a fresh statement sees its links.
+        for column, rows in (("reward_id", rewards), ("prize_credit_id", credits)):
+            if rows:
+                cursor.execute(
+                    f"SELECT {column} FROM referrals_settlementitem "  # noqa: S608 -- constant
+                    f"WHERE {column} = ANY(%s)",
+                    [[row[0] for row in rows]],
+                )
+                linked = {row[0] for row in cursor.fetchall()}
+                rows[:] = [row for row in rows if row[0] not in linked]
     return rewards, credits, full
 
 
-def _settle_batch(
+def _open_settlements(
     rewards: list[tuple[int, int, Decimal]],
     credits: list[tuple[int, int, Decimal]],
     *,
-    channel: PayoutChannel,
     channel_name: str,
     now: dt.datetime,
-    settings: conf.ReferralSettings,
-    counts: dict[str, Any],
-) -> None:
-    by_player: dict[int, list[tuple[str, int, Decimal]]] = defaultdict(list)
+) -> list[_Work]:
+    """Phase 1, inside the claim's transaction: `sending` settlements that link the items."""
+    by_player: dict[int, list[Item]] = defaultdict(list)
     for reward_id, player_id, amount in rewards:
         by_player[player_id].append(("reward", reward_id, amount))
     for credit_id, player_id, amount in credits:
         by_player[player_id].append(("credit", credit_id, amount))
     wallets = dict(Player.objects.filter(pk__in=by_player).values_list("pk", "wallet_address"))
-
-    settlements: list[Settlement] = []
-    payouts: list[Payout] = []
-    for player_id in sorted(by_player):
-        items = by_player[player_id]
-        keys = tuple(sorted(f"{kind}:{item_id}" for kind, item_id, _ in items))
-        payout = Payout(
-            key=payout_key(keys),
-            player_id=player_id,
-            wallet_address=wallets.get(player_id, ""),
-            amount=sum((amount for _, _, amount in items), ZERO),
-            items=keys,
-        )
-        settlement = Settlement(
+    players = sorted(by_player)
+    with connection.cursor() as cursor:
+        cursor.execute(_NEW_IDS, [len(players)])
+        ids = sorted(row[0] for row in cursor.fetchall())
+    works = [
+        _Work(
+            settlement_id=settlement_id,
             player_id=player_id,
             total=payout.amount,
-            item_count=len(items),
-            channel=channel_name,
-            payout_key=payout.key,
-            created_at=now,
+            items=by_player[player_id],
+            payout=payout,
         )
-        try:
-            settlement.payout_reference = channel.pay(payout, now=now)
-            settlement.status = SettlementStatus.PAID
-        except Exception as exc:  # any channel failure is this player's alone
-            settlement.status = SettlementStatus.FAILED
-            settlement.error = f"{type(exc).__name__}: {exc}"[:2000] or "payout failed"
-        settlements.append(settlement)
-        payouts.append(payout)
-    Settlement.objects.bulk_create(settlements)
-
-    paid = [(s, p) for s, p in zip(settlements, payouts, strict=True) if s.status == "paid"]
-    failed = [s for s in settlements if s.status == "failed"]
-    item_rows: tuple[list[int], list[int | None], list[int | None], list[Decimal]] = (
-        [],
-        [],
-        [],
-        [],
+        for settlement_id, player_id in zip(ids, players, strict=True)
+        for payout in [
+            _payout(settlement_id, player_id, wallets.get(player_id, ""), by_player[player_id])
+        ]
+    ]
+    Settlement.objects.bulk_create(
+        [
+            Settlement(
+                pk=work.settlement_id,
+                player_id=work.player_id,
+                status=SettlementStatus.SENDING,
+                total=work.total,
+                item_count=len(work.items),
+                channel=channel_name,
+                payout_key=work.payout.key,
+                wallet_address=work.payout.wallet_address,
+                created_at=now,
+            )
+            for work in works
+        ]
     )
-    reward_ids: list[int] = []
-    for settlement, _payout in paid:
-        for kind, item_id, amount in by_player[settlement.player_id]:
-            item_rows[0].append(settlement.pk)
-            item_rows[1].append(item_id if kind == "reward" else None)
-            item_rows[2].append(item_id if kind == "credit" else None)
-            item_rows[3].append(amount)
-            if kind == "reward":
-                reward_ids.append(item_id)
-
+    rows: tuple[list[int], list[int | None], list[int | None], list[Decimal]] = ([], [], [], [])
+    for work in works:
+        for kind, item_id, amount in work.items:
+            rows[0].append(work.settlement_id)
+            rows[1].append(item_id if kind == "reward" else None)
+            rows[2].append(item_id if kind == "credit" else None)
+            rows[3].append(amount)
     with connection.cursor() as cursor:
+        cursor.execute(_INSERT_ITEMS, list(rows))
+    return works
+
+
+def _resumable(*, now: dt.datetime, after: int, limit: int) -> list[_Work]:
+    """Settlements left `sending` by an earlier attempt, rebuilt with their key and items."""
+    with connection.cursor() as cursor:
+        cursor.execute(_RESUMABLE, {"now": now, "after": after, "limit": limit})
+        ids = [row[0] for row in cursor.fetchall()]
+    items: dict[int, list[Item]] = defaultdict(list)
+    for settlement_id, reward_id, credit_id, amount in SettlementItem.objects.filter(
+        settlement_id__in=ids
+    ).values_list("settlement_id", "reward_id", "prize_credit_id", "amount"):
+        kind, item_id = ("reward", reward_id) if reward_id else ("credit", credit_id)
+        items[settlement_id].append((kind, item_id, amount))
+    works = []
+    for settlement in Settlement.objects.filter(pk__in=ids).order_by("pk"):
+        payout = _payout(
+            settlement.pk, settlement.player_id, settlement.wallet_address, items[settlement.pk]
+        )
+        # The stored key and total are what earlier attempts sent; they are what we send again.
+        payout = Payout(
+            key=settlement.payout_key,
+            player_id=payout.player_id,
+            wallet_address=payout.wallet_address,
+            amount=settlement.total,
+            items=payout.items,
+        )
+        works.append(
+            _Work(
+                settlement_id=settlement.pk,
+                player_id=settlement.player_id,
+                total=settlement.total,
+                items=items[settlement.pk],
+                payout=payout,
+            )
+        )
+    return works
+
+
+def _pay(works: list[_Work], *, channel: PayoutChannel, now: dt.datetime) -> None:
+    """Phase 2, outside any transaction: ask the channel; any exception is this player's alone."""
+    for work in works:
+        if channel.leaves_platform:
+            # A run frozen past its lease does not send money out (the recording is fenced too).
+            with transaction.atomic():
+                fence_check()
+        try:
+            work.reference = channel.pay(work.payout, now=now)
+            work.outcome = "paid"
+        except PayoutError as exc:  # certainly not paid
+            work.outcome = "failed"
+            work.error = f"{type(exc).__name__}: {exc}"[:2000] or "payout failed"
+        except Exception as exc:  # may have been paid: same settlement, same key, later
+            work.outcome = "unknown"
+            work.error = f"outcome unknown: {type(exc).__name__}: {exc}"[:2000]
+
+
+def _record(
+    works: list[_Work],
+    *,
+    leaves_platform: bool,
+    now: dt.datetime,
+    settings: conf.ReferralSettings,
+    counts: dict[str, Any],
+) -> None:
+    """Phase 3, one transaction: the channel's answers into settlements, items and the ledger."""
+    by_outcome: dict[str, list[_Work]] = defaultdict(list)
+    for work in works:
+        by_outcome[work.outcome].append(work)
+    with connection.cursor() as cursor:
+
+        def update(sql: str, outcome: str, values: list[str]) -> list[_Work]:
+            group = by_outcome[outcome]
+            if not group:
+                return []
+            cursor.execute(sql, [[w.settlement_id for w in group], values])
+            updated = {row[0] for row in cursor.fetchall()}
+            return [w for w in group if w.settlement_id in updated]
+
+        paid = update(_RECORD_PAID, "paid", [w.reference for w in by_outcome["paid"]])
+        failed = update(_RECORD_FAILED, "failed", [w.error for w in by_outcome["failed"]])
+        unknown = update(_RECORD_UNKNOWN, "unknown", [w.error for w in by_outcome["unknown"]])
         if paid:
-            cursor.execute(_INSERT_ITEMS, list(item_rows))
+            reward_ids = [i for w in paid for kind, i, _ in w.items if kind == "reward"]
             cursor.execute(_MARK_SETTLED, [now, reward_ids])
             if cursor.rowcount != len(reward_ids):
                 raise SettlementConflict(
-                    f"{len(reward_ids) - cursor.rowcount} claimed rewards were no longer pending"
+                    f"{len(reward_ids) - cursor.rowcount} rewards of paid settlements "
+                    "were no longer pending"
                 )
-            _post_ledger(paid, by_player, leaves_platform=channel.leaves_platform, now=now)
+            _post_ledger(paid, leaves_platform=leaves_platform, now=now)
             cursor.execute(
                 "DELETE FROM referrals_payoutretry WHERE player_id = ANY(%s)",
-                [[s.player_id for s, _ in paid]],
+                [[w.player_id for w in paid]],
             )
             _notify(paid, now=now)
         if failed:
+            # Refused: the items go back to pending for a later settlement (with a new key).
+            cursor.execute(
+                "DELETE FROM referrals_settlementitem WHERE settlement_id = ANY(%s)",
+                [[w.settlement_id for w in failed]],
+            )
+        if failed or unknown:
             cursor.execute(
                 _BACKOFF,
                 {
                     "now": now,
                     "base": settings.payout_retry_seconds,
                     "cap": settings.payout_retry_cap_seconds,
-                    "players": [s.player_id for s in failed],
-                    "errors": [s.error for s in failed],
+                    "players": [w.player_id for w in failed + unknown],
+                    "errors": [w.error for w in failed + unknown],
                 },
             )
-    counts["settled_items"] += len(item_rows[0])
+    counts["settled_items"] += sum(len(w.items) for w in paid)
     counts["paid_settlements"] += len(paid)
     counts["failed_settlements"] += len(failed)
-    counts["paid_cents"] += int(sum((s.total for s, _ in paid), ZERO) * 100)
+    counts["unknown_settlements"] += len(unknown)
+    counts["paid_cents"] += int(sum((w.total for w in paid), ZERO) * 100)
 
 
-def _post_ledger(
-    paid: list[tuple[Settlement, Payout]],
-    by_player: dict[int, list[tuple[str, int, Decimal]]],
-    *,
-    leaves_platform: bool,
-    now: dt.datetime,
-) -> None:
+def _post_ledger(paid: list[_Work], *, leaves_platform: bool, now: dt.datetime) -> None:
     """One transaction per paid settlement; all entries in ONE statement (the balance trigger
     checks each transaction at the end of the statement that inserts its entries)."""
     transactions = LedgerTransaction.objects.bulk_create(
         [
             LedgerTransaction(
                 kind=LedgerTransaction.Kind.SETTLEMENT,
-                settlement=settlement,
-                memo=f"settlement {settlement.pk}: {settlement.item_count} items",
+                settlement_id=work.settlement_id,
+                memo=f"settlement {work.settlement_id}: {len(work.items)} items",
                 created_at=now,
             )
-            for settlement, _ in paid
+            for work in paid
         ]
     )
     entries: list[LedgerEntry] = []
-    for txn, (settlement, _) in zip(transactions, paid, strict=True):
+    for txn, work in zip(transactions, paid, strict=True):
         by_source = {"reward": ZERO, "credit": ZERO}
-        for kind, _, amount in by_player[settlement.player_id]:
+        for kind, _, amount in work.items:
             by_source[kind] += amount
         lines = [
             (Account.REFERRAL_EXPENSE, None, -by_source["reward"]),
             (Account.PRIZE_POOL, None, -by_source["credit"]),
-            (Account.PLAYER_WALLET, settlement.player_id, settlement.total),
+            (Account.PLAYER_WALLET, work.player_id, work.total),
         ]
         if leaves_platform:
             lines += [
-                (Account.PLAYER_WALLET, settlement.player_id, -settlement.total),
-                (Account.PAYOUT_EXTERNAL, None, settlement.total),
+                (Account.PLAYER_WALLET, work.player_id, -work.total),
+                (Account.PAYOUT_EXTERNAL, None, work.total),
             ]
         entries += [
             LedgerEntry(
@@ -258,21 +415,21 @@ def _post_ledger(
     LedgerEntry.objects.bulk_create(entries)
 
 
-def _notify(paid: list[tuple[Settlement, Payout]], *, now: dt.datetime) -> None:
+def _notify(paid: list[_Work], *, now: dt.datetime) -> None:
     # Same rows as games' notification_enqueue, written in one statement for the whole batch.
     Notification.objects.bulk_create(
         [
             Notification(
-                player_id=settlement.player_id,
+                player_id=work.player_id,
                 kind="payout_paid",
-                title=f"You were paid {settlement.total}",
-                body=f"{settlement.item_count} referral rewards and prizes were paid out.",
-                dedupe_key=f"settlement-paid:{settlement.pk}",
+                title=f"You were paid {work.total}",
+                body=f"{len(work.items)} referral rewards and prizes were paid out.",
+                dedupe_key=f"settlement-paid:{work.settlement_id}",
                 due_at=now,
                 next_attempt_at=now,
                 created_at=now,
             )
-            for settlement, _ in paid
+            for work in paid
         ],
         ignore_conflicts=True,
     )
@@ -293,10 +450,12 @@ def _refresh_cached_plans() -> None:
 
 
 def settlement_run(*, now: dt.datetime, channel: PayoutChannel | None = None) -> dict[str, int]:
-    """Job `settlement`: settle every eligible pending item, batch by batch; returns counts.
+    """Job `settlement`: resume the settlements still sending, then settle every eligible pending
+    item, batch by batch; returns counts.
 
     Stops when a batch claims less than a full batch, or after REFERRAL_SETTLEMENT_MAX_SECONDS
-    (`incomplete: 1`; the next run continues). Running it again settles nothing twice.
+    (`incomplete: 1`; the next run continues). Running it again settles nothing twice and sends
+    no item under a second key.
     """
     settings = conf.load()
     channel = channel or payout_channel()
@@ -308,31 +467,56 @@ def settlement_run(*, now: dt.datetime, channel: PayoutChannel | None = None) ->
         "settled_items": 0,
         "paid_settlements": 0,
         "failed_settlements": 0,
+        "unknown_settlements": 0,
+        "resumed_settlements": 0,
         "paid_cents": 0,
         "incomplete": 0,
     }
+
+    def finish(works: list[_Work]) -> None:
+        _pay(works, channel=channel, now=now)
+        with transaction.atomic():
+            # Fencing (chaos suite, fault 7): a run frozen past its lease TTL records nothing; its
+            # settlements stay sending and the lease's next holder re-sends them, same keys.
+            fence_check()
+            _record(
+                works,
+                leaves_platform=channel.leaves_platform,
+                now=now,
+                settings=settings,
+                counts=counts,
+            )
+
+    after = 0
+    while True:  # resume first: these items may have been paid already
+        if time.monotonic() > deadline:
+            counts["incomplete"] = 1
+            return counts
+        works = _resumable(now=now, after=after, limit=limit)
+        if not works:
+            break
+        counts["resumed_settlements"] += len(works)
+        finish(works)
+        after = works[-1].settlement_id
+
     while True:
         if time.monotonic() > deadline:
             counts["incomplete"] = 1
             return counts
         with transaction.atomic():
-            # Fencing (chaos suite, fault 7): a run frozen past its lease TTL must not pay. The
-            # check locks the lease row FOR SHARE until this batch commits, so no new holder
-            # takes the lease while the batch is open and none of it is paid by a stale run.
-            # Outside a job run (shell, tests) there is no lease and it checks nothing.
+            # Fencing: a run frozen past its lease TTL claims nothing. The check locks the lease
+            # row FOR SHARE until this transaction commits, so no new holder takes the lease
+            # meanwhile. Outside a job run (shell, tests) there is no lease and it checks nothing.
             fence_check()
             _refresh_cached_plans()
             rewards, credits, full = _claim(now, limit)
-            if rewards or credits:
-                counts["batches"] += 1
-                _settle_batch(
-                    rewards,
-                    credits,
-                    channel=channel,
-                    channel_name=channel_name,
-                    now=now,
-                    settings=settings,
-                    counts=counts,
-                )
+            works = (
+                _open_settlements(rewards, credits, channel_name=channel_name, now=now)
+                if rewards or credits
+                else []
+            )
+        if works:
+            counts["batches"] += 1
+            finish(works)
         if not full:
             return counts

@@ -4,6 +4,7 @@ import datetime as dt
 import itertools
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,10 +39,12 @@ def assert_ledger_consistent() -> None:
     """The money invariants, checked after every scenario that touched the database:
 
     - every ledger transaction has entries and sums to zero; all accounts together sum to zero;
-    - a paid settlement's total equals its items' sum and its wallet credit; a failed one has no
-      items and no ledger transaction;
-    - a reward is settled if and only if it has exactly one settlement item (unique link), whose
-      amount is the reward's;
+    - a paid settlement's total equals its items' sum and its wallet credit; a sending one (its
+      payout's outcome not recorded yet) has its items but no ledger transaction; a failed one
+      has no items and no ledger transaction;
+    - a reward is settled if and only if it has a settlement item (unique link) in a paid
+      settlement, whose amount is the reward's; a pending reward's item, if any, is in a sending
+      one;
     - what the referral-expense and prize-pool accounts paid equals what the items say.
     """
     assert ledger_unbalanced_transactions() == []
@@ -53,8 +56,8 @@ def assert_ledger_consistent() -> None:
             SELECT s.id FROM referrals_settlement s
             LEFT JOIN referrals_settlementitem i ON i.settlement_id = s.id
             GROUP BY s.id, s.total, s.status, s.item_count
-            HAVING (s.status = 'paid' AND (s.total <> coalesce(sum(i.amount), 0)
-                                           OR s.item_count <> count(i.id)))
+            HAVING (s.status IN ('paid', 'sending')
+                    AND (s.total <> coalesce(sum(i.amount), 0) OR s.item_count <> count(i.id)))
                 OR (s.status = 'failed' AND count(i.id) > 0)
             """
         )
@@ -67,7 +70,7 @@ def assert_ledger_consistent() -> None:
                    ON e.transaction_id = t.id AND e.account = 'player_wallet' AND e.amount > 0
             GROUP BY s.id, s.total, s.status
             HAVING (s.status = 'paid' AND coalesce(sum(e.amount), 0) <> s.total)
-                OR (s.status = 'failed' AND count(t.id) > 0)
+                OR (s.status IN ('failed', 'sending') AND count(t.id) > 0)
             """
         )
         assert cursor.fetchall() == [], "settlement totals differ from their wallet credits"
@@ -76,17 +79,16 @@ def assert_ledger_consistent() -> None:
             SELECT r.id FROM referrals_referralreward r
             LEFT JOIN referrals_settlementitem i ON i.reward_id = r.id
             LEFT JOIN referrals_settlement s ON s.id = i.settlement_id
-            WHERE (r.status = 'settled') <> (i.id IS NOT NULL)
-               OR (i.id IS NOT NULL AND (i.amount <> r.amount OR s.status <> 'paid'
+            WHERE (r.status = 'settled') <> (i.id IS NOT NULL AND s.status = 'paid')
+               OR (i.id IS NOT NULL AND (i.amount <> r.amount OR s.status = 'failed'
                                          OR s.player_id <> r.beneficiary_id))
             """
         )
         assert cursor.fetchall() == [], "rewards whose status and settlement link disagree"
-    reward_items = sum(
-        (i.amount for i in SettlementItem.objects.filter(reward__isnull=False)), Decimal(0)
-    )
+    paid_items = SettlementItem.objects.filter(settlement__status=SettlementStatus.PAID)
+    reward_items = sum((i.amount for i in paid_items.filter(reward__isnull=False)), Decimal(0))
     credit_items = sum(
-        (i.amount for i in SettlementItem.objects.filter(prize_credit__isnull=False)), Decimal(0)
+        (i.amount for i in paid_items.filter(prize_credit__isnull=False)), Decimal(0)
     )
     expense = sum(
         (e.amount for e in LedgerEntry.objects.filter(account=Account.REFERRAL_EXPENSE)),
@@ -203,6 +205,7 @@ class PayoutService:
 
     def __init__(self) -> None:
         self.status = 200
+        self.delay = 0.0  # seconds to wait before answering (after recording the request)
         self.requests: list[tuple[dict[str, str], bytes]] = []
         service = self
 
@@ -211,15 +214,19 @@ class PayoutService:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 service.requests.append((headers, body))
+                time.sleep(service.delay)
                 answer = (
                     json.dumps({"reference": f"ext-{len(service.requests)}"})
                     if service.status == 200
                     else "payout provider is down"
                 ).encode()
-                self.send_response(service.status)
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
+                try:
+                    self.send_response(service.status)
+                    self.send_header("Content-Length", str(len(answer)))
+                    self.end_headers()
+                    self.wfile.write(answer)
+                except OSError:
+                    pass  # the client gave up waiting (a timeout test)
 
             def log_message(self, *args: Any) -> None:
                 pass

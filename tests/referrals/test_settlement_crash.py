@@ -1,22 +1,26 @@
 """A settler SIGKILLed in the middle of a batch loses nothing, and its rerun pays nothing twice.
 
 The settler runs in a real subprocess against this test's database (visible to it only because
-the test is transactional). The test kills it while its backend is inside an open batch
-transaction, after some batches have committed.
+the test is transactional). The first test kills it while its backend is inside an open batch
+transaction, after some batches have committed; the second lets an external channel pay, then
+kills the settler before it records the payment.
 """
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 from django.db import connection
 
-from referrals.models import ReferralReward, SettlementItem
+from referrals.models import Account, LedgerEntry, ReferralReward, Settlement, SettlementItem
+from referrals.payouts import Payout, WalletPayout
 from referrals.services import settlement_run
 from tests.referrals.conftest import at
 
@@ -131,7 +135,9 @@ def test_a_settler_killed_mid_batch_then_rerun_settles_every_item_exactly_once()
     wait_for(settler_backend_gone)  # PostgreSQL rolled the open batch back
     # then what committed are whole batches only, and some work is left
     after_kill = settled_rewards()
-    credits_after_kill = SettlementItem.objects.filter(prize_credit__isnull=False).count()
+    credits_after_kill = SettlementItem.objects.filter(
+        prize_credit__isnull=False, settlement__status="paid"
+    ).count()
     assert after_kill % batch == 0
     assert 0 < after_kill < total_rewards
     # when the run is redelivered
@@ -142,3 +148,78 @@ def test_a_settler_killed_mid_batch_then_rerun_settles_every_item_exactly_once()
     assert settled_rewards() == total_rewards
     assert SettlementItem.objects.filter(reward__isnull=False).count() == total_rewards
     assert SettlementItem.objects.filter(prize_credit__isnull=False).count() == 150
+
+
+class PaidThenKilled(WalletPayout):
+    """An external service that pays (appends the request to PAID_LOG), after which the worker is
+    SIGKILLed before it can record anything (REFERRAL_PAYOUT_CHANNEL in the subprocess)."""
+
+    leaves_platform = True
+
+    def pay(self, payout: Payout, *, now) -> str:
+        with open(os.environ["PAID_LOG"], "a") as log:
+            log.write(json.dumps({"key": payout.key, "items": list(payout.items)}) + "\n")
+        os.kill(os.getpid(), signal.SIGKILL)
+        raise AssertionError("unreachable")
+
+
+class Recording(WalletPayout):
+    leaves_platform = True
+
+    def __init__(self) -> None:
+        self.sent: list[Payout] = []
+
+    def pay(self, payout: Payout, *, now) -> str:
+        self.sent.append(payout)
+        return f"ext:{payout.key}"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_paid_then_sigkilled_before_recording_is_resent_with_the_same_key(tmp_path):
+    # given pending rewards and credits for a few players
+    with connection.cursor() as cursor:
+        cursor.execute(SEED, {"now": NOW, "players": 4, "per_player": 3, "credits": 2})
+    paid_log = tmp_path / "paid.jsonl"
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "REFERRAL_PAYOUT_CHANNEL": "tests.referrals.test_settlement_crash.PaidThenKilled",
+        "PAID_LOG": str(paid_log),
+    }
+    # when the external service paid the first settlement and the settler was SIGKILLed
+    settler = subprocess.run(
+        [sys.executable, "-c", SETTLER], cwd=ROOT, env=env, capture_output=True, timeout=120
+    )
+    assert settler.returncode == -signal.SIGKILL, settler.stderr.decode()[-2000:]
+    [paid] = [json.loads(line) for line in paid_log.read_text().splitlines()]
+    # and a new reward arrived for that player before the rerun
+    player_id = Settlement.objects.get(payout_key=paid["key"]).player_id
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO referrals_referralreward (session_id, tier, beneficiary_id, event_at, "
+            "base_amount, rate, amount, status, created_at) "
+            "SELECT id, 2, %s, %s, 1.37, 0.05, 0.07, 'pending', %s FROM games_gamesession "
+            "ORDER BY id LIMIT 1",
+            [player_id, NOW, NOW],
+        )
+    # when the run is redelivered
+    channel = Recording()
+    counts = settlement_run(now=NOW, channel=channel)
+    # then it first re-sent that settlement with the same key and items
+    first = channel.sent[0]
+    assert (first.key, list(first.items)) == (paid["key"], paid["items"])
+    assert counts["resumed_settlements"] == 4  # the whole batch was claimed, one was paid
+    # and no item went out under a second key; everything is settled once
+    keys_by_item: dict[str, set[str]] = {}
+    for payout in channel.sent:
+        for item in payout.items:
+            keys_by_item.setdefault(item, set()).add(payout.key)
+    for item in paid["items"]:
+        keys_by_item.setdefault(item, set()).add(paid["key"])
+    assert all(len(keys) == 1 for keys in keys_by_item.values()), keys_by_item
+    assert not ReferralReward.objects.filter(status="pending").exists()
+    assert SettlementItem.objects.count() == ReferralReward.objects.count() + 2
+    assert Settlement.objects.get(payout_key=paid["key"]).status == "paid"
+    external = LedgerEntry.objects.filter(account=Account.PAYOUT_EXTERNAL)
+    total = sum(r.amount for r in ReferralReward.objects.all()) + 2 * Decimal("9.99")
+    assert sum(e.amount for e in external) == total

@@ -8,7 +8,8 @@ every referrer joined earlier, the forest has no cycle by construction; links st
 
 Each link is dated before the players' first session (they were referred when they signed up), so
 the demo history qualifies. The seeder writes sessions with COPY, without the `session_finished`
-signal, so their tier-1 rewards are backfilled here; the tier jobs then add tiers 2 and 3.
+signal, so their rewards are backfilled here, all three tiers (the events are older than the
+tier jobs' cursor, so the jobs would not add tiers 2 and 3).
 """
 
 from __future__ import annotations

@@ -12,7 +12,9 @@ For example, at 10 %: 0.15 -> 0.015 -> 0.02; 0.25 -> 0.025 -> 0.02; 0.05 -> 0.00
 reward that rounds to 0.00 is not created. SQL uses `referrals_money_round()` (migration 0002),
 which rounds the same way; the tests compare the two.
 
-Tier 1 is written by the `session_finished` receiver inside the session-finishing transaction.
+Tier 1 is written by the `session_finished` receiver inside the session-finishing transaction
+(or, for sessions written without the signal, by `referral_tier1_backfill`, which also writes
+their tiers 2 and 3: they are older than the tier jobs' cursor).
 Tiers 2 and 3 are derived from tier-1 rewards (which exist for exactly the qualifying events, and
 since rates do not grow with the tier, a tier-1 reward that rounded to zero means the higher tiers
 would too). Each run reads tier-1 rewards in bounded batches by (event_at, id) from a cursor,
@@ -97,16 +99,48 @@ ON CONFLICT (session_id, tier) DO NOTHING
 """
 
 
+def _backfill_upper_sql(tier: int) -> str:
+    joins, beneficiary = _UPPER_LINKS[tier]
+    return f"""
+    INSERT INTO referrals_referralreward
+        (session_id, tier, beneficiary_id, event_at, base_amount, rate, amount, status,
+         created_at)
+    SELECT b.session_id, {tier}, {beneficiary}, b.event_at, b.base_amount, %(rate)s,
+           referrals_money_round(b.base_amount * %(rate)s), 'pending', %(now)s
+    FROM referrals_referralreward b
+    JOIN games_gamesession s ON s.id = b.session_id {joins}
+    WHERE b.tier = 1 AND s.player_id = ANY(%(players)s) AND b.event_at <= %(now)s
+      AND referrals_money_round(b.base_amount * %(rate)s) > 0
+    ORDER BY b.session_id
+    ON CONFLICT (session_id, tier) DO NOTHING
+    """  # noqa: S608 -- tier and joins come from the constant table, never from input
+
+
 def referral_tier1_backfill(*, players: list[int], now: dt.datetime) -> int:
-    """Tier-1 rewards for qualifying sessions of `players` that were written without the
-    `session_finished` signal (bulk imports, the demo seeder's COPY); returns how many were
-    created. The same rule as the receiver; existing rewards are left alone."""
-    rate = conf.load().rates[1]
+    """Rewards for qualifying sessions of `players` that were written without the
+    `session_finished` signal (bulk imports, the demo seeder's COPY); returns how many tier-1
+    rewards were created. The same rule as the receiver; existing rewards are left alone.
+
+    It also creates their tier-2 and tier-3 rewards, in the same transaction and by the same rule
+    as the tier jobs: those jobs read tier-1 rewards from their cursor on (minus the look-back),
+    and backfilled events are usually older than that, so the jobs would never see them. Tiers
+    2 and 3 are written for every tier-1 reward of the players' sessions, so running the backfill
+    again also completes events an earlier backfill left without them; ON CONFLICT makes it
+    harmless next to a tier job doing the same."""
+    settings = conf.load()
+    rate = settings.rates[1]
     if rate <= ZERO or not players:
         return 0
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(_TIER1_BACKFILL, {"rate": rate, "now": now, "players": players})
-        return cursor.rowcount
+        created = cursor.rowcount
+        for tier in _UPPER_LINKS:
+            if settings.rates[tier] > ZERO:
+                cursor.execute(
+                    _backfill_upper_sql(tier),
+                    {"rate": settings.rates[tier], "now": now, "players": players},
+                )
+        return created
 
 
 def on_session_finished(sender: Any, *, session: GameSession, **kwargs: Any) -> None:

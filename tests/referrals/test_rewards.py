@@ -6,10 +6,12 @@ from django.db import connection, transaction
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from games.models import GameSession
 from games.services import game_session_finish, game_session_start
 from referrals.models import ReferralReward, TierProgress
 from referrals.services import (
     referral_create,
+    referral_tier1_backfill,
     referral_tier2_create,
     referral_tier3_create,
     reward_amount,
@@ -212,3 +214,38 @@ def test_two_processors_at_once_create_each_reward_once(chain, play, monkeypatch
     assert results[2]["created"] + results[3]["created"] == 60
     assert ReferralReward.objects.filter(tier=2).count() == 60
     assert ReferralReward.objects.filter(tier=3).count() == 60
+
+
+@pytest.mark.django_db
+def test_backfilled_history_gets_all_three_tiers_although_the_jobs_are_past_it(chain, play):
+    # given a chain of four whose tier jobs have already run to NOW
+    top, upper, mid, bottom = chain(4)
+    play(bottom, fee="1.00", when=at(2026, 3, 4, 11))
+    create_upper_tiers(now=NOW)
+    assert TierProgress.objects.get(tier=2).scanned_through == NOW
+    # and an import writes older paid sessions of the bottom player without the signal
+    old = at(2026, 2, 1, 9)  # far behind the cursor minus the look-back
+    imported = GameSession.objects.bulk_create(
+        GameSession(
+            player_id=bottom.pk,
+            game="pong",
+            status="finished",
+            entry_fee="10.00",
+            started_at=old - dt.timedelta(minutes=5),
+            finished_at=old + dt.timedelta(minutes=minute),
+        )
+        for minute in range(3)
+    )
+    # when the backfill runs, then the tier jobs run again
+    assert referral_tier1_backfill(players=[bottom.pk], now=NOW) == 3
+    create_upper_tiers(now=NOW + dt.timedelta(minutes=1))
+    # then every imported event has its three tiers, once
+    for session in imported:
+        assert rewards_of(session) == {
+            1: (mid.pk, Decimal("1.00")),
+            2: (upper.pk, Decimal("0.50")),
+            3: (top.pk, Decimal("0.20")),
+        }
+    # and running the backfill again creates nothing
+    assert referral_tier1_backfill(players=[bottom.pk], now=NOW) == 0
+    assert ReferralReward.objects.count() == 3 * 4

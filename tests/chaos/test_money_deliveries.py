@@ -130,8 +130,6 @@ def test_worker_sigkilled_mid_settlement(cluster, chaos_ledger, chaos_jobs, mome
     owners = [(r.attempt, r.status, r.worker.split("@")[0]) for r in rows if not r.duplicate_of_id]
     assert owners == [(1, Status.LOST, "doomed"), (2, Status.SUCCEEDED, "rescuer")], owners
     assert rows[-1].status == Status.DUPLICATE
-    second = next(r for r in rows if r.status == Status.SUCCEEDED)
-    assert second.result["settled_items"] == items - paid_by_the_dead
     assert pending_items() == 0
     assert settled_items() == items
     chaos_ledger.note(f"{moment}: {paid_by_the_dead}/{items} items paid before the kill")

@@ -13,6 +13,7 @@ from typing import Any
 
 from celery import Task, shared_task
 from celery.signals import task_revoked
+from django.db import close_old_connections
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -58,6 +59,9 @@ class JobTask(Task):
     ) -> dict[str, Any]:
         from scheduler.services.runs import Delivery, job_execute
 
+        # CELERY_DB_REUSE_MAX keeps connections across tasks; drop one that died meanwhile (a
+        # PostgreSQL restart) instead of failing this run on it, as Django does per request.
+        close_old_connections()
         delivery = Delivery(
             job=self.job,
             slot=_parse_slot(slot),

@@ -176,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jobsite.settings")
     os.environ.setdefault("DEBUG", "1")
+    os.environ["JOBSITE_PROFILE"] = args.profile  # retention ages follow the profile
     started: list[EmbeddedPostgres | EmbeddedRedis] = []
     try:
         _require_procfile_ports()

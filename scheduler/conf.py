@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from jobsite.env import env_bool, env_int
+from jobsite.env import ConfigError, env_bool, env_int, env_str
+
+PROFILES = ("production", "test")
 
 
 # Runtime kill switch read by beat: off means every countdown is 0.
@@ -17,3 +19,11 @@ def reconcile_grace_seconds() -> int:
 
 def reconcile_lookback_seconds() -> int:
     return env_int("JOB_RECONCILE_LOOKBACK", 24 * 3600, minimum=60, maximum=30 * 24 * 3600)
+
+
+def profile() -> str:
+    """JOBSITE_PROFILE: the schedule profile this deployment runs (`make run` sets test)."""
+    value = env_str("JOBSITE_PROFILE", "production")
+    if value not in PROFILES:
+        raise ConfigError(f"JOBSITE_PROFILE={value!r} is not one of {', '.join(PROFILES)}")
+    return value

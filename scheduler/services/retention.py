@@ -1,8 +1,9 @@
 """`retention-pruning`: delete old ledger rows and task results in bounded batches.
 
-Ages per status come from the environment (see README); the test profile's are short so that a
-newcomer sees pruning work within a day. Each batch is one short transaction of at most
-RETENTION_BATCH rows chosen with SKIP LOCKED, so pruning never holds locks for long.
+Ages per status come from the environment (see README). Their defaults follow the profile
+(JOBSITE_PROFILE): production keeps succeeded runs 7 days and failed ones 30; the test profile,
+where every job runs every minute, 1 hour and 24 hours. Each batch is one short transaction of
+at most BATCH rows chosen with SKIP LOCKED, so pruning never holds locks for long.
 """
 
 from __future__ import annotations
@@ -13,15 +14,23 @@ from django.db import connection, transaction
 from django_celery_results.models import TaskResult
 
 from jobsite.env import env_int
+from scheduler.conf import profile
 
 BATCH = 5000
 
 
+DEFAULT_AGES = {
+    "production": {"succeeded": 7 * 86400, "failed": 30 * 86400},
+    "test": {"succeeded": 3600, "failed": 86400},
+}
+
+
 def _ages() -> dict[str, int]:
     """Seconds to keep ledger rows, by status group."""
+    defaults = DEFAULT_AGES[profile()]
     return {
-        "succeeded": env_int("RETENTION_SUCCEEDED_SECONDS", 7 * 86400, minimum=60),
-        "failed": env_int("RETENTION_FAILED_SECONDS", 30 * 86400, minimum=60),
+        "succeeded": env_int("RETENTION_SUCCEEDED_SECONDS", defaults["succeeded"], minimum=60),
+        "failed": env_int("RETENTION_FAILED_SECONDS", defaults["failed"], minimum=60),
     }
 
 

@@ -17,12 +17,11 @@ from django_celery_beat.models import CrontabSchedule, PeriodicTask, PeriodicTas
 
 from jobsite.env import ConfigError, env_int
 from scheduler.collisions import Planned
-from scheduler.conf import stagger_enabled
+from scheduler.conf import PROFILES, stagger_enabled
 from scheduler.cron import Cron, CronError
 from scheduler.models import JobSchedule
 from scheduler.registry import Job, all_jobs
 
-PROFILES = ("production", "test")
 TEST_CRON = "* * * * *"
 
 

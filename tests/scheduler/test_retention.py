@@ -57,3 +57,22 @@ def test_a_duplicate_row_goes_with_its_owner():
     _run(timedelta(days=8), Status.DUPLICATE, duplicate_of=owner)
     retention_prune(now=timezone.now())
     assert not JobRun.objects.exists()
+
+
+def test_the_test_profile_keeps_runs_for_an_hour(monkeypatch):
+    monkeypatch.setenv("JOBSITE_PROFILE", "test")
+    gone = _run(timedelta(hours=2), Status.SUCCEEDED)
+    kept_failed = _run(timedelta(hours=2), Status.FAILED)
+
+    retention_prune(now=timezone.now())
+
+    assert list(JobRun.objects.values_list("pk", flat=True)) == [kept_failed.pk]
+    assert gone.pk != kept_failed.pk
+
+
+def test_an_unknown_profile_is_an_error_naming_the_variable(monkeypatch):
+    from jobsite.env import ConfigError
+
+    monkeypatch.setenv("JOBSITE_PROFILE", "staging")
+    with pytest.raises(ConfigError, match="JOBSITE_PROFILE='staging'"):
+        retention_prune(now=timezone.now())

@@ -10,6 +10,7 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from scheduler.collisions import analyse
+from scheduler.conf import profile
 from scheduler.cron import Cron
 from scheduler.models import JobRun
 from scheduler.registry import RegistryError, all_jobs, get_job
@@ -33,8 +34,9 @@ class Command(BaseCommand):
         apply.add_argument(
             "--profile",
             choices=PROFILES,
-            default="production",
-            help="production: the jobs' own crons; test: every job every minute",
+            default=None,
+            help="production: the jobs' own crons; test: every job every minute "
+            "(default: JOBSITE_PROFILE, else production)",
         )
         apply.add_argument(
             "--reset",
@@ -48,8 +50,8 @@ class Command(BaseCommand):
         lst.add_argument(
             "--profile",
             choices=PROFILES,
-            default="production",
-            help="profile whose defaults the database is compared with",
+            default=None,
+            help="profile whose defaults the database is compared with (default: JOBSITE_PROFILE)",
         )
         remove = sub.add_parser("remove", help="delete periodic tasks (run history stays)")
         remove.add_argument("names", nargs="*", help="job names")
@@ -59,6 +61,8 @@ class Command(BaseCommand):
         check.add_argument("--suggest", action="store_true", help="suggest free offsets")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options.get("profile", "") is None:
+            options["profile"] = profile()
         getattr(self, f"_{options['action']}")(options)
 
     def _apply(self, options: dict[str, Any]) -> None:

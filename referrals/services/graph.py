@@ -8,6 +8,11 @@ walk finds nothing new. Any concurrent edge that could close a cycle through thi
 a referrer to a player on it; the only one without a referrer is the top, which is locked, so the
 two transactions serialise and the second one sees the first's edge. NO KEY UPDATE is enough to
 serialise referral writers and does not block inserts of sessions that reference the players.
+
+The link's `created_at` is taken after those locks. A session of the referee that finishes while
+the link is uncommitted is handled by the tier-1 receiver: seeing no link, it locks the player
+FOR SHARE (which waits for this transaction) and looks again, so a session finished at or after
+`created_at` always gets its reward.
 """
 
 from __future__ import annotations
@@ -60,7 +65,6 @@ def referral_create(
     """
     if referrer_id == referee_id:
         raise ReferralError(f"player {referee_id} cannot refer themselves")
-    now = now or timezone.now()
     with transaction.atomic():
         locked: set[int] = set()
         while True:
@@ -90,10 +94,15 @@ def referral_create(
                 f"player {referrer_id} cannot refer player {referee_id}: {referee_id} is already "
                 f"above {referrer_id} in the referral chain ({path}); it would make a cycle"
             )
+        # The moment is taken now that the referee is locked, not when the call began: a
+        # session finishing from here on waits for this commit (the tier-1 receiver locks the
+        # player FOR SHARE when it sees no link) and then sees the link; one that finished
+        # before this moment does not qualify, as it should.
+        created_at = now or timezone.now()
         try:
             with transaction.atomic():
                 return Referral.objects.create(
-                    referrer_id=referrer_id, referee_id=referee_id, created_at=now
+                    referrer_id=referrer_id, referee_id=referee_id, created_at=created_at
                 )
         except IntegrityError as exc:  # pragma: no cover - the locks above make this unreachable
             raise ReferralError(f"referral {referrer_id} -> {referee_id} refused: {exc}") from exc

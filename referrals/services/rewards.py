@@ -58,13 +58,19 @@ def referral_reward_create_tier1(*, session: GameSession) -> ReferralReward | No
         or session.entry_fee <= ZERO
     ):
         return None
-    referrer_id = (
-        Referral.objects.filter(referee_id=session.player_id, created_at__lte=session.finished_at)
-        .values_list("referrer_id", flat=True)
-        .first()
-    )
+    referrer_id = _referrer_at(session)
     if referrer_id is None:
-        return None
+        # A `referral_create` for this player may be between taking its `created_at` and
+        # committing (it holds the player FOR NO KEY UPDATE meanwhile). FOR SHARE waits for it to
+        # end; the fresh statement after it (READ COMMITTED) sees its link. Only sessions of
+        # players without a visible link pay for this lock.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT 1 FROM games_player WHERE id = %s FOR SHARE", [session.player_id]
+            )
+        referrer_id = _referrer_at(session)
+        if referrer_id is None:
+            return None
     rate = conf.load().rates[1]
     amount = reward_amount(session.entry_fee, rate)
     if amount <= ZERO:
@@ -82,6 +88,15 @@ def referral_reward_create_tier1(*, session: GameSession) -> ReferralReward | No
     )
     created = ReferralReward.objects.bulk_create([reward], ignore_conflicts=True)
     return created[0] if created[0].pk is not None else None
+
+
+def _referrer_at(session: GameSession) -> int | None:
+    """The session player's referrer if the link existed when the session finished."""
+    return (
+        Referral.objects.filter(referee_id=session.player_id, created_at__lte=session.finished_at)
+        .values_list("referrer_id", flat=True)
+        .first()
+    )
 
 
 _TIER1_BACKFILL = """

@@ -1,7 +1,11 @@
-import pytest
-from django.db import IntegrityError, transaction
+import threading
 
-from referrals.models import Referral
+import pytest
+from django.db import IntegrityError, connection, connections, transaction
+from django.utils import timezone
+
+from games.services import game_session_finish, game_session_start
+from referrals.models import Referral, ReferralReward
 from referrals.services import ReferralError, referral_chain_ids, referral_create
 from tests.referrals.conftest import LINKED_AT, run_concurrently
 
@@ -86,3 +90,54 @@ def test_two_opposite_referrals_at_once_never_make_a_cycle(make_player):
         for player in (x, mid, y):
             up = referral_chain_ids(player_id=player.pk)
             assert len(up) == len(set(up)) <= 3, up
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_session_finishing_while_its_referral_commits_still_earns_the_reward(make_player):
+    """The link counts from its created_at: a session finished after that moment qualifies even
+    when it finishes while the referral's transaction is still open."""
+    referrer, referee = make_player(), make_player()
+    session = game_session_start(
+        player_id=referee.pk, game="snake", entry_fee="10.00", now=timezone.now()
+    )
+    paused, go = threading.Event(), threading.Event()
+
+    def pause_before_the_insert(execute, sql, params, many, context):
+        if sql.startswith('INSERT INTO "referrals_referral"'):
+            paused.set()
+            go.wait(timeout=30)
+        return execute(sql, params, many, context)
+
+    def refer() -> None:
+        try:
+            with connection.execute_wrapper(pause_before_the_insert):
+                referral_create(referrer_id=referrer.pk, referee_id=referee.pk)
+        finally:
+            connections.close_all()
+
+    def finish() -> None:
+        try:
+            game_session_finish(session_id=session.pk, score=1)
+        finally:
+            connections.close_all()
+
+    # given a referral whose transaction is open, just before its INSERT
+    referring = threading.Thread(target=refer, daemon=True)
+    referring.start()
+    assert paused.wait(timeout=30)
+    # when the referee finishes a paid session meanwhile (then the referral commits)
+    finishing = threading.Thread(target=finish, daemon=True)
+    finishing.start()
+    finishing.join(timeout=1.0)  # it may wait for the referral's transaction
+    go.set()
+    referring.join(timeout=30)
+    finishing.join(timeout=30)
+    assert not referring.is_alive()
+    assert not finishing.is_alive()
+    # then the link existed before the session finished, and the reward exists
+    link = Referral.objects.get(referee=referee)
+    session.refresh_from_db()
+    assert link.created_at <= session.finished_at
+    assert list(
+        ReferralReward.objects.filter(session=session).values_list("tier", "beneficiary_id")
+    ) == [(1, referrer.pk)]

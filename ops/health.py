@@ -20,7 +20,7 @@ from django.db.models import Max
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from scheduler.models import JobRun
+from scheduler.models import JobRun, JobSchedule
 from scheduler.services.schedules import enabled_plans
 
 LOOKBACK = timedelta(days=1)
@@ -48,8 +48,17 @@ class BeatLiveness:
 def beat_liveness(*, now: datetime | None = None) -> BeatLiveness:
     now = now or timezone.now()
     settled = now - timedelta(seconds=settings.HEALTH_BEAT_GRACE)
+    # A boundary before a schedule was created or (re)enabled is not one beat could have fired:
+    # right after a deploy, nothing is expected yet.
+    since = dict(JobSchedule.objects.values_list("periodic_task__name", "tracked_since"))
     expected = max(
-        (b for plan in enabled_plans() if (b := plan.cron.latest_fire_time(settled)) is not None),
+        (
+            boundary
+            for plan in enabled_plans()
+            if (boundary := plan.cron.latest_fire_time(settled)) is not None
+            and plan.name in since
+            and boundary >= since[plan.name]
+        ),
         default=None,
     )
     sent = PeriodicTask.objects.filter(enabled=True).aggregate(at=Max("last_run_at"))["at"]

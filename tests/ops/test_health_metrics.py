@@ -78,3 +78,13 @@ def test_metrics_report_runs_durations_lateness_success_and_queues(api, runs):
     assert 'jobsite_celery_queue_length{queue="long"}' in text
     assert "jobsite_broker_up 1.0" in text
     assert 'jobsite_job_enabled{job="cleanup"} 1.0' in text
+
+
+def test_beat_is_not_stale_right_after_the_schedules_were_applied():
+    from django.utils import timezone
+
+    from scheduler.services.schedules import schedules_apply
+
+    schedules_apply(profile="test")  # every minute; the last boundary past the grace predates it
+    liveness = beat_liveness(now=timezone.now())
+    assert liveness.healthy, liveness.describe()

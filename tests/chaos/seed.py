@@ -65,18 +65,21 @@ def seed_money(*, tag: str, players: int, per_player: int, credits: int, first_d
 
 
 def pending_items() -> int:
-    """Rewards not settled plus prize credits without a settlement item."""
+    """Rewards not settled plus prize credits not in a paid settlement. Items of a `sending`
+    settlement (claimed, payout outcome not recorded yet) are still pending."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT (SELECT count(*) FROM referrals_referralreward WHERE status = 'pending') + "
             "(SELECT count(*) FROM games_prizecredit c WHERE NOT EXISTS ("
-            "SELECT 1 FROM referrals_settlementitem i WHERE i.prize_credit_id = c.id))"
+            "SELECT 1 FROM referrals_settlementitem i JOIN referrals_settlement s "
+            "ON s.id = i.settlement_id WHERE i.prize_credit_id = c.id AND s.status = 'paid'))"
         )
         return cursor.fetchone()[0]
 
 
 def settled_items() -> int:
-    return SettlementItem.objects.count()
+    """Items of paid settlements (a `sending` one has claimed its items but not paid them)."""
+    return SettlementItem.objects.filter(settlement__status="paid").count()
 
 
 def settled_rewards() -> int:

@@ -21,13 +21,21 @@ def schedule_collisions(app_configs: Any = None, databases: Any = None, **_: Any
     if not databases:
         return []
     from scheduler.collisions import analyse
-    from scheduler.services.schedules import enabled_plans
+    from scheduler.services.schedules import broken_schedules, enabled_plans
 
     try:
         report = analyse(enabled_plans())
+        broken = broken_schedules()
     except DatabaseError:
         return []
     return [
+        Warning(
+            f"schedule {name!r} cannot be sent by beat: {'; '.join(problems)}",
+            hint="fix or disable it in the admin; beat leaves it out until then",
+            id="scheduler.W003",
+        )
+        for name, problems in broken.items()
+    ] + [
         Warning(
             f"{len(c.jobs)} jobs start in the same second ({', '.join(c.jobs)}) at offset "
             f"{c.offset}, {c.seconds} times a week, first {c.first:%a %H:%M:%S} UTC",

@@ -200,3 +200,16 @@ def check_stagger_environment() -> list[str]:
         except ConfigError as exc:
             errors.append(str(exc))
     return errors
+
+
+def broken_schedules() -> dict[str, list[str]]:
+    """Every enabled periodic task beat cannot send, with what is wrong with it."""
+    from jobsite.celery import app
+
+    registered = set(app.tasks.keys())
+    found = {}
+    for task in PeriodicTask.objects.filter(enabled=True).select_related("crontab"):
+        problems = schedule_problems(task, registered)
+        if problems:
+            found[task.name] = problems
+    return found

@@ -110,3 +110,18 @@ def test_schedules_commands_list_check_and_remove():
     assert not PeriodicTask.objects.filter(name="retention-pruning").exists()
     with pytest.raises(CommandError, match="unknown job 'nope'"):
         call_command("schedules", "remove", "nope")
+
+
+def test_a_row_beat_cannot_send_is_reported_by_check_and_the_system_check():
+    from django.core.checks import run_checks
+
+    schedules_apply(profile="test")
+    PeriodicTask.objects.filter(name="retention-pruning").update(kwargs="{bad json")
+    out = io.StringIO()
+    call_command("schedules", "check", stdout=out)
+    assert "not sendable: retention-pruning: kwargs is not valid JSON" in out.getvalue()
+    warnings = [m.msg for m in run_checks(databases=["default"]) if m.id == "scheduler.W003"]
+    assert warnings == [
+        "schedule 'retention-pruning' cannot be sent by beat: kwargs is not valid "
+        "JSON (Expecting property name enclosed in double quotes at 1)"
+    ]

@@ -16,6 +16,7 @@ from scheduler.models import JobRun
 from scheduler.registry import RegistryError, all_jobs, get_job
 from scheduler.services.schedules import (
     PROFILES,
+    broken_schedules,
     default_offset,
     effective_offset,
     enabled_plans,
@@ -135,6 +136,8 @@ class Command(BaseCommand):
                     f"up to {collision.peak} at once)"
                 )
             )
+        for name, problems in broken_schedules().items():
+            self.stdout.write(self.style.ERROR(f"not sendable: {name}: {'; '.join(problems)}"))
         for name, offset in sorted(report.suggestions.items()):
             self.stdout.write(f"suggest: {name} -> offset {offset}")
         if report.ok:

@@ -28,19 +28,7 @@ from games.models import (
     PrizePool,
 )
 from games.services import SessionStateError, game_session_void
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Viewable, never added, changed or deleted here: services own these rows."""
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+from jobsite.admin import ReadOnlyAdmin
 
 
 @admin.register(Player)

@@ -14,6 +14,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
+from jobsite.admin import ReadOnlyAdmin
 from referrals.models import (
     LedgerEntry,
     LedgerTransaction,
@@ -34,19 +35,6 @@ from referrals.services import (
     referral_chain_ids,
     referral_create,
 )
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """History: viewable, never added, changed or deleted from the admin."""
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class ReadOnlyInline(admin.TabularInline):

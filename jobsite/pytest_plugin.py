@@ -51,7 +51,17 @@ def pytest_load_initial_conftests(
             redis = EmbeddedRedis(scratch / "redis" / "data", free_port(), persistent=False)
             _started.append(redis.start())
             os.environ["REDIS_URL"] = redis.url
+    if os.environ.get("JOBSITE_TEST_FLUSH_REDIS") == "1":
+        _flush_configured_redis(os.environ["REDIS_URL"])
     return (yield)
+
+
+def _flush_configured_redis(url: str) -> None:
+    """Opt-in (CI): empty the configured Redis database, so that messages left by an interrupted
+    run cannot reach this run's workers. Never done by default: REDIS_URL may be shared."""
+    import redis
+
+    redis.Redis.from_url(url).flushdb()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -4,6 +4,7 @@ import os
 
 from celery import Celery
 
+from jobsite import redaction  # noqa: F401  (connects the publish signal)
 from jobsite.env import install_config_error_hook
 
 install_config_error_hook()

@@ -7,6 +7,7 @@ import logging
 
 import pytest
 import redis
+from celery import shared_task
 from django.conf import settings
 from django_celery_results.models import TaskResult
 
@@ -48,3 +49,24 @@ def test_the_worker_refuses_a_pickle_message(celery_worker_thread, caplog):
         assert [m for m in waiting if refused.id.encode() in m] == []
     finally:
         client.close()
+
+
+@shared_task(name="tests.integration.echo_keys")
+def echo_keys(*args: object, **kwargs: object) -> list[str]:
+    return sorted(kwargs)
+
+
+def test_secret_looking_arguments_are_not_stored_in_clear_in_results(celery_worker_thread):
+    result = echo_keys.apply_async(
+        args=[{"password": "hunter2-in-args"}],
+        kwargs={"job": "settlement", "api_token": "tok-4242", "nested": {"Secret": "s-7"}},
+    )
+
+    # The task got the real values; the stored result and the event headers did not.
+    assert result.get(timeout=30) == ["api_token", "job", "nested"]
+    stored = TaskResult.objects.get(task_id=result.id)
+    stored_text = f"{stored.task_args} {stored.task_kwargs}"
+    for secret in ("hunter2-in-args", "tok-4242", "s-7"):
+        assert secret not in stored_text
+    assert "settlement" in stored.task_kwargs  # what is not secret stays readable
+    assert "api_token" in stored.task_kwargs

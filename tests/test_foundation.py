@@ -107,6 +107,10 @@ def test_compose_gives_flower_its_credentials_through_the_environment_only():
     assert flower["environment"]["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
     # The shared Django environment reaches Flower too (it needs the broker and settings).
     assert flower["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+    # Flower's password does not reach the other containers through .env.
+    services = _compose()["services"]
+    for name in ("migrate", "web", "worker", "worker-long", "beat"):
+        assert services[name]["environment"]["FLOWER_BASIC_AUTH"] == "", name
 
 
 def test_compose_requires_the_secrets_and_starts_processes_in_order():

@@ -14,9 +14,10 @@ RUN pip install --no-cache-dir "uv==0.9.5"
 
 WORKDIR /app
 
-# Dependencies first (exactly uv.lock, no dev tools), so code changes reuse this layer.
+# Dependencies first (exactly uv.lock; no dev tools, no embedded servers: compose runs real
+# ones), so code changes reuse this layer.
 COPY pyproject.toml uv.lock ./
-RUN uv sync --frozen --no-dev --no-install-project
+RUN uv sync --frozen --no-default-groups --no-install-project
 
 COPY . .
 

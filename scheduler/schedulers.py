@@ -4,7 +4,8 @@
   at the job's starting deadline, and the job name and slot in headers and kwargs.
 - Rows that beat could not send (malformed JSON, a cron that never fires, an unknown task) are
   left out of the heap and logged, instead of blocking every other entry until the next resync.
-- At start it logs the offset distribution and any collisions; every 30 s it runs the reconciler.
+- At start it logs the offset distribution and any collisions; every 30 s it runs the reconciler,
+  then sends `ledger_reconciled` (ops evaluates alerts on it).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from scheduler.collisions import analyse
 from scheduler.cron import Cron
 from scheduler.registry import job_for_task
 from scheduler.services.schedules import effective_offset, enabled_plans, schedule_problems
+from scheduler.signals import ledger_reconciled
 
 logger = logging.getLogger(__name__)
 RECONCILE_EVERY = 30.0
@@ -133,6 +135,7 @@ def log_stagger() -> None:
 def reconcile_safely() -> None:
     from scheduler.services.reconcile import ledger_reconcile
 
+    summary = None
     try:
         close_old_connections()
         summary = ledger_reconcile()
@@ -140,3 +143,7 @@ def reconcile_safely() -> None:
             logger.info("reconciler: %s", summary)
     except Exception:
         logger.exception("reconciler failed; it runs again in %s s", RECONCILE_EVERY)
+    # Other apps' receivers (ops' alerts) are logged, never raised into beat's loop.
+    for receiver, error in ledger_reconciled.send_robust(sender=JobScheduler, summary=summary):
+        if isinstance(error, Exception):
+            logger.error("%r after the reconciler failed", receiver, exc_info=error)

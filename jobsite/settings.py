@@ -237,6 +237,24 @@ HEALTH_BEAT_GRACE = env_int("HEALTH_BEAT_GRACE", 240, minimum=30, maximum=3600)
 HEALTH_BEAT_REQUIRED = env_bool("HEALTH_BEAT_REQUIRED", True)
 
 # ---------------------------------------------------------------------------------------------
+# E-mail: Django's backend, used by alerts (ops.alerts; recipients in JOBSITE_ALERT_EMAILS, read
+# by ops.conf with the other alert settings). https://docs.djangoproject.com/en/5.2/topics/email/
+# ---------------------------------------------------------------------------------------------
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1, maximum=65535)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ConfigError("EMAIL_USE_TLS and EMAIL_USE_SSL are both on; choose one (STARTTLS or TLS)")
+# Django waits forever on a silent SMTP server by default.
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1, maximum=300)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "jobsite@localhost")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+
+# ---------------------------------------------------------------------------------------------
 # Logging: one format for web, worker and beat.
 # ---------------------------------------------------------------------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()

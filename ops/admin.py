@@ -1,5 +1,5 @@
 """Admin for the scheduler: schedules (django-celery-beat's admin, extended), the run ledger, the
-audit trail and job leases.
+audit trail, job leases and alert incidents (open ones are shown above a job's runs).
 
 The admin is an interface: every write goes through `ops.services` (which audits it and tells
 beat) or through the scheduler's run path. django-celery-beat's own "Run selected tasks" action
@@ -10,6 +10,7 @@ the ledger.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from django import forms
@@ -27,7 +28,8 @@ from django_celery_beat.admin import PeriodicTaskAdmin, PeriodicTaskForm
 from django_celery_beat.models import PeriodicTask, PeriodicTasks
 from django_celery_results.models import TaskResult
 
-from ops.models import AuditEvent
+from ops.alerts import open_incidents
+from ops.models import AlertDelivery, AuditEvent, Incident
 from ops.services import (
     OFFSET_ERROR,
     RETRYABLE,
@@ -399,6 +401,22 @@ class OpsPeriodicTaskAdmin(PeriodicTaskAdmin):
             format_html('{}: run <a href="{}">#{}</a> {}.', task.name, url, run.pk, run.status),
         )
 
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        task = PeriodicTask.objects.filter(pk=object_id).only("name").first()
+        if task is not None:
+            extra_context = {
+                **(extra_context or {}),
+                "open_incidents": open_incidents(jobs=[task.name]),
+                "incidents_scope": task.name,
+            }
+        return super().change_view(request, object_id, form_url, extra_context)
+
     def get_urls(self) -> list[Any]:
         return [
             path(
@@ -555,11 +573,121 @@ class JobRunAdmin(ReadOnlyAdmin):
         context["retryable"] = {s.value for s in RETRYABLE}
         return super().render_change_form(request, context, *args, **kw)
 
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        # The ledger's job view: a job's open incidents above its runs (every job's when
+        # unfiltered), so operators see what was alerted where they look at runs.
+        job = request.GET.get("job", "")
+        extra_context = {
+            **(extra_context or {}),
+            "open_incidents": open_incidents(jobs=[job] if job else None),
+            "incidents_scope": job,
+        }
+        return super().changelist_view(request, extra_context)
+
 
 @admin.register(JobLease)
 class JobLeaseAdmin(ReadOnlyAdmin):
     list_display = ("job", "token", "holder", "expires_at")
     search_fields = ("job",)
+
+
+# ---------------------------------------------------------------------------------------------
+# Alerts: incidents and their notifications, written by beat (ops.alerts), read-only here
+# ---------------------------------------------------------------------------------------------
+
+
+class IncidentStateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("open", "open"), ("resolved", "resolved")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Incident]) -> QuerySet[Incident]:
+        if self.value() in ("open", "resolved"):
+            return queryset.filter(resolved_at__isnull=self.value() == "open")
+        return queryset
+
+
+class AlertDeliveryInline(admin.TabularInline):
+    model = AlertDelivery
+    fields = ("event", "channel", "target", "status", "attempts", "last_attempt_at", "error")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Incident)
+class IncidentAdmin(ReadOnlyAdmin):
+    list_display = (
+        "opened_at",
+        "job",
+        "kind",
+        "state",
+        "summary",
+        "occurrences",
+        "resolved_at",
+        "runs",
+    )
+    list_filter = (JobNameFilter, "kind", IncidentStateFilter, ("opened_at", DateFieldListFilter))
+    search_fields = ("job", "summary", "detail", "resolution")
+    date_hierarchy = "opened_at"
+    inlines = [AlertDeliveryInline]
+    fields = (
+        "job",
+        "kind",
+        "summary",
+        "detail",
+        "opened_at",
+        "occurrences",
+        "first_run",
+        "last_run",
+        "resolved_at",
+        "resolution",
+        "runs",
+    )
+    readonly_fields = ("first_run", "last_run", "runs")
+
+    @admin.display(description="state")
+    def state(self, obj: Incident) -> str:
+        colour = "#c62828" if obj.is_open else "#2e7d32"
+        label = "open" if obj.is_open else "resolved"
+        return format_html('<span style="color:{};font-weight:bold">{}</span>', colour, label)
+
+    @admin.display(description="runs")
+    def runs(self, obj: Incident) -> str:
+        url = reverse("admin:scheduler_jobrun_changelist") + f"?job={obj.job}"
+        return format_html('<a href="{}">{} runs</a>', url, obj.job)
+
+    @admin.display(description="first run")
+    def first_run(self, obj: Incident) -> str:
+        return _run_link(obj.first_run_id, obj.first_slot)
+
+    @admin.display(description="last run")
+    def last_run(self, obj: Incident) -> str:
+        return _run_link(obj.last_run_id, obj.last_slot)
+
+
+def _run_link(run_id: int, slot: datetime) -> str:
+    # The ledger row may have been pruned by retention; the slot is kept on the incident.
+    when = f"{slot:%Y-%m-%d %H:%M:%S} UTC"
+    if not JobRun.objects.filter(pk=run_id).exists():
+        return f"#{run_id} (pruned), slot {when}"
+    url = reverse("admin:scheduler_jobrun_change", args=[run_id])
+    return format_html('<a href="{}">#{}</a>, slot {}', url, run_id, when)
+
+
+@admin.register(AlertDelivery)
+class AlertDeliveryAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "incident", "event", "channel", "target", "status", "attempts")
+    list_filter = ("status", "channel", "event")
+    search_fields = ("incident__job", "target", "error")
+    list_select_related = ("incident",)
 
 
 # ---------------------------------------------------------------------------------------------

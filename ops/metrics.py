@@ -19,6 +19,7 @@ from prometheus_client.core import CollectorRegistry, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ops.health import beat_liveness
+from ops.models import Incident
 from ops.selectors import job_stats, last_successes
 from scheduler.models import JobRun
 from scheduler.registry import QUEUES, all_jobs
@@ -111,6 +112,15 @@ class JobsCollector(Collector):
         for job in jobs:
             enabled.add_metric([job], 1 if job in on else 0)
         yield enabled
+
+        incidents = GaugeMetricFamily(
+            "jobsite_job_open_incidents",
+            "Open alert incidents (ops.alerts) by job and kind: failures, missed, late.",
+            labels=["job", "kind"],
+        )
+        for job, kind in Incident.objects.filter(resolved_at=None).values_list("job", "kind"):
+            incidents.add_metric([job, kind], 1)
+        yield incidents
 
         beat = beat_liveness(now=now)
         beat_up = GaugeMetricFamily("jobsite_beat_up", "0 when beat left no trace of a due slot.")

@@ -53,3 +53,114 @@ class AuditEvent(models.Model):
     def __str__(self) -> str:
         when = f"{self.created_at:%Y-%m-%d %H:%M:%S}" if self.created_at else "-"
         return f"{when} {self.username or '-'} {self.action} {self.object_repr}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Alerts (ops.alerts): incidents of a job and the notifications they caused
+# ---------------------------------------------------------------------------------------------
+
+
+class IncidentKind(models.TextChoices):
+    FAILURES = "failures", "failed several times in a row"
+    MISSED = "missed", "missed a run"
+    LATE = "late", "started late"
+
+
+class Incident(models.Model):
+    """One problem of one job, from the run that showed it until a later run succeeded.
+
+    At most one open incident per (job, kind) — a partial unique constraint — so two beats
+    evaluating at once open it, and notify, once. Ledger rows are referred to by id and copied
+    slot (not by foreign key): retention pruning deletes old runs with plain SQL.
+    """
+
+    Kind = IncidentKind
+
+    job = models.CharField(max_length=100, help_text="Registered job name.")
+    kind = models.CharField(max_length=20, choices=IncidentKind.choices)
+    opened_at = models.DateTimeField(help_text="When the alert evaluation saw the condition.")
+    resolved_at = models.DateTimeField(
+        null=True, blank=True, help_text="Empty while open: no run has succeeded since."
+    )
+    first_run_id = models.BigIntegerField(help_text="Ledger row that opened the incident.")
+    first_slot = models.DateTimeField()
+    last_run_id = models.BigIntegerField(
+        help_text="Newest ledger row showing the condition; rows up to it belong to this incident."
+    )
+    last_slot = models.DateTimeField()
+    occurrences = models.PositiveIntegerField(
+        default=1, help_text="Ledger rows showing the condition while it was open."
+    )
+    summary = models.CharField(max_length=255, help_text="What the notification said.")
+    detail = models.TextField(blank=True, help_text="The last error, or the lateness.")
+    resolved_by_run_id = models.BigIntegerField(
+        null=True, blank=True, help_text="The succeeded run that resolved it."
+    )
+    resolution = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["job", "kind"],
+                condition=models.Q(resolved_at__isnull=True),
+                name="incident_one_open_per_job_kind",
+                violation_error_message="This job already has an open incident of this kind.",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(kind__in=IncidentKind.values), name="incident_kind_valid"
+            ),
+        ]
+        indexes = [models.Index(fields=["job", "kind", "-last_run_id"], name="incident_cursor")]
+        ordering = ["-opened_at", "-id"]
+
+    def __str__(self) -> str:
+        state = "open" if self.resolved_at is None else "resolved"
+        return f"{self.job} {self.kind} ({state}) since {self.opened_at:%Y-%m-%d %H:%M:%S}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.resolved_at is None
+
+
+class AlertDelivery(models.Model):
+    """One notification of an incident (opened or resolved) through one channel."""
+
+    class Event(models.TextChoices):
+        OPENED = "opened", "opened"
+        RESOLVED = "resolved", "resolved"
+
+    class Channel(models.TextChoices):
+        EMAIL = "email", "e-mail"
+        WEBHOOK = "webhook", "webhook"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "pending"
+        SENDING = "sending", "sending"
+        SENT = "sent", "sent"
+        FAILED = "failed", "failed"
+
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.CharField(max_length=10, choices=Event.choices)
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    target = models.CharField(
+        max_length=500, help_text="Recipients, or the webhook's scheme and host (never its path)."
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True, help_text="Why the last attempt failed.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["incident", "event", "channel"], name="alertdelivery_once_per_channel"
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "last_attempt_at"], name="alertdelivery_due")]
+        ordering = ["created_at", "id"]
+        verbose_name_plural = "alert deliveries"
+
+    def __str__(self) -> str:
+        return f"{self.incident.job} {self.event} via {self.channel}: {self.status}"

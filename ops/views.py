@@ -14,6 +14,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from ops import charts
+from ops.alerts import open_incidents
 from ops.selectors import concurrency_series, forecast, jobs_overview, starts_per_second
 
 WINDOWS = {
@@ -47,6 +48,7 @@ def dashboard(request: HttpRequest) -> TemplateResponse:
         "since": since,
         "now": now,
         "jobs": jobs,
+        "open_incidents": open_incidents(),
         "starts_chart": charts.bar_chart(
             per_second,
             [f":{s:02d}" for s in range(60)],

@@ -7,7 +7,7 @@ from django.contrib import admin
 from django.urls import reverse
 from django_celery_beat.models import PeriodicTask, PeriodicTasks
 
-from ops.models import AuditEvent
+from ops.models import AlertDelivery, AuditEvent, Incident
 from scheduler.models import JobRun, JobSchedule
 
 pytestmark = pytest.mark.django_db
@@ -27,6 +27,20 @@ def everything(runs, admin_user):
         action="job.run",
         object_type="job",
         object_repr="cleanup",
+    )
+    failed = next(run for run in runs if run.status == "failed")
+    incident = Incident.objects.create(
+        job=failed.job,
+        kind="failures",
+        opened_at=failed.finished_at,
+        first_run_id=failed.pk,
+        first_slot=failed.slot,
+        last_run_id=failed.pk,
+        last_slot=failed.slot,
+        summary=f"{failed.job} failed 3 times in a row",
+    )
+    AlertDelivery.objects.create(
+        incident=incident, event="opened", channel="webhook", target="https://chat.example.com"
     )
     return runs
 

@@ -1,0 +1,461 @@
+"""Alerts without Prometheus: incidents of a job, notified once through e-mail and a webhook.
+
+Evaluated by beat right after each reconciler pass (every 30 s, through the scheduler's
+`ledger_reconciled` signal), so alerts fire when every worker is dead or the broker is down —
+exactly when slots go missed — and need no process of their own. `alerts_evaluate` may also be
+called from a shell; it only reads the ledger and writes incidents.
+
+Conditions, per job, over ledger rows of the last day (`LOOKBACK`):
+- `failures`: the last N runs of the job to finish (succeeded, failed or lost; retrying attempts
+  are not an outcome) all failed — N is JOBSITE_ALERT_FAILURES;
+- `missed`: a `missed` or `expired` row (no run started for the slot);
+- `late`: a beat-sent first attempt started more than JOBSITE_ALERT_LATENESS_SECONDS after its
+  slot (retries and catch-up runs are late by design and do not count).
+
+An incident opens on the row that shows the condition and notifies every configured channel
+once. While it is open, further rows showing it are counted into it (`occurrences`) without a
+new notification. It resolves when a run of the job succeeds after it opened (for `late`: a
+beat-sent run on time), with a "resolved" notice. A later problem opens a new incident: rows up
+to an incident's `last_run_id` belong to it, never to the next one. One open incident per
+(job, kind) is a database constraint, so two beats evaluating at once notify once.
+
+Delivery happens on a background thread, not inline: the evaluation itself is a few indexed
+queries, but an SMTP server or chat webhook that hangs (likely during the very outage being
+reported) would otherwise hold beat, and beat's sends at the next minute boundary, for
+timeout x channels x incidents. Notifications are rows (`AlertDelivery`, `pending` first), so
+nothing is lost when the thread is still busy or beat stops: the next pass sends what is
+pending, retries a failed delivery up to `MAX_ATTEMPTS` times, `RETRY_AFTER` apart, and sends
+again a delivery left `sending` by a process that died mid-send. Each claim is a conditional
+UPDATE, so two beats never send the same notification twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.core.mail import get_connection, send_mail
+from django.db import IntegrityError, connections, transaction
+from django.db.models import F, Max, Q, QuerySet
+from django.urls import reverse
+from django.utils import timezone
+
+from ops import conf
+from ops.models import AlertDelivery, Incident
+from scheduler.models import JobRun
+
+logger = logging.getLogger(__name__)
+
+LOOKBACK = timedelta(days=1)  # ledger rows older than this never open an incident
+MAX_ATTEMPTS = 3
+RETRY_AFTER = timedelta(seconds=60)
+STUCK_AFTER = timedelta(minutes=10)  # a `sending` row this old was interrupted mid-send
+DELIVERIES_PER_PASS = 50
+
+Kind = Incident.Kind
+Status = JobRun.Status
+FAILED = (Status.FAILED, Status.LOST)
+OUTCOMES = (Status.SUCCEEDED, Status.FAILED, Status.LOST)
+MISSED = (Status.MISSED, Status.EXPIRED)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Ledger rows (oldest first) showing one condition of one job, newer than its cursor."""
+
+    rows: list[JobRun]
+    summary: str
+    detail: str
+    complete: bool = True  # enough rows to open an incident (not only to extend one)
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------
+
+
+def alerts_evaluate(*, now: datetime | None = None) -> dict[str, int]:
+    """Open, extend and resolve incidents from the ledger; returns counts of what changed.
+
+    Calling it again without new ledger rows changes nothing.
+    """
+    now = now or timezone.now()
+    config = conf.load()
+    since = now - LOOKBACK
+    counts = {"opened": 0, "updated": 0, "resolved": 0}
+    open_incidents = {(i.job, i.kind): i for i in Incident.objects.filter(resolved_at=None)}
+    cursors = {
+        (row["job"], row["kind"]): row["cursor"]
+        for row in Incident.objects.values("job", "kind").annotate(cursor=Max("last_run_id"))
+    }
+    jobs = set(
+        JobRun.objects.filter(created_at__gte=since).values_list("job", flat=True).distinct()
+    )
+    jobs |= {job for job, _ in open_incidents}
+    for job in sorted(jobs):
+        for kind in Kind.values:
+            incident = open_incidents.get((job, kind))
+            cursor = cursors.get((job, kind), 0)
+            finding = _find(job, kind, after_id=cursor, since=since, config=config)
+            if incident is None:
+                if finding and finding.complete and _incident_open(job, kind, finding, now, config):
+                    counts["opened"] += 1
+                continue
+            if finding is not None and _incident_extend(incident, finding, config):
+                counts["updated"] += 1
+            if _incident_resolve(incident, now, config):
+                counts["resolved"] += 1
+    return counts
+
+
+def _condition_rows(job: str, kind: str, config: conf.AlertSettings) -> QuerySet[JobRun]:
+    """The job's ledger rows that show the condition of `kind` (any age)."""
+    runs = JobRun.objects.filter(job=job, duplicate_of=None)
+    if kind == Kind.FAILURES:
+        return runs.filter(status__in=FAILED)
+    if kind == Kind.MISSED:
+        return runs.filter(status__in=MISSED)
+    return runs.filter(
+        trigger=JobRun.Trigger.BEAT, attempt=1, lateness_ms__gt=config.lateness_seconds * 1000
+    )
+
+
+def _find(
+    job: str, kind: str, *, after_id: int, since: datetime, config: conf.AlertSettings
+) -> Finding | None:
+    """Rows newer than `after_id` showing the condition; for `failures` only while the streak
+    holds (a new incident needs N failures newer than the previous incident)."""
+    if kind == Kind.FAILURES:
+        # The last N runs to finish, whatever their slot (a retried old slot finishes late).
+        streak = list(
+            JobRun.objects.filter(
+                job=job,
+                duplicate_of=None,
+                created_at__gte=since,
+                status__in=OUTCOMES,
+                finished_at__isnull=False,
+            ).order_by("-finished_at", "-id")[: config.failures]
+        )
+        if len(streak) < config.failures or any(r.status not in FAILED for r in streak):
+            return None
+        rows = sorted((r for r in streak if r.pk > after_id), key=lambda r: r.pk)
+        if not rows:
+            return None
+        last = rows[-1]
+        return Finding(
+            rows=rows,
+            complete=len(rows) == config.failures,
+            summary=f"{job} failed {config.failures} times in a row",
+            detail=f"last: run #{last.pk} ({last.status}) for slot {_when(last.slot)}: "
+            f"{_first_line(last.error) or 'no error recorded'}",
+        )
+    rows = list(
+        _condition_rows(job, kind, config)
+        .filter(pk__gt=after_id, created_at__gte=since)
+        .order_by("id")
+    )
+    if not rows:
+        return None
+    first = rows[0]
+    if kind == Kind.MISSED:
+        return Finding(
+            rows=rows,
+            summary=f"{job} missed its run at {_when(first.slot)} ({first.status})",
+            detail=_first_line(first.error),
+        )
+    return Finding(
+        rows=rows,
+        summary=f"{job} started {first.lateness_ms / 1000:.0f} s late "
+        f"(slot {_when(first.slot)}, threshold {config.lateness_seconds} s)",
+        detail=f"run #{first.pk} started at {_when(first.started_at)} on {first.worker or '-'}",
+    )
+
+
+def _incident_open(
+    job: str, kind: str, finding: Finding, now: datetime, config: conf.AlertSettings
+) -> bool:
+    first, last = finding.rows[0], finding.rows[-1]
+    try:
+        with transaction.atomic():
+            incident = Incident.objects.create(
+                job=job,
+                kind=kind,
+                opened_at=now,
+                first_run_id=first.pk,
+                first_slot=first.slot,
+                last_run_id=last.pk,
+                last_slot=last.slot,
+                occurrences=len(finding.rows),
+                summary=finding.summary[:255],
+                detail=finding.detail,
+            )
+            _queue(incident, AlertDelivery.Event.OPENED, config)
+    except IntegrityError:
+        return False  # another evaluation (a second beat) opened it first, and notifies
+    logger.warning("alert: %s", incident.summary)
+    return True
+
+
+def _incident_extend(incident: Incident, finding: Finding, config: conf.AlertSettings) -> bool:
+    """Count newer rows showing the condition into the open incident; no notification."""
+    last = finding.rows[-1]
+    occurrences = (
+        _condition_rows(incident.job, incident.kind, config)
+        .filter(pk__gte=incident.first_run_id, pk__lte=last.pk)
+        .count()
+    )
+    return bool(
+        Incident.objects.filter(pk=incident.pk, last_run_id__lt=last.pk).update(
+            last_run_id=last.pk,
+            last_slot=last.slot,
+            occurrences=max(occurrences, 1),
+            detail=finding.detail if incident.kind == Kind.FAILURES else incident.detail,
+        )
+    )
+
+
+def _incident_resolve(incident: Incident, now: datetime, config: conf.AlertSettings) -> bool:
+    recovered = JobRun.objects.filter(
+        job=incident.job,
+        duplicate_of=None,
+        status=Status.SUCCEEDED,
+        finished_at__gt=incident.opened_at,
+    )
+    if incident.kind == Kind.LATE:
+        recovered = recovered.filter(
+            trigger=JobRun.Trigger.BEAT,
+            attempt=1,
+            lateness_ms__lte=config.lateness_seconds * 1000,
+        )
+    run = recovered.order_by("finished_at", "id").first()
+    if run is None:
+        return False
+    resolution = f"run #{run.pk} (slot {_when(run.slot)}) succeeded at {_when(run.finished_at)}"
+    with transaction.atomic():
+        won = Incident.objects.filter(pk=incident.pk, resolved_at=None).update(
+            resolved_at=now, resolved_by_run_id=run.pk, resolution=resolution
+        )
+        if won:
+            incident.refresh_from_db()
+            _queue(incident, AlertDelivery.Event.RESOLVED, config)
+    if won:
+        logger.info("alert resolved: %s: %s", incident.summary, resolution)
+    return bool(won)
+
+
+def _queue(incident: Incident, event: str, config: conf.AlertSettings) -> None:
+    targets = {
+        AlertDelivery.Channel.EMAIL: ", ".join(config.emails),
+        AlertDelivery.Channel.WEBHOOK: config.webhook_target,
+    }
+    AlertDelivery.objects.bulk_create(
+        AlertDelivery(incident=incident, event=event, channel=channel, target=target[:500])
+        for channel, target in targets.items()
+        if target
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Delivery
+# ---------------------------------------------------------------------------------------------
+
+
+class DeliveryError(Exception):
+    """A channel did not take the notification; the message is recorded on the delivery."""
+
+
+def alerts_deliver(*, now: datetime | None = None) -> dict[str, int]:
+    """Send pending notifications (and retry failed or interrupted ones); returns counts.
+
+    Every delivery is claimed with a conditional UPDATE before it is sent, so two callers at
+    once send it once. Channel errors are recorded on the row, never raised.
+    """
+    now = now or timezone.now()
+    config = conf.load()
+    due = (
+        AlertDelivery.objects.filter(
+            Q(status=AlertDelivery.Status.PENDING)
+            | Q(
+                status=AlertDelivery.Status.FAILED,
+                attempts__lt=MAX_ATTEMPTS,
+                last_attempt_at__lt=now - RETRY_AFTER,
+            )
+            | Q(status=AlertDelivery.Status.SENDING, last_attempt_at__lt=now - STUCK_AFTER)
+        )
+        .select_related("incident")
+        .order_by("id")[:DELIVERIES_PER_PASS]
+    )
+    counts = {"sent": 0, "failed": 0}
+    for delivery in due:
+        claimed = AlertDelivery.objects.filter(
+            pk=delivery.pk, status=delivery.status, attempts=delivery.attempts
+        ).update(
+            status=AlertDelivery.Status.SENDING,
+            attempts=F("attempts") + 1,
+            last_attempt_at=timezone.now(),
+        )
+        if not claimed:
+            continue  # another process took it
+        try:
+            _send(delivery, config)
+        except Exception as exc:
+            error = str(exc) if isinstance(exc, DeliveryError) else f"{type(exc).__name__}: {exc}"
+            AlertDelivery.objects.filter(pk=delivery.pk).update(
+                status=AlertDelivery.Status.FAILED, error=error[:2000]
+            )
+            counts["failed"] += 1
+            logger.warning(
+                "alert %s via %s to %s failed: %s",
+                delivery.event,
+                delivery.channel,
+                delivery.target,
+                error,
+            )
+        else:
+            AlertDelivery.objects.filter(pk=delivery.pk).update(
+                status=AlertDelivery.Status.SENT, sent_at=timezone.now(), error=""
+            )
+            counts["sent"] += 1
+    return counts
+
+
+def alert_text(incident: Incident, event: str) -> str:
+    """What operators read in their mailbox or chat room."""
+    runs = reverse("admin:scheduler_jobrun_changelist") + f"?job={incident.job}"
+    if event == AlertDelivery.Event.RESOLVED:
+        return (
+            f"[jobsite] RESOLVED {incident.summary}\n"
+            f"{incident.resolution}; {incident.occurrences} occurrence(s) since "
+            f"{_when(incident.opened_at)}.\nRuns: {runs}"
+        )
+    lines = [f"[jobsite] ALERT {incident.summary}"]
+    if incident.detail:
+        lines.append(incident.detail)
+    lines.append(f"Runs: {runs}")
+    return "\n".join(lines)
+
+
+def _send(delivery: AlertDelivery, config: conf.AlertSettings) -> None:
+    text = alert_text(delivery.incident, delivery.event)
+    if delivery.channel == AlertDelivery.Channel.EMAIL:
+        recipients = [a.strip() for a in delivery.target.split(",") if a.strip()]
+        # The SMTP backend takes `timeout` (Django's EMAIL_TIMEOUT otherwise, default none).
+        mail = get_connection(timeout=config.timeout_seconds)
+        subject, _, body = text.partition("\n")
+        send_mail(
+            subject,
+            body,
+            django_settings.DEFAULT_FROM_EMAIL,
+            recipients,
+            connection=mail,
+        )
+        return
+    _post_webhook(config, _webhook_body(delivery.incident, delivery.event, text))
+
+
+def _webhook_body(incident: Incident, event: str, text: str) -> dict[str, Any]:
+    # `text` is what Slack, Mattermost and Rocket.Chat incoming webhooks show; the rest is for
+    # receivers that route on fields.
+    return {
+        "text": text,
+        "event": event,
+        "incident": {
+            "id": incident.pk,
+            "job": incident.job,
+            "kind": incident.kind,
+            "opened_at": incident.opened_at.isoformat(),
+            "resolved_at": incident.resolved_at.isoformat() if incident.resolved_at else None,
+            "occurrences": incident.occurrences,
+            "first_slot": incident.first_slot.isoformat(),
+            "last_slot": incident.last_slot.isoformat(),
+        },
+    }
+
+
+def _post_webhook(config: conf.AlertSettings, body: dict[str, Any]) -> None:
+    if not config.webhook_url:
+        raise DeliveryError("JOBSITE_ALERT_WEBHOOK_URL is no longer set")
+    request = urllib.request.Request(  # noqa: S310 -- http(s) only, checked by ops.conf
+        config.webhook_url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "User-Agent": "jobsite-alerts"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=config.timeout_seconds) as response:  # noqa: S310
+            response.read(64 * 1024)
+    except urllib.error.HTTPError as exc:
+        detail = exc.read(300).decode(errors="replace")
+        raise DeliveryError(f"webhook answered HTTP {exc.code}: {detail}") from None
+    except (urllib.error.URLError, OSError) as exc:  # refused, unknown host, timeout, reset
+        reason = getattr(exc, "reason", exc)
+        raise DeliveryError(f"webhook unreachable: {reason!r}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Beat's hook
+# ---------------------------------------------------------------------------------------------
+
+_sender: threading.Thread | None = None
+_sender_lock = threading.Lock()
+
+
+def alerts_after_reconcile(**_: Any) -> None:
+    """Receiver of `scheduler.signals.ledger_reconciled`, in beat: evaluate, then deliver on a
+    thread. Never raises, and never waits for a channel."""
+    try:
+        counts = alerts_evaluate()
+        if any(counts.values()):
+            logger.info("alerts: %s", counts)
+    except Exception:
+        logger.exception("alert evaluation failed; it runs again after the next reconciler pass")
+    alerts_deliver_in_background()
+
+
+def alerts_deliver_in_background() -> threading.Thread | None:
+    """Start the delivery thread unless the previous one is still sending (the next pass then
+    picks up whatever it leaves pending). Returns the started thread, for tests."""
+    global _sender
+    with _sender_lock:
+        if _sender is not None and _sender.is_alive():
+            return None
+        _sender = threading.Thread(target=_deliver_then_close, name="jobsite-alerts", daemon=True)
+        _sender.start()
+        return _sender
+
+
+def _deliver_then_close() -> None:
+    try:
+        alerts_deliver()
+    except Exception:
+        logger.exception("alert delivery failed; pending notifications are tried again later")
+    finally:
+        connections.close_all()  # this thread's own connection, opened by the queries above
+
+
+# ---------------------------------------------------------------------------------------------
+# Reads for the admin, the dashboard and /metrics
+# ---------------------------------------------------------------------------------------------
+
+
+def open_incidents(*, jobs: Iterable[str] | None = None) -> list[Incident]:
+    incidents = Incident.objects.filter(resolved_at=None).prefetch_related("deliveries")
+    if jobs is not None:
+        incidents = incidents.filter(job__in=list(jobs))
+    return list(incidents.order_by("job", "kind"))
+
+
+def _when(moment: datetime | None) -> str:
+    return f"{moment:%Y-%m-%d %H:%M:%S} UTC" if moment else "-"
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0][:300] if text.strip() else ""

@@ -28,7 +28,7 @@ from django_celery_beat.admin import PeriodicTaskAdmin, PeriodicTaskForm
 from django_celery_beat.models import PeriodicTask, PeriodicTasks
 from django_celery_results.models import TaskResult
 
-from ops.alerts import open_incidents
+from ops.alerts import incidents_close, open_incidents
 from ops.models import AlertDelivery, AuditEvent, Incident
 from ops.services import (
     OFFSET_ERROR,
@@ -652,6 +652,13 @@ class IncidentAdmin(ReadOnlyAdmin):
         "runs",
     )
     readonly_fields = ("first_run", "last_run", "runs")
+    actions = ("close_incidents",)
+
+    @admin.action(description="Close selected open incidents by hand (sends a resolved notice)")
+    def close_incidents(self, request: HttpRequest, queryset: QuerySet[Incident]) -> None:
+        ids = list(queryset.values_list("pk", flat=True))
+        count = incidents_close(actor=_actor(request), incident_ids=ids)
+        self.message_user(request, f"{count} incident(s) closed.")
 
     @admin.display(description="state")
     def state(self, obj: Incident) -> str:

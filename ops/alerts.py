@@ -5,7 +5,7 @@ Evaluated by beat right after each reconciler pass (every 30 s, through the sche
 exactly when slots go missed — and need no process of their own. `alerts_evaluate` may also be
 called from a shell; it only reads the ledger and writes incidents.
 
-Conditions, per job, over ledger rows of the last day (`LOOKBACK`):
+Conditions, per job, over ledger rows whose slot is in the last day (`LOOKBACK`):
 - `failures`: the last N runs of the job to finish (succeeded, failed or lost; retrying attempts
   are not an outcome) all failed — N is JOBSITE_ALERT_FAILURES;
 - `missed`: a `missed` or `expired` row (no run started for the slot);
@@ -15,9 +15,10 @@ Conditions, per job, over ledger rows of the last day (`LOOKBACK`):
 An incident opens on the row that shows the condition and notifies every configured channel
 once. While it is open, further rows showing it are counted into it (`occurrences`) without a
 new notification. It resolves when a run of the job succeeds after it opened (for `late`: a
-beat-sent run on time), with a "resolved" notice. A later problem opens a new incident: rows up
-to an incident's `last_run_id` belong to it, never to the next one. One open incident per
-(job, kind) is a database constraint, so two beats evaluating at once notify once.
+beat-sent run on time), or when an operator closes it in the admin, with a "resolved" notice.
+A later problem opens a new incident: rows up to an incident's `last_run_id` belong to it, never
+to the next one. One open incident per (job, kind) is a database constraint, so two beats
+evaluating at once notify once.
 
 Delivery happens on a background thread, not inline: the evaluation itself is a few indexed
 queries, but an SMTP server or chat webhook that hangs (likely during the very outage being
@@ -49,12 +50,13 @@ from django.urls import reverse
 from django.utils import timezone
 
 from ops import conf
-from ops.models import AlertDelivery, Incident
+from ops.models import AlertDelivery, AuditEvent, Incident
+from ops.services import Actor, audit_record
 from scheduler.models import JobRun
 
 logger = logging.getLogger(__name__)
 
-LOOKBACK = timedelta(days=1)  # ledger rows older than this never open an incident
+LOOKBACK = timedelta(days=1)  # ledger rows of older slots never open an incident
 MAX_ATTEMPTS = 3
 RETRY_AFTER = timedelta(seconds=60)
 STUCK_AFTER = timedelta(minutes=10)  # a `sending` row this old was interrupted mid-send
@@ -139,7 +141,7 @@ def _find(
             JobRun.objects.filter(
                 job=job,
                 duplicate_of=None,
-                created_at__gte=since,
+                slot__gte=since,
                 status__in=OUTCOMES,
                 finished_at__isnull=False,
             ).order_by("-finished_at", "-id")[: config.failures]
@@ -158,9 +160,7 @@ def _find(
             f"{_first_line(last.error) or 'no error recorded'}",
         )
     rows = list(
-        _condition_rows(job, kind, config)
-        .filter(pk__gt=after_id, created_at__gte=since)
-        .order_by("id")
+        _condition_rows(job, kind, config).filter(pk__gt=after_id, slot__gte=since).order_by("id")
     )
     if not rows:
         return None
@@ -227,6 +227,7 @@ def _incident_resolve(incident: Incident, now: datetime, config: conf.AlertSetti
         job=incident.job,
         duplicate_of=None,
         status=Status.SUCCEEDED,
+        slot__gte=now - LOOKBACK,  # the (job, slot) index; a recovery is a recent run
         finished_at__gt=incident.opened_at,
     )
     if incident.kind == Kind.LATE:
@@ -261,6 +262,39 @@ def _queue(incident: Incident, event: str, config: conf.AlertSettings) -> None:
         for channel, target in targets.items()
         if target
     )
+
+
+def incidents_close(
+    *, actor: Actor, incident_ids: Iterable[int], now: datetime | None = None
+) -> int:
+    """Resolve open incidents by hand (e.g. of a job that was disabled or removed and will never
+    succeed again), with a "resolved" notice and an audit row each; returns how many closed.
+
+    Rows up to the incident's last one stay counted in it: only newer problems open a new one
+    (for `failures`, N newer failures)."""
+    now = now or timezone.now()
+    config = conf.load()
+    closed = 0
+    for incident in Incident.objects.filter(pk__in=list(incident_ids), resolved_at=None):
+        resolution = f"closed by hand: {actor.describe()}"
+        with transaction.atomic():
+            if not Incident.objects.filter(pk=incident.pk, resolved_at=None).update(
+                resolved_at=now, resolution=resolution[:255]
+            ):
+                continue
+            incident.refresh_from_db()
+            _queue(incident, AlertDelivery.Event.RESOLVED, config)
+            audit_record(
+                actor=actor,
+                action=AuditEvent.Action.INCIDENT_CLOSE,
+                object_type="incident",
+                object_id=incident.pk,
+                object_repr=f"{incident.job} {incident.kind}",
+                before={"open": True, "summary": incident.summary},
+                after={"open": False, "resolution": incident.resolution},
+            )
+        closed += 1
+    return closed
 
 
 # ---------------------------------------------------------------------------------------------

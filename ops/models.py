@@ -1,7 +1,8 @@
-"""The audit trail: who changed which schedule, offset or enabled flag, and who ran what by hand.
+"""Ops' tables: the audit trail (who changed which schedule, offset or enabled flag, and who ran
+what by hand), and alert incidents with their notifications (written by `ops.alerts`).
 
-Rows are written by `ops.services` only (admin and API both go through it), never edited: the
-admin shows them read-only. `username` is copied so that a row still says who acted after the
+Audit rows are written by `ops.services` only (admin and API both go through it), never edited:
+the admin shows them read-only. `username` is copied so that a row still says who acted after the
 user is deleted.
 """
 
@@ -19,6 +20,7 @@ class AuditAction(models.TextChoices):
     SCHEDULE_DISABLE = "schedule.disable", "schedule disabled"
     JOB_RUN = "job.run", "job run by hand"
     RUN_RETRY = "run.retry", "failed run retried"
+    INCIDENT_CLOSE = "incident.close", "alert incident closed by hand"
 
 
 class AuditEvent(models.Model):

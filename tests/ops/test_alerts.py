@@ -22,7 +22,7 @@ from django.utils import timezone
 from jobsite.env import ConfigError
 from ops import alerts, conf
 from ops.alerts import alerts_after_reconcile, alerts_deliver, alerts_evaluate
-from ops.models import AlertDelivery, Incident
+from ops.models import AlertDelivery, AuditEvent, Incident
 from scheduler.models import JobRun
 from tests.ops.conftest import make_run
 
@@ -515,3 +515,73 @@ def test_metrics_count_open_incidents(api, open_incident):
     text = api.get("/metrics", HTTP_ACCEPT="text/plain").content.decode()
     assert f'jobsite_job_open_incidents{{job="{JOB}",kind="failures"}} 1.0' in text
     assert 'jobsite_job_open_incidents{job="cleanup",kind="missed"} 1.0' in text
+
+
+# ---------------------------------------------------------------------------------------------
+# In a real beat process: no worker, no schedule, only the ledger and beat's reconciler pass
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_a_real_beat_alone_alerts_a_missed_run_by_webhook_and_mail(tmp_path, webhook, base):
+    from tests.scheduler.conftest import close_other_connections
+    from tests.scheduler.processes import beat_args, celery_process
+
+    # given the ledger of a platform whose workers are all dead: a slot recorded missed
+    missed(JOB, base)
+    # when beat runs (its first tick runs the reconciler, then the alert evaluation)
+    with celery_process(
+        beat_args(tmp_path),
+        tmp_path / "beat.log",
+        JOBSITE_ALERT_WEBHOOK_URL=webhook.url,
+        JOBSITE_ALERT_EMAILS="ops@example.com",
+        EMAIL_BACKEND="django.core.mail.backends.console.EmailBackend",
+    ):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (
+            webhook.bodies and AlertDelivery.objects.filter(status="sent").count() == 2
+        ):
+            time.sleep(0.5)
+    close_other_connections()
+
+    # then the chat tool and the mailbox were told once, and the ledger's job view has it
+    log = (tmp_path / "beat.log").read_text()
+    assert [b["incident"]["kind"] for b in webhook.bodies] == ["missed"], log[-3000:]
+    assert webhook.paths == ["/services/T0/B0/secret-token"]
+    assert f"Subject: [jobsite] ALERT {JOB} missed its run" in log
+    incident = Incident.objects.get()
+    assert incident.is_open
+    assert set(incident.deliveries.values_list("channel", "status")) == {
+        ("email", "sent"),
+        ("webhook", "sent"),
+    }
+
+
+def test_an_operator_closes_an_incident_by_hand_with_a_notice_and_an_audit_row(
+    admin_client, channels, mailoutbox, base
+):
+    # given an open incident of a job that will not run again
+    for minute in range(3):
+        fail(JOB, base + timedelta(minutes=minute))
+    evaluate_and_deliver(base + timedelta(minutes=3))
+    incident = Incident.objects.get()
+
+    # when an operator closes it in the admin
+    response = admin_client.post(
+        "/admin/ops/incident/",
+        {"action": "close_incidents", "_selected_action": [incident.pk]},
+    )
+    assert response.status_code == 302
+    alerts_deliver()
+
+    # then it is resolved, the channels hear it, the audit trail says who
+    incident.refresh_from_db()
+    assert not incident.is_open
+    assert incident.resolution.startswith("closed by hand: admin by admin")
+    assert mailoutbox[-1].subject.startswith("[jobsite] RESOLVED")
+    assert [b["event"] for b in channels.bodies] == ["opened", "resolved"]
+    assert AuditEvent.objects.get(action="incident.close").object_repr == f"{JOB} failures"
+    # and one more failure does not reopen it: a new incident needs N newer failures
+    fail(JOB, base + timedelta(minutes=4))
+    assert alerts_evaluate(now=base + timedelta(minutes=5))["opened"] == 0

@@ -29,6 +29,8 @@ from scheduler.registry import Job
 
 ROOT = Path(__file__).resolve().parents[2]
 JOB_MODULES = "tests.scheduler.registered_sample_jobs,tests.chaos.registered_jobs"
+# What beat logs once it has read its schedule (scheduler.schedulers.log_stagger): the last line.
+BEAT_LOADED = ("no two jobs start in the same second", "collision at offset")
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str, every: float = 0.1) -> Any:
@@ -101,6 +103,21 @@ class Proc:
             return self.text().count(needle) >= count
 
         wait_for(seen, timeout, f"{needle!r} x{count} in {self.name}'s log")
+
+    def wait_loaded(self, timeout: float = 60) -> None:
+        """Beat only: wait until it has loaded its schedule (its first tick follows at once).
+
+        A beat takes 2-3 s to start on a quiet machine and 8-15 s on a loaded one: a test that
+        picks a minute boundary before this point may find beat starting after it."""
+
+        def loaded() -> bool:
+            assert self.alive, f"{self.name} exited:\n{self.text()[-3000:]}"
+            return any(line in self.text() for line in BEAT_LOADED)
+
+        wait_for(loaded, timeout, f"{self.name} to load its schedule")
+
+    def count(self, needle: str) -> int:
+        return self.text().count(needle)
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, no ack, no restore of held messages."""

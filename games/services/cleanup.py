@@ -60,7 +60,8 @@ def _session_referenced_elsewhere() -> str:
 
 
 # Entry deletes here skip the delete trigger's per-board marks (thousands of finished boards per
-# batch); cleanup marks the current boards once at the end instead.
+# batch) except on boards whose pool is still open (finalisation ranks those only if marked);
+# cleanup marks the current boards once at the end.
 SKIP_BOARD_MARKS = "SET LOCAL games.skip_board_marks = 'on'"
 
 # Keyset start: before any real row.
@@ -230,7 +231,8 @@ def cleanup_run(*, now: dt.datetime) -> dict[str, int]:
     )
     stats["entries_deleted"] = voided + orphaned
     if stats["entries_deleted"]:
-        # The deletes above skipped the per-board marks (migration 0005): mark the current boards
-        # once, so the next ranking run closes any gap (it rewrites only ranks that change).
+        # The deletes above marked only boards with an open pool (migrations 0005, 0006): mark
+        # the current boards once (the all-time ones have no pool), so the next ranking run
+        # closes any gap (it rewrites only ranks that change).
         boards_mark_changed(current_board_keys(now, Game.values))
     return stats

@@ -16,7 +16,7 @@ from django.db import connection, transaction
 from games.models import PoolPeriod, PrizeCredit, PrizePool
 from games.money import ZERO, to_money
 from games.periods import period_end, period_length, utc_date
-from games.services.boards import ENTRY_TABLE, SESSION_TABLE, boards_rank
+from games.services.boards import ENTRY_TABLE, SESSION_TABLE, board_has_unranked, boards_rank
 from games.services.notifications import notification_enqueue
 from scheduler.locks import fence_check
 
@@ -124,7 +124,12 @@ def prize_pool_finalise(*, pool_id: int, now: dt.datetime) -> str:
                 )
             return "no_winner"
         winner_id, winning_score = top
-        boards_rank([board])
+        # The final ranks: ranks are exact unless the board changed since it was last ranked
+        # (an entry with rank NULL, marked by the database in the writing transaction; every
+        # writer of this board holds this pool's row first, and cleanup marks the boards of open
+        # pools). An unchanged board is left as the hourly ranking wrote it.
+        if board_has_unranked(board):
+            boards_rank([board])
         pool.status = PrizePool.Status.FINALISED
         pool.winner_id = winner_id
         pool.winning_score = winning_score

@@ -7,7 +7,13 @@ import pytest
 from django.db import connection, transaction
 
 from games.models import GameSession, LeaderboardEntry, Notification, PrizeCredit, PrizePool
-from games.services import game_session_void, prize_pool_finalise, prize_pool_finalise_due
+from games.services import (
+    cleanup_run,
+    game_session_void,
+    prize_pool_finalise,
+    prize_pool_finalise_due,
+)
+from games.services.boards import board_has_unranked, boards_rank
 from tests.games.conftest import at
 
 WEDNESDAY = dt.date(2026, 3, 4)
@@ -307,3 +313,68 @@ def test_a_rollover_into_a_past_period_is_finalised_in_the_same_run():
     assert (wednesday.status, wednesday.amount) == ("open", Decimal("3.00"))
     # and running again changes nothing
     assert prize_pool_finalise_due(now=at(2026, 3, 4, 0, 0, 50))["due"] == 0
+
+
+def row_versions(**board):
+    """(id, xmin) of a board's daily snake entries: a row rewritten by an UPDATE gets a new
+    xmin."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id, xmin::text FROM games_leaderboardentry "
+            "WHERE game = 'snake' AND period = %s AND period_start = %s ORDER BY id",
+            [board["period"], board["period_start"]],
+        )
+        return cursor.fetchall()
+
+
+@pytest.mark.django_db
+def test_a_board_ranked_since_its_last_change_keeps_its_rows_at_finalisation(make_player, play):
+    # given Wednesday's board of three, ranked by the hourly run after its last game
+    for score, hour in ((5, 9), (9, 10), (7, 11)):
+        play(make_player(), score=score, when=at(2026, 3, 4, hour), fee="1.00")
+    boards_rank([("snake", "daily", WEDNESDAY)])
+    before = row_versions(period="daily", period_start=WEDNESDAY)
+    # when the pool is finalised
+    assert prize_pool_finalise(pool_id=daily_pool().pk, now=at(2026, 3, 5, 0, 0, 50)) == (
+        "finalised"
+    )
+    # then its final ranks are the ones written, and not a row was rewritten
+    board = LeaderboardEntry.objects.filter(period="daily", period_start=WEDNESDAY)
+    assert list(board.order_by("rank").values_list("score", "rank")) == [(9, 1), (7, 2), (5, 3)]
+    assert row_versions(period="daily", period_start=WEDNESDAY) == before
+    assert daily_pool().winning_score == 9
+
+
+@pytest.mark.django_db
+def test_a_board_changed_after_its_last_ranking_gets_exact_final_ranks(make_player, play):
+    # given a ranked board, then a new leader and a lost entry after the ranking
+    first = play(make_player(), score=5, when=at(2026, 3, 4, 9), fee="1.00")
+    play(make_player(), score=3, when=at(2026, 3, 4, 10), fee="1.00")
+    boards_rank([("snake", "daily", WEDNESDAY)])
+    play(make_player(), score=8, when=at(2026, 3, 4, 22), fee="1.00")
+    # when the pool is finalised
+    prize_pool_finalise(pool_id=daily_pool().pk, now=at(2026, 3, 5, 0, 0, 50))
+    # then the final ranks follow the scores
+    board = LeaderboardEntry.objects.filter(period="daily", period_start=WEDNESDAY)
+    assert list(board.order_by("rank").values_list("score", "rank")) == [(8, 1), (5, 2), (3, 3)]
+    assert daily_pool().winner_id != first.player_id
+
+
+@pytest.mark.django_db
+def test_cleanup_marks_the_board_of_a_pool_still_open_and_finalisation_closes_its_gap(
+    make_player, play
+):
+    # given Wednesday's ranked board of three whose pool is still open on Thursday at 03:00
+    # (finalisation late), and the leader's session voided behind the service's back
+    leader = play(make_player(), score=9, when=at(2026, 3, 4, 9), fee="1.00")
+    for score in (5, 3):
+        play(make_player(), score=score, when=at(2026, 3, 4, 10), fee="1.00")
+    boards_rank([("snake", "daily", WEDNESDAY)])
+    GameSession.objects.filter(pk=leader.pk).update(voided_at=at(2026, 3, 4, 12))
+    # when cleanup removes its entries (skipping the marks of boards without an open pool)
+    assert cleanup_run(now=at(2026, 3, 5, 3, 0, 35))["entries_deleted"] == 3
+    # then the board is marked, and finalisation writes ranks without a gap
+    assert board_has_unranked(("snake", "daily", WEDNESDAY))
+    prize_pool_finalise(pool_id=daily_pool().pk, now=at(2026, 3, 5, 3, 1))
+    board = LeaderboardEntry.objects.filter(period="daily", period_start=WEDNESDAY)
+    assert list(board.order_by("rank").values_list("score", "rank")) == [(5, 1), (3, 2)]

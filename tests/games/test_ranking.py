@@ -1,8 +1,10 @@
 import datetime as dt
+import threading
+import time
 from collections import defaultdict
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -10,7 +12,9 @@ from hypothesis import strategies as st
 from games.models import ALL_TIME_START, LeaderboardEntry, Player
 from games.periods import period_start
 from games.services import leaderboard_rank_all
+from games.services.boards import board_has_unranked, boards_rank
 from tests.games.conftest import at
+from tests.games.test_pools import backend_waits_on_a_lock
 
 NOW = at(2026, 3, 4, 10, 0, 20)
 BOARDS = [
@@ -206,3 +210,56 @@ def test_both_ranking_plans_give_the_python_ranks(monkeypatch, index_walk_max):
     entries = list(LeaderboardEntry.objects.all())
     assert counts["rows_written"] == 48
     assert {e.pk: e.rank for e in entries} == expected_ranks(entries)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_score_changed_while_the_ranking_runs_keeps_its_mark_for_the_next_run():
+    # given a ranked board of 5 with distinct scores, then a new leader (the board changed)
+    make_entries(5)
+    LeaderboardEntry.objects.update(score=F("id") * 10)
+    leaderboard_rank_all(now=NOW)
+    LeaderboardEntry.objects.filter(pk=LeaderboardEntry.objects.order_by("id")[0].pk).update(
+        score=10**12  # above any id * 10
+    )
+    moved = LeaderboardEntry.objects.get(rank=1)  # will move down one place when ranked
+    changed, release = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        try:
+            # a writer gives `moved` a new score (its trigger unranks it) and has not committed
+            with transaction.atomic():
+                LeaderboardEntry.objects.filter(pk=moved.pk).update(score=moved.score + 5)
+                changed.set()
+                assert release.wait(timeout=30)
+        finally:
+            changed.set()
+            connection.close()
+
+    def ranker() -> None:
+        try:
+            boards_rank([("snake", "daily", period_start("daily", NOW))])
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=writer)]
+    threads[0].start()
+    assert changed.wait(timeout=30)
+    threads.append(threading.Thread(target=ranker))
+    threads[1].start()
+    # when the ranking (from a snapshot without the new score) waits for that row, and the
+    # writer commits
+    deadline = time.monotonic() + 30
+    while not backend_waits_on_a_lock():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    release.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    # then the stale rank did not overwrite the writer's mark: the board is still "changed"
+    assert LeaderboardEntry.objects.get(pk=moved.pk).rank is None
+    assert board_has_unranked(("snake", "daily", period_start("daily", NOW)))
+    # and the next run ranks it exactly
+    leaderboard_rank_all(now=NOW)
+    assert dict(LeaderboardEntry.objects.values_list("pk", "rank")) == expected_ranks(
+        LeaderboardEntry.objects.all()
+    )

@@ -9,7 +9,7 @@ from games.services.cleanup import cleanup_run
 from games.services.live_stats import live_stats_sync
 from games.services.notifications import notification_enqueue, notifications_deliver
 from games.services.pools import prize_pool_finalise, prize_pool_finalise_due
-from games.services.predictions import prediction_match
+from games.services.predictions import PredictionError, prediction_match, prediction_place
 from games.services.ranking import leaderboard_rank_all
 from games.services.sessions import (
     SessionStateError,
@@ -23,6 +23,7 @@ from games.services.sessions import (
 from games.services.stuck import stuck_session_finish
 
 __all__ = [
+    "PredictionError",
     "SessionStateError",
     "badge_auto_unlock",
     "cleanup_run",
@@ -37,6 +38,7 @@ __all__ = [
     "notifications_deliver",
     "player_create",
     "prediction_match",
+    "prediction_place",
     "prize_pool_finalise",
     "prize_pool_finalise_due",
     "stuck_session_finish",

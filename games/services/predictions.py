@@ -1,12 +1,15 @@
-"""prediction-matcher: settle predictions about closed pools, each exactly once."""
+"""Predictions: players guess who wins a pool (`prediction_place`); prediction-matcher settles
+them once the pool is closed, each exactly once (`prediction_match`)."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
 
-from games.models import Notification, Prediction, PrizePool
+from games.models import Notification, Player, Prediction, PrizePool
+from games.periods import period_end
 
 CORRECT_POINTS = 10
 
@@ -47,3 +50,71 @@ def prediction_match(*, now: dt.datetime) -> dict[str, int]:
     for outcome in ("correct", "wrong", "void"):
         counts.setdefault(outcome, 0)
     return counts
+
+
+class PredictionError(ValueError):
+    """The prediction cannot be placed; the message says why."""
+
+
+def prediction_place(
+    *,
+    player_id: int,
+    pool_id: int,
+    predicted_winner_id: int,
+    now: dt.datetime | None = None,
+) -> Prediction:
+    """`player_id` predicts that `predicted_winner_id` wins pool `pool_id`.
+
+    Accepted only while the pool is open and its period has not ended at `now` (predictions close
+    when the day or ISO week ends, before finalisation reads the board), for existing players,
+    once per player and pool (database constraint `prediction_one_per_pool`; a second attempt,
+    even a concurrent one, is refused). A player may predict themselves. Anything else raises
+    PredictionError naming the reason; nothing is written then.
+
+    The pool row is read FOR SHARE: finalisation (FOR UPDATE) waits for this transaction, or this
+    one waits for finalisation and then sees the pool closed, so no prediction is ever added to a
+    pool after it was settled.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT status, period, period_start FROM {PrizePool._meta.db_table} "  # noqa: S608
+                "WHERE id = %s FOR SHARE",
+                [pool_id],
+            )
+            row = cursor.fetchone()
+        if row is None:
+            raise PredictionError(f"pool {pool_id} does not exist")
+        status, period, start = row
+        if status != PrizePool.Status.OPEN:
+            raise PredictionError(f"pool {pool_id} is closed ({status}); it takes no predictions")
+        ends = period_end(period, start)
+        if now >= ends:
+            raise PredictionError(
+                f"pool {pool_id}'s {period} period ended at {ends:%Y-%m-%d %H:%M} UTC; "
+                "predictions close when the period ends"
+            )
+        found = set(
+            Player.objects.filter(pk__in=[player_id, predicted_winner_id]).values_list(
+                "pk", flat=True
+            )
+        )
+        for role, pk in (("player", player_id), ("predicted winner", predicted_winner_id)):
+            if pk not in found:
+                raise PredictionError(f"{role} {pk} does not exist")
+        try:
+            with transaction.atomic():  # a savepoint: the duplicate's error is ours to report
+                return Prediction.objects.create(
+                    player_id=player_id,
+                    pool_id=pool_id,
+                    predicted_winner_id=predicted_winner_id,
+                    created_at=now,
+                )
+        except IntegrityError as exc:
+            if Prediction.objects.filter(player_id=player_id, pool_id=pool_id).exists():
+                raise PredictionError(
+                    f"player {player_id} already predicted pool {pool_id}; one prediction per "
+                    "player and pool"
+                ) from exc
+            raise

@@ -5,7 +5,7 @@ from django.core.management import call_command
 from django.db import transaction
 from django.db.models import Sum
 
-from games.models import GameSession, LeaderboardEntry, Player, PrizePool
+from games.models import GameSession, LeaderboardEntry, Player, Prediction, PrizePool
 
 UNTIL = "2026-03-04T10:00:00+00:00"
 
@@ -67,6 +67,9 @@ def test_seed_demo_if_empty_does_nothing_when_players_exist():
 
 @pytest.mark.django_db
 def test_simulate_plays_games_through_the_services():
-    call_command("simulate", rate=200, duration=0.3, seed=1, abandon=0, stuck=0)
+    call_command("simulate", rate=200, duration=0.3, seed=1, abandon=0, stuck=0, predict=1)
     assert GameSession.objects.filter(status="finished").exists()
     assert LeaderboardEntry.objects.exists()
+    # and predicts through the service: pending predictions on open pools, one per player/pool
+    assert Prediction.objects.exists()
+    assert set(Prediction.objects.values_list("outcome", "pool__status")) == {("pending", "open")}

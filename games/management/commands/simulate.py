@@ -2,8 +2,9 @@
 
 Each simulated game goes through the services like a real client: start (with an entry fee),
 a few score reports, then finish. Some games are abandoned without a score (cleanup expires them)
-and some stop reporting after a score (the stuck-session finisher closes them). Runs until Ctrl-C
-or --duration.
+and some stop reporting after a score (the stuck-session finisher closes them). After some games
+the player predicts who wins that game's open daily pool (`prediction_place`; prediction-matcher
+settles it once the pool is finalised). Runs until Ctrl-C or --duration.
 """
 
 from __future__ import annotations
@@ -15,13 +16,17 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import close_old_connections, connection
+from django.utils import timezone
 
-from games.models import Game, Player
+from games.models import Game, LeaderboardEntry, Player, PrizePool
+from games.periods import period_start
 from games.services import (
+    PredictionError,
     game_session_finish,
     game_session_report_score,
     game_session_start,
     player_create,
+    prediction_place,
 )
 
 FEES = [Decimal("0.00"), Decimal("0.50"), Decimal("1.00"), Decimal("2.00")]
@@ -42,6 +47,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--stuck", type=float, default=0.03, help="share of games that stop after a score"
         )
+        parser.add_argument(
+            "--predict", type=float, default=0.1, help="share of games followed by a prediction"
+        )
         parser.add_argument("--seed", type=int, default=None, help="random seed")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -57,13 +65,17 @@ class Command(BaseCommand):
         interval = 1 / options["rate"]
         deadline = time.monotonic() + options["duration"] if options["duration"] else None
         counts = {"finished": 0, "abandoned": 0, "stuck": 0}
+        predicted = 0
         self.stdout.write(
             f"simulating {options['rate']} games/s with {len(players)} players; Ctrl-C stops"
         )
         try:
             while deadline is None or time.monotonic() < deadline:
                 tick = time.monotonic()
-                counts[self._play(rng, players, options)] += 1
+                outcome, game, player_id = self._play(rng, players, options)
+                counts[outcome] += 1
+                if rng.random() < options["predict"]:
+                    predicted += self._predict(rng, players, game, player_id)
                 if not connection.in_atomic_block:  # (tests wrap the command in a transaction)
                     close_old_connections()  # a long-running loop must not keep a dead connection
                 time.sleep(max(0.0, interval - (time.monotonic() - tick)))
@@ -72,24 +84,56 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(
                 f"played {sum(counts.values())} games: {counts['finished']} finished, "
-                f"{counts['abandoned']} abandoned, {counts['stuck']} stuck"
+                f"{counts['abandoned']} abandoned, {counts['stuck']} stuck; "
+                f"{predicted} predictions"
             )
         )
 
-    def _play(self, rng: random.Random, players: list[int], options: dict[str, Any]) -> str:
+    def _predict(self, rng: random.Random, players: list[int], game: str, player_id: int) -> int:
+        """The player predicts today's daily pool of `game`: mostly the board's current leader."""
+        now = timezone.now()
+        start = period_start("daily", now)
+        pool_id = (
+            PrizePool.objects.filter(game=game, period="daily", period_start=start, status="open")
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if pool_id is None:
+            return 0
+        leader = (
+            LeaderboardEntry.objects.filter(game=game, period="daily", period_start=start)
+            .order_by("-score", "achieved_at", "id")
+            .values_list("player_id", flat=True)
+            .first()
+        )
+        guess = leader if leader is not None and rng.random() < 0.7 else rng.choice(players)
+        try:
+            prediction_place(
+                player_id=player_id, pool_id=pool_id, predicted_winner_id=guess, now=now
+            )
+        except PredictionError:  # already predicted this pool, or the day just ended
+            return 0
+        return 1
+
+    def _play(
+        self, rng: random.Random, players: list[int], options: dict[str, Any]
+    ) -> tuple[str, str, int]:
+        """One game; returns (outcome, game, player)."""
+        player_id = rng.choice(players)
+        game = rng.choice(Game.values)
         session = game_session_start(
-            player_id=rng.choice(players),
-            game=rng.choice(Game.values),
+            player_id=player_id,
+            game=game,
             entry_fee=rng.choices(FEES, [50, 25, 15, 10])[0],
         )
         roll = rng.random()
         if roll < options["abandon"]:
-            return "abandoned"
+            return "abandoned", game, player_id
         score = 0
         for _ in range(rng.randint(1, 4)):
             score += rng.randint(1, 500)
             game_session_report_score(session_id=session.pk, score=score)
         if roll < options["abandon"] + options["stuck"]:
-            return "stuck"
+            return "stuck", game, player_id
         game_session_finish(session_id=session.pk, score=score + rng.randint(0, 100))
-        return "finished"
+        return "finished", game, player_id

@@ -94,9 +94,13 @@ def alerts_evaluate(*, now: datetime | None = None) -> dict[str, int]:
     since = now - LOOKBACK
     counts = {"opened": 0, "updated": 0, "resolved": 0}
     open_incidents = {(i.job, i.kind): i for i in Incident.objects.filter(resolved_at=None)}
+    # Rows up to an incident's last row, and missed or late slots up to the run that resolved
+    # it, belong to it: only what comes after may open the next incident.
     cursors = {
-        (row["job"], row["kind"]): row["cursor"]
-        for row in Incident.objects.values("job", "kind").annotate(cursor=Max("last_run_id"))
+        (row["job"], row["kind"]): (row["cursor"], row["after_slot"])
+        for row in Incident.objects.values("job", "kind").annotate(
+            cursor=Max("last_run_id"), after_slot=Max("resolved_by_slot")
+        )
     }
     # One grouped scan of the day's rows finds, per job, the newest row showing each condition;
     # only a job with a row newer than its cursor is looked at closer, so a healthy ledger costs
@@ -122,18 +126,22 @@ def alerts_evaluate(*, now: datetime | None = None) -> dict[str, int]:
     for job in sorted(set(newest) | {job for job, _ in open_incidents}):
         for kind in Kind.values:
             incident = open_incidents.get((job, kind))
-            cursor = cursors.get((job, kind), 0)
+            cursor, after_slot = cursors.get((job, kind), (0, None))
             latest = newest.get(job, {}).get(kind)
             finding = None
             if latest is not None and latest > cursor:
-                finding = _find(job, kind, after_id=cursor, since=since, config=config)
+                finding = _find(
+                    job, kind, after_id=cursor, after_slot=after_slot, since=since, config=config
+                )
             if incident is None:
                 if finding and finding.complete and _incident_open(job, kind, finding, now, config):
                     counts["opened"] += 1
                 continue
-            if finding is not None and _incident_extend(incident, finding, config):
+            recovery = _recovery(incident, now, config)
+            rows = _before(recovery, finding.rows, kind) if finding else []
+            if rows and _incident_extend(incident, rows, finding, config):
                 counts["updated"] += 1
-            if _incident_resolve(incident, now, config):
+            if recovery is not None and _incident_resolve(incident, recovery, now, config):
                 counts["resolved"] += 1
     return counts
 
@@ -151,7 +159,13 @@ def _condition_rows(job: str, kind: str, config: conf.AlertSettings) -> QuerySet
 
 
 def _find(
-    job: str, kind: str, *, after_id: int, since: datetime, config: conf.AlertSettings
+    job: str,
+    kind: str,
+    *,
+    after_id: int,
+    after_slot: datetime | None = None,
+    since: datetime,
+    config: conf.AlertSettings,
 ) -> Finding | None:
     """Rows newer than `after_id` showing the condition; for `failures` only while the streak
     holds (a new incident needs N failures newer than the previous incident)."""
@@ -179,9 +193,10 @@ def _find(
             detail=f"last: run #{last.pk} ({last.status}) for slot {_when(last.slot)}: "
             f"{_first_line(last.error) or 'no error recorded'}",
         )
-    rows = list(
-        _condition_rows(job, kind, config).filter(pk__gt=after_id, slot__gte=since).order_by("id")
-    )
+    candidates = _condition_rows(job, kind, config).filter(pk__gt=after_id, slot__gte=since)
+    if after_slot is not None:
+        candidates = candidates.filter(slot__gt=after_slot)
+    rows = list(candidates.order_by("id"))
     if not rows:
         return None
     first = rows[0]
@@ -224,9 +239,39 @@ def _incident_open(
     return True
 
 
-def _incident_extend(incident: Incident, finding: Finding, config: conf.AlertSettings) -> bool:
+def _recovery(incident: Incident, now: datetime, config: conf.AlertSettings) -> JobRun | None:
+    """The first run of the job that succeeded after the incident opened (for `late`: a beat
+    run on time), or None."""
+    recovered = JobRun.objects.filter(
+        job=incident.job,
+        duplicate_of=None,
+        status=Status.SUCCEEDED,
+        slot__gte=now - LOOKBACK,  # the (job, slot) index; a recovery is a recent run
+        finished_at__gt=incident.opened_at,
+    )
+    if incident.kind == Kind.LATE:
+        recovered = recovered.filter(
+            trigger=JobRun.Trigger.BEAT,
+            attempt=1,
+            lateness_ms__lte=config.lateness_seconds * 1000,
+        )
+    return recovered.order_by("finished_at", "id").first()
+
+
+def _before(recovery: JobRun | None, rows: list[JobRun], kind: str) -> list[JobRun]:
+    """The rows that happened before the recovery: those after it are a new problem."""
+    if recovery is None:
+        return rows
+    if kind == Kind.FAILURES:
+        return [r for r in rows if r.finished_at and r.finished_at <= recovery.finished_at]
+    return [r for r in rows if r.slot < recovery.slot]
+
+
+def _incident_extend(
+    incident: Incident, rows: list[JobRun], finding: Finding, config: conf.AlertSettings
+) -> bool:
     """Count newer rows showing the condition into the open incident; no notification."""
-    last = finding.rows[-1]
+    last = rows[-1]
     occurrences = (
         _condition_rows(incident.job, incident.kind, config)
         .filter(pk__gte=incident.first_run_id, pk__lte=last.pk)
@@ -242,27 +287,16 @@ def _incident_extend(incident: Incident, finding: Finding, config: conf.AlertSet
     )
 
 
-def _incident_resolve(incident: Incident, now: datetime, config: conf.AlertSettings) -> bool:
-    recovered = JobRun.objects.filter(
-        job=incident.job,
-        duplicate_of=None,
-        status=Status.SUCCEEDED,
-        slot__gte=now - LOOKBACK,  # the (job, slot) index; a recovery is a recent run
-        finished_at__gt=incident.opened_at,
-    )
-    if incident.kind == Kind.LATE:
-        recovered = recovered.filter(
-            trigger=JobRun.Trigger.BEAT,
-            attempt=1,
-            lateness_ms__lte=config.lateness_seconds * 1000,
-        )
-    run = recovered.order_by("finished_at", "id").first()
-    if run is None:
-        return False
+def _incident_resolve(
+    incident: Incident, run: JobRun, now: datetime, config: conf.AlertSettings
+) -> bool:
     resolution = f"run #{run.pk} (slot {_when(run.slot)}) succeeded at {_when(run.finished_at)}"
     with transaction.atomic():
         won = Incident.objects.filter(pk=incident.pk, resolved_at=None).update(
-            resolved_at=now, resolved_by_run_id=run.pk, resolution=resolution
+            resolved_at=now,
+            resolved_by_run_id=run.pk,
+            resolved_by_slot=run.slot,
+            resolution=resolution,
         )
         if won:
             incident.refresh_from_db()

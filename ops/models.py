@@ -98,6 +98,12 @@ class Incident(models.Model):
     resolved_by_run_id = models.BigIntegerField(
         null=True, blank=True, help_text="The succeeded run that resolved it."
     )
+    resolved_by_slot = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Slot of that run: a missed or late slot before it belongs to this incident, "
+        "even when recorded after it (the reconciler records a miss 90 s or more later).",
+    )
     resolution = models.CharField(max_length=255, blank=True)
 
     class Meta:

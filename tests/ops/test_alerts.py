@@ -227,6 +227,48 @@ def test_a_missed_run_alerts_once_and_later_misses_join_the_incident(channels, m
     assert len(mailoutbox) == 2
 
 
+def test_slots_of_an_outage_recorded_missed_after_the_recovery_stay_in_its_incident(
+    channels, mailoutbox, base
+):
+    # given an outage: a missed slot alerted, then the workers are back and a run succeeds
+    missed(JOB, base)
+    evaluate_and_deliver(base + timedelta(minutes=3))
+    make_run(JOB, base + timedelta(minutes=10))
+    # when the reconciler records an older slot of the outage missed only after that success
+    missed(JOB, base + timedelta(minutes=8))
+    evaluate_and_deliver(base + timedelta(minutes=11))
+    evaluate_and_deliver(base + timedelta(minutes=12))
+
+    # then it counts in the resolved incident: one outage, one alert, one resolved notice
+    incident = Incident.objects.get()
+    assert not incident.is_open
+    assert incident.occurrences == 2
+    assert [b["event"] for b in channels.bodies] == ["opened", "resolved"]
+
+    # and a slot missed after the recovery is a new incident
+    missed(JOB, base + timedelta(minutes=20))
+    assert evaluate_and_deliver(base + timedelta(minutes=23))["opened"] == 1
+    assert len(mailoutbox) == 3
+
+
+def test_a_new_streak_after_a_success_in_one_gap_resolves_then_opens_anew(channels, base):
+    for minute in range(3):
+        fail(JOB, base + timedelta(minutes=minute))
+    evaluate_and_deliver(base + timedelta(minutes=3))
+    # beat was away while the job recovered once and failed three times again
+    make_run(JOB, base + timedelta(minutes=6))
+    for minute in (7, 8, 9):
+        fail(JOB, base + timedelta(minutes=minute))
+
+    assert evaluate_and_deliver(base + timedelta(minutes=10))["resolved"] == 1
+    assert evaluate_and_deliver(base + timedelta(minutes=11))["opened"] == 1
+    first, second = Incident.objects.order_by("id")
+    assert first.occurrences == 3
+    assert second.occurrences == 3
+    assert second.is_open
+    assert [b["event"] for b in channels.bodies] == ["opened", "resolved", "opened"]
+
+
 def test_lateness_over_the_threshold_alerts_once(monkeypatch, channels, mailoutbox, base):
     monkeypatch.setenv("JOBSITE_ALERT_LATENESS_SECONDS", "30")
     # on time, a retry that is late by design, and a late catch-up: no alert

@@ -1,0 +1,97 @@
+"""Fault 5: two beat processes for three minutes of the test profile (every job every minute, at its
+own offset): every slot runs once, and the other beat's send of it is a recorded duplicate.
+
+tests/scheduler/test_two_beats.py shows one slot of one job; this is every job of the profile
+(the default table, the scheduler's sample jobs and the chaos jobs) over three minutes.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
+
+from scheduler.models import JobRun, JobSchedule
+from scheduler.services.schedules import enabled_plans, schedules_apply
+from tests.chaos.harness import wait_for
+from tests.chaos.seed import pending_items, seed_money, settled_items
+
+Status = JobRun.Status
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(420)]
+WINDOW = timedelta(minutes=3)
+
+
+def test_two_beats_for_three_minutes_of_the_test_profile(cluster, chaos_ledger, chaos_jobs):
+    """5: two beats for three minutes of the test profile"""
+    schedules_apply(profile="test")
+    # A beat that starts sends the current minute's slots at once when last_run_at is older (the
+    # catch-up of every restart), so both beats send every slot from the moment they are up; no
+    # need to wait for a boundary. Slots are expected, by the reconciler too, from then on.
+    PeriodicTask.objects.update(last_run_at=timezone.now() - timedelta(minutes=2))
+    JobSchedule.objects.update(
+        tracked_since=timezone.now() + timedelta(hours=1), reconciled_until=None
+    )
+    items = seed_money(tag="f5", players=20, per_player=10, credits=10)
+    worker = cluster.worker("w1", ready=False)
+    beats = [cluster.beat("beat-a"), cluster.beat("beat-b")]
+    worker.wait_log(" ready.", timeout=60)
+    for beat in beats:
+        beat.wait_loaded(timeout=60)
+    # Both beats have ticked by now: every slot from here on is sent by each of them.
+    start = timezone.now().replace(microsecond=0) + timedelta(seconds=2)
+    end = start + WINDOW
+    JobSchedule.objects.update(tracked_since=start - timedelta(seconds=1))
+    plans = enabled_plans()
+    expected = {
+        (plan.name, boundary + timedelta(seconds=plan.offset))
+        for plan in plans
+        for boundary in plan.cron.fire_times(
+            start - timedelta(seconds=plan.offset), end - timedelta(seconds=plan.offset)
+        )
+    }
+    for job, slot in expected:
+        chaos_ledger.expect(job, slot)
+    assert len(expected) == 3 * len(plans)  # every job every minute: three slots each
+
+    time.sleep(max(0.0, (end - timezone.now()).total_seconds()))
+    for beat in beats:
+        assert beat.alive
+
+    def window_rows() -> list[JobRun]:
+        return list(JobRun.objects.filter(slot__gte=start, slot__lt=end))
+
+    def settled() -> bool:
+        rows = window_rows()
+        sends: dict[tuple[str, object], int] = {}
+        for row in rows:
+            sends[(row.job, row.slot)] = sends.get((row.job, row.slot), 0) + 1
+        return all(sends.get(key, 0) >= 2 for key in expected) and not any(
+            row.status in (Status.QUEUED, Status.RUNNING) for row in rows
+        )
+
+    wait_for(settled, 60, "both beats' sends of every slot in the window", every=1)
+    rows = window_rows()
+    by_slot: dict[tuple[str, object], list[JobRun]] = {}
+    for row in rows:
+        by_slot.setdefault((row.job, row.slot), []).append(row)
+    assert set(by_slot) == expected, set(by_slot) ^ expected
+    for key, slot_rows in by_slot.items():
+        owners = [(r.attempt, r.status) for r in slot_rows if not r.duplicate_of_id]
+        assert owners == [(1, Status.SUCCEEDED)], (key, owners)
+        others = [r.status for r in slot_rows if r.duplicate_of_id]
+        assert others, f"{key}: only one beat's send arrived"
+        assert set(others) == {Status.DUPLICATE}, (key, others)
+    assert pending_items() == 0
+    assert settled_items() == items
+    lateness = sorted(r.lateness_ms for r in rows if r.status == Status.SUCCEEDED)
+    duplicates = sum(r.status == Status.DUPLICATE for r in rows)
+    late_owners = sum(r.trigger != "beat" for r in rows if r.status == Status.SUCCEEDED)
+    chaos_ledger.note(
+        f"{len(plans)} jobs x 3 minutes; {duplicates} second sends recorded duplicate; "
+        f"{late_owners} slots run through the reconciler's re-send; "
+        f"lateness p50 {statistics.median(lateness):.0f} ms, max {lateness[-1]} ms"
+    )

@@ -24,8 +24,8 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
-from django_celery_beat.admin import PeriodicTaskAdmin, PeriodicTaskForm
-from django_celery_beat.models import PeriodicTask, PeriodicTasks
+from django_celery_beat.admin import CrontabScheduleAdmin, PeriodicTaskAdmin, PeriodicTaskForm
+from django_celery_beat.models import CrontabSchedule, PeriodicTask, PeriodicTasks
 from django_celery_results.models import TaskResult
 
 from ops.alerts import incidents_close, open_incidents
@@ -48,7 +48,7 @@ from ops.services import (
 from scheduler.cron import Cron, CronError
 from scheduler.models import OFFSET_HELP, JobLease, JobRun, JobSchedule
 from scheduler.registry import all_jobs
-from scheduler.services.schedules import crontab_for, effective_offset
+from scheduler.services.schedules import crontab_for, effective_offset, schedule_problems
 
 STATUS_COLOURS = {
     "succeeded": "#2e7d32",
@@ -180,6 +180,36 @@ class OpsPeriodicTaskForm(PeriodicTaskForm):
             else:
                 data["crontab"] = crontab_for(cron)
         return data
+
+    def _post_clean(self) -> None:
+        super()._post_clean()
+        # What the model's pre_save would refuse (arguments that are not a JSON list/object, an
+        # unknown task) is said on the form, next to its field, instead of failing the save.
+        from jobsite.celery import app
+
+        for problem in schedule_problems(self.instance, set(app.tasks), check_crontab=False):
+            field = problem.split(" ", 1)[0]
+            self.add_error(field if field in self.fields else None, problem)
+
+
+class CronValidatingForm(forms.ModelForm):
+    """django-celery-beat's crontab form, refusing a cron that never fires (`0 0 31 2 *`)."""
+
+    def _post_clean(self) -> None:
+        super()._post_clean()
+        if not self.errors:
+            try:
+                Cron.from_model(self.instance).validate()
+            except CronError as exc:
+                self.add_error(None, str(exc))
+
+
+admin.site.unregister(CrontabSchedule)
+
+
+@admin.register(CrontabSchedule)
+class OpsCrontabScheduleAdmin(CrontabScheduleAdmin):
+    form = CronValidatingForm
 
 
 @admin.display(description="schedule (s m h dom mon dow)")

@@ -1,11 +1,13 @@
 """Scheduler benchmarks, each measured side by side in one run.
 
-    python -m bench scheduler [--tasks N] [--minutes M] [--skip-precision]
+    python -m bench scheduler [--only PART] [--tasks N] [--rounds R] [--prefetch P]
+        [--no-events] [--pool solo|prefork] [--concurrency C] [--minutes M] [--skip-precision]
 
 1. Run-path overhead: throughput of a no-op job through the full wrapper (ledger row, slot claim,
    lease, persisted result) against a bare Celery no-op without a result backend, and against a
-   bare no-op with django-celery-results at default settings (a DB connection per task). Each on
-   a fresh `celery worker --pool solo` subprocess with the same settings and the same broker.
+   bare no-op with django-celery-results at default settings (a DB connection per task). Three
+   live workers with the same command line, settings and broker, drained in turn for R
+   interleaved rounds; the median ratio and its range are reported.
 2. Start precision: lateness p50/p99 of scheduled runs over M minutes of the test profile, with
    real beat and worker processes.
 3. Peak simultaneous starts per second over a simulated week of the default table, with and
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -32,7 +35,22 @@ from bench._env import servers
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _worker(env_extra: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+VARIANTS = {
+    # key: (label, task name, worker environment beyond the shared settings)
+    "bare": ("bare Celery no-op, no result backend", "bench.bare_noop", {}),
+    "stored": (
+        "bare Celery no-op, django-celery-results at default settings",
+        "bench.stored_noop",
+        # Celery's default: no CELERY_DB_REUSE_MAX, so a new PostgreSQL connection per task.
+        {"CELERY_DB_REUSE_MAX": "0"},
+    ),
+    "job": ("jobsite run path (claim, lease, fenced finish, result)", "bench.job_noop", {}),
+}
+
+
+def _worker(
+    key: str, env_extra: dict[str, str], worker_args: list[str], log: Path
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "JOBSITE_JOB_MODULES": "bench.scheduler_tasks",
@@ -47,14 +65,15 @@ def _worker(env_extra: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
             "-A",
             "jobsite",
             "worker",
-            "--pool",
-            "solo",
+            "--hostname",
+            f"bench-{key}@%h",
             "--queues",
-            "default,long",
+            f"bench-{key}",
             "--without-mingle",
             "--without-gossip",
             "--loglevel",
             "WARNING",
+            *worker_args,
         ],
         cwd=ROOT,
         env=env,
@@ -71,79 +90,119 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.kill()
 
 
-def _throughput(
-    label: str, send: Callable[[int], None], count: int, env_extra: dict[str, str], tmp: Path
-) -> float:
-    """Tasks per second of one worker draining `count` messages queued before it consumes."""
+def _wait(done: Callable[[], bool], workers: dict[str, subprocess.Popen[bytes]], tmp: Path) -> None:
+    started = time.perf_counter()
+    while not done():
+        dead = [key for key, worker in workers.items() if worker.poll() is not None]
+        if dead or time.perf_counter() - started > 600:
+            raise RuntimeError(f"worker {dead or 'stalled'}: see the logs in {tmp}")
+        time.sleep(0.02)
+
+
+class _Senders:
+    """Queue n messages of one variant; job messages get distinct slots (one run per slot)."""
+
+    def __init__(self) -> None:
+        from datetime import UTC, datetime, timedelta
+
+        self.base = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
+        self.sent = 0
+
+    def send(self, key: str, n: int) -> None:
+        from datetime import timedelta
+
+        from jobsite.celery import app
+
+        task = VARIANTS[key][1]
+        with app.producer_or_acquire() as producer:
+            for _ in range(n):
+                kwargs = {}
+                if key == "job":
+                    self.sent += 1
+                    slot = self.base + timedelta(seconds=self.sent)
+                    kwargs = {"slot": slot.isoformat(), "trigger": "api"}
+                app.send_task(
+                    task,
+                    queue=f"bench-{key}",
+                    kwargs=kwargs,
+                    producer=producer,
+                    # send_task() cannot see the task's ignore_result and writes False into the
+                    # message, which the worker obeys: without this the "bare" task would store
+                    # a STARTED and a SUCCESS row per message (as it did before 2026-11-23).
+                    ignore_result=key == "bare",
+                )
+
+
+def run_path_overhead(
+    count: int, rounds: int, worker_args: list[str], events: bool, tmp: Path
+) -> None:
+    """All three variants on live workers with the same settings and broker, interleaved.
+
+    One worker per variant starts once (same command line; only the django-db baseline drops
+    connection reuse, which is what "default settings" means) and consumes nothing between
+    measurements. Each round, in a rotating order, `count` messages are queued while nobody
+    consumes, one worker is switched on, and the time from its first to its last completion is
+    taken inside the worker. Ratios are computed within each round, so drift between rounds
+    (other load on the machine) cancels; the report gives their median and range.
+    """
     import redis
 
     from bench.scheduler_tasks import DONE, FIRST, LAST
     from jobsite.celery import app
 
     client = redis.Redis.from_url(os.environ["REDIS_URL"])
-    worker = _worker({**env_extra, "BENCH_TARGET": str(count)}, tmp / f"{label}.log")
+    senders = _Senders()
+    keys = list(VARIANTS)
+    workers: dict[str, subprocess.Popen[bytes]] = {}
+    hosts = {key: f"bench-{key}@{socket.gethostname()}" for key in keys}
+
+    def drain(key: str, n: int) -> float:
+        client.delete(DONE, FIRST, LAST)
+        senders.send(key, n)  # queued while nobody consumes: the send loop is not measured
+        app.control.add_consumer(f"bench-{key}", destination=[hosts[key]], reply=True, timeout=10)
+        _wait(lambda: int(client.get(DONE) or 0) >= n and client.get(LAST), workers, tmp)
+        app.control.cancel_consumer(
+            f"bench-{key}", destination=[hosts[key]], reply=True, timeout=10
+        )
+        return (n - 1) / (float(client.get(LAST)) - float(client.get(FIRST)))
+
     try:
-        client.delete(DONE, FIRST, LAST)
-        send(3)  # warm-up: the worker is up, connected and has imported everything
-        _wait(lambda: int(client.get(DONE) or 0) >= 3, worker, label, tmp)
-        app.control.cancel_consumer("default", reply=True, timeout=5)
-        client.delete(DONE, FIRST, LAST)
-        send(count)  # queued while nobody consumes: the send loop is not measured
-        app.control.add_consumer("default", reply=True, timeout=5)
-        _wait(lambda: client.get(LAST) is not None, worker, label, tmp)
-        elapsed = float(client.get(LAST)) - float(client.get(FIRST))
-    finally:
-        _stop(worker)
-    return (count - 1) / elapsed
-
-
-def _wait(done: Callable[[], bool], worker: subprocess.Popen[bytes], label: str, tmp: Path) -> None:
-    started = time.perf_counter()
-    while not done():
-        if worker.poll() is not None or time.perf_counter() - started > 600:
-            raise RuntimeError(f"{label}: worker stopped or stalled; see {tmp / label}.log")
-        time.sleep(0.02)
-
-
-def run_path_overhead(count: int, tmp: Path) -> None:
-    from datetime import UTC, datetime, timedelta
-
-    from jobsite.celery import app
-
-    base = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
-    counter = {"n": 0}
-
-    def send_bare(n: int) -> None:
-        for _ in range(n):
-            app.send_task("bench.bare_noop", queue="default")
-
-    def send_stored(n: int) -> None:
-        for _ in range(n):
-            app.send_task("bench.stored_noop", queue="default")
-
-    def send_job(n: int) -> None:
-        for _ in range(n):
-            counter["n"] += 1
-            slot = base + timedelta(seconds=counter["n"])
-            app.send_task(
-                "bench.job_noop",
-                queue="default",
-                kwargs={"slot": slot.isoformat(), "trigger": "api"},
+        for key in keys:
+            env = {**VARIANTS[key][2], "BENCH_TARGET": str(count)}
+            workers[key] = _worker(key, env, worker_args, tmp / f"worker-{key}.log")
+        for key in keys:
+            # Up, connected, everything imported; then it stops consuming until its turn.
+            _wait(lambda k=key: bool(app.control.ping([hosts[k]], timeout=1)), workers, tmp)
+            client.delete(DONE, FIRST, LAST)
+            senders.send(key, 3)
+            _wait(lambda: int(client.get(DONE) or 0) >= 3, workers, tmp)
+            app.control.cancel_consumer(
+                f"bench-{key}", destination=[hosts[key]], reply=True, timeout=10
             )
+        if not events:
+            app.control.disable_events(destination=list(hosts.values()))
+        rates: dict[str, list[float]] = {key: [] for key in keys}
+        for r in range(rounds):
+            for key in keys[r % len(keys) :] + keys[: r % len(keys)]:
+                rates[key].append(drain(key, count))
+            print(
+                f"  round {r + 1}: "
+                + ", ".join(f"{key} {rates[key][-1]:.0f}/s" for key in keys)
+                + f"; job/bare {rates['job'][-1] / rates['bare'][-1]:.2f}"
+                + f", job/stored {rates['job'][-1] / rates['stored'][-1]:.2f}",
+                flush=True,
+            )
+    finally:
+        for worker in workers.values():
+            _stop(worker)
 
-    rates = {
-        "bare Celery, no result backend": _throughput("bare", send_bare, count, {}, tmp),
-        "bare Celery, django-db results, default settings": _throughput(
-            "stored", send_stored, count, {"CELERY_DB_REUSE_MAX": "0"}, tmp
-        ),
-        "jobsite run path (ledger, claim, lease, result)": _throughput(
-            "job", send_job, count, {}, tmp
-        ),
-    }
-    ours = rates["jobsite run path (ledger, claim, lease, result)"]
-    print(f"{'setup':52} {'tasks/s':>8} {'ours / it':>10}")
-    for label, rate in rates.items():
-        print(f"{label:52} {rate:8.0f} {ours / rate:10.2f}")
+    def spread(values: list[float], fmt: str) -> str:
+        return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
+
+    print(f"{'setup':62} {'tasks/s median (range)':>24} {'jobsite / it':>22}")
+    for key in keys:
+        ratios = [j / o for j, o in zip(rates["job"], rates[key], strict=True)]
+        print(f"{VARIANTS[key][0]:62} {spread(rates[key], '.0f'):>24} {spread(ratios, '.2f'):>22}")
 
 
 def start_precision(minutes: float, tmp: Path) -> None:
@@ -276,7 +335,16 @@ def scale() -> None:
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="make bench ARGS='scheduler ...'")
-    parser.add_argument("--tasks", type=int, default=2000, help="messages per throughput run")
+    parser.add_argument("--tasks", type=int, default=1000, help="messages per measurement")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved overhead rounds")
+    parser.add_argument(
+        "--prefetch", type=int, default=1, help="worker prefetch multiplier (production: 1)"
+    )
+    parser.add_argument(
+        "--no-events", action="store_true", help="workers send no task events (production: on)"
+    )
+    parser.add_argument("--pool", default="solo", help="worker pool (solo, prefork)")
+    parser.add_argument("--concurrency", type=int, default=1, help="worker processes/threads")
     parser.add_argument("--minutes", type=float, default=3, help="start-precision window")
     parser.add_argument("--skip-precision", action="store_true")
     parser.add_argument(
@@ -290,8 +358,22 @@ def main(argv: list[str]) -> None:
 
     with servers(), tempfile.TemporaryDirectory(prefix="jobsite-bench-") as tmp:
         if wanted("overhead"):
-            print("-- run-path overhead")
-            run_path_overhead(args.tasks, Path(tmp))
+            worker_args = [
+                "--pool",
+                args.pool,
+                "--concurrency",
+                str(args.concurrency),
+                "--prefetch-multiplier",
+                str(args.prefetch),
+            ]
+            print(
+                f"-- run-path overhead: {args.rounds} rounds x {args.tasks} no-op messages per "
+                f"variant, worker {' '.join(worker_args)}, acks_late, task events "
+                f"{'off' if args.no_events else 'on'}; load {os.getloadavg()[0]:.1f}",
+                flush=True,
+            )
+            run_path_overhead(args.tasks, args.rounds, worker_args, not args.no_events, Path(tmp))
+            print(f"   load average after: {os.getloadavg()[0]:.1f}")
         if wanted("peak"):
             print("-- peak simultaneous starts")
             peak_per_second()

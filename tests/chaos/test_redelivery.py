@@ -26,7 +26,7 @@ Status = JobRun.Status
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
 VISIBILITY = 10  # seconds, the settings' minimum
 # Both leave a second worker (started a visibility timeout in) ~25 s to start on a loaded machine
-# before the first one acknowledges the message.
+# before the first one acknowledges the messages.
 COUNTDOWN = 40  # seconds, four visibility timeouts
 RUNNING = 40  # seconds the job goes on after paying (CHAOS_SLEEP_AFTER)
 
@@ -43,71 +43,72 @@ def _waits(workers: list[Proc], task_id: str) -> int:
     return sum(len(needle.findall(worker.text())) for worker in workers)
 
 
-@pytest.mark.parametrize("held", ["countdown", "running"])
-def test_message_held_past_the_visibility_timeout(cluster, chaos_ledger, chaos_jobs, held):
-    """2: message held unacknowledged past Redis's visibility timeout"""
-    chaos_ledger.fault = {
-        "countdown": f"2: countdown ({COUNTDOWN} s) longer than the visibility timeout",
-        "running": f"2: acks_late job running {RUNNING} s, past the visibility timeout",
-    }[held]
-    job = chaos_jobs["chaos-settlement"]
+def test_messages_held_past_the_visibility_timeout(cluster, chaos_ledger, chaos_jobs):
+    """2: countdown longer than the visibility timeout, and an acks_late job running past it"""
+    running, counting = chaos_jobs["chaos-settlement"], chaos_jobs["chaos-db-settlement"]
     cluster.env["CELERY_VISIBILITY_TIMEOUT"] = str(VISIBILITY)
-    items = seed_money(tag="f2", players=20, per_player=10, credits=10)
-    if held == "countdown":
-        first = cluster.worker("w1")
-        slot = timezone.now().replace(microsecond=0) + timedelta(seconds=COUNTDOWN)
-        task_id = cluster.send(job, slot, countdown=(slot - timezone.now()).total_seconds())
-        first.wait_log(f"[{task_id}] received", timeout=10)
-        assert cluster.unacked() == 1  # held by w1 until its ETA, unacknowledged
-    else:
-        first = cluster.worker("w1", CHAOS_SLEEP_AFTER=str(RUNNING))
-        slot = timezone.now().replace(microsecond=0)
-        task_id = cluster.send(job, slot)
-        first.wait_log(f"[{task_id}] received", timeout=10)
-        wait_for(lambda: pending_items() == 0, 30, "the run to pay")  # then it goes on running
-        assert JobRun.objects.get(job=job.name, slot=slot).status == Status.RUNNING
+    first = cluster.worker("w1", CHAOS_SLEEP_AFTER=str(RUNNING))  # only `running` sleeps
+    # An acks_late job that pays at once, then goes on running, unacknowledged.
+    early = seed_money(tag="f2a", players=20, per_player=10, credits=10)
+    now = timezone.now().replace(microsecond=0)
+    slots = {running.name: now, counting.name: now + timedelta(seconds=COUNTDOWN)}
+    ids = {running.name: cluster.send(running, slots[running.name])}
+    wait_for(lambda: pending_items() == 0, 30, "the running job to pay")
+    # Money that arrives meanwhile, for a countdown message held until its ETA, unacknowledged.
+    late = seed_money(tag="f2b", players=20, per_player=10, credits=10, first_day=1000)
+    ids[counting.name] = cluster.send(
+        counting, slots[counting.name], countdown=(slots[counting.name] - now).total_seconds()
+    )
+    first.wait_log(f"[{ids[counting.name]}] received", timeout=10)
     held_since = time.monotonic()
-    chaos_ledger.expect(job.name, slot)
+    assert cluster.unacked() == 2
+    for job, slot in slots.items():
+        chaos_ledger.expect(job, slot)
 
-    # Past the visibility timeout, a new worker's consumer start hands the message out again.
+    # Past the visibility timeout, a new worker's consumer start hands both out again.
     time.sleep(max(0.0, held_since + VISIBILITY + 2 - time.monotonic()))
-    still = [r.status for r in JobRun.objects.filter(job=job.name, slot=slot)]
-    assert still == ([] if held == "countdown" else [Status.RUNNING]), still
+    assert [r.status for r in JobRun.objects.all()] == [Status.RUNNING]
     second = cluster.worker("w2")
     workers = [first, second]
-    wait_for(lambda: _deliveries(workers, task_id) >= 2, 30, "Redis to deliver the message again")
+    for job, task_id in ids.items():
+        wait_for(lambda t=task_id: _deliveries(workers, t) >= 2, 30, f"{job} delivered again")
 
-    def settled() -> bool:
+    def settled(job: str) -> bool:
         """The slot ran, and every reception after the first ended as a wait (a retry, received
-        again later) or as a duplicate row, with no message left held or queued."""
-        rows = JobRun.objects.filter(job=job.name, slot=slot)
+        again later) or as a duplicate row."""
+        rows = JobRun.objects.filter(job=job, slot=slots[job])
         duplicates = rows.filter(status=Status.DUPLICATE).count()
         return (
             rows.filter(status=Status.SUCCEEDED).exists()
             and not rows.filter(status__in=(Status.QUEUED, Status.RUNNING)).exists()
-            and _deliveries(workers, task_id) - 1 == _waits(workers, task_id) + duplicates
-            and cluster.unacked() == 0
+            and _deliveries(workers, ids[job]) - 1 == _waits(workers, ids[job]) + duplicates
         )
 
-    wait_for(settled, COUNTDOWN + RUNNING + 30, "the slot's run and each extra delivery", every=0.5)
+    def quiet() -> bool:
+        return all(settled(job) for job in slots) and cluster.unacked() == 0
+
+    wait_for(quiet, COUNTDOWN + RUNNING + 30, "each run and each extra delivery", every=0.5)
     time.sleep(2)  # a delivery still on its way would show up now
-    wait_for(settled, 30, "the slot to settle again", every=0.5)
-    rows = list(JobRun.objects.filter(job=job.name, slot=slot).order_by("id"))
-    waits = _waits(workers, task_id)
-    redelivered = _deliveries(workers, task_id) - 1 - waits
-    owners = [(r.attempt, r.status) for r in rows if r.duplicate_of_id is None]
-    duplicates = [r for r in rows if r.status == Status.DUPLICATE]
-    assert owners == [(1, Status.SUCCEEDED)], owners
-    assert redelivered >= 1
-    assert len(duplicates) == redelivered, (redelivered, [(r.status, r.reason) for r in rows])
-    # Every row comes from this one message: a redelivery by Redis, not a second send.
-    assert {r.task_id for r in rows} == {task_id}
-    run = next(r for r in rows if r.status == Status.SUCCEEDED)
-    assert run.result["settled_items"] == items
+    wait_for(quiet, 30, "every message to be acknowledged", every=0.5)
+    notes, paid = [], 0
+    for job, task_id in ids.items():
+        rows = list(JobRun.objects.filter(job=job, slot=slots[job]).order_by("id"))
+        waits = _waits(workers, task_id)
+        redelivered = _deliveries(workers, task_id) - 1 - waits
+        owners = [(r.attempt, r.status) for r in rows if r.duplicate_of_id is None]
+        assert owners == [(1, Status.SUCCEEDED)], (job, owners)
+        assert redelivered >= 1, job
+        assert sum(r.status == Status.DUPLICATE for r in rows) == redelivered, (job, rows)
+        # Every row comes from this one message: a redelivery by Redis, not a second send.
+        assert {r.task_id for r in rows} == {task_id}
+        run = next(r for r in rows if r.status == Status.SUCCEEDED)
+        paid += run.result["settled_items"]
+        kind = "running" if job == running.name else "countdown"
+        notes.append(
+            f"{kind}: {redelivered} redelivery(ies) recorded duplicate ({waits} wait(s) of one "
+            f"lock TTL while the first ran); ran {run.lateness_ms} ms late for {run.duration_ms} ms"
+        )
+    assert paid == early + late  # each item paid by one of the two runs, once
     assert pending_items() == 0
-    assert settled_items() == items
-    chaos_ledger.note(
-        f"{held}: {redelivered} redelivery(ies) by Redis, each recorded duplicate "
-        f"({waits} wait(s) of one lock TTL while the first ran); the run: "
-        f"{run.worker.split('@')[0]}, {run.lateness_ms} ms late, {run.duration_ms} ms"
-    )
+    assert settled_items() == early + late
+    chaos_ledger.note("; ".join(notes))

@@ -4,7 +4,8 @@
   at the job's starting deadline, and the job name and slot in headers and kwargs.
 - Rows that beat could not send (malformed JSON, a cron that never fires, an unknown task) are
   left out of the heap and logged, instead of blocking every other entry until the next resync.
-- At start it logs the offset distribution and any collisions; every 30 s it runs the reconciler,
+- At start it waits for PostgreSQL (celery beat would exit on a database error while loading the
+  schedule), logs the offset distribution and any collisions; every 30 s it runs the reconciler,
   then sends `ledger_reconciled` (ops evaluates alerts on it).
 """
 
@@ -17,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from celery import schedules
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, close_old_connections, connection
 from django_celery_beat.schedulers import DatabaseScheduler, ModelEntry
 
 from scheduler.collisions import analyse
@@ -28,6 +29,7 @@ from scheduler.signals import ledger_reconciled
 
 logger = logging.getLogger(__name__)
 RECONCILE_EVERY = 30.0
+DATABASE_WAIT_CAP = 30.0
 SEND_TOLERANCE = timedelta(seconds=2)  # beat may fire a few ms before the boundary
 
 
@@ -73,6 +75,11 @@ class JobScheduler(DatabaseScheduler):
     Entry = JobEntry
     _last_reconcile = 0.0
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if not kwargs.get("lazy"):
+            _DatabaseWait.until_reachable()
+        super().__init__(*args, **kwargs)
+
     def enabled_models_qs(self) -> Any:
         return super().enabled_models_qs().select_related("crontab", "job_schedule")
 
@@ -110,6 +117,42 @@ class JobScheduler(DatabaseScheduler):
             self._last_reconcile = time.monotonic()
             reconcile_safely()
         return delay
+
+
+class _DatabaseWait:
+    """Block beat's start until PostgreSQL answers.
+
+    Beat loads its schedule from the database as it builds its scheduler and exits on any error
+    there, so a beat started (or restarted by its supervisor) during a database outage would die
+    instead of firing as soon as the database is back. Once running, it survives a lost
+    connection (fault 10 of the chaos suite).
+    """
+
+    waiting = False
+
+    @classmethod
+    def until_reachable(cls) -> None:
+        if cls.waiting:
+            # Re-entered from beat's SIGTERM/SIGINT handler, which builds a scheduler to sync it.
+            logger.warning("beat stopped while waiting for PostgreSQL")
+            raise SystemExit(0)
+        cls.waiting = True
+        try:
+            delay = 1.0
+            while True:
+                try:
+                    connection.ensure_connection()
+                    return
+                except DatabaseError as exc:
+                    reason = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+                    logger.warning(
+                        "beat waits for PostgreSQL (%s); next try in %.0f s", reason, delay
+                    )
+                    connection.close()
+                time.sleep(delay)
+                delay = min(delay * 2, DATABASE_WAIT_CAP)
+        finally:
+            cls.waiting = False
 
 
 def log_stagger() -> None:

@@ -35,15 +35,18 @@ class Lease:
 
 _current: ContextVar[Lease | None] = ContextVar("jobsite_current_lease", default=None)
 
+# statement_timestamp(), not now(): the run path takes the lease in the transaction that claims
+# the slot, and now() would be that transaction's start (earlier, if the claim waited on a lock).
 _ACQUIRE = """
 WITH lease AS (
 INSERT INTO scheduler_joblease (job, token, holder_id, expires_at)
-VALUES (%(job)s, 1, %(run)s, now() + make_interval(secs => %(ttl)s))
+VALUES (%(job)s, 1, %(run)s, statement_timestamp() + make_interval(secs => %(ttl)s))
 ON CONFLICT (job) DO UPDATE
     SET token = scheduler_joblease.token + 1,
         holder_id = EXCLUDED.holder_id,
         expires_at = EXCLUDED.expires_at
-    WHERE scheduler_joblease.holder_id IS NULL OR scheduler_joblease.expires_at <= now()
+    WHERE scheduler_joblease.holder_id IS NULL
+        OR scheduler_joblease.expires_at <= statement_timestamp()
 RETURNING token
 )
 UPDATE scheduler_jobrun SET fence = lease.token FROM lease WHERE scheduler_jobrun.id = %(run)s

@@ -266,16 +266,23 @@ def _succeed(run: JobRun, lease: Lease, result: dict[str, Any]) -> bool:
 def job_execute(delivery: Delivery, *, rng: random.Random | None = None) -> Outcome:
     """Run one delivery through claim, lease and service; return what happened."""
     job = delivery.job
-    claim, run = slot_claim(delivery)
+    # Claim and lease commit together: one durable commit (a WAL flush, ~2 ms here) instead of
+    # two, and no moment where the slot is `running` without a lease or a skipped run shows as
+    # `running`. A failure rolls both back; the message is then delivered or reconciled again.
+    with transaction.atomic():
+        claim, run = slot_claim(delivery)
+        lease = None
+        if claim is Claim.RUN:
+            lease = lease_acquire(job=job.name, run_id=run.pk, ttl=job.lock_ttl)
+            if lease is None:
+                error = "another run holds the lock"
+                _finish(run, Status.SKIPPED_LOCK, timezone.now(), error=error)
     if claim is Claim.WAIT:
         return Outcome(run=run, wait_in=float(job.lock_ttl))
     if claim is not Claim.RUN:
         logger.info("job %s slot %s: %s", job.name, delivery.slot.isoformat(), run.status)
         return Outcome(run=run)
-
-    lease = lease_acquire(job=job.name, run_id=run.pk, ttl=job.lock_ttl)
     if lease is None:
-        _finish(run, Status.SKIPPED_LOCK, timezone.now(), error="another run holds the lock")
         logger.info("job %s slot %s: skipped, lock held", job.name, delivery.slot.isoformat())
         return Outcome(run=run)
     run.fence = lease.token

@@ -7,6 +7,7 @@ Run by beat every 30 s (and callable from the shell). It
   with no row past its grace (beat down, message lost, worker killed while holding a countdown
   message, which Redis then hides for a whole visibility timeout) is sent again once if it is the
   job's newest slot and still within its starting deadline; older ones are recorded `missed`;
+  a re-send the broker refuses (it is down) leaves no row and does not end the pass;
 - marks `queued` rows that never started before their deadline as `missed`.
 Everything it writes is guarded by the ledger's unique constraint, so two beats are harmless.
 """
@@ -18,6 +19,7 @@ from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.utils import timezone
+from kombu.exceptions import KombuError
 
 from scheduler.conf import reconcile_grace_seconds, reconcile_lookback_seconds
 from scheduler.cron import Cron, CronError
@@ -73,16 +75,36 @@ def _mark_lost(now: datetime, counts: dict[str, int]) -> None:
             continue
         counts["lost"] += 1
         logger.warning("job %s slot %s attempt %s lost", run.job, run.slot, run.attempt)
-        if job is not None and job.catch_up == "once" and _newest_slot(job) == run.slot:
-            with transaction.atomic():
-                job_dispatch(
-                    job=job,
-                    slot=run.slot,
-                    trigger=JobRun.Trigger.RECONCILER,
-                    attempt=run.attempt + 1,
-                    reason="re-sent after a lost attempt",
-                )
+        if job is None or job.catch_up != "once" or _newest_slot(job) != run.slot:
+            continue
+        if _resend(job, run.slot, attempt=run.attempt + 1, reason="re-sent after a lost attempt"):
             counts["redispatched"] += 1
+
+
+def _resend(job: Job, slot: datetime, *, attempt: int, reason: str) -> bool:
+    """Queue `slot` of `job` again; False when the broker refused the message.
+
+    The row is committed before the message is sent (job_dispatch). When the broker is down the
+    send fails after that commit: the row that would never start is removed again, so that the
+    slot is re-sent by a later pass if the broker is back within its starting deadline (and
+    recorded missed otherwise), and the pass goes on with the other jobs instead of ending here.
+    """
+    queued: JobRun | None = None
+    try:
+        with transaction.atomic():
+            queued = job_dispatch(
+                job=job,
+                slot=slot,
+                trigger=JobRun.Trigger.RECONCILER,
+                attempt=attempt,
+                reason=reason,
+            )
+    except KombuError as exc:
+        if queued is not None:
+            JobRun.objects.filter(pk=queued.pk, status=Status.QUEUED).delete()
+        logger.warning("job %s slot %s not re-sent, the broker refused it: %s", job.name, slot, exc)
+        return False
+    return True
 
 
 def _stale_queued(now: datetime, counts: dict[str, int]) -> None:
@@ -126,14 +148,9 @@ def _account_slots(schedule: JobSchedule, job: Job, now: datetime, counts: dict[
         within_deadline = slot > now - deadline
         is_newest = slot == expected[-1] and (newest is None or newest < slot)
         if within_deadline and is_newest and job.catch_up == "once":
-            with transaction.atomic():
-                job_dispatch(
-                    job=job,
-                    slot=slot,
-                    trigger=JobRun.Trigger.RECONCILER,
-                    reason="re-sent: no run started within the grace period",
-                )
-            counts["redispatched"] += 1
+            reason = "re-sent: no run started within the grace period"
+            if _resend(job, slot, attempt=1, reason=reason):
+                counts["redispatched"] += 1
         elif slot <= final or not within_deadline:
             created = JobRun.objects.bulk_create(
                 [

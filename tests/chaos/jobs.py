@@ -2,8 +2,8 @@
 
 A worker learns its tasks when it starts, so worker subprocesses import `registered_jobs` through
 JOBSITE_JOB_MODULES; the test process registers the same declarations for one test at a time
-(`conftest.chaos_jobs`), so the rest of the suite never sees them. Offsets 3, 6, 7, 8 and 9 are
-free in the default table (multiples of 5) and in the scheduler's sample jobs (1, 2, 4).
+(`conftest.chaos_jobs`), so the rest of the suite never sees them. Offsets 3, 6, 7, 8, 9, 11 and 12
+are free in the default table (multiples of 5) and in the scheduler's sample jobs (1, 2, 4).
 """
 
 from __future__ import annotations
@@ -93,4 +93,7 @@ CHAOS_JOBS = (
     _job("chaos-finalise", "finalise_pools", 7),
     _job("chaos-tick", "tick", 8),
     _job("chaos-tock", "tick", 9, starting_deadline=120),
+    # A short starting deadline: a broker outage of two minutes leaves slots past it (fault 13).
+    _job("chaos-blip", "tick", 11, starting_deadline=60),
+    _job("chaos-blop", "tick", 12, starting_deadline=60),
 )

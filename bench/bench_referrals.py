@@ -228,6 +228,10 @@ def main(argv: list[str]) -> None:
             f"tier 2+3 creation, {created:,} rewards: ours {ours:.2f} s, "
             f"hand-written INSERT ... SELECT {base:.2f} s, ratio {ours / base:.2f} (target <= 1.5)"
         )
+        print(
+            "  per round (ours / hand-written, s): "
+            + ", ".join(f"{o:.2f}/{b:.2f}" for o, b in zip(ours_t, base_t, strict=True))
+        )
 
         # 2. settlement of the tier-1 rewards (N pending items)
         _reset_tiers()
@@ -247,4 +251,8 @@ def main(argv: list[str]) -> None:
             f"settlement of {events:,} items: ours {ours:.2f} s ({events / ours:,.0f} items/s), "
             f"hand-written set-based SQL {base:.2f} s ({events / base:,.0f} items/s), "
             f"ratio {ours / base:.2f} (target <= 2)"
+        )
+        print(
+            "  per round (ours / hand-written, s): "
+            + ", ".join(f"{o:.2f}/{b:.2f}" for o, b in zip(ours_s, base_s, strict=True))
         )

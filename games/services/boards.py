@@ -154,10 +154,14 @@ def board_has_unranked(board: Board) -> bool:
     """Whether `board` changed since it was last ranked (one of its entries has rank NULL).
 
     Reads the board's rows without sorting them (no index holds `rank`, so that ranking stays
-    HOT), and stops at the first unranked one: a fraction of what ranking the board costs."""
+    HOT): a fraction of what ranking the board costs. An aggregate over the board, not EXISTS:
+    with statistics taken while ranks were NULL (e.g. right after a bulk load) the planner
+    expected an unranked row at once and scanned the whole table for one that was not there
+    (measured at 1M entries: ~0.2 s per board instead of ~0.03 s).
+    """
     sql = f"""
-        SELECT EXISTS (SELECT 1 FROM {ENTRY_TABLE}
-                       WHERE game = %s AND period = %s AND period_start = %s AND rank IS NULL)
+        SELECT coalesce(bool_or(rank IS NULL), false) FROM {ENTRY_TABLE}
+        WHERE game = %s AND period = %s AND period_start = %s
     """  # noqa: S608
     with connection.cursor() as cursor:
         cursor.execute(sql, list(board))

@@ -4,7 +4,8 @@
 
 Starts embedded PostgreSQL and Redis under var/ (unless DATABASE_URL / REDIS_URL are set),
 migrates, creates a development superuser, applies the schedules, loads demo data into an empty
-database, then runs web, workers, beat and Flower under honcho (Procfile). Ctrl-C or SIGTERM stops
+database, then runs web, workers, beat, Flower and simulated players (`manage.py simulate`, not
+with --no-demo) under honcho (Procfile). Ctrl-C or SIGTERM stops
 everything it started; the data stays under var/ for the next run.
 """
 
@@ -136,7 +137,15 @@ def _prepare_database(creds: dict[str, str], profile: str, demo: bool) -> None:
     connections.close_all()
 
 
-def _run_processes(creds: dict[str, str]) -> int:
+def _procfile_names() -> list[str]:
+    return [
+        line.split(":", 1)[0].strip()
+        for line in (ROOT / "Procfile").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+
+
+def _run_processes(creds: dict[str, str], *, demo: bool) -> int:
     env = dict(os.environ)
     env.setdefault("FLOWER_BASIC_AUTH", f"{creds['username']}:{creds['password']}")
     # The Procfile names `gunicorn` and `celery`: those of this virtual environment, which
@@ -146,6 +155,8 @@ def _run_processes(creds: dict[str, str]) -> int:
     # so its processes could talk to other servers than the ones just started and migrated.
     honcho = [sys.executable, "-m", "honcho", "start", "-f", str(ROOT / "Procfile")]
     honcho += ["--env", os.devnull]
+    if not demo:  # `simulate` keeps playing demo games so that the jobs have real work
+        honcho += [name for name in _procfile_names() if name != "simulate"]
     process = subprocess.Popen(  # noqa: S603
         honcho, cwd=ROOT, env=env, preexec_fn=lambda: _die_with_parent(signal.SIGTERM)
     )
@@ -171,7 +182,11 @@ def main(argv: list[str] | None = None) -> int:
         default="test",
         help="schedule profile to apply (default: test, every job every minute)",
     )
-    parser.add_argument("--no-demo", action="store_true", help="do not load demo data")
+    parser.add_argument(
+        "--no-demo",
+        action="store_true",
+        help="no demo data and no simulated players (manage.py seed_demo / simulate)",
+    )
     args = parser.parse_args(argv)
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jobsite.settings")
@@ -192,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{creds['password']})"
         )
         log("health http://127.0.0.1:8000/healthz   Ctrl-C stops everything")
-        return _run_processes(creds)
+        return _run_processes(creds, demo=not args.no_demo)
     except (EmbeddedServerError, ConfigError) as exc:
         log(f"error: {exc}")
         return 2

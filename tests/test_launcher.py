@@ -211,6 +211,7 @@ def _expect_every_process(children: dict[int, str]) -> None:
                "--queues long", "jobsite beat", "jobsite flower"]  # fmt: skip
     for needle in needles:
         assert needle in commands, f"{needle!r} not among the launcher's children: {commands}"
+    assert "manage.py simulate" not in commands  # --no-demo: no simulated players either
 
 
 def test_make_run_serves_then_stops_everything_and_finds_its_data_again(newcomer):

@@ -84,7 +84,8 @@ def test_sigterm_while_countdowns_are_held_and_a_job_runs(cluster, chaos_ledger,
     items = seed_money(tag="f12", players=10, per_player=5, credits=3)
     old = cluster.worker("old", CHAOS_SLEEP_AFTER="4")
     now = timezone.now().replace(microsecond=0)
-    running_slot, held_slot = now, now + timedelta(seconds=12)
+    # The new worker must be up before the held slot: 8-15 s on a loaded machine.
+    running_slot, held_slot = now, now + timedelta(seconds=25)
     chaos_ledger.expect(settlement.name, running_slot)
     chaos_ledger.expect(tick.name, held_slot)
     chaos_ledger.expect(tock.name, held_slot)
@@ -92,9 +93,10 @@ def test_sigterm_while_countdowns_are_held_and_a_job_runs(cluster, chaos_ledger,
     for job in (tick, tock):
         cluster.send(job, held_slot, countdown=(held_slot - timezone.now()).total_seconds())
     old.wait_log(" received", count=3, timeout=10)
+    new = cluster.worker("new", ready=False)  # a rolling deploy: the new worker is up first
     wait_for(lambda: pending_items() == 0, 30, "the running settlement to pay")
-
-    new = cluster.worker("new")  # a rolling deploy: the new worker is up first
+    new.wait_log(" ready.", timeout=60)
+    assert timezone.now() < held_slot, "the new worker took too long to start: nothing was held"
     assert old.term(timeout=30) == 0  # warm shutdown: waits for the running job
 
     wait_for(lambda: _done(tick.name, held_slot) and _done(tock.name, held_slot), 40, "held runs")

@@ -9,9 +9,10 @@ Ranking: N leaderboard entries over the 15 current boards (5 games x daily, week
   `--sample` rows and extrapolated linearly to N (a full run would take tens of minutes);
 - a second run with nothing changed vs the hand-written statement with IS DISTINCT FROM;
 - 1 % of one board's scores changed vs the full re-rank.
-Finalisation: the ten pools (5 daily + 5 weekly) of those boards, after their periods ended:
-database time (sum of statement times), median of --repeat runs; then once more after 1 % of each
-board changed since the ranking.
+Finalisation: the ten pools (5 daily + 5 weekly) of those boards on Monday at 00:00:50, database
+time (sum of statement times), median of --repeat rounds: in production order (changes in the
+last hour, then `leaderboard-ranking` at 00:00:20), with the boards untouched since the last
+ranking, and the worst case (changes, no ranking ran); plus the 00:00:20 ranking's wall time.
 Cleanup: N expired sessions without money (30 % of them with a board entry) vs one plain DELETE,
 and the longest batch.
 """
@@ -28,8 +29,11 @@ from typing import Any
 
 from bench._env import servers
 
-NOW = dt.datetime(2026, 3, 4, 10, 0, 20, tzinfo=dt.UTC)  # a Wednesday
-AFTER_WEEK = dt.datetime(2026, 3, 9, 0, 0, 50, tzinfo=dt.UTC)  # the Monday after
+# The last hourly ranking of a week (a Sunday), then Monday's runs: ranking at 00:00:20 and
+# finalisation (daily and weekly pools) at 00:00:50.
+NOW = dt.datetime(2026, 3, 8, 23, 0, 20, tzinfo=dt.UTC)
+RANKING_AFTER_MIDNIGHT = dt.datetime(2026, 3, 9, 0, 0, 20, tzinfo=dt.UTC)
+AFTER_WEEK = dt.datetime(2026, 3, 9, 0, 0, 50, tzinfo=dt.UTC)
 
 
 def rss_mb() -> float:
@@ -197,38 +201,95 @@ def bench_ranking(rows: int, sample: int, seed: int, table: list[tuple[str, str]
     connection.close()
 
 
-def bench_finalisation(table: list[tuple[str, str]], repeat: int, rows: int, seed: int) -> None:
-    """The ten pools (5 daily + 5 weekly) of the ranked boards, after their periods ended.
+def seed_pool_history(days: int) -> int:
+    """Closed pools of `days` earlier days (and their weeks), as a year of production leaves them:
+    the ranking's query for open pools of ended periods must not read them."""
+    from games.periods import period_start
 
+    first = period_start("daily", NOW) - dt.timedelta(days=days)
+    return sql(
+        """INSERT INTO games_prizepool
+               (game, period, period_start, amount, carried_in, status, finalised_at, created_at)
+           SELECT g.game, p.period, d::date, 0, 0, 'no_winner', d + interval '1 day', d
+           FROM unnest(ARRAY['snake','tetris','pong','breakout','space_invaders']) g(game),
+                (VALUES ('daily'), ('weekly')) p(period),
+                generate_series(%s::date, %s::date, interval '1 day') d
+           WHERE p.period = 'daily' OR extract(isodow FROM d) = 1
+           ON CONFLICT DO NOTHING""",
+        [first, period_start("daily", NOW) - dt.timedelta(days=1)],
+    )
+
+
+def bench_finalisation(table: list[tuple[str, str]], repeat: int, rows: int, seed: int) -> None:
+    """The ten pools (5 daily + 5 weekly) of the boards, finalised on Monday at 00:00:50.
+
+    The production sequence: the hourly ranking at Sunday 23:00:20 (NOW) leaves the boards
+    ranked; during the last hour 1 % of all entries get a better score (achieved before
+    midnight); `leaderboard-ranking` runs at 00:00:20 (it ranks the current boards and the
+    ended boards whose pool is still open); `prize-pool-finalisation` at 00:00:50. Three
+    scenarios, side by side in each of `repeat` rounds (pools reopened, credits and notifications
+    removed, a VACUUM before each as autovacuum would have run during the day; none between the
+    changes and the jobs):
+    - boards untouched since the ranking (the floor);
+    - production: changes, ranking at 00:00:20, finalisation at 00:00:50;
+    - worst case: changes, no ranking ran (late, failed): finalisation ranks the ten boards itself.
     Database time = the sum of the wall times of every statement the service sends (measured
-    around each execute in the client, so it includes the round trips), over `repeat` runs from
-    the same state (pools reopened, credits and notifications removed); the median is reported.
-    First with the boards as the hourly ranking leaves them, then after 1 % of each of the ten
-    boards got a new score since that ranking (finalisation then ranks them itself).
+    around each execute in the client, so it includes the round trips); medians are reported.
+    Also: how many boards finalisation ranked itself, and the cost of the ranking's query for
+    open pools of ended periods among two years of closed pools.
     """
     import statistics
 
     from django.db import connection
 
+    import games.services.pools as pools_module
     from games.models import Game, LeaderboardEntry, Notification, PrizeCredit, PrizePool
     from games.periods import period_start
     from games.services import leaderboard_rank_all, prize_pool_finalise_due
+    from games.services.ranking import ended_open_board_keys
 
     if not LeaderboardEntry.objects.exists():
         seed_boards(rows, seed)
-    leaderboard_rank_all(now=NOW)  # as the hourly run leaves them
-    for game in Game.values:
-        for period in ("daily", "weekly"):
-            PrizePool.objects.create(
-                game=game, period=period, period_start=period_start(period, NOW), amount=100
-            )
+    leaderboard_rank_all(now=NOW)  # as the hourly run at 23:00:20 leaves them
+    ten = [
+        PrizePool.objects.create(
+            game=game, period=period, period_start=period_start(period, NOW), amount=100
+        ).pk
+        for game in Game.values
+        for period in ("daily", "weekly")
+    ]
+    history = seed_pool_history(730)
+    vacuum("games_prizepool")
+
+    # The finalisation ranks a board itself only if it changed since its last ranking: count it.
+    ranked_by_finalisation = [0]
+    boards_rank = pools_module.boards_rank
+
+    def counting_boards_rank(boards):  # type: ignore[no-untyped-def]
+        ranked_by_finalisation[0] += len(boards)
+        return boards_rank(boards)
+
+    pools_module.boards_rank = counting_boards_rank
 
     def reopen() -> None:
         Notification.objects.filter(kind="pool_won").delete()
         PrizeCredit.objects.all().delete()
-        PrizePool.objects.update(status="open", winner=None, winning_score=None, finalised_at=None)
+        PrizePool.objects.filter(pk__in=ten).update(
+            status="open", winner=None, winning_score=None, finalised_at=None
+        )
+        vacuum("games_leaderboardentry")
 
-    def finalise() -> tuple[float, float]:
+    def last_hour_changes() -> int:
+        """1 % of all entries improve between 23:00:20 and midnight (unranked by the trigger)."""
+        return sql(
+            """UPDATE games_leaderboardentry
+               SET score = score + 1 + floor(random() * 500)::int,
+                   achieved_at = %s::timestamptz + make_interval(secs => floor(random() * 3500))
+               WHERE random() < 0.01""",
+            [NOW],
+        )
+
+    def finalise() -> tuple[float, int]:
         db_time = [0.0]
 
         def measure(execute, statement, params, many, context):  # type: ignore[no-untyped-def]
@@ -238,32 +299,93 @@ def bench_finalisation(table: list[tuple[str, str]], repeat: int, rows: int, see
             finally:
                 db_time[0] += time.perf_counter() - started
 
-        reopen()
+        ranked_by_finalisation[0] = 0
         with connection.execute_wrapper(measure):
-            wall, counts = timed(lambda: prize_pool_finalise_due(now=AFTER_WEEK))
+            counts = prize_pool_finalise_due(now=AFTER_WEEK)
         assert counts["finalised"] == 10, counts
-        return db_time[0], wall
+        return db_time[0], ranked_by_finalisation[0]
 
-    runs = [finalise() for _ in range(repeat)]
-    db = [d for d, _ in runs]
+    untouched: list[float] = []
+    production: list[float] = []
+    ranking: list[float] = []
+    ranking_rows: list[int] = []
+    worst: list[float] = []
+    self_ranked = {"untouched": set(), "production": set(), "worst": set()}
+    for _ in range(repeat):
+        reopen()
+        db, own = finalise()
+        untouched.append(db)
+        self_ranked["untouched"].add(own)
+
+        reopen()
+        last_hour_changes()
+        wall, counts = timed(lambda: leaderboard_rank_all(now=RANKING_AFTER_MIDNIGHT))
+        assert counts["ended_boards"] == 10, counts
+        assert counts["ended_boards_busy"] == 0, counts
+        ranking.append(wall)
+        ranking_rows.append(counts["rows_written"])
+        db, own = finalise()
+        production.append(db)
+        self_ranked["production"].add(own)
+
+        reopen()
+        last_hour_changes()
+        db, own = finalise()
+        worst.append(db)
+        self_ranked["worst"].add(own)
+    pools_module.boards_rank = boards_rank
+
+    def median(values: list[float]) -> str:
+        return f"{statistics.median(values):.2f} s  (range {min(values):.2f}-{max(values):.2f} s"
+
+    def own(kind: str) -> str:
+        return "/".join(str(n) for n in sorted(self_ranked[kind]))
+
     table.append(
         (
-            f"finalise 10 pools, boards ranked: database time (median of {repeat})",
-            f"{statistics.median(db):.2f} s  (range {min(db):.2f}-{max(db):.2f} s, "
-            f"wall {statistics.median(w for _, w in runs):.2f} s; target < 1 s)",
+            f"finalise 10 pools at 00:00:50, database time (median of {repeat}):",
+            "target < 1 s",
         )
     )
-    # An hour of play after the last ranking: 1 % of each pool board's entries improve.
-    sql(
-        """UPDATE games_leaderboardentry SET score = score + 1 + floor(random() * 500)::int
-           WHERE period <> 'all_time' AND random() < 0.01"""
-    )
-    vacuum("games_leaderboardentry")
-    dirty, wall = finalise()
     table.append(
         (
-            "  same after 1 % of each board changed since the ranking",
-            f"{dirty:.2f} s  (wall {wall:.2f} s; ranks them: most rows move)",
+            "  production: last-hour changes, ranking ran at 00:00:20",
+            f"{median(production)}; boards it ranked itself: {own('production')})",
+        )
+    )
+    table.append(
+        (
+            "  boards untouched since the 23:00:20 ranking",
+            f"{median(untouched)}; boards it ranked itself: {own('untouched')})",
+        )
+    )
+    table.append(
+        (
+            "  worst case: last-hour changes, NO ranking ran before it",
+            f"{median(worst)}; boards it ranked itself: {own('worst')})",
+        )
+    )
+    table.append(
+        (
+            "ranking run at 00:00:20 (10 ended + 15 current boards), wall",
+            f"{median(ranking)}; {statistics.median(ranking_rows):,.0f} rows written; budget 30 s)",
+        )
+    )
+    # The ranking's query for open pools of ended periods, among years of closed pools.
+    reopen()
+    lookups = [timed(lambda: ended_open_board_keys(RANKING_AFTER_MIDNIGHT))[0] for _ in range(20)]
+    with connection.cursor() as cursor:
+        query = PrizePool.objects.filter(
+            status="open", period_start__lt=period_start("daily", RANKING_AFTER_MIDNIGHT)
+        ).values_list("game", "period", "period_start")
+        compiled, params = query.query.sql_with_params()
+        cursor.execute(f"EXPLAIN (ANALYZE, COSTS OFF) {compiled}", params)
+        plan = [line.strip() for (line,) in cursor.fetchall()]
+    index_lines = [line for line in plan if "Index" in line] or plan
+    table.append(
+        (
+            f"  its query for ended open pools, among {history:,} closed pools",
+            f"{statistics.median(lookups) * 1000:.1f} ms median of 20; plan: {index_lines[0]}",
         )
     )
 

@@ -46,8 +46,9 @@ register(
         service="games.services.ranking.leaderboard_rank_all",
         cron="0 * * * *",
         offset=20,
-        description="Rewrite the ranks of the 15 current boards in one set-based statement; "
-        "only rows whose rank changed are written.",
+        description="Rewrite the ranks of the 15 current boards, and of ended boards whose pool "
+        "is not finalised yet (so finalisation finds them ranked), set-based; only rows whose "
+        "rank changed are written.",
         queue="long",
         lock_ttl=300,
         time_limit=1800,

@@ -130,7 +130,10 @@ def prize_pool_finalise(*, pool_id: int, now: dt.datetime) -> str:
         # The final ranks: ranks are exact unless the board changed since it was last ranked
         # (an entry with rank NULL, marked by the database in the writing transaction; every
         # writer of this board holds this pool's row first, and cleanup marks the boards of open
-        # pools). An unchanged board is left as the hourly ranking wrote it.
+        # pools). An unchanged board is left as the ranking wrote it: leaderboard-ranking at
+        # 00:00:20 ranks the ended boards of open pools holding their rows, so at 00:00:50 the
+        # board is normally unchanged (this wait for the row, if that run is still going, is
+        # what makes it so). If that run did not happen or skipped the board, it is ranked here.
         if board_has_unranked(board):
             boards_rank([board])
         pool.status = PrizePool.Status.FINALISED

@@ -10,6 +10,7 @@ from games.models import GameSession, LeaderboardEntry, Notification, PrizeCredi
 from games.services import (
     cleanup_run,
     game_session_void,
+    leaderboard_rank_all,
     prize_pool_finalise,
     prize_pool_finalise_due,
 )
@@ -378,3 +379,119 @@ def test_cleanup_marks_the_board_of_a_pool_still_open_and_finalisation_closes_it
     prize_pool_finalise(pool_id=daily_pool().pk, now=at(2026, 3, 5, 3, 1))
     board = LeaderboardEntry.objects.filter(period="daily", period_start=WEDNESDAY)
     assert list(board.order_by("rank").values_list("score", "rank")) == [(5, 1), (3, 2)]
+
+
+@pytest.mark.django_db
+def test_after_the_ranking_at_00_00_20_finalisation_writes_no_rank_rows(
+    make_player, play, monkeypatch
+):
+    # given Wednesday's board ranked by the 23:00:20 run, then games in the last hour (a new
+    # leader, a better score): the board changed after its last ranking
+    players = [make_player() for _ in range(4)]
+    for player, score in zip(players, (5, 9, 7, 3), strict=True):
+        play(player, score=score, when=at(2026, 3, 4, 12), fee="1.00")
+    leaderboard_rank_all(now=at(2026, 3, 4, 23, 0, 20))
+    play(make_player(), score=12, when=at(2026, 3, 4, 23, 30), fee="1.00")
+    play(players[3], score=8, when=at(2026, 3, 4, 23, 59, 59), fee="1.00")
+    assert board_has_unranked(("snake", "daily", WEDNESDAY))
+    # when leaderboard-ranking runs at 00:00:20 (Thursday's boards are the current ones)
+    counts = leaderboard_rank_all(now=at(2026, 3, 5, 0, 0, 20))
+    # then it ranked Wednesday's board, its pool still open
+    assert counts["ended_boards"] == 1
+    assert counts[f"snake.daily.{WEDNESDAY.isoformat()}"] > 0
+    assert not board_has_unranked(("snake", "daily", WEDNESDAY))
+    before = row_versions(period="daily", period_start=WEDNESDAY)
+
+    # when finalisation runs at 00:00:50
+    def must_not_rank(boards):
+        raise AssertionError(f"finalisation ranked {boards} itself")
+
+    monkeypatch.setattr("games.services.pools.boards_rank", must_not_rank)
+    assert prize_pool_finalise_due(now=at(2026, 3, 5, 0, 0, 50))["finalised"] == 1
+    # then it wrote no rank row, and the final ranks are exact
+    assert row_versions(period="daily", period_start=WEDNESDAY) == before
+    board = LeaderboardEntry.objects.filter(period="daily", period_start=WEDNESDAY)
+    assert list(board.order_by("rank").values_list("score", "rank")) == [
+        (12, 1),
+        (9, 2),
+        (8, 3),
+        (7, 4),
+        (5, 5),
+    ]
+    assert daily_pool().winning_score == 12
+    # and the next ranking leaves the finalised board alone
+    assert leaderboard_rank_all(now=at(2026, 3, 5, 1, 0, 20))["ended_boards"] == 0
+
+
+@pytest.mark.django_db
+def test_without_the_midnight_ranking_finalisation_still_ranks_the_changed_board(make_player, play):
+    # given the same last-hour change, and no ranking after it (late, failed)
+    for score in (5, 9):
+        play(make_player(), score=score, when=at(2026, 3, 4, 12), fee="1.00")
+    leaderboard_rank_all(now=at(2026, 3, 4, 23, 0, 20))
+    play(make_player(), score=12, when=at(2026, 3, 4, 23, 30), fee="1.00")
+    # when finalisation runs
+    prize_pool_finalise_due(now=at(2026, 3, 5, 0, 0, 50))
+    # then the final ranks are exact all the same
+    board = LeaderboardEntry.objects.filter(period="daily", period_start=WEDNESDAY)
+    assert list(board.order_by("rank").values_list("score", "rank")) == [(12, 1), (9, 2), (5, 3)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_finalisation_during_the_midnight_ranking_waits_and_finds_the_board_ranked(
+    make_player, play, monkeypatch
+):
+    # given Wednesday's board changed in its last hour, and the ranking at 00:00:20 that has
+    # ranked it but not committed yet (it holds the pool's row)
+    for score in (5, 9, 7):
+        play(make_player(), score=score, when=at(2026, 3, 4, 23, 30), fee="1.00")
+    real_rank = boards_rank
+    ranked, release = threading.Event(), threading.Event()
+    finaliser_ranked: list[object] = []
+
+    def rank_then_pause(boards):
+        written = real_rank(boards)
+        ranked.set()
+        assert release.wait(timeout=30)
+        return written
+
+    def finaliser_rank(boards):
+        finaliser_ranked.append(boards)
+        return real_rank(boards)
+
+    monkeypatch.setattr("games.services.ranking.boards_rank", rank_then_pause)
+    monkeypatch.setattr("games.services.pools.boards_rank", finaliser_rank)
+    outcomes: list[object] = []
+
+    def ranking() -> None:
+        try:
+            outcomes.append(leaderboard_rank_all(now=at(2026, 3, 5, 0, 0, 20)))
+        finally:
+            ranked.set()
+            connection.close()
+
+    def finalise() -> None:
+        try:
+            outcomes.append(prize_pool_finalise_due(now=at(2026, 3, 5, 0, 0, 50)))
+        finally:
+            connection.close()
+
+    ranker = threading.Thread(target=ranking)
+    ranker.start()
+    assert ranked.wait(timeout=30)
+    # when finalisation starts meanwhile
+    finaliser = threading.Thread(target=finalise)
+    finaliser.start()
+    deadline = time.monotonic() + 30
+    while not backend_waits_on_a_lock():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    # then it waits for the pool's row; once the ranking commits it finds the board ranked
+    release.set()
+    ranker.join(timeout=30)
+    finaliser.join(timeout=30)
+    assert len(outcomes) == 2
+    assert outcomes[1]["finalised"] == 1
+    assert finaliser_ranked == []
+    board = LeaderboardEntry.objects.filter(period="daily", period_start=WEDNESDAY)
+    assert list(board.order_by("rank").values_list("score", "rank")) == [(9, 1), (7, 2), (5, 3)]

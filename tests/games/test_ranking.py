@@ -9,7 +9,7 @@ from django.db.models import F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from games.models import ALL_TIME_START, LeaderboardEntry, Player
+from games.models import ALL_TIME_START, LeaderboardEntry, Player, PrizePool
 from games.periods import period_start
 from games.services import leaderboard_rank_all
 from games.services.boards import board_has_unranked, boards_rank
@@ -136,7 +136,13 @@ def test_a_second_run_with_nothing_changed_writes_no_rows():
     # when the ranking runs again
     second = leaderboard_rank_all(now=NOW)
     # then nothing is written
-    assert second == {"rows_written": 0, "boards": 15, "boards_ranked": 0}
+    assert second == {
+        "rows_written": 0,
+        "boards": 15,
+        "ended_boards": 0,
+        "boards_ranked": 0,
+        "ended_boards_busy": 0,
+    }
 
 
 @pytest.mark.django_db
@@ -186,14 +192,129 @@ def test_only_rows_whose_rank_changed_are_written():
 
 
 @pytest.mark.django_db
-def test_boards_of_past_periods_are_not_ranked():
-    # given yesterday's daily board, unranked
+def test_boards_of_past_periods_without_an_open_pool_are_not_ranked():
+    # given yesterday's daily board, unranked, with no pool (nothing will ever finalise it)
     make_entries(5, start=period_start("daily", NOW) - dt.timedelta(days=1))
-    # when the current boards are ranked
+    # when the ranking runs
     counts = leaderboard_rank_all(now=NOW)
-    # then yesterday's is left to finalisation
-    assert counts["rows_written"] == 0
+    # then yesterday's board is left alone
+    assert (counts["rows_written"], counts["ended_boards"]) == (0, 0)
     assert not LeaderboardEntry.objects.filter(rank__isnull=False).exists()
+
+
+YESTERDAY = period_start("daily", NOW) - dt.timedelta(days=1)
+LAST_WEEK = period_start("weekly", NOW) - dt.timedelta(days=7)
+
+
+def board_versions(period, start):
+    """(id, rank, xmin) of snake's entries on one board: a rewritten row gets a new xmin."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id, rank, xmin::text FROM games_leaderboardentry "
+            "WHERE game = 'snake' AND period = %s AND period_start = %s ORDER BY id",
+            [period, start],
+        )
+        return cursor.fetchall()
+
+
+@pytest.mark.django_db
+def test_the_ranking_also_ranks_an_ended_board_whose_pool_is_still_open():
+    # given yesterday's daily board, changed since its last ranking, whose pool is not finalised
+    # yet (the run just after midnight, before finalisation)
+    make_entries(6, start=YESTERDAY)
+    PrizePool.objects.create(game="snake", period="daily", period_start=YESTERDAY, amount=5)
+    # when the ranking runs
+    counts = leaderboard_rank_all(now=NOW)
+    # then that board is ranked exactly, alongside the current ones
+    assert counts["ended_boards"] == 1
+    assert counts[f"snake.daily.{YESTERDAY.isoformat()}"] == 6
+    assert (counts["boards_ranked"], counts["rows_written"], counts["ended_boards_busy"]) == (
+        1,
+        6,
+        0,
+    )
+    entries = list(LeaderboardEntry.objects.all())
+    assert {e.pk: e.rank for e in entries} == expected_ranks(entries)
+    # and a second run finds nothing to do
+    again = leaderboard_rank_all(now=NOW)
+    assert (again["ended_boards"], again["boards_ranked"], again["rows_written"]) == (1, 0, 0)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("status", ["finalised", "no_winner"])
+def test_the_ranking_never_touches_a_board_whose_pool_is_closed(make_player, status):
+    # given last week's board and its pool, closed, with final ranks; then an entry changed
+    # behind the services' back (its rank is now NULL)
+    make_entries(5, period="weekly", start=LAST_WEEK)
+    boards_rank([("snake", "weekly", LAST_WEEK)])
+    PrizePool.objects.create(
+        game="snake",
+        period="weekly",
+        period_start=LAST_WEEK,
+        amount=0,
+        status=status,
+        winner=make_player() if status == "finalised" else None,
+        winning_score=4 if status == "finalised" else None,
+        finalised_at=NOW,
+    )
+    LeaderboardEntry.objects.filter(
+        pk=LeaderboardEntry.objects.order_by("id").values("pk")[:1]
+    ).update(score=1000)
+    before = board_versions("weekly", LAST_WEEK)
+    # when the ranking runs
+    counts = leaderboard_rank_all(now=NOW)
+    # then the final board is not even considered, and not a row of it was written
+    assert (counts["ended_boards"], counts["rows_written"]) == (0, 0)
+    assert board_versions("weekly", LAST_WEEK) == before
+
+
+@pytest.mark.django_db
+def test_a_pool_not_ended_yet_is_ranked_as_a_current_board_only():
+    # given today's open pool and board (the period has not ended)
+    make_entries(3)
+    PrizePool.objects.create(
+        game="snake", period="daily", period_start=period_start("daily", NOW), amount=1
+    )
+    # when the ranking runs, it is a current board, not an ended one
+    counts = leaderboard_rank_all(now=NOW)
+    assert (counts["ended_boards"], counts["snake.daily"], counts["rows_written"]) == (0, 3, 3)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_ended_board_whose_pool_row_is_held_is_left_to_its_holder():
+    # given yesterday's changed board whose open pool's row another transaction holds (a
+    # finalisation, or a late game being written)
+    make_entries(4, start=YESTERDAY)
+    pool = PrizePool.objects.create(game="snake", period="daily", period_start=YESTERDAY, amount=5)
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        try:
+            with transaction.atomic():
+                PrizePool.objects.select_for_update().get(pk=pool.pk)
+                held.set()
+                assert release.wait(timeout=30)
+        finally:
+            held.set()
+            connection.close()
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    try:
+        assert held.wait(timeout=30)
+        # when the ranking runs meanwhile
+        started = time.monotonic()
+        counts = leaderboard_rank_all(now=NOW)
+        # then it does not wait for the row, and leaves the board unranked to the holder
+        assert time.monotonic() - started < 5
+        assert (counts["ended_boards"], counts["ended_boards_busy"]) == (1, 1)
+        assert counts["rows_written"] == 0
+        assert board_has_unranked(("snake", "daily", YESTERDAY))
+    finally:
+        release.set()
+        thread.join(timeout=30)
+    # and once the row is free, the next run ranks it
+    assert leaderboard_rank_all(now=NOW)["rows_written"] == 4
 
 
 @pytest.mark.django_db

@@ -50,28 +50,9 @@ def _upsert_sql(with_started: bool) -> str:
 
 _UPSERT = {False: _upsert_sql(False), True: _upsert_sql(True)}
 
-# Set on a task's request once its SUCCESS result was stored in the run's success transaction.
-STORED_WITH_SUCCESS = "jobsite_result_stored_with_success"
-
 
 class JobResultBackend(DatabaseBackend):
     """django-celery-results' database backend with a single-statement store."""
-
-    def store_result(
-        self,
-        task_id: str,
-        result: Any,
-        state: str,
-        traceback: str | None = None,
-        request: Any = None,
-        **kwargs: Any,
-    ) -> Any:
-        if state == states.SUCCESS and getattr(request, STORED_WITH_SUCCESS, False):
-            # Already written, with this value, in the transaction that recorded the run's
-            # success (scheduler.tasks.JobTask.run_job): Celery's own store after the return
-            # would write the same row again, in a commit of its own.
-            return result
-        return super().store_result(task_id, result, state, traceback, request=request, **kwargs)
 
     def _store_result(
         self,

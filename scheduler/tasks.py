@@ -10,9 +10,9 @@ import contextlib
 import logging
 import select
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from celery import Task, shared_task, states
+from celery import Task, shared_task
 from celery.signals import task_revoked
 from django.db import close_old_connections, connection
 from django.utils import timezone
@@ -20,9 +20,6 @@ from django.utils.dateparse import parse_datetime
 
 from jobsite.celery import app
 from scheduler.registry import Job, all_jobs, job_for_task
-
-if TYPE_CHECKING:
-    from scheduler.models import JobRun
 
 logger = logging.getLogger(__name__)
 
@@ -103,15 +100,7 @@ class JobTask(Task):
         user_id: int | None = None,
         reason: str = "",
     ) -> dict[str, Any]:
-        from scheduler.results import STORED_WITH_SUCCESS
         from scheduler.services.runs import Delivery, job_execute
-
-        request = self.request
-
-        def store_result_with_success(run: JobRun) -> None:
-            """The SUCCESS result, written in the commit that records the run's success."""
-            self.backend.store_result(request.id, _returned(run), states.SUCCESS, request=request)
-            setattr(request, STORED_WITH_SUCCESS, True)
 
         # CELERY_DB_REUSE_MAX keeps connections across tasks; drop one that died meanwhile (a
         # PostgreSQL restart) instead of failing this run on it, as Django does per request.
@@ -126,7 +115,6 @@ class JobTask(Task):
             worker=self.request.hostname or "",
             user_id=user_id,
             reason=reason,
-            on_success=store_result_with_success if self._stores_success(request) else None,
         )
         outcome = job_execute(delivery)
         kwargs = {"slot": delivery.slot.isoformat(), "user_id": user_id, "reason": reason}
@@ -144,23 +132,8 @@ class JobTask(Task):
                 countdown=outcome.retry_in,
                 max_retries=None,
             )
-        return _returned(outcome.run)
-
-    def _stores_success(self, request: Any) -> bool:
-        """Whether Celery would store this task's SUCCESS with our single-statement backend."""
-        from scheduler.results import JobResultBackend
-
-        if request.is_eager or request.id is None:
-            return False
-        if not isinstance(self.backend, JobResultBackend):
-            return False
-        ignore = request.__dict__.get("ignore_result")  # the message's value wins, as in Celery
-        return not (self.ignore_result if ignore is None else ignore)
-
-
-def _returned(run: JobRun) -> dict[str, Any]:
-    """A job task's return value (its Celery result)."""
-    return {"run_id": run.pk, "job": run.job, "status": run.status, "result": run.result}
+        run = outcome.run
+        return {"run_id": run.pk, "job": run.job, "status": run.status, "result": run.result}
 
 
 def _make_task(job: Job) -> Task:

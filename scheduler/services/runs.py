@@ -9,13 +9,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import random
 import traceback
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -59,9 +57,6 @@ class Delivery:
     worker: str = ""
     user_id: int | None = None
     reason: str = ""
-    # Called with the succeeded run inside the transaction that records its success, so what it
-    # writes (the job task's Celery result) shares that commit; if it fails, the success stands.
-    on_success: Callable[[JobRun], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -253,30 +248,18 @@ def _finish(run: JobRun, status: str, now: datetime, **fields: object) -> bool:
     return False
 
 
-def _succeed(
-    run: JobRun,
-    lease: Lease,
-    result: dict[str, Any],
-    on_success: Callable[[JobRun], None] | None = None,
-) -> bool:
+def _succeed(run: JobRun, lease: Lease, result: dict[str, Any]) -> bool:
     now = timezone.now()
     duration = max(0, int((now - (run.started_at or now)).total_seconds() * 1000))
     encoded = json.dumps(result, cls=DjangoJSONEncoder)
-    with transaction.atomic() if on_success else contextlib.nullcontext():
-        if not succeed_and_release(lease, now=now, duration_ms=duration, result=encoded):
-            return False
-        run.status, run.finished_at, run.duration_ms, run.result = (
-            Status.SUCCEEDED,
-            now,
-            duration,
-            json.loads(encoded),
-        )
-        if on_success is not None:
-            try:
-                with transaction.atomic():  # a savepoint: its failure keeps the success
-                    on_success(run)
-            except Exception:
-                logger.exception("job %s: the write beside its success failed", run.job)
+    if not succeed_and_release(lease, now=now, duration_ms=duration, result=encoded):
+        return False
+    run.status, run.finished_at, run.duration_ms, run.result = (
+        Status.SUCCEEDED,
+        now,
+        duration,
+        json.loads(encoded),
+    )
     return True
 
 
@@ -312,9 +295,7 @@ def job_execute(delivery: Delivery, *, rng: random.Random | None = None) -> Outc
             return Outcome(run=run)
         except Exception as exc:
             return _failed(run, job, delivery, exc, rng or random.Random())
-        recorded = not heartbeat.lost.is_set() and _succeed(
-            run, lease, result or {}, delivery.on_success
-        )
+        recorded = not heartbeat.lost.is_set() and _succeed(run, lease, result or {})
         heartbeat.released = recorded
         if not recorded:
             run.refresh_from_db()

@@ -335,8 +335,8 @@ def scale() -> None:
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="make bench ARGS='scheduler ...'")
-    parser.add_argument("--tasks", type=int, default=1000, help="messages per measurement")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved overhead rounds")
+    parser.add_argument("--tasks", type=int, default=150, help="messages per measurement")
+    parser.add_argument("--rounds", type=int, default=14, help="interleaved overhead rounds")
     parser.add_argument(
         "--prefetch", type=int, default=1, help="worker prefetch multiplier (production: 1)"
     )

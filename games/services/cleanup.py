@@ -18,16 +18,18 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 
 from django.db import connection, transaction
 from django.db.models import Q
 
 from games import conf
-from games.models import Game, GameSession, LeaderboardEntry
+from games.models import Game, GameSession, LeaderboardEntry, PrizePool
 from games.services.boards import (
     ENTRY_TABLE,
     SESSION_TABLE,
     boards_mark_changed,
+    boards_rank,
     current_board_keys,
 )
 from games.services.sessions import game_session_expire
@@ -64,6 +66,8 @@ def _session_referenced_elsewhere() -> str:
 # cleanup marks the current boards once at the end.
 SKIP_BOARD_MARKS = "SET LOCAL games.skip_board_marks = 'on'"
 
+POOL_TABLE = PrizePool._meta.db_table
+
 # Keyset start: before any real row.
 _FIRST_KEY = (dt.datetime(1, 1, 1, tzinfo=dt.UTC), 0)
 
@@ -76,11 +80,13 @@ def _run_batches(
     deadline: float,
     stats: dict[str, int],
     prelude: str = "",
+    then: Callable[..., None] | None = None,
 ) -> int:
     """Run a batch statement until a batch picks fewer rows than `size` or time runs out.
 
     The statement picks rows after the keyset (`after_at`, `after_id`) in key order, changes them
-    and returns (rows changed, rows picked, last key). Walking forward by key, instead of asking
+    and returns (rows changed, rows picked, last key, *more); `then(*more)` runs next in the
+    batch's transaction. Walking forward by key, instead of asking
     again for "the first n rows that match", means no batch re-reads the dead index entries of
     the rows earlier batches deleted (measured: 1M deletions went from 3.6 s to well under a
     second for the longest batch, total time ~3x lower).
@@ -96,7 +102,9 @@ def _run_batches(
             if prelude:
                 cursor.execute(prelude)
             cursor.execute(sql, {**params, "after_at": after_at, "after_id": after_id, "n": size})
-            changed, picked, last_at, last_id = cursor.fetchone()
+            changed, picked, last_at, last_id, *more = cursor.fetchone()
+            if then is not None:
+                then(*more)
         stats["batches"] += 1
         stats["longest_batch_ms"] = max(
             stats["longest_batch_ms"], int((time.monotonic() - started) * 1000)
@@ -140,17 +148,57 @@ def _expire_paid(
             return expired
 
 
-def _batch_sql(pick: str, change: str) -> str:
+def _batch_sql(pick: str, change: str, *, between: str = "", more: str = "") -> str:
     """`pick` selects (key_at, id) of at most %(n)s rows in key order, locking them;
-    `change` changes the rows joined as `batch` and returns one row per change."""
+    `change` changes the rows joined as `batch` and returns one row per change; `between` adds
+    CTEs after `batch`, `more` columns after the four the batch loop reads."""
     sql = f"""
         WITH batch AS MATERIALIZED ({pick}),
+        {between}
         changed AS ({change}),
         last AS (SELECT key_at, id FROM batch ORDER BY key_at DESC, id DESC LIMIT 1)
         SELECT (SELECT count(*) FROM changed), (SELECT count(*) FROM batch),
-               (SELECT key_at FROM last), (SELECT id FROM last)
+               (SELECT key_at FROM last), (SELECT id FROM last) {more}
     """  # noqa: S608 -- both parts are built from our table names
     return sql
+
+
+# Entry deletion holds the pool row of each board it deletes from, the lock finalisation and every
+# other writer of a board with a pool take first: a board is never changed while its pool is
+# being finalised (a deletion between finalisation's "unchanged?" check and its commit would
+# leave a gap in the final ranks). The entry rows are picked first (SKIP LOCKED), so the pool
+# rows are taken with SKIP LOCKED too (waiting for them while holding entries could deadlock with
+# a finaliser that holds the pool and writes ranks): the entries of a board whose pool is busy
+# are left for the next run. Boards without a pool (all-time, free play only) need no lock.
+# Then: an open pool's board is marked by the delete trigger (migration 0006) and ranked by the
+# next ranking or by finalisation; a closed pool's board is final, and is re-ranked in the same
+# transaction so its final ranks run 1..N again (as a void does, `_final_board_entry_drop`).
+_ENTRY_DELETE_POOLS = f"""
+        boards AS MATERIALIZED (
+            SELECT DISTINCT e.game, e.period, e.period_start
+            FROM {ENTRY_TABLE} e JOIN batch ON batch.id = e.id),
+        held AS MATERIALIZED (
+            SELECT p.game, p.period, p.period_start, p.status
+            FROM {POOL_TABLE} p JOIN boards b
+              ON p.game = b.game AND p.period = b.period AND p.period_start = b.period_start
+            FOR UPDATE OF p SKIP LOCKED),
+"""  # noqa: S608
+_ENTRY_DELETE = f"""
+        DELETE FROM {ENTRY_TABLE} e USING batch WHERE e.id = batch.id
+          AND (NOT EXISTS (SELECT 1 FROM {POOL_TABLE} p WHERE p.game = e.game
+                           AND p.period = e.period AND p.period_start = e.period_start)
+               OR EXISTS (SELECT 1 FROM held h WHERE h.game = e.game
+                          AND h.period = e.period AND h.period_start = e.period_start))
+        RETURNING e.game, e.period, e.period_start
+"""  # noqa: S608
+_ENTRY_DELETE_MORE = """,
+        (SELECT count(*) FROM batch) - (SELECT count(*) FROM changed),
+        (SELECT json_agg(json_build_array(d.game, d.period, d.period_start))
+         FROM (SELECT DISTINCT c.game, c.period, c.period_start FROM changed c
+               JOIN held h ON h.game = c.game AND h.period = c.period
+                          AND h.period_start = c.period_start
+               WHERE h.status <> 'open') d)
+"""
 
 
 def cleanup_run(*, now: dt.datetime) -> dict[str, int]:
@@ -163,15 +211,35 @@ def cleanup_run(*, now: dt.datetime) -> dict[str, int]:
       open at `now`, as at a finish, in the transaction that expires the session (so once).
     - `expired` sessions with entry_fee = 0 started more than GAMES_SESSION_RETENTION_DAYS ago are
       deleted unless a table other than the boards still points at them.
-    - board entries whose session was voided, or deleted (session NULL), are removed.
+    - board entries whose session was voided, or deleted (session NULL), are removed, holding
+      the pool row of their board if it has one (never while the pool is being finalised: such
+      entries wait for the next run, counted in `entries_pool_busy`); a final board (closed
+      pool) that lost entries is re-ranked in the same transaction (`final_boards_reranked`).
     """
     settings = conf.load()
     deadline = time.monotonic() + settings.cleanup_max_seconds
     size = settings.cleanup_batch_size
     stats = {"batches": 0, "longest_batch_ms": 0, "incomplete": 0}
 
-    def run(sql: str, prelude: str = "", **params: object) -> int:
-        return _run_batches(sql, params, size=size, deadline=deadline, stats=stats, prelude=prelude)
+    def run(
+        sql: str, prelude: str = "", then: Callable[..., None] | None = None, **params: object
+    ) -> int:
+        return _run_batches(
+            sql, params, size=size, deadline=deadline, stats=stats, prelude=prelude, then=then
+        )
+
+    stats["entries_pool_busy"] = 0
+    stats["final_boards_reranked"] = 0
+
+    def after_entry_delete(busy: int, final_boards: list[list[str]] | None) -> None:
+        """Entries left because their pool was busy; final boards re-ranked (pools held)."""
+        stats["entries_pool_busy"] += busy
+        boards = [
+            (game, period, dt.date.fromisoformat(start))
+            for game, period, start in final_boards or []
+        ]
+        boards_rank(boards)
+        stats["final_boards_reranked"] += len(boards)
 
     expiry_before = now - dt.timedelta(minutes=settings.session_expiry_minutes)
     # Free sessions move no money: a set-based batch. Paid ones go through the service below.
@@ -214,20 +282,24 @@ def cleanup_run(*, now: dt.datetime) -> dict[str, int]:
                 JOIN {ENTRY_TABLE} e ON e.session_id = s.id
                 WHERE s.voided_at IS NOT NULL AND e.id > %(after_id)s
                 ORDER BY e.id LIMIT %(n)s FOR UPDATE OF e SKIP LOCKED""",  # noqa: S608
-            f"""DELETE FROM {ENTRY_TABLE} e USING batch WHERE e.id = batch.id
-                RETURNING 1""",  # noqa: S608
+            _ENTRY_DELETE,
+            between=_ENTRY_DELETE_POOLS,
+            more=_ENTRY_DELETE_MORE,
         ),
         prelude=SKIP_BOARD_MARKS,
+        then=after_entry_delete,
     )
     orphaned = run(
         _batch_sql(
             f"""SELECT %(after_at)s::timestamptz AS key_at, id FROM {ENTRY_TABLE}
                 WHERE session_id IS NULL AND id > %(after_id)s
                 ORDER BY id LIMIT %(n)s FOR UPDATE SKIP LOCKED""",  # noqa: S608
-            f"""DELETE FROM {ENTRY_TABLE} e USING batch WHERE e.id = batch.id
-                RETURNING 1""",  # noqa: S608
+            _ENTRY_DELETE,
+            between=_ENTRY_DELETE_POOLS,
+            more=_ENTRY_DELETE_MORE,
         ),
         prelude=SKIP_BOARD_MARKS,
+        then=after_entry_delete,
     )
     stats["entries_deleted"] = voided + orphaned
     if stats["entries_deleted"]:

@@ -1,8 +1,11 @@
 import datetime as dt
 import itertools
+import threading
+import time
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 
 from games.models import GameSession, LeaderboardEntry, PrizePool
 from games.services import (
@@ -14,8 +17,10 @@ from games.services import (
     leaderboard_rank_all,
     prize_pool_finalise,
 )
+from games.services.boards import board_has_unranked, boards_rank
 from referrals.models import ReferralReward
 from tests.games.conftest import at
+from tests.games.test_pools import WEDNESDAY, daily_pool
 
 NOW = at(2026, 3, 4, 3, 0, 35)
 OLD = NOW - dt.timedelta(days=40)
@@ -249,3 +254,58 @@ def test_a_paid_session_finished_meanwhile_is_not_expired(make_player, monkeypat
     game_session_finish(session_id=session.pk, score=5, now=NOW - dt.timedelta(minutes=1))
     assert game_session_expire(session_id=session.pk, now=NOW) is False
     assert sum(p.amount for p in PrizePool.objects.all()) == Decimal("2.00")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cleanup_during_finalisation_leaves_no_gap_in_the_final_ranks(
+    make_player, play, monkeypatch
+):
+    # given Wednesday's ranked board of three, one entry of which lost its session (deleted
+    # behind the services' back: cleanup will remove the entry)
+    for score in (9, 5, 3):
+        play(make_player(), score=score, when=at(2026, 3, 4, 10), fee="1.00")
+    boards_rank([("snake", "daily", WEDNESDAY)])
+    LeaderboardEntry.objects.filter(period="daily", score=5).update(session=None)
+    pool_id = daily_pool().pk
+    real_check = board_has_unranked
+    checked, release = threading.Event(), threading.Event()
+
+    def check_then_pause(board):
+        unranked = real_check(board)
+        checked.set()
+        assert release.wait(timeout=30)
+        return unranked
+
+    monkeypatch.setattr("games.services.pools.board_has_unranked", check_then_pause)
+    outcome: list[object] = []
+
+    def finalise() -> None:
+        try:
+            outcome.append(prize_pool_finalise(pool_id=pool_id, now=at(2026, 3, 5, 0, 0, 50)))
+        finally:
+            checked.set()
+            connection.close()
+
+    finaliser = threading.Thread(target=finalise)
+    finaliser.start()
+    try:
+        # when cleanup runs while finalisation holds the pool, past its "board unchanged" check
+        assert checked.wait(timeout=30)
+        started = time.monotonic()
+        first = cleanup_run(now=at(2026, 3, 5, 0, 0, 55))
+        # then cleanup neither waits nor touches that board: the entry is left for later
+        assert time.monotonic() - started < 10
+        assert (first["entries_deleted"], first["entries_pool_busy"]) == (0, 1)
+    finally:
+        release.set()
+        finaliser.join(timeout=30)
+    assert outcome == ["finalised"]
+    # and the final ranks run 1..N
+    board = LeaderboardEntry.objects.filter(period="daily", period_start=WEDNESDAY)
+    assert list(board.order_by("rank").values_list("score", "rank")) == [(9, 1), (5, 2), (3, 3)]
+    # when the next cleanup removes the entry from the final board
+    second = cleanup_run(now=at(2026, 3, 6, 3, 0, 35))
+    # then it re-ranks that board in the same transaction: still 1..N, the winner unchanged
+    assert (second["entries_deleted"], second["final_boards_reranked"]) == (1, 1)
+    assert list(board.order_by("rank").values_list("score", "rank")) == [(9, 1), (3, 2)]
+    assert daily_pool().winning_score == 9

@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 
 from django.db import transaction
-from django.db.models import Q
 
 from games.models import Game, PrizePool
 from games.periods import period_end, utc_date
@@ -33,31 +32,36 @@ def ended_open_board_keys(now: dt.datetime) -> list[Board]:
 def ended_boards_rank(boards: list[Board]) -> tuple[dict[Board, int], list[Board], int]:
     """Rank those of `boards` (ended periods, open pools) that changed since their last ranking.
 
-    Their pools' rows are held (FOR UPDATE SKIP LOCKED) while ranking, the lock finalisation and
-    every writer of such a board take first: a finalisation that starts meanwhile waits and then
-    finds the board ranked, instead of ranking it from another snapshot at the same time (two
-    rankers of one board from different snapshots could leave a mix of both). A pool whose row is
-    held by someone else (being finalised, a late game being written) is skipped: its holder or
+    One board at a time, in finalisation's order, each in its own transaction holding its pool's
+    row (FOR UPDATE SKIP LOCKED), the lock finalisation and every writer of such a board take
+    first: a finalisation that reaches the pool meanwhile waits and then finds the board ranked,
+    instead of ranking it from another snapshot at the same time (two rankers of one board from
+    different snapshots could leave a mix of both). Finalisation thus follows this run board by
+    board, and a late game waits for one board's ranking at most. A pool whose row is held by
+    someone else (being finalised, a late game being written) is skipped: its holder or
     finalisation ranks that board. SKIP LOCKED never waits, so no lock order is needed. A pool
-    closed meanwhile is not selected (its board is final).
+    closed meanwhile is not selected (its board is final). One board is read in rank order from
+    the entry_board_order index, without a sort (measured at 1M entries: faster than one sorted
+    scan of the ten boards of a Monday).
 
     Returns (rows written per board, boards ranked, changed boards left alone because their
     pool's row was busy or closed meanwhile).
     """
+    written: dict[Board, int] = {}
+    ranked: list[Board] = []
     changed = boards_changed(boards)
-    if not changed:
-        return {}, [], 0
-    with transaction.atomic():
-        exactly = Q()
-        for game, period, start in changed:
-            exactly |= Q(game=game, period=period, period_start=start)
-        held = list(
-            PrizePool.objects.select_for_update(skip_locked=True)
-            .filter(exactly, status=PrizePool.Status.OPEN)
-            .order_by("period_start", "period", "game")
-            .values_list("game", "period", "period_start")
-        )
-        return boards_rank(held), held, len(changed) - len(held)
+    for board in changed:
+        game, period, start = board
+        with transaction.atomic():
+            held = list(
+                PrizePool.objects.select_for_update(skip_locked=True)
+                .filter(game=game, period=period, period_start=start, status=PrizePool.Status.OPEN)
+                .values_list("id", flat=True)
+            )
+            if held:
+                written.update(boards_rank([board]))
+                ranked.append(board)
+    return written, ranked, len(changed) - len(ranked)
 
 
 def leaderboard_rank_all(*, now: dt.datetime) -> dict[str, int]:

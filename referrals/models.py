@@ -60,7 +60,11 @@ class ReferralReward(models.Model):
     (`PayoutHold`), not of the reward: held rewards simply stay pending.
     """
 
-    session = models.ForeignKey(GameSession, on_delete=models.PROTECT, related_name="+")
+    # No index of its own: the unique (session, tier) index leads with session_id and serves
+    # every lookup by session (the foreign key checks and cleanup's reference guard too).
+    session = models.ForeignKey(
+        GameSession, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
     tier = models.PositiveSmallIntegerField(help_text="1 = the player's referrer, 2 and 3 above.")
     beneficiary = models.ForeignKey(
         Player, on_delete=models.PROTECT, related_name="referral_rewards"

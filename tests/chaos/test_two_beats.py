@@ -28,10 +28,10 @@ WINDOW = timedelta(minutes=3)
 def test_two_beats_for_three_minutes_of_the_test_profile(cluster, chaos_ledger, chaos_jobs):
     """5: two beats for three minutes of the test profile"""
     schedules_apply(profile="test")
-    # A beat that starts sends the current minute's slots at once when last_run_at is older (the
-    # catch-up of every restart), so both beats send every slot from the moment they are up; no
-    # need to wait for a boundary. Slots are expected, by the reconciler too, from then on.
-    PeriodicTask.objects.update(last_run_at=timezone.now() - timedelta(minutes=2))
+    # The window starts at the first boundary both beats are up for. (Not earlier, with a
+    # catch-up of the current minute at their start: the first beat to send records last_run_at
+    # of that job at once, and a second beat that loads its schedule after that does not send it.)
+    PeriodicTask.objects.update(last_run_at=timezone.now())
     JobSchedule.objects.update(
         tracked_since=timezone.now() + timedelta(hours=1), reconciled_until=None
     )
@@ -41,8 +41,8 @@ def test_two_beats_for_three_minutes_of_the_test_profile(cluster, chaos_ledger, 
     worker.wait_log(" ready.", timeout=60)
     for beat in beats:
         beat.wait_loaded(timeout=60)
-    # Both beats have ticked by now: every slot from here on is sent by each of them.
-    start = timezone.now().replace(microsecond=0) + timedelta(seconds=2)
+    # Both beats have ticked by now: every boundary from the next one on is sent by each of them.
+    start = timezone.now().replace(second=0, microsecond=0) + timedelta(minutes=1)
     end = start + WINDOW
     JobSchedule.objects.update(tracked_since=start - timedelta(seconds=1))
     plans = enabled_plans()
@@ -64,16 +64,23 @@ def test_two_beats_for_three_minutes_of_the_test_profile(cluster, chaos_ledger, 
     def window_rows() -> list[JobRun]:
         return list(JobRun.objects.filter(slot__gte=start, slot__lt=end))
 
-    def settled() -> bool:
-        rows = window_rows()
-        sends: dict[tuple[str, object], int] = {}
-        for row in rows:
-            sends[(row.job, row.slot)] = sends.get((row.job, row.slot), 0) + 1
-        return all(sends.get(key, 0) >= 2 for key in expected) and not any(
-            row.status in (Status.QUEUED, Status.RUNNING) for row in rows
-        )
+    def unsettled() -> list[str]:
+        """Slots of the window without both beats' sends, or with a run not finished."""
+        by_key: dict[tuple[str, object], list[JobRun]] = {}
+        for row in window_rows():
+            by_key.setdefault((row.job, row.slot), []).append(row)
+        short = []
+        for key in sorted(expected):
+            rows = by_key.get(key, [])
+            if len(rows) < 2 or any(r.status in (Status.QUEUED, Status.RUNNING) for r in rows):
+                found = [(r.status, r.trigger) for r in rows]
+                short.append(f"{key[0]} @ {key[1]:%H:%M:%S}: {found}")
+        return short
 
-    wait_for(settled, 60, "both beats' sends of every slot in the window", every=1)
+    try:
+        wait_for(lambda: not unsettled(), 60, "both beats' sends of every slot", every=1)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {unsettled()}") from None
     rows = window_rows()
     by_slot: dict[tuple[str, object], list[JobRun]] = {}
     for row in rows:

@@ -135,6 +135,7 @@ def webhook() -> Iterator[Webhook]:
     hook.server.server_close()
 
 
+@pytest.mark.slow
 def test_broker_outage_past_the_starting_deadline(cluster, chaos_ledger, chaos_jobs, webhook):
     """13: broker outage across three slots of two jobs, two slots each past their deadline"""
     offsets = _only(JOBS)

@@ -21,7 +21,7 @@ from tests.chaos.harness import wait_for
 from tests.chaos.seed import pending_items, seed_money, settled_items
 
 Status = JobRun.Status
-pytestmark = [pytest.mark.chaos, pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.chaos, pytest.mark.slow, pytest.mark.timeout(420)]
 WINDOW = timedelta(minutes=3)
 
 

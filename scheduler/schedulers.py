@@ -20,6 +20,7 @@ from typing import Any
 from celery import schedules
 from django.db import DatabaseError, close_old_connections, connection
 from django_celery_beat.schedulers import DatabaseScheduler, ModelEntry
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from scheduler.collisions import analyse
 from scheduler.cron import Cron
@@ -111,8 +112,24 @@ class JobScheduler(DatabaseScheduler):
         except DatabaseError:
             logger.exception("could not read schedules to log their offsets")
 
+    def _ensure_connected(self) -> Any:
+        # Celery retries beat's first broker connection `broker_connection_max_retries` times
+        # (100, minutes on end) inside beat's loop: a beat that starts during a broker outage
+        # would neither send, reconcile nor alert until the broker is back. One short try
+        # instead; a tick that cannot connect is logged (`tick` below) and tried again at the
+        # next one, and the reconciler accounts for what was due meanwhile.
+        return self.connection.ensure_connection(
+            max_retries=1, interval_start=1, interval_step=1, interval_max=1
+        )
+
     def tick(self, *args: Any, **kwargs: Any) -> float:
-        delay = super().tick(*args, **kwargs)
+        try:
+            delay = super().tick(*args, **kwargs)
+        except KombuOperationalError as exc:
+            # Raised by the first send's connection (`_ensure_connected`); the entry was already
+            # advanced, as for any failed send, and its slot is the reconciler's to account for.
+            logger.error("beat cannot reach the broker (%s); trying again at the next tick", exc)
+            delay = 1.0
         if time.monotonic() - self._last_reconcile >= RECONCILE_EVERY:
             self._last_reconcile = time.monotonic()
             reconcile_safely()

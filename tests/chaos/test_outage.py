@@ -38,27 +38,13 @@ from django_celery_beat.models import PeriodicTask
 from ops.models import Incident
 from scheduler.models import JobRun, JobSchedule
 from scheduler.services.reconcile import ledger_reconcile
-from scheduler.services.schedules import schedules_apply
 from tests.chaos.harness import wait_for
+from tests.chaos.test_beat import _next_boundary, _only_these_jobs, _sleep_until, _succeeded
 
 Status = JobRun.Status
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(360)]
 JOBS = ("chaos-blip", "chaos-blop")  # offsets 11 and 12, starting deadline 60 s
 LEAD = 10  # seconds between a beat that is up and the outage
-
-
-def _only(names: tuple[str, ...]) -> dict[str, int]:
-    schedules_apply(profile="test")
-    PeriodicTask.objects.exclude(name__in=names).update(enabled=False)
-    PeriodicTask.objects.filter(name__in=names).update(last_run_at=timezone.now())
-    return {
-        task.name: task.job_schedule.offset_seconds
-        for task in PeriodicTask.objects.filter(name__in=names).select_related("job_schedule")
-    }
-
-
-def _sleep_until(moment: datetime) -> None:
-    time.sleep(max(0.0, (moment - timezone.now()).total_seconds()))
 
 
 def _owners(job: str, slot: datetime) -> list[JobRun]:
@@ -68,7 +54,7 @@ def _owners(job: str, slot: datetime) -> list[JobRun]:
 
 def test_reconciler_pass_with_the_broker_down(cluster, chaos_ledger, chaos_jobs):
     """13: reconciler passes with the broker down, then back"""
-    offsets = _only(JOBS)
+    offsets = _only_these_jobs(JOBS)
     cluster.worker("w1")
     # A moment `now` (given to the reconciler) 10 s after both jobs' newest slot: that slot is
     # past its grace and within its deadline, the one a minute before is past its deadline.
@@ -138,7 +124,7 @@ def webhook() -> Iterator[Webhook]:
 @pytest.mark.slow
 def test_broker_outage_past_the_starting_deadline(cluster, chaos_ledger, chaos_jobs, webhook):
     """13: broker outage across three slots of two jobs, two slots each past their deadline"""
-    offsets = _only(JOBS)
+    offsets = _only_these_jobs(JOBS)
     # A beat that has sent before, like one that has been up for a while (see the known limit
     # above): last_run_at two minutes back makes it send the current minute at its first tick.
     PeriodicTask.objects.filter(name__in=JOBS).update(
@@ -217,3 +203,31 @@ def test_broker_outage_past_the_starting_deadline(cluster, chaos_ledger, chaos_j
         f"once by the reconciler ({', '.join(f'{r.lateness_ms} ms' for r in late.values())} "
         "late); one incident per job, opened and notified once, during the outage"
     )
+
+
+def test_beat_started_during_a_broker_outage_keeps_reconciling(cluster, chaos_ledger, chaos_jobs):
+    """13c: beat started during a broker outage"""
+    offsets = _only_these_jobs(("chaos-tick",))
+    cluster.stop_redis()
+    beat = cluster.beat("beat")
+    beat.wait_loaded(timeout=60)
+    boundary = _next_boundary()
+    slot = boundary + timedelta(seconds=offsets["chaos-tick"])
+    chaos_ledger.expect("chaos-tick", slot)
+
+    # Beat's first send cannot connect: it says so and goes on (it used to sit in kombu's
+    # connection retries for minutes), and its reconciler tries the slot while Redis is down.
+    beat.wait_log("beat cannot reach the broker", timeout=30)
+    beat.wait_log(f"job chaos-tick slot {slot} not re-sent", timeout=60)
+    assert not JobRun.objects.filter(job="chaos-tick", slot=slot).exists()
+
+    cluster.start_redis()
+    cluster.worker("w1")
+    run = wait_for(lambda: _succeeded("chaos-tick", slot), 90, "the slot to run late", every=1)
+    time.sleep(3)  # a second run of the slot would show up now
+    assert [r.status for r in JobRun.objects.filter(job="chaos-tick", slot=slot)] == [
+        Status.SUCCEEDED
+    ]
+    assert run.trigger == JobRun.Trigger.RECONCILER
+    assert beat.alive
+    chaos_ledger.note(f"ran {run.lateness_ms / 1000:.0f} s late through the reconciler, once")

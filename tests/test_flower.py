@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import base64
 import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from jobsite.embedded import free_port
+from tests.http import http_status
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,18 +28,6 @@ def flower(port: int, **env: str) -> subprocess.Popen[bytes]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-
-
-def get(url: str, credentials: str | None = None) -> int:
-    request = urllib.request.Request(url)
-    if credentials:
-        token = base64.b64encode(credentials.encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -69,18 +55,14 @@ def test_flower_asks_for_credentials_and_listens_on_loopback_only():
     try:
         url = f"http://127.0.0.1:{port}/"
         deadline = time.monotonic() + 60
-        while True:
-            try:
-                status = get(url)
-                break
-            except OSError:
-                assert process.poll() is None, process.stdout.read().decode()
-                assert time.monotonic() < deadline, "flower did not answer within 60 s"
-                time.sleep(0.5)
+        while (status := http_status(url)) is None:
+            assert process.poll() is None, process.stdout.read().decode()
+            assert time.monotonic() < deadline, "flower did not answer within 60 s"
+            time.sleep(0.5)
 
         assert status == 401
-        assert get(url, "ops:wrong") == 401
-        assert get(url, "ops:s3cret-pass") == 200
+        assert http_status(url, ("ops", "wrong")) == 401
+        assert http_status(url, ("ops", "s3cret-pass")) == 200
         assert listening_addresses(port) == {"0100007F"}  # 127.0.0.1, nothing else
     finally:
         process.terminate()

@@ -7,15 +7,12 @@ process it started on Ctrl-C, and even when it is killed with SIGKILL.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +21,7 @@ import pytest
 
 from jobsite.embedded import free_port, port_is_free
 from jobsite.launcher import PROCFILE_PORTS
+from tests.http import http_status
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_LOGIN = "http://127.0.0.1:8000/admin/login/"
@@ -47,21 +45,6 @@ NOT_A_NEWCOMERS = {
 }
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(START_TIMEOUT * 2 + 120)]
-
-
-def _status(url: str, auth: tuple[str, str] | None = None) -> int | None:
-    """HTTP status of a GET, or None while nothing answers."""
-    request = urllib.request.Request(url)
-    if auth:
-        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return None
 
 
 def _process_table() -> dict[int, tuple[int, str]]:
@@ -217,14 +200,14 @@ def _expect_every_process(children: dict[int, str]) -> None:
 def test_make_run_serves_then_stops_everything_and_finds_its_data_again(newcomer):
     # Given a machine with no servers configured: the first start initialises everything.
     first = newcomer["launch"]("first")
-    cold_start = first.wait_for("admin login page (200)", lambda: _status(ADMIN_LOGIN) == 200)
-    first.wait_for("Flower asking for credentials (401)", lambda: _status(FLOWER) == 401)
+    cold_start = first.wait_for("admin login page (200)", lambda: http_status(ADMIN_LOGIN) == 200)
+    first.wait_for("Flower asking for credentials (401)", lambda: http_status(FLOWER) == 401)
     creds = json.loads(Path(newcomer["env"]["JOBSITE_VAR_DIR"], "dev-credentials.json").read_text())
     auth = (creds["username"], creds["password"])
     assert f"login: {auth[0]} / {auth[1]}" in first.output()  # the printed login is this one
-    assert _status(FLOWER, auth) == 200
-    assert _status(FLOWER, (auth[0], "wrong")) == 401
-    assert _status(HEALTH) == 200
+    assert http_status(FLOWER, auth) == 200
+    assert http_status(FLOWER, (auth[0], "wrong")) == 401
+    assert http_status(HEALTH) == 200
     superuser = _superuser(newcomer["pg_port"], auth[0])
     assert superuser is not None
     children = _descendants(first.process.pid)
@@ -240,11 +223,11 @@ def test_make_run_serves_then_stops_everything_and_finds_its_data_again(newcomer
 
     # Given the same data folder, a second start finds the data again (same superuser row),
     second = newcomer["launch"]("second")
-    warm_start = second.wait_for("admin login page (200)", lambda: _status(ADMIN_LOGIN) == 200)
-    second.wait_for("Flower asking for credentials (401)", lambda: _status(FLOWER) == 401)
+    warm_start = second.wait_for("admin login page (200)", lambda: http_status(ADMIN_LOGIN) == 200)
+    second.wait_for("Flower asking for credentials (401)", lambda: http_status(FLOWER) == 401)
     assert _superuser(newcomer["pg_port"], auth[0]) == superuser
     assert "created superuser" not in second.output()
-    assert _status(FLOWER, auth) == 200
+    assert http_status(FLOWER, auth) == 200
     children = _descendants(second.process.pid)
     _expect_every_process(children)
 

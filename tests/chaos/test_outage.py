@@ -16,10 +16,10 @@ jobs' slots were not accounted for, nor alerted, until the broker was back), and
 row behind that kept the slot from being re-sent after the broker's return.
 `test_reconciler_pass_with_the_broker_down` shows that at the scale of one pass.
 
-Known limit (not covered): a beat whose first send meets the outage (it started just before or
-during it) waits in kombu's connection retries (2 s, 4 s, ... up to 100 tries) until the broker
-is back, and its reconciler and alerts wait with it; missed slots are then recorded and alerted
-at the broker's return. A beat that has sent before fails each send at once and goes on.
+Also found: a beat whose first send met the outage (it started just before or during it) waited
+in kombu's connection retries (2 s, 4 s, ... up to 100 tries) until the broker was back, and its
+reconciler and alerts waited with it. `JobScheduler` now tries that connection once per tick;
+`test_beat_started_during_a_broker_outage_keeps_reconciling` shows it.
 """
 
 from __future__ import annotations
@@ -125,8 +125,8 @@ def webhook() -> Iterator[Webhook]:
 def test_broker_outage_past_the_starting_deadline(cluster, chaos_ledger, chaos_jobs, webhook):
     """13: broker outage across three slots of two jobs, two slots each past their deadline"""
     offsets = _only_these_jobs(JOBS)
-    # A beat that has sent before, like one that has been up for a while (see the known limit
-    # above): last_run_at two minutes back makes it send the current minute at its first tick.
+    # A beat that has sent before, like one that has been up for a while: last_run_at two
+    # minutes back makes it send the current minute at its first tick.
     PeriodicTask.objects.filter(name__in=JOBS).update(
         last_run_at=timezone.now() - timedelta(minutes=2)
     )

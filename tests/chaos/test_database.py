@@ -33,8 +33,8 @@ def test_postgres_restarted_under_beat_and_workers(cluster, chaos_ledger, chaos_
     cluster.env["DATABASE_URL"] = database_url(proxy.port)
     worker = cluster.worker("w1", CHAOS_DB_SLEEP="2")
     beat = cluster.beat("beat")
-    # Past its start: a beat that cannot reach PostgreSQL while it starts exits (django-celery-beat
-    # reads the schedule in setup_schedule without retrying) -- a supervisor must restart it.
+    # Past its start: this test is about an outage under a running beat (one that starts during
+    # an outage waits for PostgreSQL: test_beat_start.py).
     beat.wait_log("no two jobs start in the same second", timeout=30)
     slot = timezone.now().replace(microsecond=0)
     chaos_ledger.expect(job.name, slot)

@@ -217,6 +217,7 @@ def test_beat_started_during_a_broker_outage_keeps_reconciling(cluster, chaos_le
 
     # Beat's first send cannot connect: it says so and goes on (it used to sit in kombu's
     # connection retries for minutes), and its reconciler tries the slot while Redis is down.
+    _sleep_until(boundary)  # up to a minute away
     beat.wait_log("beat cannot reach the broker", timeout=30)
     beat.wait_log(f"job chaos-tick slot {slot} not re-sent", timeout=60)
     assert not JobRun.objects.filter(job="chaos-tick", slot=slot).exists()

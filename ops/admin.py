@@ -28,6 +28,7 @@ from django_celery_beat.admin import CrontabScheduleAdmin, PeriodicTaskAdmin, Pe
 from django_celery_beat.models import CrontabSchedule, PeriodicTask, PeriodicTasks
 from django_celery_results.models import TaskResult
 
+from jobsite.admin import ReadOnlyAdmin
 from ops.alerts import incidents_close, open_incidents
 from ops.models import AlertDelivery, AuditEvent, Incident
 from ops.services import (
@@ -481,19 +482,6 @@ class JobNameFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[JobRun]) -> QuerySet[JobRun]:
         return queryset.filter(job=self.value()) if self.value() else queryset
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Viewable, never added, changed or deleted here."""
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(JobRun)

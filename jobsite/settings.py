@@ -100,6 +100,12 @@ except ValueError as exc:
 if not _db.get("NAME"):
     raise ConfigError("DATABASE_URL names no database (postgres://user@host:port/NAME)")
 _db["OPTIONS"] = {"connect_timeout": env_int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1)}
+# The run path sends its two statements per run as prepared statements (scheduler/sql.py).
+# Django turns psycopg's preparing off (None) for connection poolers; its own queries are bound
+# client-side and are never prepared either way. PgBouncer in transaction mode (before 1.21)
+# cannot keep prepared statements: DATABASE_PREPARED_STATEMENTS=0 there.
+if env_bool("DATABASE_PREPARED_STATEMENTS", True):
+    _db["OPTIONS"]["prepare_threshold"] = 5  # psycopg's default
 DATABASES = {"default": _db}
 
 # ---------------------------------------------------------------------------------------------

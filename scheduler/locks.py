@@ -9,14 +9,19 @@ simply expires after its TTL; a live holder renews it from a heartbeat thread.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
 from django.db import close_old_connections, connection, connections
+
+from scheduler.sql import fetch_one
 
 logger = logging.getLogger(__name__)
 
@@ -78,17 +83,30 @@ WITH held AS (
     SET status = 'succeeded', finished_at = %(now)s, duration_ms = %(ms)s, result = %(result)s
     WHERE id = %(run)s AND status = 'running' AND EXISTS (SELECT 1 FROM held)
     RETURNING id
-)
-UPDATE scheduler_joblease SET holder_id = NULL, expires_at = NULL
-WHERE job = %(job)s AND token = %(token)s AND EXISTS (SELECT 1 FROM done)
-RETURNING 1
+), released AS (
+    UPDATE scheduler_joblease SET holder_id = NULL, expires_at = NULL
+    WHERE job = %(job)s AND token = %(token)s AND EXISTS (SELECT 1 FROM done)
+    RETURNING 1
+){also}
+SELECT 1 FROM released
 """
 
 
-def succeed_and_release(lease: Lease, *, now: object, duration_ms: int, result: str) -> bool:
+def succeed_and_release(
+    lease: Lease,
+    *,
+    now: object,
+    duration_ms: int,
+    result: str,
+    also: tuple[str, dict[str, object]] | None = None,
+) -> bool:
     """In one statement (one commit): mark the run succeeded and free the lease, only while the
-    lease is still held (fencing). False when it was lost or the row was taken over."""
-    params = {
+    lease is still held (fencing). False when it was lost or the row was taken over.
+
+    `also`: SQL and parameters of one more write that happens only with the success; it may
+    read the CTE `done` (the succeeded run's id), e.g. the task's Celery result row.
+    """
+    params: dict[str, object] = {
         "job": lease.job,
         "token": lease.token,
         "run": lease.run_id,
@@ -96,9 +114,12 @@ def succeed_and_release(lease: Lease, *, now: object, duration_ms: int, result: 
         "ms": duration_ms,
         "result": result,
     }
-    with connection.cursor() as cursor:
-        cursor.execute(_SUCCEED_AND_RELEASE, params)
-        return cursor.fetchone() is not None
+    sql = _SUCCEED_AND_RELEASE.format(also="")
+    if also is not None:
+        extra_sql, extra_params = also
+        sql = _SUCCEED_AND_RELEASE.format(also=f", also AS ({extra_sql})")
+        params.update(extra_params)
+    return fetch_one(sql, params) is not None
 
 
 def lease_acquire(*, job: str, run_id: int, ttl: int) -> Lease | None:
@@ -145,49 +166,99 @@ def current_lease() -> Lease | None:
     return _current.get()
 
 
-class _Heartbeat(threading.Thread):
-    """Renews the lease every ttl/3 seconds, on its own database connection."""
+class Heartbeat:
+    """One held lease as the renewer sees it: `lost` is set when a renewal found it gone."""
 
     def __init__(self, lease: Lease) -> None:
-        super().__init__(name=f"lease-heartbeat-{lease.job}", daemon=True)
         self.lease = lease
+        self.interval = max(1.0, lease.ttl / 3)
+        self.due = time.monotonic() + self.interval
         self.lost = threading.Event()
         self.released = False  # set when the run's final statement released the lease itself
-        self._stop_event = threading.Event()
+
+
+class _Renewer(threading.Thread):
+    """One thread per process renews every lease the process holds, each every ttl/3 seconds,
+    on its own database connection. A thread per run cost a start and a join on every run.
+
+    A renewal racing the run's release is harmless: both name the token, and a released lease
+    has no expiry left to extend, so the renewal matches nothing.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(name="lease-renewer", daemon=True)
+        self.pid = os.getpid()
+        self._held: set[Heartbeat] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+
+    def add(self, heartbeat: Heartbeat) -> None:
+        with self._lock:
+            self._held.add(heartbeat)
+        self._wake.set()
+
+    def discard(self, heartbeat: Heartbeat) -> None:
+        with self._lock:
+            self._held.discard(heartbeat)
 
     def run(self) -> None:
-        interval = max(1.0, self.lease.ttl / 3)
-        try:
-            while not self._stop_event.wait(interval):
-                try:
-                    close_old_connections()
-                    if not lease_renew(self.lease):
-                        logger.warning(
-                            "job %s lost its lease (token %s)", self.lease.job, self.lease.token
-                        )
-                        self.lost.set()
-                        return
-                except Exception:
-                    # A failed renewal is not yet a lost lease: the TTL leaves room for the next.
-                    logger.exception("lease heartbeat of job %s failed", self.lease.job)
-        finally:
-            connections.close_all()
+        while True:
+            with self._lock:
+                next_due = min((h.due for h in self._held), default=None)
+            timeout = None if next_due is None else max(0.0, next_due - time.monotonic())
+            self._wake.wait(timeout)
+            self._wake.clear()
+            now = time.monotonic()
+            with self._lock:
+                due = [h for h in self._held if h.due <= now]
+            for heartbeat in due:
+                heartbeat.due = now + heartbeat.interval
+                self._renew(heartbeat)
+            with self._lock:
+                idle = not self._held
+            if idle:
+                connections.close_all()  # no connection sits open between runs
 
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join(timeout=5)
+    def _renew(self, heartbeat: Heartbeat) -> None:
+        lease = heartbeat.lease
+        try:
+            close_old_connections()
+            if not lease_renew(lease):
+                logger.warning("job %s lost its lease (token %s)", lease.job, lease.token)
+                heartbeat.lost.set()
+                self.discard(heartbeat)
+        except Exception:
+            # A failed renewal is not yet a lost lease: the TTL leaves room for the next.
+            logger.exception("lease heartbeat of job %s failed", lease.job)
+            with contextlib.suppress(Exception):
+                connections.close_all()
+
+
+_renewer: _Renewer | None = None
+_renewer_lock = threading.Lock()
+
+
+def _the_renewer() -> _Renewer:
+    """This process's renewer; a forked child (prefork pool) starts its own."""
+    global _renewer
+    with _renewer_lock:
+        if _renewer is None or _renewer.pid != os.getpid() or not _renewer.is_alive():
+            _renewer = _Renewer()
+            _renewer.start()
+        return _renewer
 
 
 @contextmanager
-def lease_held(lease: Lease) -> Iterator[_Heartbeat]:
+def lease_held(lease: Lease) -> Iterator[Heartbeat]:
     """Make `lease` the current one and keep it renewed until the block ends; then release it."""
-    heartbeat = _Heartbeat(lease)
+    heartbeat = Heartbeat(lease)
+    renewer = _the_renewer()
     token = _current.set(lease)
-    heartbeat.start()
+    renewer.add(heartbeat)
     try:
         yield heartbeat
     finally:
-        heartbeat.stop()
+        renewer.discard(heartbeat)
         _current.reset(token)
         try:
             if not heartbeat.released:

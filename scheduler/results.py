@@ -3,8 +3,10 @@
 django-celery-results stores a result with `get_or_create` and then `save`: a SELECT, then BEGIN,
 INSERT and COMMIT, four round trips to PostgreSQL for every task. Job tasks write the same row
 (same columns, same encoding, same extended fields) with one `INSERT ... ON CONFLICT (task_id) DO
-UPDATE` in autocommit: one round trip, still one atomic write, and no IntegrityError race between
-the SELECT and the INSERT to retry. Everything that reads results (AsyncResult, the admin,
+UPDATE`: no IntegrityError race between the SELECT and the INSERT to retry. A succeeded run goes
+further: its row is a CTE of the run path's fenced success statement, so the ledger's `succeeded`
+and the Celery result commit together, once (tests/scheduler/test_results.py checks the row is the
+one django-celery-results writes). Everything that reads results (AsyncResult, the admin,
 retention) is django-celery-results' own code on the same table.
 """
 
@@ -36,23 +38,60 @@ _COLUMNS = (
 )
 
 
-def _upsert_sql(with_started: bool) -> str:
+def _upsert_sql(with_started: bool, source: str) -> str:
+    """`INSERT ... SELECT <named placeholders> <source> ON CONFLICT (task_id) DO UPDATE ...`."""
     columns = ("task_id", *_COLUMNS, "date_created") + (("date_started",) if with_started else ())
     updated = _COLUMNS + (("date_started",) if with_started else ())
     # Identifiers are the constants above and the model's table name: no outside input.
     return (
-        f"INSERT INTO {TaskResult._meta.db_table} ({', '.join(columns)}) "  # noqa: S608
-        f"VALUES ({', '.join(['%s'] * len(columns))}) "
+        f"INSERT INTO {TaskResult._meta.db_table} ({', '.join(columns)}) "
+        f"SELECT {', '.join(f'%(r_{column})s' for column in columns)} {source} "
         f"ON CONFLICT (task_id) DO UPDATE SET "
         + ", ".join(f"{column} = EXCLUDED.{column}" for column in updated)
     )
 
 
-_UPSERT = {False: _upsert_sql(False), True: _upsert_sql(True)}
+_UPSERT = {started: _upsert_sql(started, "") for started in (False, True)}
 
 
 class JobResultBackend(DatabaseBackend):
-    """django-celery-results' database backend with a single-statement store."""
+    """django-celery-results' database backend with a single-statement store.
+
+    A job task that succeeds writes its result in the run path's fenced success statement (one
+    commit for the ledger and the result, `success_row`) and marks its request so that the store
+    Celery makes after the task returned does not write the same row again.
+    """
+
+    def _row(self, task_id: str, result: Any, status: str, traceback: str | None, request: Any):
+        # The same values django-celery-results' `_store_result` passes to its manager.
+        content_type, content_encoding, encoded = self.encode_content(result)
+        meta = {
+            **self._get_meta_from_request(request),
+            "children": self.current_task_children(request),
+        }
+        _, _, encoded_meta = self.encode_content(meta)
+        now = timezone.now()
+        values: dict[str, Any] = {
+            "task_id": task_id,
+            "status": status,
+            "result": encoded,
+            "traceback": traceback,
+            "meta": encoded_meta,
+            "content_encoding": content_encoding,
+            "content_type": content_type,
+            **self._get_extended_properties(request, traceback),
+            "date_done": now,
+            "date_created": now,
+        }
+        if status == states.STARTED:
+            values["date_started"] = now
+        return encoded, {f"r_{column}": value for column, value in values.items()}
+
+    def success_row(self, task_id: str, result: Any, request: Any) -> tuple[str, dict[str, Any]]:
+        """SQL and parameters that store `result` as the task's SUCCESS, for each row of `done`
+        (a CTE of the statement that embeds it)."""
+        _, params = self._row(task_id, result, states.SUCCESS, None, request)
+        return _upsert_sql(False, "FROM done"), params
 
     def _store_result(
         self,
@@ -63,32 +102,17 @@ class JobResultBackend(DatabaseBackend):
         request: Any = None,
         using: str | None = None,
     ) -> Any:
-        # The same values django-celery-results' `_store_result` passes to its manager.
-        content_type, content_encoding, encoded = self.encode_content(result)
-        meta = {
-            **self._get_meta_from_request(request),
-            "children": self.current_task_children(request),
-        }
-        _, _, encoded_meta = self.encode_content(meta)
-        values: dict[str, Any] = {
-            "status": status,
-            "result": encoded,
-            "traceback": traceback,
-            "meta": encoded_meta,
-            "content_encoding": content_encoding,
-            "content_type": content_type,
-            **self._get_extended_properties(request, traceback),
-        }
-        now = timezone.now()
-        values["date_done"] = now
-        started = status == states.STARTED
-        params = [task_id, *(values[column] for column in _COLUMNS), now]
-        if started:
-            params.append(now)
+        if status == states.SUCCESS and getattr(request, STORED_WITH_RUN, False):
+            return result  # written with the run's success, in the same commit
+        encoded, params = self._row(task_id, result, status, traceback, request)
         alias = using or router.db_for_write(TaskResult)
         with connections[alias].cursor() as cursor:
-            cursor.execute(_UPSERT[started], params)
+            cursor.execute(_UPSERT[status == states.STARTED], params)
         return encoded
+
+
+# Set on a task's request when its SUCCESS result was stored with the run's success.
+STORED_WITH_RUN = "jobsite_result_stored_with_run"
 
 
 def job_result_backend(app: Any) -> Any:

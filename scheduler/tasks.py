@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import select
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +21,7 @@ from django.utils.dateparse import parse_datetime
 
 from jobsite.celery import app
 from scheduler.registry import Job, all_jobs, job_for_task
+from scheduler.results import STORED_WITH_RUN, JobResultBackend, job_result_backend
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +84,6 @@ class JobTask(Task):
     def backend(self) -> Any:  # type: ignore[override]
         """django-celery-results' table, written in one statement (scheduler.results)."""
         if self._backend is None:
-            from scheduler.results import job_result_backend
-
             self._backend = job_result_backend(self.app)
         return self._backend
 
@@ -106,6 +106,7 @@ class JobTask(Task):
         # PostgreSQL restart) instead of failing this run on it, as Django does per request.
         _drop_dead_connection()
         delivery = Delivery(
+            store_with_success=self._result_writer(),
             job=self.job,
             slot=_parse_slot(slot),
             trigger=trigger,
@@ -133,7 +134,22 @@ class JobTask(Task):
                 max_retries=None,
             )
         run = outcome.run
-        return {"run_id": run.pk, "job": run.job, "status": run.status, "result": run.result}
+        if delivery.store_with_success and run.status == run.Status.SUCCEEDED:
+            setattr(self.request, STORED_WITH_RUN, True)
+        return _returned(run)
+
+    def _result_writer(self) -> Callable[[Any], tuple[str, dict[str, Any]]] | None:
+        """The Celery result's row, for the run path to write with the success (one commit)."""
+        backend = self.backend
+        if not isinstance(backend, JobResultBackend) or self.request.ignore_result:
+            return None
+        request, task_id = self.request, self.request.id
+        return lambda run: backend.success_row(task_id, _returned(run), request)
+
+
+def _returned(run: Any) -> dict[str, Any]:
+    """What a job task returns (and Celery stores as its result)."""
+    return {"run_id": run.pk, "job": run.job, "status": run.status, "result": run.result}
 
 
 def _make_task(job: Job) -> Task:

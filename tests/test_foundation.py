@@ -236,6 +236,7 @@ def test_deploy_checks_do_fail_on_a_weakened_production_setting():
         ("DATABASE_URL", "postgres://h:notaport/db"),
         ("REDIS_URL", "http://x"),
         ("CELERY_VISIBILITY_TIMEOUT", "abc"),
+        ("DATABASE_PREPARED_STATEMENTS", "sometimes"),
     ],
 )
 def test_a_bad_value_stops_manage_py_with_one_line_naming_the_variable(variable, value):
@@ -246,6 +247,17 @@ def test_a_bad_value_stops_manage_py_with_one_line_naming_the_variable(variable,
     assert len(lines) == 1, result.stderr
     assert variable in lines[0]
     assert lines[0].startswith("configuration error: ")
+
+
+@pytest.mark.parametrize(("value", "threshold"), [("1", "5"), ("0", "None")])
+def test_prepared_statements_can_be_turned_off_for_pgbouncer(value, threshold):
+    code = (
+        "from django.db import connection as c; "
+        "print(c.settings_dict['OPTIONS'].get('prepare_threshold'))"
+    )
+    env = {**os.environ, "DEBUG": "1", "DATABASE_PREPARED_STATEMENTS": value}
+    result = _manage("shell", "-c", code, env=env, timeout=60)
+    assert result.stdout.strip().splitlines()[-1] == threshold, result.stderr
 
 
 @pytest.mark.parametrize("command", ["worker", "beat"])

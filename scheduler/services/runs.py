@@ -9,11 +9,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
 import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -32,6 +34,7 @@ from scheduler.locks import (
 )
 from scheduler.models import JobRun
 from scheduler.registry import Job
+from scheduler.sql import fetch_one
 
 logger = logging.getLogger(__name__)
 Status = JobRun.Status
@@ -57,6 +60,9 @@ class Delivery:
     worker: str = ""
     user_id: int | None = None
     reason: str = ""
+    # SQL and parameters written in the success's own statement (and commit), given the run as
+    # it will be recorded: the task's Celery result (scheduler.results).
+    store_with_success: Callable[[JobRun], tuple[str, dict[str, Any]]] | None = None
 
 
 @dataclass(frozen=True)
@@ -124,64 +130,119 @@ def _new_attempt(delivery: Delivery, attempt: int, now: datetime, status: str) -
     return run
 
 
-_FIRST_CLAIM = """
-INSERT INTO scheduler_jobrun (job, slot, attempt, status, trigger, user_id, reason, task_id,
-    worker, created_at, started_at, heartbeat_at, lateness_ms, result, error, traceback)
-VALUES (%s, %s, 1, 'running', %s, %s, %s, %s, %s, %s, %s, %s, %s, '{}', '', '')
-ON CONFLICT (job, slot, attempt) WHERE duplicate_of_id IS NULL DO NOTHING
-RETURNING id
+# The common case in one statement and one commit: nobody has touched this slot yet. The run's id
+# is drawn first so that the lease can name its holder and the run its fence in the same statement
+# (sibling CTEs cannot see each other's rows). No ON CONFLICT on the run: a slot that already has
+# a row makes the whole statement fail with a unique violation, the lease change with it, and the
+# caller takes the locked path. A held lease inserts the run as `skipped_lock` directly.
+_CLAIM_FRESH = """
+WITH new AS (
+    SELECT nextval(pg_get_serial_sequence('scheduler_jobrun', 'id')) AS id,
+        set_config(
+            'synchronous_commit',
+            COALESCE(%(synchronous_commit)s, current_setting('synchronous_commit')),
+            true
+        ) AS commit_mode
+), lease AS (
+    INSERT INTO scheduler_joblease (job, token, holder_id, expires_at)
+    SELECT %(job)s, 1, new.id, statement_timestamp() + make_interval(secs => %(ttl)s) FROM new
+    ON CONFLICT (job) DO UPDATE
+        SET token = scheduler_joblease.token + 1,
+            holder_id = EXCLUDED.holder_id,
+            expires_at = EXCLUDED.expires_at
+        WHERE scheduler_joblease.holder_id IS NULL
+            OR scheduler_joblease.expires_at <= statement_timestamp()
+    RETURNING token
+)
+INSERT INTO scheduler_jobrun (id, job, slot, attempt, status, trigger, user_id, reason, task_id,
+    worker, fence, created_at, started_at, heartbeat_at, finished_at, duration_ms, lateness_ms,
+    result, error, traceback)
+SELECT new.id, %(job)s, %(slot)s, 1,
+    CASE WHEN lease.token IS NULL THEN 'skipped_lock' ELSE 'running' END,
+    %(trigger)s, %(user)s, %(reason)s, %(task)s, %(worker)s, lease.token,
+    %(now)s, %(now)s, %(now)s,
+    CASE WHEN lease.token IS NULL THEN %(now)s END,
+    CASE WHEN lease.token IS NULL THEN 0 END,
+    %(lateness)s, '{}',
+    CASE WHEN lease.token IS NULL THEN 'another run holds the lock' ELSE '' END, ''
+FROM new LEFT JOIN lease ON true
+RETURNING id, fence
 """
 
 
-def _first_claim(delivery: Delivery, now: datetime) -> JobRun | None:
-    """The common case in one statement: nobody has touched this slot yet."""
+def _commit_mode(nested: bool) -> str | None:
+    """`off` for the claim's own commit; None (keep the session's) inside a caller's transaction.
+
+    The claim may commit without waiting for its WAL flush because everything that depends on it
+    being durable comes after it in the WAL: the job's money writes and the fenced success each
+    commit synchronously, which flushes the WAL up to their own commit record and so the claim's
+    too. What a server crash can lose is a claim whose run had written nothing durable yet, and
+    the crash ends that run anyway (its connection dies): the slot then has no row, which the
+    reconciler treats as a slot that never ran (missed or re-dispatched, by the job's policy) —
+    the same outcome as a crash just before the claim. Inside a caller's transaction the caller's
+    writes would share the commit, so the session's setting stays.
+    """
+    return None if nested else "off"
+
+
+def _claim_fresh(delivery: Delivery, now: datetime) -> tuple[JobRun, Lease | None] | None:
+    """Claim a slot nobody has touched and take the job's lease, in one statement.
+
+    None when the slot already has a row (the caller then decides under a row lock). Outside a
+    transaction the statement commits asynchronously (see `_commit_mode`).
+    """
+    job = delivery.job
     lateness = int((now - delivery.slot).total_seconds() * 1000)
-    params = [
-        delivery.job.name,
-        delivery.slot,
-        delivery.trigger,
-        delivery.user_id,
-        delivery.reason,
-        delivery.task_id,
-        delivery.worker,
-        now,
-        now,
-        now,
-        lateness,
-    ]
-    with connection.cursor() as cursor:
-        cursor.execute(_FIRST_CLAIM, params)
-        row = cursor.fetchone()
-    if row is None:
+    nested = connection.in_atomic_block
+    params = {
+        "synchronous_commit": _commit_mode(nested),
+        "job": job.name,
+        "ttl": job.lock_ttl,
+        "slot": delivery.slot,
+        "trigger": delivery.trigger,
+        "user": delivery.user_id,
+        "reason": delivery.reason,
+        "task": delivery.task_id,
+        "worker": delivery.worker,
+        "now": now,
+        "lateness": lateness,
+    }
+    try:
+        # Inside a caller's transaction a failed statement must not poison it: a savepoint.
+        with transaction.atomic() if nested else contextlib.nullcontext():
+            row = fetch_one(_CLAIM_FRESH, params)
+    except IntegrityError:
         return None
-    return JobRun(
-        pk=row[0],
-        job=delivery.job.name,
+    assert row is not None  # INSERT ... SELECT FROM a one-row CTE returns its row
+    run_id, token = row
+    skipped = token is None
+    run = JobRun(
+        pk=run_id,
+        job=job.name,
         slot=delivery.slot,
         attempt=1,
-        status=Status.RUNNING,
+        status=Status.SKIPPED_LOCK if skipped else Status.RUNNING,
         trigger=delivery.trigger,
         user_id=delivery.user_id,
         reason=delivery.reason,
         task_id=delivery.task_id,
         worker=delivery.worker,
+        fence=token,
         created_at=now,
         started_at=now,
         heartbeat_at=now,
+        finished_at=now if skipped else None,
+        duration_ms=0 if skipped else None,
         lateness_ms=lateness,
+        error="another run holds the lock" if skipped else "",
     )
+    lease = None if skipped else Lease(job=job.name, token=token, run_id=run_id, ttl=job.lock_ttl)
+    return run, lease
 
 
 def slot_claim(delivery: Delivery, *, now: datetime | None = None) -> tuple[Claim, JobRun]:
     """Decide, under a row lock, whether this delivery runs the slot; record what it decided."""
     now = now or timezone.now()
-    fresh = (
-        delivery.attempt == 1 and delivery.run_id is None and not _deadline_passed(delivery, now)
-    )
-    if fresh:
-        run = _first_claim(delivery, now)
-        if run is not None:
-            return Claim.RUN, run
     for _ in range(3):
         try:
             with transaction.atomic():
@@ -248,35 +309,25 @@ def _finish(run: JobRun, status: str, now: datetime, **fields: object) -> bool:
     return False
 
 
-def _succeed(run: JobRun, lease: Lease, result: dict[str, Any]) -> bool:
+def _succeed(run: JobRun, lease: Lease, result: dict[str, Any], delivery: Delivery) -> bool:
     now = timezone.now()
     duration = max(0, int((now - (run.started_at or now)).total_seconds() * 1000))
     encoded = json.dumps(result, cls=DjangoJSONEncoder)
-    if not succeed_and_release(lease, now=now, duration_ms=duration, result=encoded):
-        return False
     run.status, run.finished_at, run.duration_ms, run.result = (
         Status.SUCCEEDED,
         now,
         duration,
         json.loads(encoded),
     )
-    return True
+    also = delivery.store_with_success(run) if delivery.store_with_success else None
+    # On False the caller reloads the row, which undoes the values set above.
+    return succeed_and_release(lease, now=now, duration_ms=duration, result=encoded, also=also)
 
 
 def job_execute(delivery: Delivery, *, rng: random.Random | None = None) -> Outcome:
     """Run one delivery through claim, lease and service; return what happened."""
     job = delivery.job
-    # Claim and lease commit together: one durable commit (a WAL flush, ~2 ms here) instead of
-    # two, and no moment where the slot is `running` without a lease or a skipped run shows as
-    # `running`. A failure rolls both back; the message is then delivered or reconciled again.
-    with transaction.atomic():
-        claim, run = slot_claim(delivery)
-        lease = None
-        if claim is Claim.RUN:
-            lease = lease_acquire(job=job.name, run_id=run.pk, ttl=job.lock_ttl)
-            if lease is None:
-                error = "another run holds the lock"
-                _finish(run, Status.SKIPPED_LOCK, timezone.now(), error=error)
+    claim, run, lease = _claim_and_lease(delivery, timezone.now())
     if claim is Claim.WAIT:
         return Outcome(run=run, wait_in=float(job.lock_ttl))
     if claim is not Claim.RUN:
@@ -285,7 +336,6 @@ def job_execute(delivery: Delivery, *, rng: random.Random | None = None) -> Outc
     if lease is None:
         logger.info("job %s slot %s: skipped, lock held", job.name, delivery.slot.isoformat())
         return Outcome(run=run)
-    run.fence = lease.token
 
     with lease_held(lease) as heartbeat:
         try:
@@ -295,7 +345,7 @@ def job_execute(delivery: Delivery, *, rng: random.Random | None = None) -> Outc
             return Outcome(run=run)
         except Exception as exc:
             return _failed(run, job, delivery, exc, rng or random.Random())
-        recorded = not heartbeat.lost.is_set() and _succeed(run, lease, result or {})
+        recorded = not heartbeat.lost.is_set() and _succeed(run, lease, result or {}, delivery)
         heartbeat.released = recorded
         if not recorded:
             run.refresh_from_db()
@@ -311,6 +361,30 @@ def job_execute(delivery: Delivery, *, rng: random.Random | None = None) -> Outc
         run.result,
     )
     return Outcome(run=run)
+
+
+def _claim_and_lease(delivery: Delivery, now: datetime) -> tuple[Claim, JobRun, Lease | None]:
+    """Claim the slot and take the lease in one commit; no moment where the slot is `running`
+    without a lease or a skipped run shows as `running`."""
+    fresh = (
+        delivery.attempt == 1 and delivery.run_id is None and not _deadline_passed(delivery, now)
+    )
+    first = _claim_fresh(delivery, now) if fresh else None
+    if first is not None:
+        return Claim.RUN, *first
+    # The slot has a row (a redelivery, a retry, a second beat, a queued manual run): decide
+    # under its row lock. A failure rolls claim and lease back; the message is then delivered
+    # or reconciled again.
+    with transaction.atomic():
+        claim, run = slot_claim(delivery, now=now)
+        lease = None
+        if claim is Claim.RUN:
+            lease = lease_acquire(job=delivery.job.name, run_id=run.pk, ttl=delivery.job.lock_ttl)
+            if lease is None:
+                _finish(run, Status.SKIPPED_LOCK, now, error="another run holds the lock")
+            else:
+                run.fence = lease.token
+    return claim, run, lease
 
 
 def _failed(

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
-from scheduler.locks import lease_acquire
+from scheduler.locks import fence_check, lease_acquire, lease_held
 from scheduler.models import JobRun
 from scheduler.services.runs import Claim, Delivery, job_execute, slot_claim
 
@@ -181,3 +182,79 @@ def test_ten_concurrent_deliveries_of_one_slot_run_it_once(register_job):
     assert sorted(outcomes).count(Status.SUCCEEDED) == 1
     assert sorted(outcomes).count(Status.DUPLICATE) == 9
     assert JobRun.objects.filter(job="race-job", duplicate_of__isnull=True).count() == 1
+
+
+def test_a_run_inside_a_callers_transaction_leaves_its_commit_durable(register_job):
+    # The claim commits asynchronously only on its own; a caller's writes must stay durable.
+    job = register_job("nested-job")
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        before = cursor.fetchone()[0]
+
+    assert job_execute(_delivery(job)).run.status == Status.SUCCEEDED
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == before == "on"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_leases_held_longer_than_their_ttl_stay_held_while_renewed():
+    # Two runs at once in one process share its renewer; without renewals both 2 s leases
+    # would have expired when their holders check the fence at 3.5 s.
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    errors: dict[str, str] = {}
+
+    def hold(job: str) -> None:
+        try:
+            run = JobRun.objects.create(job=job, slot=start, status=Status.RUNNING)
+            lease = lease_acquire(job=job, run_id=run.pk, ttl=2)
+            assert lease is not None
+            with lease_held(lease) as heartbeat:
+                time.sleep(3.5)
+                with transaction.atomic():
+                    fence_check()
+                assert not heartbeat.lost.is_set()
+            assert JobRun.objects.get(pk=run.pk).heartbeat_at is not None
+        except Exception as exc:  # reported below, from the test's thread
+            errors[job] = repr(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=hold, args=(f"renewed-{n}",)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert errors == {}
+
+
+def _prepared_claims() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements "
+            "WHERE statement LIKE '%%scheduler_joblease%%'"
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.parametrize("prepared", [True, False])
+def test_the_run_path_prepares_its_statements_unless_turned_off(register_job, prepared):
+    # DATABASE_PREPARED_STATEMENTS=0 (for PgBouncer in transaction mode) sets this None.
+    job = register_job("prepared-job")
+    connection.ensure_connection()
+    raw = connection.connection
+    default = raw.prepare_threshold
+    raw.prepare_threshold = default if prepared else None
+    try:
+        assert job_execute(_delivery(job)).run.status == Status.SUCCEEDED
+    finally:
+        raw.prepare_threshold = default
+
+    assert (_prepared_claims() > 0) is prepared
+
+
+def test_prepared_statements_are_on_by_default():
+    connection.ensure_connection()
+    assert connection.connection.prepare_threshold == 5

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 from celery.contrib.testing.worker import start_worker
+from celery.result import AsyncResult
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
@@ -76,6 +77,8 @@ def test_a_manual_run_goes_through_the_worker_with_its_result_stored(worker):
     result = TaskResult.objects.get(task_id=run.task_id)
     assert result.status == "SUCCESS"
     assert result.task_name == "tests.sample_noop"
+    returned = {"run_id": run.pk, "job": job.name, "status": "succeeded", "result": run.result}
+    assert AsyncResult(run.task_id, app=app).get(timeout=10) == returned
 
 
 def test_the_same_slot_sent_twice_runs_once(worker):

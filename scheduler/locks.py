@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import threading
 import time
@@ -190,12 +191,12 @@ class _Renewer(threading.Thread):
         self.pid = os.getpid()
         self._held: set[Heartbeat] = set()
         self._lock = threading.Lock()
-        self._wake = threading.Event()
 
     def add(self, heartbeat: Heartbeat) -> None:
+        # No wake-up: the loop looks at least every second, and a lease is first due no sooner
+        # than a second after it was added. Waking it would cost every run a thread switch.
         with self._lock:
             self._held.add(heartbeat)
-        self._wake.set()
 
     def discard(self, heartbeat: Heartbeat) -> None:
         with self._lock:
@@ -205,9 +206,8 @@ class _Renewer(threading.Thread):
         while True:
             with self._lock:
                 next_due = min((h.due for h in self._held), default=None)
-            timeout = None if next_due is None else max(0.0, next_due - time.monotonic())
-            self._wake.wait(timeout)
-            self._wake.clear()
+            wait = math.inf if next_due is None else next_due - time.monotonic()
+            time.sleep(min(1.0, max(0.0, wait)))
             now = time.monotonic()
             with self._lock:
                 due = [h for h in self._held if h.due <= now]

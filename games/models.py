@@ -165,7 +165,8 @@ class LeaderboardEntry(models.Model):
             ),
         ]
         indexes = [
-            # The rank order of a board: winner lookup is a 1-row index scan, ranking a sorted scan.
+            # The rank order of a board: winner lookup is a 1-row index scan; ranking windows one
+            # board at a time, read in this order or sorted (a board, not the table).
             models.Index(
                 F("game"),
                 F("period"),

@@ -50,7 +50,8 @@ def load() -> GamesSettings:
         },
         # Each entry fee is split: this share to the daily pool, the exact rest to the weekly one.
         daily_pool_share_percent=env_int("GAMES_DAILY_POOL_SHARE", 50, minimum=0, maximum=100),
-        # ~10k ids per batch: ~0.3 s and a few MB per batch on the reference machine (FACTS.md).
+        # The most ids per cleanup batch; batches adapt below it to ~0.3 s each
+        # (games.services.cleanup.BATCH_TARGET_SECONDS), a few MB.
         cleanup_batch_size=env_int("GAMES_CLEANUP_BATCH_SIZE", 10_000, minimum=1, maximum=100_000),
         # A cleanup run stops starting batches after this; the next run resumes the rest.
         cleanup_max_seconds=env_int("GAMES_CLEANUP_MAX_SECONDS", 600, minimum=1),

@@ -1,12 +1,13 @@
 """cleanup: expire abandoned sessions, drop board entries of voided/deleted sessions, and delete
 old expired sessions that never moved money, in bounded batches.
 
-Each batch picks at most GAMES_CLEANUP_BATCH_SIZE ids with FOR UPDATE SKIP LOCKED in a
-MATERIALIZED CTE and changes them in its own transaction (~10k rows, ~0.3 s, a few MB on the
-reference machine), so no statement holds locks for long and rows a player is touching right now
-are skipped until the next run. An interrupted run loses at most its current batch: the next run
-starts where it stopped, because each step's predicate only matches work not yet done. A run
-stops starting batches after GAMES_CLEANUP_MAX_SECONDS and reports `incomplete: 1`.
+Each batch picks at most n ids with FOR UPDATE SKIP LOCKED in a MATERIALIZED CTE and changes
+them in its own transaction, so no statement holds locks for long and rows a player is touching
+right now are skipped until the next run. n adapts to the time batches take (about
+BATCH_TARGET_SECONDS each, at most GAMES_CLEANUP_BATCH_SIZE rows; `_next_batch_size`). An
+interrupted run loses at most its current batch: the next run starts where it stopped, because
+each step's predicate only matches work not yet done. A run stops starting batches after
+GAMES_CLEANUP_MAX_SECONDS and reports `incomplete: 1`.
 
 Why a CTE and not `WHERE id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)`: measured here, the
 planner may evaluate that subquery more than once within one statement (a batch of 10 deleted
@@ -71,6 +72,25 @@ POOL_TABLE = PrizePool._meta.db_table
 # Keyset start: before any real row.
 _FIRST_KEY = (dt.datetime(1, 1, 1, tzinfo=dt.UTC), 0)
 
+# What a batch (its statement and its COMMIT) aims to take. Locks must not be held for more than
+# about a second; a fixed 10k-row batch of session deletes took 0.5-0.7 s on the reference
+# machine and its longest 1.0-1.2 s when other work loaded it (bench, 1M sessions). Aiming at
+# 0.3 s leaves room for a batch 3x slower than the one before it. Each step starts small and
+# doubles while batches are fast, so its first batch is never a blind full-size one.
+BATCH_TARGET_SECONDS = 0.3
+FIRST_BATCH_SIZE = 1_000
+
+
+def _next_batch_size(size: int, seconds: float, *, cap: int) -> int:
+    """The size of the batch after one of `size` rows that took `seconds`.
+
+    Proportional to the time left to the target, shrinking at once when a batch was slow and
+    growing at most 2x per batch (one fast batch, e.g. rows already gone, is no evidence that
+    a much larger one will be fast); between 1 and `cap`.
+    """
+    scaled = size * BATCH_TARGET_SECONDS / seconds if seconds > 0 else cap
+    return max(1, min(cap, 2 * size, int(scaled)))
+
 
 def _run_batches(
     sql: str,
@@ -82,17 +102,19 @@ def _run_batches(
     prelude: str = "",
     then: Callable[..., None] | None = None,
 ) -> int:
-    """Run a batch statement until a batch picks fewer rows than `size` or time runs out.
+    """Run a batch statement until a batch picks fewer rows than it asked for, or time runs out.
 
     The statement picks rows after the keyset (`after_at`, `after_id`) in key order, changes them
     and returns (rows changed, rows picked, last key, *more); `then(*more)` runs next in the
-    batch's transaction. Walking forward by key, instead of asking
+    batch's transaction. Batches start at FIRST_BATCH_SIZE and follow `_next_batch_size`, up to
+    `size`. Walking forward by key, instead of asking
     again for "the first n rows that match", means no batch re-reads the dead index entries of
     the rows earlier batches deleted (measured: 1M deletions went from 3.6 s to well under a
     second for the longest batch, total time ~3x lower).
     """
     total = 0
     after_at, after_id = _FIRST_KEY
+    n = min(size, FIRST_BATCH_SIZE)
     while True:
         if time.monotonic() > deadline:
             stats["incomplete"] = 1
@@ -101,18 +123,18 @@ def _run_batches(
         with transaction.atomic(), connection.cursor() as cursor:
             if prelude:
                 cursor.execute(prelude)
-            cursor.execute(sql, {**params, "after_at": after_at, "after_id": after_id, "n": size})
+            cursor.execute(sql, {**params, "after_at": after_at, "after_id": after_id, "n": n})
             changed, picked, last_at, last_id, *more = cursor.fetchone()
             if then is not None:
                 then(*more)
+        seconds = time.monotonic() - started
         stats["batches"] += 1
-        stats["longest_batch_ms"] = max(
-            stats["longest_batch_ms"], int((time.monotonic() - started) * 1000)
-        )
+        stats["longest_batch_ms"] = max(stats["longest_batch_ms"], int(seconds * 1000))
         total += changed
-        if picked < size:
+        if picked < n:
             return total
         after_at, after_id = last_at or after_at, last_id
+        n = _next_batch_size(n, seconds, cap=size)
 
 
 def _expire_paid(

@@ -2,7 +2,9 @@ import datetime as dt
 import itertools
 import threading
 import time
+from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -102,6 +104,8 @@ def test_an_interrupted_run_is_resumed_by_the_next_one(make_player, small_batche
     # before the 4th batch (the 3rd deleting sessions) reads 10 s, past the 7 s allowed
     ticks = itertools.count()
     monkeypatch.setenv("GAMES_CLEANUP_MAX_SECONDS", "7")
+    # (batches of 1 s on that clock would shrink; here they keep the size, as when fast)
+    monkeypatch.setattr("games.services.cleanup.BATCH_TARGET_SECONDS", 10.0)
     monkeypatch.setattr("games.services.cleanup.time.monotonic", lambda: float(next(ticks)))
     first = cleanup_run(now=NOW)
     assert first["incomplete"] == 1
@@ -113,6 +117,67 @@ def test_an_interrupted_run_is_resumed_by_the_next_one(make_player, small_batche
     assert first["sessions_deleted"] + second["sessions_deleted"] == 25
     assert second["incomplete"] == 0
     assert not GameSession.objects.exists()
+
+
+def session_batch_sizes() -> tuple[list[int], Callable[..., Any]]:
+    """A list that an execute wrapper fills with the row limit of each session-deleting batch."""
+    sizes: list[int] = []
+
+    def record(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
+        if f"DELETE FROM {GameSession._meta.db_table} s" in sql:
+            sizes.append(params["n"])
+        return execute(sql, params, many, context)
+
+    return sizes, record
+
+
+@pytest.mark.django_db
+def test_slow_batches_make_the_next_ones_smaller_and_every_session_is_still_deleted(
+    make_player, small_batches, monkeypatch
+):
+    # given 25 deletable sessions, batches of at most 10 that take 1 s each against a 0.3 s aim
+    player = make_player()
+    sessions(player, 25)
+    ticks = itertools.count()
+    monkeypatch.setattr("games.services.cleanup.time.monotonic", lambda: float(next(ticks)))
+    sizes, record = session_batch_sizes()
+    # when cleanup runs
+    with connection.execute_wrapper(record):
+        counts = cleanup_run(now=NOW)
+    # then each batch asks for 0.3x the rows of the one before (at least 1), and all 25 go
+    assert sizes[:4] == [10, 3, 1, 1]
+    assert counts["sessions_deleted"] == 25 == sum(sizes[:-1])  # the last one found none
+    assert not GameSession.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_step_starts_with_a_small_batch_and_doubles_while_batches_are_fast(
+    make_player, monkeypatch
+):
+    # given 25 deletable sessions, a first batch of 2, no cap in reach, and instant batches
+    player = make_player()
+    sessions(player, 25)
+    monkeypatch.setattr("games.services.cleanup.FIRST_BATCH_SIZE", 2)
+    monkeypatch.setattr("games.services.cleanup.time.monotonic", lambda: 1000.0)
+    sizes, record = session_batch_sizes()
+    # when cleanup runs
+    with connection.execute_wrapper(record):
+        counts = cleanup_run(now=NOW)
+    # then the batches grow 2x each (2 + 4 + 8 = 14, then 11 of 16 ends the step)
+    assert sizes == [2, 4, 8, 16]
+    assert counts["sessions_deleted"] == 25
+
+
+def test_the_next_batch_size_follows_the_time_aim_within_its_bounds():
+    from games.services.cleanup import BATCH_TARGET_SECONDS as aim
+    from games.services.cleanup import _next_batch_size
+
+    assert _next_batch_size(1000, aim, cap=10_000) == 1000  # on target: unchanged
+    assert _next_batch_size(1000, aim * 4, cap=10_000) == 250  # 4x too slow: a quarter
+    assert _next_batch_size(1000, aim / 10, cap=10_000) == 2000  # fast: at most 2x
+    assert _next_batch_size(8000, aim / 10, cap=10_000) == 10_000  # never above the cap
+    assert _next_batch_size(1, aim * 100, cap=10_000) == 1  # never below 1
+    assert _next_batch_size(1000, 0.0, cap=10_000) == 2000  # an instant batch: 2x
 
 
 @pytest.mark.django_db

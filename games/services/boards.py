@@ -193,10 +193,12 @@ def boards_rank(boards: list[Board]) -> dict[Board, int]:
 
     Each board is windowed on its own (UNION ALL, no PARTITION BY), so the sort per board is
     small or an entry_board_order index walk, never one sort of every board's rows: with 15
-    boards of 1M entries that single sort spilled ~54 MB to disk at the default work_mem and
-    made the run ~1.25x the hand-written statement (benchmark: interleaved rounds, medians); per
-    board it is ~1.0x. The rows to write are looked up on their boards only, not in a scan of
-    the whole table (which in production holds every past board).
+    boards of 1M entries that single sort spilled ~54 MB to disk at the default work_mem, and a
+    full re-rank cost 1.23-1.30x the hand-written statement; per board it costs ~1.15x
+    (benchmark: interleaved rounds, medians). The rows to write are looked up on their boards
+    only, not in a scan of the whole table (which in production holds every past board); that
+    lookup, `boards_changed` before it and one board's sort spilling at 4 MB of work_mem are
+    most of the remaining difference.
 
     JIT is off for this statement: the UNION ALL of 15 branches crosses the default
     jit_optimize_above_cost and PostgreSQL 15 spent ~2 s compiling it (measured, EXPLAIN
@@ -212,33 +214,36 @@ def boards_rank(boards: list[Board]) -> dict[Board, int]:
     """
     if not boards:
         return {}
-    # ROW_NUMBER, not RANK: with `id` last in the order no two rows tie (module docstring).
-    branch = (
+    # ROW_NUMBER, not RANK: with `id` last in the order no two rows tie (module docstring). Each
+    # branch carries its board's position in `boards`: RETURNING that one integer, not the three
+    # key columns, keeps the 1M-row result of a full re-rank small (~0.3 s less, benchmark).
+    branches = " UNION ALL ".join(
         f"(SELECT id, rank, ROW_NUMBER() OVER (ORDER BY score DESC, achieved_at ASC, id ASC)"  # noqa: S608
-        f" AS new_rank FROM {ENTRY_TABLE} WHERE game = %s AND period = %s AND period_start = %s)"
+        f" AS new_rank, {position} AS board FROM {ENTRY_TABLE}"
+        " WHERE game = %s AND period = %s AND period_start = %s)"
+        for position in range(len(boards))
     )
     keys = ", ".join(["(%s, %s, %s)"] * len(boards))
     sql = f"""
-        WITH ranked AS ({" UNION ALL ".join([branch] * len(boards))}),
+        WITH ranked AS ({branches}),
         changed AS (
-            SELECT id, rank, new_rank FROM ranked WHERE rank IS DISTINCT FROM new_rank
+            SELECT id, rank, new_rank, board FROM ranked WHERE rank IS DISTINCT FROM new_rank
         ),
         written AS (
             UPDATE {ENTRY_TABLE} AS e SET rank = changed.new_rank
             FROM changed
             WHERE e.id = changed.id AND e.rank IS NOT DISTINCT FROM changed.rank
               AND (e.game, e.period, e.period_start) IN ({keys})
-            RETURNING e.game, e.period, e.period_start
+            RETURNING changed.board
         )
-        SELECT game, period, period_start, count(*) FROM written
-        GROUP BY game, period, period_start
+        SELECT board, count(*) FROM written GROUP BY board
     """  # noqa: S608
     params = [value for board in boards for value in board]
     # savepoint=False: inside a caller's transaction this adds no SAVEPOINT round trips.
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         cursor.execute("SET LOCAL jit = off")
         cursor.execute(sql, params + params)
-        return {(game, period, start): count for game, period, start, count in cursor.fetchall()}
+        return {boards[position]: count for position, count in cursor.fetchall()}
 
 
 def current_board_keys(now: dt.datetime, games: Iterable[str]) -> list[Board]:

@@ -183,28 +183,50 @@ def boards_changed(boards: list[Board]) -> list[Board]:
     return [board for board in boards if board in found]
 
 
+# One board's ranking: its rows in rank order (from entry_board_order, or one board's sort), the
+# rows whose rank changes, written where the rank is still the one read (see `boards_rank`).
+# ROW_NUMBER, not RANK: with `id` last in the order no two rows tie (module docstring).
+_BOARD_RANK_SQL = f"""
+    UPDATE {ENTRY_TABLE} AS e SET rank = changed.new_rank
+    FROM (
+        SELECT id, rank, new_rank FROM (
+            SELECT id, rank,
+                   ROW_NUMBER() OVER (ORDER BY score DESC, achieved_at ASC, id ASC) AS new_rank
+            FROM {ENTRY_TABLE} WHERE game = %s AND period = %s AND period_start = %s
+        ) ranked
+        WHERE rank IS DISTINCT FROM new_rank
+    ) changed
+    WHERE e.id = changed.id AND e.rank IS NOT DISTINCT FROM changed.rank
+      AND e.game = %s AND e.period = %s AND e.period_start = %s
+"""  # noqa: S608 -- the table name is ours, the board is parameters
+
+
 def boards_rank(boards: list[Board]) -> dict[Board, int]:
-    """Rewrite the ranks of `boards` in one statement; only rows whose rank changes are written.
+    """Rewrite the ranks of `boards`, one statement per board; only rows whose rank changes are
+    written.
 
     Returns rows written per board (boards with nothing to write are absent). The window compares
     each row's new rank with its stored one in the same pass, so the UPDATE joins only the rows
     that change (few, after a first run) instead of whole boards; it touches only `rank`, which no
-    index contains, so with the table's fillfactor the rows are HOT-updated.
+    index contains, so with the table's fillfactor the rows are HOT-updated. The rows to write
+    are looked up on their board only, not in a scan of the whole table (which in production
+    holds every past board).
 
-    Each board is windowed on its own (UNION ALL, no PARTITION BY), so the sort per board is
-    small or an entry_board_order index walk, never one sort of every board's rows: with 15
-    boards of 1M entries that single sort spilled ~54 MB to disk at the default work_mem, and a
-    full re-rank cost 1.23-1.30x the hand-written statement; per board it costs ~1.15x
-    (benchmark: interleaved rounds, medians). The rows to write are looked up on their boards
-    only, not in a scan of the whole table (which in production holds every past board); that
-    lookup, `boards_changed` before it and one board's sort spilling at 4 MB of work_mem are
-    most of the remaining difference.
+    One statement per board, not one for all 15: for a board of 66k entries the rows to write
+    fit the hash join's memory at the default work_mem (one batch; one statement for 15 boards
+    spilled to 8-16), and the join then meets the board's rows in heap order, so the UPDATE goes
+    page by page instead of in rank order (EXPLAIN ANALYZE: ~0.2 s of update per board against
+    ~0.4 s per board's worth in the 15-board statement). Measured at 1M entries over 15 boards,
+    interleaved rounds from all ranks NULL, `boards_changed` included: 0.77-0.83x the
+    hand-written statement, against 1.26x for a UNION ALL of the boards in one statement and
+    1.23-1.30x for one PARTITION BY sort of them all.
+    Outside a transaction each board commits on its own, so a writer of an entry waits for one
+    board's ranking at most, not for all of them; inside the caller's transaction (finalisation,
+    cleanup) the boards are ranked in it.
 
-    JIT is off for this statement: the UNION ALL of 15 branches crosses the default
-    jit_optimize_above_cost and PostgreSQL 15 spent ~2 s compiling it (measured, EXPLAIN
-    ANALYZE at 1M entries) for a statement whose time is in writing rows. `SET LOCAL` lasts to
-    the end of the caller's transaction (finalisation, cleanup), whose short statements gain
-    nothing from JIT either.
+    JIT is off for these statements: their time is in writing rows, and PostgreSQL 15 spent ~2 s
+    compiling a 15-board statement (EXPLAIN ANALYZE at 1M entries). `SET LOCAL` lasts to the end
+    of the caller's transaction, whose short statements gain nothing from JIT either.
 
     A row is written only if its rank is still the one the window read. A writer that changed the
     row meanwhile (a new score: its trigger set rank NULL; a delete: the trigger unranked this
@@ -212,38 +234,15 @@ def boards_rank(boards: list[Board]) -> dict[Board, int]:
     older snapshot would make a changed board look ranked. With the check, PostgreSQL's re-check
     of the updated row after the writer's commit skips it, and the mark stays for the next run.
     """
-    if not boards:
-        return {}
-    # ROW_NUMBER, not RANK: with `id` last in the order no two rows tie (module docstring). Each
-    # branch carries its board's position in `boards`: RETURNING that one integer, not the three
-    # key columns, keeps the 1M-row result of a full re-rank small (~0.3 s less, benchmark).
-    branches = " UNION ALL ".join(
-        f"(SELECT id, rank, ROW_NUMBER() OVER (ORDER BY score DESC, achieved_at ASC, id ASC)"  # noqa: S608
-        f" AS new_rank, {position} AS board FROM {ENTRY_TABLE}"
-        " WHERE game = %s AND period = %s AND period_start = %s)"
-        for position in range(len(boards))
-    )
-    keys = ", ".join(["(%s, %s, %s)"] * len(boards))
-    sql = f"""
-        WITH ranked AS ({branches}),
-        changed AS (
-            SELECT id, rank, new_rank, board FROM ranked WHERE rank IS DISTINCT FROM new_rank
-        ),
-        written AS (
-            UPDATE {ENTRY_TABLE} AS e SET rank = changed.new_rank
-            FROM changed
-            WHERE e.id = changed.id AND e.rank IS NOT DISTINCT FROM changed.rank
-              AND (e.game, e.period, e.period_start) IN ({keys})
-            RETURNING changed.board
-        )
-        SELECT board, count(*) FROM written GROUP BY board
-    """  # noqa: S608
-    params = [value for board in boards for value in board]
-    # savepoint=False: inside a caller's transaction this adds no SAVEPOINT round trips.
-    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
-        cursor.execute("SET LOCAL jit = off")
-        cursor.execute(sql, params + params)
-        return {boards[position]: count for position, count in cursor.fetchall()}
+    written: dict[Board, int] = {}
+    for board in boards:
+        # savepoint=False: inside a caller's transaction this adds no SAVEPOINT round trips.
+        with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+            cursor.execute("SET LOCAL jit = off")
+            cursor.execute(_BOARD_RANK_SQL, [*board, *board])
+            if cursor.rowcount:
+                written[board] = cursor.rowcount
+    return written
 
 
 def current_board_keys(now: dt.datetime, games: Iterable[str]) -> list[Board]:

@@ -71,12 +71,12 @@ def leaderboard_rank_all(*, now: dt.datetime) -> dict[str, int]:
 
     A board changed since its last ranking iff it holds an unranked entry (database triggers
     unrank an entry when it is inserted or its score changes, and one entry of a board when an
-    entry is deleted; migration 0003). Changed boards are ranked in one statement that writes only
-    rows whose rank differs; unchanged boards are neither sorted nor written, so a run with
-    nothing changed costs one scan for NULL ranks and writes 0 rows. Boards of finalised pools
-    are never touched (their ranks are final); ended boards are ranked while holding their
-    pool's row, see `ended_boards_rank`. Finalisation does not depend on this run: it ranks a
-    board itself if it finds it changed.
+    entry is deleted; migration 0003). Changed boards are ranked one statement and transaction
+    each, writing only rows whose rank differs; unchanged boards are neither sorted nor written,
+    so a run with nothing changed costs one scan for NULL ranks and writes 0 rows. Boards of
+    finalised pools are never touched (their ranks are final); ended boards are ranked while
+    holding their pool's row, see `ended_boards_rank`. Finalisation does not depend on this run:
+    it ranks a board itself if it finds it changed.
 
     Returns rows written per board ("snake.daily": n for current boards,
     "snake.daily.2026-03-08": n for ended ones; boards with nothing written are omitted),

@@ -318,8 +318,8 @@ def test_an_ended_board_whose_pool_row_is_held_is_left_to_its_holder():
 
 
 @pytest.mark.django_db
-def test_several_boards_in_one_statement_give_the_python_ranks():
-    # given four boards with ties (one window per board, one UPDATE for all)
+def test_several_boards_give_the_python_ranks():
+    # given four boards with ties
     for game in ("snake", "pong"):
         for period in ("daily", "weekly"):
             make_entries(12, game=game, period=period)

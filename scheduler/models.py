@@ -109,12 +109,18 @@ class JobRun(models.Model):
         on_delete=models.CASCADE,
         related_name="duplicates",
         help_text="For a delivery that did not run: the run that owns the slot.",
+        db_index=False,  # partial index in Meta: most rows have none
     )
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        db_index=False,  # partial index in Meta: only manual runs have one
     )
     reason = models.CharField(max_length=255, blank=True, help_text="Who asked, from where, why.")
-    task_id = models.CharField(max_length=255, blank=True, db_index=True)
+    # Indexed in Meta: db_index would add a second, LIKE-only index that every run's writes pay.
+    task_id = models.CharField(max_length=255, blank=True)
     worker = models.CharField(max_length=255, blank=True)
     fence = models.BigIntegerField(null=True, blank=True, help_text="Lease token held by the run.")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -147,8 +153,19 @@ class JobRun(models.Model):
                 name="jobrun_duplicate_has_status",
             ),
         ]
+        # Every run inserts its row and then updates it off HOT (status is indexed), so each index
+        # here is written twice per run: the run path's cost grows with their number.
         indexes = [
             models.Index(fields=["job", "-slot"], name="jobrun_job_slot"),
+            models.Index(fields=["task_id"], name="jobrun_task_id"),
+            models.Index(
+                fields=["user"], condition=Q(user__isnull=False), name="jobrun_user_not_null"
+            ),
+            models.Index(
+                fields=["duplicate_of"],
+                condition=Q(duplicate_of__isnull=False),
+                name="jobrun_duplicate_of_not_null",
+            ),
             models.Index(fields=["status", "heartbeat_at"], name="jobrun_status_heartbeat"),
             models.Index(fields=["-created_at"], name="jobrun_created"),
         ]
@@ -164,7 +181,12 @@ class JobLease(models.Model):
 
     job = models.CharField(max_length=100, primary_key=True)
     token = models.BigIntegerField(default=0)
-    holder = models.ForeignKey(JobRun, null=True, blank=True, on_delete=models.SET_NULL)
+    # Not indexed: with no index on the columns a run changes (token, holder, expiry), taking,
+    # renewing and releasing the lease are HOT updates of one row. A foreign-key check against
+    # a table of one row per job needs no index.
+    holder = models.ForeignKey(
+        JobRun, null=True, blank=True, on_delete=models.SET_NULL, db_index=False
+    )
     expires_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:

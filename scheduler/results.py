@@ -52,6 +52,7 @@ def _upsert_sql(with_started: bool, source: str) -> str:
 
 
 _UPSERT = {started: _upsert_sql(started, "") for started in (False, True)}
+_UPSERT_WITH_RUN = _upsert_sql(False, "FROM done")
 
 
 class JobResultBackend(DatabaseBackend):
@@ -91,7 +92,7 @@ class JobResultBackend(DatabaseBackend):
         """SQL and parameters that store `result` as the task's SUCCESS, for each row of `done`
         (a CTE of the statement that embeds it)."""
         _, params = self._row(task_id, result, states.SUCCESS, None, request)
-        return _upsert_sql(False, "FROM done"), params
+        return _UPSERT_WITH_RUN, params
 
     def _store_result(
         self,

@@ -167,7 +167,9 @@ class JobRun(models.Model):
                 name="jobrun_duplicate_of_not_null",
             ),
             models.Index(fields=["status", "heartbeat_at"], name="jobrun_status_heartbeat"),
-            models.Index(fields=["-created_at"], name="jobrun_created"),
+            # The newest runs first (the API's list, alerts' recent runs); nothing orders by
+            # created_at.
+            models.Index(fields=["-slot"], name="jobrun_slot"),
         ]
         ordering = ["-slot", "-attempt"]
         verbose_name = "job run"

@@ -9,15 +9,19 @@ app's `jobs` module and reads what they registered.
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from importlib import import_module
 from typing import Any
 
 from django.utils.module_loading import autodiscover_modules, import_string
+
+from scheduler.budget import Budget
 
 JOB_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 QUEUES = ("default", "long")
@@ -57,7 +61,12 @@ class Job:
     queue: str = "default"
     priority: int = 5  # 0 (highest) .. 9, Redis emulates priorities per queue
     lock_ttl: int = 300  # seconds a lease lives without a heartbeat
-    time_limit: int = 1800  # hard limit of one run, seconds
+    time_limit: int = 1800  # hard limit of one run, seconds (Celery kills the run after it)
+    # Celery's soft limit (SoftTimeLimitExceeded inside the run); 0 means time_limit - 30.
+    soft_time_limit: int = 0
+    # Seconds a batch service may spend before it stops starting work (scheduler.budget);
+    # 0 means soft_time_limit - 15% (at least 5 s below it). Must lie below the soft limit.
+    budget: int = 0
     starting_deadline: int = 300  # a slot may still start this many seconds after its moment
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     # After downtime: "once" runs the newest missed slot once within the deadline, "skip" none.
@@ -79,6 +88,17 @@ class Job:
             problems.append(f"priority {self.priority} is outside 0..9")
         if self.lock_ttl < 10 or self.time_limit < 1 or self.starting_deadline < 1:
             problems.append("lock_ttl >= 10, time_limit >= 1, starting_deadline >= 1 are required")
+        if not self.soft_time_limit:
+            object.__setattr__(self, "soft_time_limit", max(1, self.time_limit - 30))
+        if not self.budget:
+            margin = max(5, self.soft_time_limit * 15 // 100)
+            object.__setattr__(self, "budget", max(1, self.soft_time_limit - margin))
+        if not 0 < self.budget < self.soft_time_limit < self.time_limit:
+            problems.append(
+                f"budget {self.budget} s < soft_time_limit {self.soft_time_limit} s < time_limit "
+                f"{self.time_limit} s is required (a run must stop by itself before Celery "
+                "interrupts it)"
+            )
         if self.catch_up not in ("once", "skip"):
             problems.append(f"catch_up {self.catch_up!r} is not 'once' or 'skip'")
         if problems:
@@ -89,9 +109,19 @@ class Job:
         """`JOB_STAGGER_<JOB>`: the environment variable that overrides the offset."""
         return "JOB_STAGGER_" + self.name.upper().replace("-", "_")
 
-    def run_service(self, *, now: datetime) -> dict[str, Any]:
+    def run_service(self, *, now: datetime, budget: Budget | None = None) -> dict[str, Any]:
+        """Call the service for the slot `now`; a batch service (one with a `budget` parameter)
+        gets a fresh budget of `self.budget` seconds. Services that do a bounded amount of work
+        (finalising one day's pools, one snapshot) take no budget."""
         service: Service = import_string(self.service)
+        if _takes_budget(service):
+            return service(now=now, budget=budget or Budget(self.budget))
         return service(now=now)
+
+
+@cache
+def _takes_budget(service: Service) -> bool:
+    return "budget" in inspect.signature(service).parameters
 
 
 _jobs: dict[str, Job] = {}

@@ -167,7 +167,7 @@ def _make_task(job: Job) -> Task:
         queue=job.queue,
         priority=job.priority,
         time_limit=job.time_limit,
-        soft_time_limit=max(1, job.time_limit - 30),
+        soft_time_limit=job.soft_time_limit,
     )
 
 

@@ -88,3 +88,22 @@ def test_registered_task_names_snapshot():
     assert jobs <= set(app.tasks)
     assert "scheduler.retention_prune" in jobs
     assert "scheduler.ping" in app.tasks
+
+
+def test_a_job_whose_budget_is_not_below_its_soft_time_limit_is_refused() -> None:
+    with pytest.raises(RegistryError, match="budget 30 s < soft_time_limit 25 s"):
+        Job(
+            name="too-long",
+            task="tests.too_long",
+            service="tests.scheduler.sample_jobs.noop",
+            cron="* * * * *",
+            offset=0,
+            description="budget above the soft limit",
+            time_limit=55,
+            budget=30,
+        )
+
+
+def test_every_registered_job_stops_by_itself_before_celery_interrupts_it() -> None:
+    for job in all_jobs():
+        assert 0 < job.budget < job.soft_time_limit < job.time_limit, job.name

@@ -9,7 +9,7 @@ path (`job_trigger`, `job_dispatch`): offsets, the slot claim, the lease and the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -24,6 +24,7 @@ from scheduler.collisions import Collision, Planned, analyse
 from scheduler.cron import Cron, CronError
 from scheduler.models import JobRun, JobSchedule
 from scheduler.registry import QUEUES, Job, find_job, job_for_task
+from scheduler.selectors import next_starts as next_slots
 from scheduler.services.dispatch import job_dispatch, job_trigger
 from scheduler.services.schedules import crontab_for, effective_offset, enabled_plans
 
@@ -130,12 +131,6 @@ def schedule_snapshot(task: PeriodicTask) -> dict[str, Any]:
         "kwargs": task.kwargs,
         "one_off": task.one_off,
     }
-
-
-def next_slots(cron: Cron, offset: int, *, now: datetime, count: int = 5) -> list[datetime]:
-    """The next `count` start moments: fire time (minute boundary) plus the effective offset."""
-    shift = timedelta(seconds=effective_offset(offset))
-    return [boundary + shift for boundary in cron.next_fire_times(now - shift, count)]
 
 
 @dataclass

@@ -125,3 +125,38 @@ def test_a_row_beat_cannot_send_is_reported_by_check_and_the_system_check():
         "schedule 'retention-pruning' cannot be sent by beat: kwargs is not valid "
         "JSON (Expecting property name enclosed in double quotes at 1)"
     ]
+
+
+def test_next_start_between_a_boundary_and_its_offset_is_that_boundarys_start():
+    from datetime import UTC, datetime
+
+    from scheduler.selectors import next_starts
+
+    # Given an hourly job at :00 with offset 50, asked at 12:00:20 (boundary passed, start not)
+    now = datetime(2026, 12, 7, 12, 0, 20, tzinfo=UTC)
+    starts = next_starts(Cron.parse("0 * * * *"), 50, now=now, count=2)
+
+    # then its next start is 12:00:50, not 13:00:50
+    assert starts == [
+        datetime(2026, 12, 7, 12, 0, 50, tzinfo=UTC),
+        datetime(2026, 12, 7, 13, 0, 50, tzinfo=UTC),
+    ]
+
+
+def test_schedules_list_shows_the_start_still_due_this_minute():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    schedules_apply(profile="test")
+    JobSchedule.objects.filter(periodic_task__name="retention-pruning").update(offset_seconds=59)
+    before = timezone.now()
+    out = io.StringIO()
+    call_command("schedules", "list", "--profile", "test", "--next", "1", stdout=out)
+    line = next(x for x in out.getvalue().splitlines() if x.startswith("retention-pruning"))
+    # Every minute at :59: the next start is this minute's unless this very second is :59.
+    if before.second < 59 and timezone.now().minute == before.minute:
+        expected = before.replace(second=59, microsecond=0)
+    else:
+        expected = (before + timedelta(minutes=1)).replace(second=59, microsecond=0)
+    assert expected.strftime("%d %H:%M:%S") in line, line

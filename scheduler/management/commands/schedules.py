@@ -14,6 +14,7 @@ from scheduler.conf import profile
 from scheduler.cron import Cron
 from scheduler.models import JobRun
 from scheduler.registry import RegistryError, all_jobs, get_job
+from scheduler.selectors import next_starts
 from scheduler.services.schedules import (
     PROFILES,
     broken_schedules,
@@ -92,9 +93,7 @@ class Command(BaseCommand):
             cron = Cron.from_model(task.crontab)
             stored = getattr(getattr(task, "job_schedule", None), "offset_seconds", 0)
             offset = effective_offset(stored)
-            upcoming = [
-                t.replace(second=offset) for t in cron.next_fire_times(now, options["next"])
-            ]
+            upcoming = next_starts(cron, stored, now=now, count=options["next"])
             last = JobRun.objects.filter(job=job.name, duplicate_of__isnull=True).first()
             drift = []
             if cron != profile_cron(job, options["profile"]):

@@ -23,6 +23,9 @@ class Command(BaseCommand):
         parser.add_argument("name", help="job name, e.g. leaderboard-ranking")
         parser.add_argument("--sync", action="store_true", help="run inline and wait for it")
         parser.add_argument("--user", help="username to record as the requester")
+        parser.add_argument(
+            "--reason", default="", help="why it runs now (recorded with who ran it)"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -36,6 +39,13 @@ class Command(BaseCommand):
                 raise CommandError(f"--user {options['user']!r}: no such user")
             user_id = user.pk
         reason = f"manage.py runjob by {getpass.getuser()}"
+        if options["reason"].strip():
+            reason = f"{reason}: {options['reason'].strip()}"
+        limit = JobRun._meta.get_field("reason").max_length or 255
+        if len(reason) > limit:
+            raise CommandError(
+                f"--reason is too long: {len(reason)} characters with who ran it, at most {limit}"
+            )
         if not options["sync"]:
             run = job_trigger(
                 job=job, trigger=JobRun.Trigger.MANUAL, user_id=user_id, reason=reason

@@ -13,7 +13,7 @@ import sys
 if not (os.environ.get("FLOWER_BASIC_AUTH") or os.environ.get("FLOWER_AUTH")):
     sys.exit(
         "flower: refusing to start without authentication: set FLOWER_BASIC_AUTH=user:password, "
-        "or FLOWER_AUTH and FLOWER_AUTH_PROVIDER for OAuth (README, Operations)"
+        "or FLOWER_AUTH and FLOWER_AUTH_PROVIDER for OAuth (docs/operations.md)"
     )
 
 address = os.environ.get("FLOWER_ADDRESS", "127.0.0.1")

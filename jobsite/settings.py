@@ -1,4 +1,4 @@
-"""jobsite settings: one module, read from the environment (see README, "Configuration").
+"""jobsite settings: one module, read from the environment (see docs/configuration.md).
 
 Every variable has a default that suits development on one machine, except where production must
 decide (SECRET_KEY when DEBUG is off). A bad value stops the process with a message naming it.

@@ -1,4 +1,4 @@
-"""Scheduler knobs from the environment; a bad value names its variable (see README)."""
+"""Scheduler knobs from the environment; a bad value names its variable (docs/configuration.md)."""
 
 from __future__ import annotations
 

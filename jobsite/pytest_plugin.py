@@ -51,9 +51,24 @@ def pytest_load_initial_conftests(
             redis = EmbeddedRedis(scratch / "redis" / "data", free_port(), persistent=False)
             _started.append(redis.start())
             os.environ["REDIS_URL"] = redis.url
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw"):
+        # pytest-xdist: pytest-django gives each worker its own database (test_<name>_gwN);
+        # each worker needs its own Redis database too, or one worker's Celery threads would
+        # take another's messages and write them into the wrong database.
+        os.environ["REDIS_URL"] = _redis_database(os.environ["REDIS_URL"], int(worker[2:]) + 1)
     if os.environ.get("JOBSITE_TEST_FLUSH_REDIS") == "1":
         _flush_configured_redis(os.environ["REDIS_URL"])
     return (yield)
+
+
+def _redis_database(url: str, step: int) -> str:
+    """`url` moved `step` databases on from its own (wrapping within Redis' default 16)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    base = int(parts.path.strip("/") or 0)
+    return urlunsplit(parts._replace(path=f"/{(base + step) % 16}"))
 
 
 def _flush_configured_redis(url: str) -> None:

@@ -4,7 +4,7 @@ breaking a reference to a row it keeps and without wedging on one row it cannot 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 import psycopg
@@ -324,24 +324,31 @@ def test_the_job_gives_the_service_a_budget_below_its_soft_limit():
 
 
 @pytest.fixture
-def foreign_table() -> Iterator[str]:
-    """A table retention does not know about, with a foreign key to the ledger as Django makes
-    them (deferred to COMMIT), which is where one row used to fail the whole batch."""
+def unknown_table() -> Iterator[Callable[[str], str]]:
+    """Make a table retention does not know about, with a foreign key to the ledger."""
+    made: list[str] = []
+
+    def make(references: str) -> str:
+        name = f"test_unknown_{len(made)}"
+        with connection.cursor() as cursor:
+            cursor.execute(f"CREATE TABLE {name} (run_id bigint REFERENCES {references})")
+        made.append(name)
+        return name
+
+    yield make
     with connection.cursor() as cursor:
-        cursor.execute(
-            "CREATE TABLE test_run_note (run_id bigint REFERENCES scheduler_jobrun (id) "
-            "DEFERRABLE INITIALLY DEFERRED)"
-        )
-    yield "test_run_note"
-    with connection.cursor() as cursor:
-        cursor.execute("DROP TABLE test_run_note")
+        for name in made:
+            cursor.execute(f"DROP TABLE IF EXISTS {name}")
 
 
 @committed
 @pytest.mark.parametrize("batch", [4, 5000])
 def test_a_row_referenced_from_an_unknown_table_is_left_and_the_rest_go(
-    monkeypatch, foreign_table, no_stray_connections, batch
+    monkeypatch, unknown_table, no_stray_connections, batch
 ):
+    # a foreign key as Django makes them (checked at COMMIT, where one row used to fail the
+    # whole batch)
+    foreign_table = unknown_table("scheduler_jobrun (id) DEFERRABLE INITIALLY DEFERRED")
     monkeypatch.setattr(retention, "BATCH", batch)
     poison, *healthy = _old_runs(10)  # the poisoned row first in line
     with connection.cursor() as cursor:
@@ -355,17 +362,21 @@ def test_a_row_referenced_from_an_unknown_table_is_left_and_the_rest_go(
     assert not any(JobRun.objects.filter(pk=row.pk).exists() for row in healthy)
 
 
-@committed
-def test_a_row_locked_by_another_transaction_is_skipped_and_goes_next_time():
-    locked, *_healthy = _old_runs(4)
+def _other_connection() -> psycopg.Connection:
     settings = connection.settings_dict
-    other = psycopg.connect(
+    return psycopg.connect(
         dbname=settings["NAME"],
         user=settings["USER"],
         password=settings["PASSWORD"] or None,
         host=settings["HOST"],
         port=settings["PORT"] or None,
     )
+
+
+@committed
+def test_a_row_locked_by_another_transaction_is_skipped_and_goes_next_time():
+    locked, *_healthy = _old_runs(4)
+    other = _other_connection()
     try:
         other.execute("SELECT 1 FROM scheduler_jobrun WHERE id = %s FOR UPDATE", [locked.pk])
 
@@ -373,6 +384,33 @@ def test_a_row_locked_by_another_transaction_is_skipped_and_goes_next_time():
 
         assert counts == {"runs_deleted": 3, "results_deleted": 0, "undeletable": 0, "backlog": 1}
         assert list(JobRun.objects.values_list("pk", flat=True)) == [locked.pk]
+    finally:
+        other.rollback()
+        other.close()
+    assert retention_prune(now=timezone.now())["runs_deleted"] == 1
+
+
+@committed
+def test_a_row_whose_delete_waits_on_a_lock_is_left_after_the_lock_timeout(
+    monkeypatch, unknown_table
+):
+    # given an unknown table that cascades from the ledger, and another transaction holding the
+    # row that deleting the first old run would have to delete with it
+    monkeypatch.setattr(retention, "LOCK_TIMEOUT", "200ms")
+    monkeypatch.setattr(retention, "BATCH", 4)
+    blocked, *_healthy = _old_runs(6)
+    tags = unknown_table("scheduler_jobrun (id) ON DELETE CASCADE")
+    with connection.cursor() as cursor:
+        cursor.execute(f"INSERT INTO {tags} VALUES (%s)", [blocked.pk])
+    other = _other_connection()
+    try:
+        other.execute(f"SELECT 1 FROM {tags} FOR UPDATE")
+
+        counts = retention_prune(now=timezone.now())
+
+        # then the others are deleted and the blocked one is left for a later run
+        assert counts == {"runs_deleted": 5, "results_deleted": 0, "undeletable": 1, "backlog": 1}
+        assert list(JobRun.objects.values_list("pk", flat=True)) == [blocked.pk]
     finally:
         other.rollback()
         other.close()

@@ -95,9 +95,10 @@ def _row_error(exc: DatabaseError) -> bool:
     return getattr(exc.__cause__, "sqlstate", None) == "55P03"  # lock_not_available
 
 
-def _delete_ids(table: str, ids: list[int]) -> tuple[int, list[int]]:
-    """Delete `ids` inside a savepoint; on a row error split them in halves. Returns the number
-    deleted and the ids that could not be deleted."""
+def _delete_ids(table: str, ids: list[int], budget: Budget) -> tuple[int, list[int]]:
+    """Delete `ids` inside a savepoint; on a row error split them in halves (while the budget
+    lasts: each lock wait costs LOCK_TIMEOUT). Returns the number deleted and the ids found
+    undeletable."""
     try:
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(f"DELETE FROM {table} WHERE id = ANY(%s)", [ids])  # noqa: S608
@@ -108,9 +109,11 @@ def _delete_ids(table: str, ids: list[int]) -> tuple[int, list[int]]:
         if len(ids) == 1:
             logger.warning("retention: %s row %s cannot be deleted: %s", table, ids[0], exc)
             return 0, ids
+        if budget.spent:
+            return 0, []  # still due: the backlog counts them, the next run goes on
     half = len(ids) // 2
-    first, first_left = _delete_ids(table, ids[:half])
-    second, second_left = _delete_ids(table, ids[half:])
+    first, first_left = _delete_ids(table, ids[:half], budget)
+    second, second_left = _delete_ids(table, ids[half:], budget)
     return first + second, first_left + second_left
 
 
@@ -139,7 +142,7 @@ def _prune(table: str, where: str, params: list[object], budget: Budget) -> tupl
                 held = lease_holders_forget(run_ids=picked)
                 kept |= held
                 ids = [pk for pk in picked if pk not in held]
-            done, failed = _delete_ids(table, ids) if ids else (0, [])
+            done, failed = _delete_ids(table, ids, budget) if ids else (0, [])
         deleted += done
         undeletable.extend(failed)
         if len(picked) < BATCH:

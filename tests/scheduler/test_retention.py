@@ -415,3 +415,24 @@ def test_a_row_whose_delete_waits_on_a_lock_is_left_after_the_lock_timeout(
         other.rollback()
         other.close()
     assert retention_prune(now=timezone.now())["runs_deleted"] == 1
+
+
+@committed
+def test_a_budget_spent_while_splitting_a_batch_leaves_the_rest_due(monkeypatch, unknown_table):
+    monkeypatch.setattr(retention, "LOCK_TIMEOUT", "200ms")
+    monkeypatch.setattr(retention, "BATCH", 4)
+    blocked, *_healthy = _old_runs(4)
+    tags = unknown_table("scheduler_jobrun (id) ON DELETE CASCADE")
+    with connection.cursor() as cursor:
+        cursor.execute(f"INSERT INTO {tags} VALUES (%s)", [blocked.pk])
+    other = _other_connection()
+    try:
+        other.execute(f"SELECT 1 FROM {tags} FOR UPDATE")
+        # the budget lasts for the duplicates pass and one batch of runs, whose delete waits
+        counts = retention_prune(now=timezone.now(), budget=_Batches(2))
+    finally:
+        other.rollback()
+        other.close()
+
+    assert counts == {"runs_deleted": 0, "results_deleted": 0, "undeletable": 0, "backlog": 4}
+    assert retention_prune(now=timezone.now())["runs_deleted"] == 4

@@ -4,7 +4,8 @@ Ages per status come from the environment (see docs/jobs.md). Their defaults fol
 (JOBSITE_PROFILE): production keeps succeeded runs 7 days and failed ones 30; the test profile,
 where every job runs every minute, 1 hour and 24 hours. `queued` and `running` rows are never
 deleted. Each batch is one short transaction of at most BATCH rows chosen with SKIP LOCKED, so
-pruning never holds locks for long and never waits for a row someone else holds.
+pruning never holds locks for long, skips rows someone else holds, and waits at most LOCK_TIMEOUT
+for any other lock.
 
 References to a ledger row, and what pruning does with each (so that no batch layout can fail):
 
@@ -17,13 +18,19 @@ References to a ledger row, and what pruning does with each (so that no batch la
   acquisition. A run that is old enough to delete no longer holds an expired lease, so its name is
   cleared (`scheduler.locks.lease_holders_forget`) in the batch that deletes it; a run still named
   by an unexpired lease is kept until it expires.
-- `ops.Incident` refers to runs by id and keeps their slots, summary and detail itself (no foreign
-  key, by design): an incident outlives its runs and the admin shows such a run as "pruned".
+- `ops.Incident` refers to runs by id and keeps their slots, summary, detail and count itself (no
+  foreign key, by design): an incident outlives its runs and the admin shows such a run as
+  "pruned"; an open incident counts on from its stored count, so pruning never lowers it.
 - Anything else (a table this code does not know with a foreign key to the ledger, a trigger):
   foreign keys are checked at each statement (SET CONSTRAINTS ALL IMMEDIATE), and a batch that
   fails is split in halves inside savepoints until the row that cannot go is found; that row is
   left, counted as `undeletable` and logged, and the rest of the batch is deleted. A batch that
   waits for a lock longer than LOCK_TIMEOUT is treated the same way.
+
+No migration changes `on_delete`: the ORM already cascades to duplicates and clears holders
+(`SET_NULL`), and this SQL does the same by hand, in the same transaction as the delete. A
+database-level ON DELETE would need hand-written constraint SQL that Django's next AlterField of
+the field would silently drop.
 
 A run stops starting batches when its `budget` is spent and reports `backlog`: the rows still
 due for deletion when it ended (ledger rows plus task results), a bounded count — exact up to

@@ -28,7 +28,7 @@ References to a ledger row, and what pruning does with each (so that no batch la
   waits for a lock longer than LOCK_TIMEOUT is treated the same way.
 
 No migration changes `on_delete`: the ORM already cascades to duplicates and clears holders
-(`SET_NULL`), and this SQL does the same by hand, in the same transaction as the delete. A
+(`SET_NULL`), and this SQL keeps the same promises by hand, in the transaction that deletes. A
 database-level ON DELETE would need hand-written constraint SQL that Django's next AlterField of
 the field would silently drop.
 

@@ -272,16 +272,18 @@ def _incident_extend(
 ) -> bool:
     """Count newer rows showing the condition into the open incident; no notification."""
     last = rows[-1]
-    occurrences = (
+    # Counted on from the stored count, not recounted from first_run_id: retention prunes the
+    # oldest rows of an incident that stays open longer than failed runs are kept.
+    newer = (
         _condition_rows(incident.job, incident.kind, config)
-        .filter(pk__gte=incident.first_run_id, pk__lte=last.pk)
+        .filter(pk__gt=incident.last_run_id, pk__lte=last.pk)
         .count()
     )
     return bool(
         Incident.objects.filter(pk=incident.pk, last_run_id__lt=last.pk).update(
             last_run_id=last.pk,
             last_slot=last.slot,
-            occurrences=max(occurrences, 1),
+            occurrences=incident.occurrences + newer,
             detail=finding.detail if incident.kind == Kind.FAILURES else incident.detail,
         )
     )

@@ -148,6 +148,28 @@ def lease_release(lease: Lease) -> None:
         cursor.execute(_RELEASE, {"job": lease.job, "token": lease.token})
 
 
+_FORGET_HOLDERS = """
+UPDATE scheduler_joblease SET holder_id = NULL
+WHERE holder_id = ANY(%(runs)s) AND (expires_at IS NULL OR expires_at <= now())
+"""
+
+_LIVE_HOLDERS = """
+SELECT holder_id FROM scheduler_joblease WHERE holder_id = ANY(%(runs)s) AND expires_at > now()
+"""
+
+
+def lease_holders_forget(*, run_ids: list[int]) -> set[int]:
+    """Before finished runs are deleted: clear them as holders of leases that have expired (a
+    run that failed or was lost keeps its name on the lease until the next acquisition, but an
+    expired lease is not held: acquiring treats it like a free one). Returns the runs among
+    `run_ids` that still name an unexpired lease; those must be kept until it expires.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(_FORGET_HOLDERS, {"runs": run_ids})
+        cursor.execute(_LIVE_HOLDERS, {"runs": run_ids})
+        return {row[0] for row in cursor.fetchall()}
+
+
 def fence_check(lease: Lease | None = None) -> None:
     """Inside a transaction: raise LeaseLost unless `lease` (default: the current run's) is held.
 

@@ -227,6 +227,27 @@ def test_a_missed_run_alerts_once_and_later_misses_join_the_incident(channels, m
     assert len(mailoutbox) == 2
 
 
+def test_an_open_incident_keeps_counting_when_retention_prunes_its_first_runs(
+    channels, mailoutbox, base
+):
+    # given an open incident of five failures
+    first = []
+    for minute in range(5):
+        first.append(fail(JOB, base + timedelta(minutes=minute)))
+        evaluate_and_deliver(base + timedelta(minutes=minute, seconds=30))
+    assert Incident.objects.get().occurrences == 5
+    # when retention prunes its two oldest rows (a job failing for longer than the failed-run
+    # retention: 24 hours in the test profile) and the job fails once more
+    JobRun.objects.filter(pk__in=[first[0].pk, first[1].pk]).delete()
+    fail(JOB, base + timedelta(minutes=5))
+    evaluate_and_deliver(base + timedelta(minutes=5, seconds=30))
+
+    # then the incident counts six failures, not the four rows left in the ledger
+    incident = Incident.objects.get()
+    assert (incident.occurrences, incident.first_run_id) == (6, first[0].pk)
+    assert len(mailoutbox) == 1
+
+
 def test_slots_of_an_outage_recorded_missed_after_the_recovery_stay_in_its_incident(
     channels, mailoutbox, base
 ):

@@ -466,3 +466,16 @@ def test_syncing_the_groups_twice_changes_nothing_and_undoes_hand_edits():
 
     assert (_names(perms.VIEWERS), _names(perms.OPERATORS)) == first
     assert Group.objects.filter(name__in=[perms.VIEWERS, perms.OPERATORS]).count() == 2
+
+
+def test_a_scraper_with_only_view_metrics_reads_metrics_and_nothing_else(world, django_user_model):
+    scraper = django_user_model.objects.create_user("prometheus", is_staff=True)
+    app_label, codename = perms.VIEW_METRICS.split(".")
+    scraper.user_permissions.add(
+        Permission.objects.get(content_type__app_label=app_label, codename=codename)
+    )
+    client = Client(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=scraper).key}")
+
+    assert client.get("/metrics").status_code == 200
+    assert client.get("/api/jobs/").status_code == 403
+    assert client.get("/api/jobs/history").status_code == 403

@@ -29,6 +29,7 @@ from games.models import (
 )
 from games.services import SessionStateError, game_session_void
 from jobsite.admin import ReadOnlyAdmin
+from jobsite.permissions import REQUEUE_NOTIFICATION, VOID_SESSION
 
 
 @admin.register(Player)
@@ -61,7 +62,10 @@ class GameSessionAdmin(ReadOnlyAdmin):
     show_full_result_count = False  # count(*) over millions of sessions is slow
     actions = ("void_sessions",)
 
-    @admin.action(description="Void selected finished sessions (removes them from boards)")
+    @admin.action(
+        description="Void selected finished sessions (removes them from boards)",
+        permissions=["void"],
+    )
     def void_sessions(self, request: HttpRequest, queryset: QuerySet[GameSession]) -> None:
         voided = 0
         for session_id in queryset.values_list("id", flat=True):
@@ -72,12 +76,8 @@ class GameSessionAdmin(ReadOnlyAdmin):
                 self.message_user(request, str(exc), messages.WARNING)
         self.message_user(request, f"{voided} session(s) voided.", messages.SUCCESS)
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        # Needed for the action; every field stays read-only below.
-        return super(ReadOnlyAdmin, self).has_change_permission(request, obj)
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return [field.name for field in GameSession._meta.fields]
+    def has_void_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm(VOID_SESSION)
 
 
 @admin.register(LeaderboardEntry)
@@ -163,18 +163,15 @@ class NotificationAdmin(ReadOnlyAdmin):
     list_select_related = ("player",)
     actions = ("requeue",)
 
-    @admin.action(description="Requeue failed notifications now")
+    @admin.action(description="Requeue failed notifications now", permissions=["requeue"])
     def requeue(self, request: HttpRequest, queryset: QuerySet[Notification]) -> None:
         count = queryset.filter(status=Notification.Status.FAILED).update(
             status=Notification.Status.PENDING, next_attempt_at=timezone.now()
         )
         self.message_user(request, f"{count} notification(s) requeued.", messages.SUCCESS)
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return super(ReadOnlyAdmin, self).has_change_permission(request, obj)
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return [field.name for field in Notification._meta.fields]
+    def has_requeue_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm(REQUEUE_NOTIFICATION)
 
 
 @admin.register(InboxMessage)

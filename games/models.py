@@ -13,6 +13,8 @@ from decimal import Decimal
 from django.db import models
 from django.db.models import F, Q
 
+from jobsite.permissions import REQUEUE_NOTIFICATION, VOID_SESSION, meta_permissions
+
 # All-time boards need a period_start too so that one unique key covers every board.
 ALL_TIME_START = dt.date(2000, 1, 1)
 
@@ -118,6 +120,7 @@ class GameSession(models.Model):
             models.Index(fields=["game", "started_at"], name="session_game_started"),
             models.Index(fields=["player", "game", "finished_at"], name="session_player_game"),
         ]
+        permissions = meta_permissions(VOID_SESSION)
 
     def __str__(self) -> str:
         return f"{self.game} #{self.pk} ({self.status})"
@@ -354,6 +357,7 @@ class Notification(models.Model):
                 name="notification_pending_next",
             ),
         ]
+        permissions = meta_permissions(REQUEUE_NOTIFICATION)
 
     def __str__(self) -> str:
         return f"{self.kind} to {self.player_id} ({self.status})"

@@ -214,14 +214,17 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    # Each view declares its permissions per method (ops.api.permissions, docs/security.md); a
+    # view that forgets serves no one.
+    "DEFAULT_PERMISSION_CLASSES": ["ops.api.permissions.DenyUndeclared"],
     # Bodies are capped at DATA_UPLOAD_MAX_MEMORY_SIZE while read (DRF streams past Django's check).
     "DEFAULT_PARSER_CLASSES": ["ops.api.parsers.BoundedJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "ops.api.exceptions.api_exception_handler",
 }
-# OpenAPI 3 schema at /api/schema/ (staff only, like the API). https://drf-spectacular.readthedocs.io/en/latest/settings.html
+# OpenAPI 3 schema at /api/schema/: any active staff user (the API's shape, no data).
+# https://drf-spectacular.readthedocs.io/en/latest/settings.html
 SPECTACULAR_SETTINGS = {
     "TITLE": "jobsite ops API",
     "DESCRIPTION": "Jobs, schedules, history and retries of the jobsite scheduler.",

@@ -29,6 +29,15 @@ from django_celery_beat.models import CrontabSchedule, PeriodicTask, PeriodicTas
 from django_celery_results.models import TaskResult
 
 from jobsite.admin import ReadOnlyAdmin
+from jobsite.permissions import (
+    ADD_SCHEDULE,
+    CHANGE_SCHEDULE,
+    CLOSE_INCIDENT,
+    RETRY_RUN,
+    RUN_JOB,
+    VIEW_INCIDENT,
+    VIEW_SCHEDULE,
+)
 from ops.alerts import incidents_close, open_incidents
 from ops.models import AlertDelivery, AuditEvent, Incident
 from ops.services import (
@@ -82,6 +91,11 @@ admin.site.site_title = "jobsite"
 
 def _actor(request: HttpRequest) -> Actor:
     return Actor.from_request(request, via="admin")
+
+
+def _open_incidents(request: HttpRequest, jobs: list[str] | None) -> list[Any] | None:
+    """Open incidents for the box above runs and schedules; None (no box) without view_incident."""
+    return open_incidents(jobs=jobs) if request.user.has_perm(VIEW_INCIDENT) else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,6 +164,20 @@ class JobScheduleInline(admin.StackedInline):
     extra = 0
     verbose_name = "job offset"
     verbose_name_plural = "job offset"
+
+    # The offset is part of the schedule: the schedule's permissions govern it, not JobSchedule's
+    # own (one permission model for schedules, as in the API).
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm(VIEW_SCHEDULE) or self.has_change_permission(request, obj)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.has_change_permission(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm(CHANGE_SCHEDULE if obj is not None else ADD_SCHEDULE)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 class OpsPeriodicTaskForm(PeriodicTaskForm):
@@ -400,25 +428,31 @@ class OpsPeriodicTaskAdmin(PeriodicTaskAdmin):
         for task in queryset:
             schedule_delete(actor=_actor(request), task=task)
 
-    @admin.action(description="Enable selected schedules")
+    @admin.action(description="Enable selected schedules", permissions=["change"])
     def enable_tasks(self, request: HttpRequest, queryset: QuerySet[PeriodicTask]) -> None:
         count = schedules_set_enabled(actor=_actor(request), tasks=queryset, enabled=True)
         self.message_user(request, f"{count} schedule(s) enabled.")
 
-    @admin.action(description="Disable selected schedules")
+    @admin.action(description="Disable selected schedules", permissions=["change"])
     def disable_tasks(self, request: HttpRequest, queryset: QuerySet[PeriodicTask]) -> None:
         count = schedules_set_enabled(actor=_actor(request), tasks=queryset, enabled=False)
         self.message_user(request, f"{count} schedule(s) disabled.")
 
-    @admin.action(description="Toggle enabled of selected schedules")
+    @admin.action(description="Toggle enabled of selected schedules", permissions=["change"])
     def toggle_tasks(self, request: HttpRequest, queryset: QuerySet[PeriodicTask]) -> None:
         count = schedules_toggle(actor=_actor(request), tasks=queryset)
         self.message_user(request, f"{count} schedule(s) toggled.")
 
-    @admin.action(description="Run now (through the run path: offsets aside, lock and ledger)")
+    @admin.action(
+        description="Run now (through the run path: offsets aside, lock and ledger)",
+        permissions=["run_job"],
+    )
     def run_now(self, request: HttpRequest, queryset: QuerySet[PeriodicTask]) -> None:
         for task in queryset:
             self._run_one(request, task)
+
+    def has_run_job_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm(RUN_JOB)
 
     def _run_one(self, request: HttpRequest, task: PeriodicTask) -> None:
         try:
@@ -440,12 +474,13 @@ class OpsPeriodicTaskAdmin(PeriodicTaskAdmin):
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
         task = PeriodicTask.objects.filter(pk=object_id).only("name").first()
+        extra_context = {
+            **(extra_context or {}),
+            "can_run_now": self.has_run_job_permission(request),
+        }
         if task is not None:
-            extra_context = {
-                **(extra_context or {}),
-                "open_incidents": open_incidents(jobs=[task.name]),
-                "incidents_scope": task.name,
-            }
+            extra_context["open_incidents"] = _open_incidents(request, [task.name])
+            extra_context["incidents_scope"] = task.name
         return super().change_view(request, object_id, form_url, extra_context)
 
     def get_urls(self) -> list[Any]:
@@ -459,9 +494,9 @@ class OpsPeriodicTaskAdmin(PeriodicTaskAdmin):
         ]
 
     def run_now_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
-        task = get_object_or_404(PeriodicTask, pk=object_id)
-        if not self.has_change_permission(request, task):
+        if not self.has_run_job_permission(request):
             return HttpResponse(status=403)
+        task = get_object_or_404(PeriodicTask, pk=object_id)
         self._run_one(request, task)
         return HttpResponseRedirect(
             reverse("admin:scheduler_jobrun_changelist") + f"?job={task.name}"
@@ -547,10 +582,15 @@ class JobRunAdmin(ReadOnlyAdmin):
     def traceback_text(self, obj: JobRun) -> str:
         return format_html("<pre>{}</pre>", obj.traceback) if obj.traceback else "-"
 
-    @admin.action(description="Retry selected failed runs (next attempt, same slot)")
+    @admin.action(
+        description="Retry selected failed runs (next attempt, same slot)", permissions=["retry"]
+    )
     def retry_runs(self, request: HttpRequest, queryset: QuerySet[JobRun]) -> None:
         ids = list(queryset.values_list("pk", flat=True))
         self._report(request, runs_retry(actor=_actor(request), run_ids=ids))
+
+    def has_retry_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm(RETRY_RUN)
 
     def _report(self, request: HttpRequest, results: list[Any]) -> None:
         for result in results:
@@ -582,13 +622,14 @@ class JobRunAdmin(ReadOnlyAdmin):
         ]
 
     def retry_view(self, request: HttpRequest, object_id: int) -> HttpResponse:
-        if not self.has_view_permission(request):
+        if not self.has_retry_permission(request):
             return HttpResponse(status=403)
         self._report(request, runs_retry(actor=_actor(request), run_ids=[object_id]))
         return HttpResponseRedirect(reverse("admin:scheduler_jobrun_change", args=[object_id]))
 
     def render_change_form(self, request: HttpRequest, context: dict, *args: Any, **kw: Any):
         context["retryable"] = {s.value for s in RETRYABLE}
+        context["can_retry"] = self.has_retry_permission(request)
         return super().render_change_form(request, context, *args, **kw)
 
     def changelist_view(
@@ -599,7 +640,7 @@ class JobRunAdmin(ReadOnlyAdmin):
         job = request.GET.get("job", "")
         extra_context = {
             **(extra_context or {}),
-            "open_incidents": open_incidents(jobs=[job] if job else None),
+            "open_incidents": _open_incidents(request, [job] if job else None),
             "incidents_scope": job,
         }
         return super().changelist_view(request, extra_context)
@@ -672,11 +713,17 @@ class IncidentAdmin(ReadOnlyAdmin):
     readonly_fields = ("first_run", "last_run", "runs")
     actions = ("close_incidents",)
 
-    @admin.action(description="Close selected open incidents by hand (sends a resolved notice)")
+    @admin.action(
+        description="Close selected open incidents by hand (sends a resolved notice)",
+        permissions=["close"],
+    )
     def close_incidents(self, request: HttpRequest, queryset: QuerySet[Incident]) -> None:
         ids = list(queryset.values_list("pk", flat=True))
         count = incidents_close(actor=_actor(request), incident_ids=ids)
         self.message_user(request, f"{count} incident(s) closed.")
+
+    def has_close_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm(CLOSE_INCIDENT)
 
     @admin.display(description="state")
     def state(self, obj: Incident) -> str:

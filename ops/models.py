@@ -11,6 +11,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+from jobsite.permissions import CLOSE_INCIDENT, VIEW_METRICS, meta_permissions
+
 
 class AuditAction(models.TextChoices):
     SCHEDULE_CREATE = "schedule.create", "schedule created"
@@ -120,6 +122,8 @@ class Incident(models.Model):
         ]
         indexes = [models.Index(fields=["job", "kind", "-last_run_id"], name="incident_cursor")]
         ordering = ["-opened_at", "-id"]
+        # Scraping /metrics sits with incidents: both are how operators learn of trouble.
+        permissions = meta_permissions(CLOSE_INCIDENT, VIEW_METRICS)
 
     def __str__(self) -> str:
         state = "open" if self.resolved_at is None else "resolved"

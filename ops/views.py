@@ -9,10 +9,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
+from jobsite.permissions import DASHBOARD, VIEW_INCIDENT
 from ops import charts
 from ops.alerts import open_incidents
 from ops.selectors import concurrency_series, forecast, jobs_overview, starts_per_second
@@ -27,6 +29,9 @@ DEFAULT_WINDOW = "24h"
 
 
 def dashboard(request: HttpRequest) -> TemplateResponse:
+    """Staff (admin_view) with view permission on runs and schedules; else 403."""
+    if not request.user.has_perms(DASHBOARD):
+        raise PermissionDenied
     key = request.GET.get("window", DEFAULT_WINDOW)
     if key not in WINDOWS:
         key = DEFAULT_WINDOW
@@ -48,7 +53,7 @@ def dashboard(request: HttpRequest) -> TemplateResponse:
         "since": since,
         "now": now,
         "jobs": jobs,
-        "open_incidents": open_incidents(),
+        "open_incidents": open_incidents() if request.user.has_perm(VIEW_INCIDENT) else None,
         "starts_chart": charts.bar_chart(
             per_second,
             [f":{s:02d}" for s in range(60)],

@@ -15,6 +15,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
 from jobsite.admin import ReadOnlyAdmin
+from jobsite.permissions import HOLD_PAYOUT
 from referrals.models import (
     LedgerEntry,
     LedgerTransaction,
@@ -173,7 +174,7 @@ class PayoutHoldAdmin(ReadOnlyAdmin):
     actions = ["release"]
 
     def has_hold_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("referrals.add_payouthold")
+        return request.user.has_perm(HOLD_PAYOUT)
 
     @admin.action(description="Release the selected holds", permissions=["hold"])
     def release(self, request: HttpRequest, queryset: QuerySet[PayoutHold]) -> None:
@@ -238,7 +239,7 @@ class ReferralPlayerAdmin(ReadOnlyAdmin):
         )
 
     def has_hold_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("referrals.add_payouthold")
+        return request.user.has_perm(HOLD_PAYOUT)
 
     @admin.action(description="Hold payouts of the selected players", permissions=["hold"])
     def hold_payouts(self, request: HttpRequest, queryset: QuerySet[ReferralPlayer]) -> None:

@@ -15,6 +15,7 @@ from django.db import models
 from django.db.models import F, Q
 
 from games.models import GameSession, Player, PrizeCredit
+from jobsite.permissions import HOLD_PAYOUT, meta_permissions
 
 
 def _money(**kwargs: object) -> models.DecimalField:
@@ -262,6 +263,7 @@ class PayoutHold(models.Model):
                 name="payout_hold_release_after_hold",
             ),
         ]
+        permissions = meta_permissions(HOLD_PAYOUT)
 
     def __str__(self) -> str:
         state = "active" if self.released_at is None else "released"

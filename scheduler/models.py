@@ -13,6 +13,8 @@ from django.db import models
 from django.db.models import Q
 from django_celery_beat.models import PeriodicTask
 
+from jobsite.permissions import RETRY_RUN, RUN_JOB, meta_permissions
+
 OFFSET_HELP = (
     "Seconds after the minute boundary at which this job starts (0-59). Jobs that share a minute "
     "start apart, so give each job its own second; JOB_STAGGER_ENABLED=0 sets every offset to 0."
@@ -173,6 +175,7 @@ class JobRun(models.Model):
         ]
         ordering = ["-slot", "-attempt"]
         verbose_name = "job run"
+        permissions = meta_permissions(RUN_JOB, RETRY_RUN)
 
     def __str__(self) -> str:
         return f"{self.job} @ {self.slot:%Y-%m-%d %H:%M:%S} #{self.attempt} {self.status}"

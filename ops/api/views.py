@@ -1,7 +1,8 @@
 """The ops API: thin views over `ops.selectors` (reads) and `ops.services` (writes).
 
-Authentication and permission come from settings (REST_FRAMEWORK): per-user tokens or the admin
-session, staff only; anonymous callers get 401, authenticated non-staff 403. Every write is in
+Authentication comes from settings (REST_FRAMEWORK): per-user tokens or the admin session. Each
+view declares the permissions each method needs (`staff_with`, ops.api.permissions); anonymous
+callers get 401, authenticated callers who are not staff or lack one 403. Every write is in
 the audit trail with the caller's address.
 """
 
@@ -21,6 +22,17 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from jobsite.permissions import (
+    ADD_SCHEDULE,
+    CHANGE_SCHEDULE,
+    DELETE_SCHEDULE,
+    RETRY_RUN,
+    RUN_JOB,
+    VIEW_METRICS,
+    VIEW_RUN,
+    VIEW_SCHEDULE,
+)
+from ops.api.permissions import staff_with
 from ops.api.serializers import (
     HistoryQuerySerializer,
     JobSerializer,
@@ -132,6 +144,8 @@ def change_data(task: PeriodicTask | None, preview: Preview, *, dry_run: bool) -
 
 
 class JobListView(APIView):
+    permission_classes = [staff_with(GET=(VIEW_SCHEDULE, VIEW_RUN))]
+
     @extend_schema(
         responses=JobSerializer(many=True), summary="Every job: schedule, last run, statistics"
     )
@@ -167,6 +181,8 @@ class JobListView(APIView):
 
 
 class JobTriggerView(APIView):
+    permission_classes = [staff_with(POST=RUN_JOB)]
+
     @extend_schema(
         request=TriggerSerializer,
         responses={202: TriggeredSerializer},
@@ -185,6 +201,8 @@ class JobTriggerView(APIView):
 
 
 class JobHistoryView(APIView):
+    permission_classes = [staff_with(GET=VIEW_RUN)]
+
     @extend_schema(
         parameters=[HistoryQuerySerializer],
         responses=inline_serializer(
@@ -229,6 +247,8 @@ def _schedule(name: str) -> PeriodicTask:
 
 
 class ScheduleListView(APIView):
+    permission_classes = [staff_with(GET=VIEW_SCHEDULE, POST=ADD_SCHEDULE)]
+
     @extend_schema(responses=ScheduleSerializer(many=True), summary="Every schedule")
     def get(self, request: Request) -> Response:
         tasks = PeriodicTask.objects.select_related("crontab", "job_schedule").order_by("name")
@@ -263,6 +283,12 @@ class ScheduleListView(APIView):
 
 
 class ScheduleDetailView(APIView):
+    permission_classes = [
+        staff_with(
+            GET=VIEW_SCHEDULE, PATCH=CHANGE_SCHEDULE, PUT=CHANGE_SCHEDULE, DELETE=DELETE_SCHEDULE
+        )
+    ]
+
     @extend_schema(responses=ScheduleSerializer, summary="One schedule")
     def get(self, request: Request, name: str) -> Response:
         return Response(ScheduleSerializer(schedule_data(_schedule(name))).data)
@@ -304,6 +330,8 @@ class ScheduleDetailView(APIView):
 
 
 class ScheduleToggleView(APIView):
+    permission_classes = [staff_with(POST=CHANGE_SCHEDULE)]
+
     @extend_schema(
         request=None,
         parameters=[DRY_RUN],
@@ -328,6 +356,8 @@ class ScheduleToggleView(APIView):
 
 
 class RetryView(APIView):
+    permission_classes = [staff_with(POST=RETRY_RUN)]
+
     @extend_schema(
         request=RetrySerializer,
         responses=inline_serializer("RetryResults", {"results": RetryResultSerializer(many=True)}),
@@ -365,7 +395,10 @@ class RetryView(APIView):
 
 
 class MetricsView(APIView):
-    """Prometheus text format; staff only (scrape with `authorization: {type: Token, ...}`)."""
+    """Prometheus text format; needs ops.view_metrics (scrape with `authorization: {type: Token,
+    ...}` of a user in a group that has it, e.g. jobsite viewers)."""
+
+    permission_classes = [staff_with(GET=VIEW_METRICS)]
 
     def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
         # The body is Prometheus text whatever Accept says; skip DRF's JSON-only negotiation.

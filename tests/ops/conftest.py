@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django_celery_beat.models import PeriodicTask
 
+from jobsite.permissions import OPERATORS
 from scheduler.models import JobRun, JobSchedule
 from scheduler.services.schedules import schedules_apply
 
@@ -72,9 +73,19 @@ def runs(schedules) -> list[JobRun]:
 
 @pytest.fixture
 def staff_token(django_user_model) -> str:
+    """A staff user in `jobsite operators` who may also create and delete schedules: every
+    endpoint answers it (who may do what is tests/ops/test_permissions.py's subject)."""
+    from django.contrib.auth.models import Group, Permission
     from rest_framework.authtoken.models import Token
 
     user = django_user_model.objects.create_user("operator", password="pw", is_staff=True)
+    user.groups.add(Group.objects.get(name=OPERATORS))
+    user.user_permissions.add(
+        *Permission.objects.filter(
+            content_type__app_label="django_celery_beat",
+            codename__in=["add_periodictask", "delete_periodictask"],
+        )
+    )
     return Token.objects.create(user=user).key
 
 

@@ -437,3 +437,30 @@ class LiveStatsSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.game} at {self.taken_at:%Y-%m-%d %H:%M}"
+
+
+class RowFailure(models.Model):
+    """A row a games batch job could not process: its error and how often it failed.
+
+    Jobs try such rows after their healthy work and leave them alone at GAMES_ROW_MAX_ATTEMPTS
+    (staff fix the cause, then delete this record to let the job try again). A success deletes
+    the record. Notifications keep their own attempts and error on the row instead.
+    """
+
+    job = models.CharField(max_length=40, help_text="The job that failed, e.g. 'cleanup'.")
+    row_id = models.BigIntegerField(
+        help_text="The row in the job's own table: a session (stuck-session-finisher, cleanup), "
+        "a badge (badge-auto-unlock), a pool (prediction-matcher)."
+    )
+    attempts = models.PositiveIntegerField(default=0, help_text="Failed attempts so far.")
+    last_error = models.TextField(blank=True, default="")
+    first_failed_at = models.DateTimeField()
+    last_failed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["job", "row_id"], name="row_failure_one_per_row"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job} row {self.row_id}: {self.attempts} failed attempts"

@@ -53,7 +53,7 @@ def test_stuck_sessions_are_finished_with_their_last_score_once(make_player):
     # when the finisher runs
     counts = stuck_session_finish(now=NOW)
     # then only the stuck one is finished, with its score on the boards and its fee in the pools
-    assert counts == {"finished": 1, "raced": 0}
+    assert counts == {"finished": 1, "raced": 0, "failed": 0, "parked": 0, "backlog": 0}
     stuck.refresh_from_db()
     assert (stuck.status, stuck.score, stuck.finished_at) == ("finished", 7, NOW)
     assert LeaderboardEntry.objects.filter(session=stuck).count() == 3
@@ -62,7 +62,13 @@ def test_stuck_sessions_are_finished_with_their_last_score_once(make_player):
     assert GameSession.objects.get(pk=silent.pk).status == "active"
     # and calling it twice changes nothing
     before = snapshot(GameSession, LeaderboardEntry, PrizePool)
-    assert stuck_session_finish(now=NOW) == {"finished": 0, "raced": 0}
+    assert stuck_session_finish(now=NOW) == {
+        "finished": 0,
+        "raced": 0,
+        "failed": 0,
+        "parked": 0,
+        "backlog": 0,
+    }
     assert snapshot(GameSession, LeaderboardEntry, PrizePool) == before
 
 

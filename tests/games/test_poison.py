@@ -1,0 +1,131 @@
+"""One unprocessable row never wedges a games batch job, and every job stops at its budget.
+
+Each poison test puts one row the job cannot process ahead of healthy ones and checks that the
+healthy ones are done, the bad one is recorded (error stored, attempts counted), the job returns
+normally, and a second run is not stuck on it either. Each budget test gives a run a spent budget
+(or one that runs out after a row) and checks that it leaves a backlog the next run finishes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from decimal import Decimal
+
+import pytest
+
+from games.models import GameSession, PrizePool, RowFailure
+from games.periods import period_start
+from games.services import game_session_report_score, game_session_start, stuck_session_finish
+from scheduler.budget import Budget
+from tests.games.conftest import at
+
+NOW = at(2026, 3, 4, 12, 0, 10)
+POOL_MAX = Decimal("9999999999.99")  # numeric(12, 2)
+
+
+def spent() -> Budget:
+    return Budget(0)
+
+
+def budget_of_rows(rows: int) -> Budget:
+    """A budget that is spent after `rows` checks of `spent` come back False."""
+
+    class Counted(Budget):
+        checks = itertools.count()
+
+        @property
+        def spent(self) -> bool:
+            return next(self.checks) >= rows
+
+    return Counted(3600)
+
+
+def stuck_session(player, game="pong", *, fee="1.00", minutes_ago=60, score=7) -> GameSession:
+    session = game_session_start(
+        player_id=player.pk,
+        game=game,
+        entry_fee=fee,
+        now=NOW - dt.timedelta(minutes=minutes_ago),
+    )
+    game_session_report_score(session_id=session.pk, score=score, now=NOW - dt.timedelta(minutes=1))
+    return session
+
+
+def full_daily_pool(game: str) -> PrizePool:
+    """Today's daily pool of `game`, so full that any share of a fee overflows its column."""
+    return PrizePool.objects.create(
+        game=game, period="daily", period_start=period_start("daily", NOW), amount=POOL_MAX
+    )
+
+
+# --- stuck-session-finisher ------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_session_whose_fee_overflows_the_pool_does_not_wedge_the_finisher(make_player):
+    # given the oldest stuck session's fee overflows its pool column, then two ordinary ones
+    player = make_player()
+    full_daily_pool("snake")
+    bad = stuck_session(player, "snake", minutes_ago=90)
+    good = [stuck_session(player, "pong", minutes_ago=m) for m in (80, 70)]
+    # when the finisher runs
+    counts = stuck_session_finish(now=NOW)
+    # then the ordinary ones are finished, the bad one is recorded and still active
+    assert counts == {"finished": 2, "raced": 0, "failed": 1, "parked": 0, "backlog": 1}
+    assert {s.status for s in GameSession.objects.filter(pk__in=[g.pk for g in good])} == {
+        "finished"
+    }
+    assert GameSession.objects.get(pk=bad.pk).status == "active"
+    failure = RowFailure.objects.get(job="stuck-session-finisher", row_id=bad.pk)
+    assert failure.attempts == 1
+    assert "numeric field overflow" in failure.last_error
+    # and the next run tries it after healthy work, counts the attempt, and returns normally
+    newer = stuck_session(player, "pong", minutes_ago=65)
+    again = stuck_session_finish(now=NOW + dt.timedelta(minutes=10))
+    assert (again["finished"], again["failed"]) == (1, 1)
+    assert GameSession.objects.get(pk=newer.pk).status == "finished"
+    failure.refresh_from_db()
+    assert failure.attempts == 2
+
+
+@pytest.mark.django_db
+def test_a_session_out_of_attempts_is_parked_for_staff(make_player, monkeypatch):
+    monkeypatch.setenv("GAMES_ROW_MAX_ATTEMPTS", "2")
+    full_daily_pool("snake")
+    bad = stuck_session(make_player(), "snake")
+    assert stuck_session_finish(now=NOW)["failed"] == 1
+    assert stuck_session_finish(now=NOW)["failed"] == 1
+    # at the limit it is left alone: no attempt, no backlog, reported as parked
+    counts = stuck_session_finish(now=NOW)
+    assert counts == {"finished": 0, "raced": 0, "failed": 0, "parked": 1, "backlog": 0}
+    assert RowFailure.objects.get(row_id=bad.pk).attempts == 2
+    # once staff fixed the cause and deleted the record, the next run finishes it
+    PrizePool.objects.filter(game="snake").update(amount=0)
+    RowFailure.objects.filter(row_id=bad.pk).delete()
+    assert stuck_session_finish(now=NOW)["finished"] == 1
+
+
+@pytest.mark.django_db
+def test_a_recovered_session_is_finished_and_its_record_dropped(make_player):
+    pool = full_daily_pool("snake")
+    bad = stuck_session(make_player(), "snake")
+    stuck_session_finish(now=NOW)
+    pool.amount = 0
+    pool.save()
+    assert stuck_session_finish(now=NOW)["finished"] == 1
+    assert GameSession.objects.get(pk=bad.pk).status == "finished"
+    assert not RowFailure.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_finisher_stops_at_its_budget_and_the_next_run_goes_on(make_player, monkeypatch):
+    monkeypatch.setenv("GAMES_STUCK_BATCH_SIZE", "2")
+    player = make_player()
+    for minutes in (90, 80, 70, 60, 50):
+        stuck_session(player, "pong", minutes_ago=minutes)
+    assert stuck_session_finish(now=NOW, budget=spent())["backlog"] == 5
+    first = stuck_session_finish(now=NOW, budget=budget_of_rows(3))
+    assert (first["finished"], first["backlog"]) == (2, 3)
+    second = stuck_session_finish(now=NOW)
+    assert (second["finished"], second["backlog"]) == (3, 0)

@@ -168,12 +168,17 @@ def test_due_notifications_are_delivered_to_the_inbox_once(make_player):
     # when delivery runs with the default (inbox) channel
     counts = notifications_deliver(now=NOW)
     # then the due ones are in the inbox and marked delivered
-    assert counts == {"delivered": 2, "retried": 0, "failed": 0}
+    assert counts == {"delivered": 2, "retried": 0, "failed": 0, "backlog": 0}
     assert sorted(InboxMessage.objects.values_list("title", flat=True)) == ["a", "b"]
     assert Notification.objects.get(title="later").status == "pending"
     # and calling it twice changes nothing
     before = snapshot(Notification, InboxMessage)
-    assert notifications_deliver(now=NOW) == {"delivered": 0, "retried": 0, "failed": 0}
+    assert notifications_deliver(now=NOW) == {
+        "delivered": 0,
+        "retried": 0,
+        "failed": 0,
+        "backlog": 0,
+    }
     assert snapshot(Notification, InboxMessage) == before
 
 
@@ -193,6 +198,7 @@ def test_a_failing_channel_is_retried_later_and_never_loses_the_notification(
         "delivered": 1,
         "retried": 1,
         "failed": 0,
+        "backlog": 0,
     }
     down = Notification.objects.get(title="down")
     assert (down.status, down.attempts, down.next_attempt_at) == (

@@ -14,9 +14,16 @@ from decimal import Decimal
 
 import pytest
 
-from games.models import GameSession, PrizePool, RowFailure
+from games.models import GameSession, InboxMessage, Notification, PrizePool, RowFailure
 from games.periods import period_start
-from games.services import game_session_report_score, game_session_start, stuck_session_finish
+from games.services import (
+    game_session_report_score,
+    game_session_start,
+    notification_enqueue,
+    notifications_deliver,
+    stuck_session_finish,
+)
+from games.services.notifications import InboxChannel
 from scheduler.budget import Budget
 from tests.games.conftest import at
 
@@ -129,3 +136,81 @@ def test_the_finisher_stops_at_its_budget_and_the_next_run_goes_on(make_player, 
     assert (first["finished"], first["backlog"]) == (2, 3)
     second = stuck_session_finish(now=NOW)
     assert (second["finished"], second["backlog"]) == (3, 0)
+
+
+# --- scheduled-notifications -----------------------------------------------------------------
+
+
+class NulChannel:
+    """Raises with a NUL byte (and a lone surrogate) in its message for the titles in
+    `failing`; delivers the others to the inbox, as the default channel does."""
+
+    def __init__(self, failing=("bad",)):
+        self.failing = set(failing)
+
+    def send(self, notification, *, now):
+        if notification.title in self.failing:
+            raise ConnectionError("provider said \x00\udc80 and hung up")
+        InboxChannel().send(notification, now=now)
+
+
+def due_notifications(player, titles, *, due=NOW):
+    for title in titles:
+        notification_enqueue(player_id=player.pk, kind="test", title=title, due_at=due)
+
+
+@pytest.mark.django_db
+def test_a_nul_byte_in_a_channel_error_does_not_wedge_the_outbox(make_player):
+    # given one due notification whose channel error contains a NUL byte, first in line, and
+    # five ordinary ones
+    player = make_player()
+    due_notifications(player, ["bad"], due=NOW - dt.timedelta(minutes=1))
+    due_notifications(player, [f"ok{i}" for i in range(5)])
+    # when delivery runs
+    counts = notifications_deliver(now=NOW, channel=NulChannel())
+    # then the five are delivered, the bad one is recorded with a cleaned error and backoff
+    assert counts == {"delivered": 5, "retried": 1, "failed": 0, "backlog": 0}
+    assert InboxMessage.objects.count() == 5
+    bad = Notification.objects.get(title="bad")
+    assert (bad.status, bad.attempts) == ("pending", 1)
+    assert bad.last_error == "ConnectionError: provider said \ufffd? and hung up"
+    assert bad.next_attempt_at == NOW + dt.timedelta(seconds=60)
+    # and the next run after the backoff, with new work, is not stuck on it either
+    due_notifications(player, ["ok5"], due=NOW + dt.timedelta(minutes=1))
+    later = NOW + dt.timedelta(minutes=2)
+    again = notifications_deliver(now=later, channel=NulChannel())
+    assert (again["delivered"], again["retried"]) == (1, 1)
+    assert Notification.objects.get(title="bad").attempts == 2
+
+
+@pytest.mark.django_db
+def test_a_poisoned_notification_fails_at_its_attempt_limit(make_player, monkeypatch):
+    monkeypatch.setenv("GAMES_NOTIFICATION_MAX_ATTEMPTS", "3")
+    player = make_player()
+    due_notifications(player, ["bad", "ok"])
+    far = NOW
+    for _ in range(3):
+        notifications_deliver(now=far, channel=NulChannel())
+        far += dt.timedelta(days=1)
+    bad = Notification.objects.get(title="bad")
+    assert (bad.status, bad.attempts) == ("failed", 3)
+    assert notifications_deliver(now=far, channel=NulChannel())["backlog"] == 0
+
+
+@pytest.mark.django_db
+def test_delivery_stops_at_its_budget_and_the_next_run_goes_on(make_player, monkeypatch):
+    monkeypatch.setenv("GAMES_NOTIFICATION_BATCH_SIZE", "2")
+    player = make_player()
+    due_notifications(player, [f"n{i}" for i in range(5)])
+    assert notifications_deliver(now=NOW, budget=spent()) == {
+        "delivered": 0,
+        "retried": 0,
+        "failed": 0,
+        "backlog": 5,
+    }
+    # (four checks pass: before the first batch, its two rows, before the second batch)
+    first = notifications_deliver(now=NOW, budget=budget_of_rows(4))
+    assert (first["delivered"], first["backlog"]) == (2, 3)
+    second = notifications_deliver(now=NOW)
+    assert (second["delivered"], second["backlog"]) == (3, 0)
+    assert InboxMessage.objects.count() == 5

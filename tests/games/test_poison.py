@@ -184,6 +184,23 @@ def test_a_nul_byte_in_a_channel_error_does_not_wedge_the_outbox(make_player):
 
 
 @pytest.mark.django_db
+def test_one_bad_row_in_an_inbox_batch_fails_alone(make_player):
+    # given the inbox already holds a message for the oldest due notification (its batch
+    # INSERT fails on the one-per-notification key), and five ordinary ones
+    player = make_player()
+    due_notifications(player, ["bad"], due=NOW - dt.timedelta(minutes=1))
+    due_notifications(player, [f"ok{i}" for i in range(5)])
+    InboxChannel().send(Notification.objects.get(title="bad"), now=NOW)
+    # when the default channel delivers
+    counts = notifications_deliver(now=NOW)
+    # then the batch falls back to row by row: five delivered, the bad one recorded
+    assert counts == {"delivered": 5, "retried": 1, "failed": 0, "backlog": 0}
+    bad = Notification.objects.get(title="bad")
+    assert (bad.status, bad.attempts) == ("pending", 1)
+    assert bad.last_error.startswith("IntegrityError: ")
+
+
+@pytest.mark.django_db
 def test_a_poisoned_notification_fails_at_its_attempt_limit(make_player, monkeypatch):
     monkeypatch.setenv("GAMES_NOTIFICATION_MAX_ATTEMPTS", "3")
     player = make_player()
@@ -208,9 +225,9 @@ def test_delivery_stops_at_its_budget_and_the_next_run_goes_on(make_player, monk
         "failed": 0,
         "backlog": 5,
     }
-    # (four checks pass: before the first batch, its two rows, before the second batch)
-    first = notifications_deliver(now=NOW, budget=budget_of_rows(4))
-    assert (first["delivered"], first["backlog"]) == (2, 3)
+    # (the inbox sends a batch at once: two checks pass, before the first and second batches)
+    first = notifications_deliver(now=NOW, budget=budget_of_rows(2))
+    assert (first["delivered"], first["backlog"]) == (4, 1)
     second = notifications_deliver(now=NOW)
-    assert (second["delivered"], second["backlog"]) == (3, 0)
+    assert (second["delivered"], second["backlog"]) == (1, 0)
     assert InboxMessage.objects.count() == 5

@@ -348,10 +348,13 @@ class Notification(models.Model):
             ),
         ]
         indexes = [
+            # Delivery's order, (next_attempt_at, id): a batch is the first rows of this index.
+            # Without id here, rows due at one moment (one badge run queues thousands) were
+            # sorted in full for every batch of 200.
             models.Index(
-                fields=["next_attempt_at"],
+                fields=["next_attempt_at", "id"],
                 condition=Q(status="pending"),
-                name="notification_pending_next",
+                name="notification_pending_key",
             ),
         ]
 

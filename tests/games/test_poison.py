@@ -17,6 +17,7 @@ import pytest
 from games.models import GameSession, InboxMessage, Notification, PrizePool, RowFailure
 from games.periods import period_start
 from games.services import (
+    cleanup_run,
     game_session_report_score,
     game_session_start,
     notification_enqueue,
@@ -231,3 +232,49 @@ def test_delivery_stops_at_its_budget_and_the_next_run_goes_on(make_player, monk
     second = notifications_deliver(now=NOW)
     assert (second["delivered"], second["backlog"]) == (1, 0)
     assert InboxMessage.objects.count() == 5
+
+
+# --- cleanup ---------------------------------------------------------------------------------
+
+
+def abandoned(player, game="pong", *, fee="1.00", hours_ago=2) -> GameSession:
+    return game_session_start(
+        player_id=player.pk, game=game, entry_fee=fee, now=NOW - dt.timedelta(hours=hours_ago)
+    )
+
+
+@pytest.mark.django_db
+def test_a_paid_session_cleanup_cannot_expire_does_not_wedge_cleanup(make_player):
+    # given the oldest abandoned paid session's fee overflows its pool, then two ordinary ones
+    player = make_player()
+    full_daily_pool("snake")
+    bad = abandoned(player, "snake", hours_ago=3)
+    good = [abandoned(player, hours_ago=h) for h in (2, 1)]
+    # when cleanup runs
+    counts = cleanup_run(now=NOW)
+    # then the ordinary ones are expired, the bad one is recorded, the run goes on and returns
+    assert (counts["expired_paid"], counts["expire_failed"], counts["backlog"]) == (2, 1, 1)
+    assert {s.status for s in GameSession.objects.filter(pk__in=[g.pk for g in good])} == {
+        "expired"
+    }
+    assert GameSession.objects.get(pk=bad.pk).status == "active"
+    failure = RowFailure.objects.get(job="cleanup", row_id=bad.pk)
+    assert (failure.attempts, "numeric field overflow" in failure.last_error) == (1, True)
+    # and the next run is not stuck on it: new work is done, the bad one counted again
+    newer = abandoned(player, hours_ago=1)
+    again = cleanup_run(now=NOW)
+    assert (again["expired_paid"], again["expire_failed"]) == (1, 1)
+    assert GameSession.objects.get(pk=newer.pk).status == "expired"
+    failure.refresh_from_db()
+    assert failure.attempts == 2
+
+
+@pytest.mark.django_db
+def test_cleanup_stops_at_its_budget_and_the_next_run_goes_on(make_player):
+    player = make_player()
+    for hours in (5, 4, 3):
+        abandoned(player, hours_ago=hours)
+    first = cleanup_run(now=NOW, budget=spent())
+    assert (first["incomplete"], first["expired"], first["backlog"]) == (1, 0, 3)
+    second = cleanup_run(now=NOW)
+    assert (second["incomplete"], second["expired"], second["backlog"]) == (0, 3, 0)

@@ -84,7 +84,14 @@ def test_badges_are_awarded_once_with_one_notification(make_player, play):
     # when badges are unlocked
     counts = badge_auto_unlock(now=NOW)
     # then "first game" and "snake charmer" are awarded, each notified once
-    assert counts == {"first-game": 1, "snake-1000": 1, "awarded": 2}
+    assert counts == {
+        "first-game": 1,
+        "snake-1000": 1,
+        "awarded": 2,
+        "failed": 0,
+        "parked": 0,
+        "backlog": 0,
+    }
     assert set(PlayerBadge.objects.values_list("badge__code", flat=True)) == {
         "first-game",
         "snake-1000",
@@ -92,7 +99,12 @@ def test_badges_are_awarded_once_with_one_notification(make_player, play):
     assert Notification.objects.filter(kind="badge").count() == 2
     # and calling it twice changes nothing
     before = snapshot(PlayerBadge, Notification)
-    assert badge_auto_unlock(now=NOW + dt.timedelta(minutes=5)) == {"awarded": 0}
+    assert badge_auto_unlock(now=NOW + dt.timedelta(minutes=5)) == {
+        "awarded": 0,
+        "failed": 0,
+        "parked": 0,
+        "backlog": 0,
+    }
     assert snapshot(PlayerBadge, Notification) == before
 
 

@@ -13,10 +13,20 @@ import itertools
 from decimal import Decimal
 
 import pytest
+from django.db import connection
 
-from games.models import GameSession, InboxMessage, Notification, PrizePool, RowFailure
+from games.models import (
+    Badge,
+    GameSession,
+    InboxMessage,
+    Notification,
+    PlayerBadge,
+    PrizePool,
+    RowFailure,
+)
 from games.periods import period_start
 from games.services import (
+    badge_auto_unlock,
     cleanup_run,
     game_session_report_score,
     game_session_start,
@@ -278,3 +288,58 @@ def test_cleanup_stops_at_its_budget_and_the_next_run_goes_on(make_player):
     assert (first["incomplete"], first["expired"], first["backlog"]) == (1, 0, 3)
     second = cleanup_run(now=NOW)
     assert (second["incomplete"], second["expired"], second["backlog"]) == (0, 3, 0)
+
+
+# --- badge-auto-unlock -----------------------------------------------------------------------
+
+
+def refuse_awards_of(badge: Badge) -> None:
+    """A database error on every award of `badge` (standing for any: a constraint added later,
+    a bad row), raised by a trigger; DDL in the test's transaction is rolled back with it."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""CREATE FUNCTION test_refuse_badge() RETURNS trigger AS $$
+                BEGIN
+                  IF NEW.badge_id = {int(badge.pk)} THEN RAISE EXCEPTION 'award refused'; END IF;
+                  RETURN NEW;
+                END $$ LANGUAGE plpgsql"""
+        )
+        cursor.execute(
+            f"CREATE TRIGGER test_refuse_badge BEFORE INSERT ON {PlayerBadge._meta.db_table} "
+            "FOR EACH ROW EXECUTE FUNCTION test_refuse_badge()"
+        )
+
+
+@pytest.mark.django_db
+def test_a_badge_whose_awards_fail_does_not_stop_the_others(make_player, play):
+    # given the first badge in line ("first-game") cannot be awarded, and a player who earns
+    # it and "snake-1000"
+    first = Badge.objects.order_by("id").first()
+    assert first.code == "first-game"
+    refuse_awards_of(first)
+    player = make_player()
+    play(player, "snake", score=1200, when=NOW - dt.timedelta(hours=1))
+    # when badges are unlocked
+    counts = badge_auto_unlock(now=NOW)
+    # then the other badge is awarded and notified, the failing one recorded
+    assert counts == {"snake-1000": 1, "awarded": 1, "failed": 1, "parked": 0, "backlog": 0}
+    assert list(PlayerBadge.objects.values_list("badge__code", flat=True)) == ["snake-1000"]
+    assert Notification.objects.filter(kind="badge").count() == 1
+    failure = RowFailure.objects.get(job="badge-auto-unlock", row_id=first.pk)
+    assert (failure.attempts, "award refused" in failure.last_error) == (1, True)
+    # and the next run evaluates it last, counts the attempt, and awards new work
+    play(player, "pong", score=30, when=NOW)
+    again = badge_auto_unlock(now=NOW + dt.timedelta(minutes=5))
+    assert (again.get("pong-21"), again["failed"]) == (1, 1)
+    failure.refresh_from_db()
+    assert failure.attempts == 2
+
+
+@pytest.mark.django_db
+def test_badges_stop_at_their_budget_and_the_next_run_goes_on(make_player, play):
+    play(make_player(), "snake", score=1200, when=NOW - dt.timedelta(hours=1))
+    active = Badge.objects.filter(active=True).count()
+    first = badge_auto_unlock(now=NOW, budget=budget_of_rows(1))
+    assert (first["awarded"], first["backlog"]) == (1, active - 1)  # "first-game" only
+    second = badge_auto_unlock(now=NOW)
+    assert (second["awarded"], second["backlog"]) == (1, 0)  # "snake-1000"

@@ -132,12 +132,26 @@ def test_predictions_are_settled_once_when_their_pool_closes(make_player, play):
     for who, guess, pool in ((fan, ace, won), (doubter, fan, won), (fan, doubter, empty)):
         Prediction.objects.create(player=who, predicted_winner=guess, pool=pool, created_at=NOW)
     # when nothing is finalised yet, nothing is settled
-    assert prediction_match(now=at(2026, 3, 3, 23)) == {"correct": 0, "wrong": 0, "void": 0}
+    assert prediction_match(now=at(2026, 3, 3, 23)) == {
+        "correct": 0,
+        "wrong": 0,
+        "void": 0,
+        "failed": 0,
+        "parked": 0,
+        "backlog": 0,
+    }
     # when the pools are finalised and the matcher runs
     prize_pool_finalise_due(now=at(2026, 3, 4, 0, 0, 50))
     counts = prediction_match(now=NOW)
     # then each prediction is settled, the right one scores and is notified
-    assert counts == {"correct": 1, "wrong": 1, "void": 1}
+    assert counts == {
+        "correct": 1,
+        "wrong": 1,
+        "void": 1,
+        "failed": 0,
+        "parked": 0,
+        "backlog": 0,
+    }
     right = Prediction.objects.get(player=fan, pool=won)
     assert (right.outcome, right.points, right.settled_at) == ("correct", 10, NOW)
     assert Notification.objects.filter(kind="prediction", player=fan).count() == 1
@@ -147,6 +161,9 @@ def test_predictions_are_settled_once_when_their_pool_closes(make_player, play):
         "correct": 0,
         "wrong": 0,
         "void": 0,
+        "failed": 0,
+        "parked": 0,
+        "backlog": 0,
     }
     assert snapshot(Prediction, Notification) == before
 

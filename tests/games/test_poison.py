@@ -21,6 +21,7 @@ from games.models import (
     InboxMessage,
     Notification,
     PlayerBadge,
+    Prediction,
     PrizePool,
     RowFailure,
 )
@@ -32,6 +33,8 @@ from games.services import (
     game_session_start,
     notification_enqueue,
     notifications_deliver,
+    prediction_match,
+    prize_pool_finalise_due,
     stuck_session_finish,
 )
 from games.services.notifications import InboxChannel
@@ -343,3 +346,75 @@ def test_badges_stop_at_their_budget_and_the_next_run_goes_on(make_player, play)
     assert (first["awarded"], first["backlog"]) == (1, active - 1)  # "first-game" only
     second = badge_auto_unlock(now=NOW)
     assert (second["awarded"], second["backlog"]) == (1, 0)  # "snake-1000"
+
+
+# --- prediction-matcher ----------------------------------------------------------------------
+
+
+def refuse_settling(pool: PrizePool) -> None:
+    """A database error on settling any prediction of `pool` (standing for any), by a trigger."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""CREATE FUNCTION test_refuse_pool() RETURNS trigger AS $$
+                BEGIN
+                  IF NEW.pool_id = {int(pool.pk)} THEN RAISE EXCEPTION 'settle refused'; END IF;
+                  RETURN NEW;
+                END $$ LANGUAGE plpgsql"""
+        )
+        cursor.execute(
+            f"CREATE TRIGGER test_refuse_pool BEFORE UPDATE ON {Prediction._meta.db_table} "
+            "FOR EACH ROW EXECUTE FUNCTION test_refuse_pool()"
+        )
+
+
+def closed_pools_with_predictions(make_player, play, games=("snake", "pong", "tetris")):
+    """Yesterday's daily pools of `games`, each won by its own player and finalised, with one
+    correct prediction each; returned in settling order (oldest id first)."""
+    fan = make_player()
+    winners = {game: make_player() for game in games}
+    for game, winner in winners.items():
+        play(winner, game, score=50, when=at(2026, 3, 3, 10), fee="1.00")
+    prize_pool_finalise_due(now=at(2026, 3, 4, 0, 0, 50))
+    pools = list(PrizePool.objects.filter(period="daily", game__in=games).order_by("id"))
+    for pool in pools:
+        Prediction.objects.create(
+            player=fan, predicted_winner=winners[pool.game], pool=pool, created_at=NOW
+        )
+    return pools
+
+
+@pytest.mark.django_db
+def test_a_pool_whose_predictions_cannot_be_settled_does_not_stop_the_others(make_player, play):
+    # given three closed pools with predictions, the first in line cannot be settled
+    bad, *good = closed_pools_with_predictions(make_player, play)
+    refuse_settling(bad)
+    # when the matcher runs
+    counts = prediction_match(now=NOW)
+    # then the other pools' predictions are settled, the bad pool is recorded
+    assert counts == {
+        "correct": 2,
+        "wrong": 0,
+        "void": 0,
+        "failed": 1,
+        "parked": 0,
+        "backlog": 1,
+    }
+    assert set(Prediction.objects.filter(outcome="correct").values_list("pool", flat=True)) == {
+        p.pk for p in good
+    }
+    failure = RowFailure.objects.get(job="prediction-matcher", row_id=bad.pk)
+    assert (failure.attempts, "settle refused" in failure.last_error) == (1, True)
+    # and the next run tries it again, counts the attempt and returns normally
+    assert prediction_match(now=NOW)["failed"] == 1
+    failure.refresh_from_db()
+    assert failure.attempts == 2
+
+
+@pytest.mark.django_db
+def test_the_matcher_stops_at_its_budget_and_the_next_run_goes_on(make_player, play):
+    closed_pools_with_predictions(make_player, play)
+    assert prediction_match(now=NOW, budget=spent())["backlog"] == 3
+    first = prediction_match(now=NOW, budget=budget_of_rows(1))
+    assert (first["correct"], first["backlog"]) == (1, 2)
+    second = prediction_match(now=NOW)
+    assert (second["correct"], second["backlog"]) == (2, 0)

@@ -9,7 +9,17 @@ through `error_text`.
 
 from __future__ import annotations
 
+from celery.exceptions import SoftTimeLimitExceeded
+
+from scheduler.locks import LeaseLost
+
 REPLACEMENT = "\ufffd"
+
+# Exceptions that end the run, not a row: a batch job that records a row's failure and goes on
+# must let these through (`except RUN_INTERRUPTS: raise` before `except Exception`). Both are
+# Exception subclasses: caught as a row's error, the soft time limit would blame the row and
+# keep running until the hard kill, and a lost lease would keep writing without the lock.
+RUN_INTERRUPTS: tuple[type[BaseException], ...] = (SoftTimeLimitExceeded, LeaseLost)
 
 
 def error_text(exc: BaseException, *, limit: int = 2000) -> str:

@@ -17,6 +17,7 @@ from games.models import (
 )
 from games.services.failures import row_failure_record, row_failures, row_failures_clear
 from scheduler.budget import Budget
+from scheduler.errors import RUN_INTERRUPTS
 
 JOB = "badge-auto-unlock"
 
@@ -95,6 +96,8 @@ def badge_auto_unlock(*, now: dt.datetime, budget: Budget | None = None) -> dict
             with transaction.atomic(), connection.cursor() as cursor:
                 cursor.execute(_AWARD_SQL, {"now": now, "badge": badge_id})
                 awarded = sum(count for _code, count in cursor.fetchall())
+        except RUN_INTERRUPTS:
+            raise
         except Exception as exc:  # one badge's failure is that badge's, not the run's
             row_failure_record(job=JOB, row_id=badge_id, exc=exc, now=now)
             failed += 1

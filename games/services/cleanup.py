@@ -37,6 +37,7 @@ from games.services.boards import (
 from games.services.failures import row_failure_record, row_failures, row_failures_clear
 from games.services.sessions import game_session_expire
 from scheduler.budget import Budget
+from scheduler.errors import RUN_INTERRUPTS
 
 JOB = "cleanup"
 # `backlog` counts at most this many rows per step: enough to tell "a few" from "a lot" in
@@ -173,6 +174,8 @@ def _expire_paid(
         nonlocal expired
         try:
             expired += int(game_session_expire(session_id=session_id, now=now))
+        except RUN_INTERRUPTS:
+            raise
         except Exception as exc:  # one session's failure is that session's, not the run's
             row_failure_record(job=JOB, row_id=session_id, exc=exc, now=now)
             stats["expire_failed"] += 1

@@ -30,7 +30,7 @@ from django.utils.module_loading import import_string
 from games import conf
 from games.models import InboxMessage, Notification
 from scheduler.budget import Budget
-from scheduler.errors import error_text
+from scheduler.errors import RUN_INTERRUPTS, error_text
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +140,8 @@ def _send_many(
     try:
         with transaction.atomic():
             send_many(batch, now=now)
+    except RUN_INTERRUPTS:
+        raise
     except Exception:  # some row is bad: find it row by row
         return None
     return [notification.pk for notification in batch]
@@ -163,6 +165,8 @@ def _send_each(
         try:
             with transaction.atomic():  # a savepoint: a failed send undoes only itself
                 channel.send(notification, now=now)
+        except RUN_INTERRUPTS:
+            raise
         except Exception as exc:  # any failure of one row is recorded on that row
             try:
                 gave_up = _failure_record(notification, exc, now=now, settings=settings)

@@ -12,6 +12,7 @@ from games.models import Notification, Player, Prediction, PrizePool
 from games.periods import period_end
 from games.services.failures import row_failure_record, row_failures, row_failures_clear
 from scheduler.budget import Budget
+from scheduler.errors import RUN_INTERRUPTS
 
 JOB = "prediction-matcher"
 
@@ -74,6 +75,8 @@ def prediction_match(*, now: dt.datetime, budget: Budget | None = None) -> dict[
             with transaction.atomic(), connection.cursor() as cursor:
                 cursor.execute(_SETTLE_SQL, {"now": now, "points": CORRECT_POINTS, "pool": pool_id})
                 settled = cursor.fetchall()
+        except RUN_INTERRUPTS:
+            raise
         except Exception as exc:  # one pool's failure is that pool's, not the run's
             row_failure_record(job=JOB, row_id=pool_id, exc=exc, now=now)
             counts["failed"] += 1

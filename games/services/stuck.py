@@ -13,6 +13,7 @@ from games.models import GameSession
 from games.services.failures import row_failure_record, row_failures, row_failures_clear
 from games.services.sessions import SessionStateError, game_session_finish
 from scheduler.budget import Budget
+from scheduler.errors import RUN_INTERRUPTS
 
 JOB = "stuck-session-finisher"
 
@@ -60,6 +61,8 @@ def stuck_session_finish(*, now: dt.datetime, budget: Budget | None = None) -> d
         except SessionStateError:
             counts["raced"] += 1
             return
+        except RUN_INTERRUPTS:
+            raise
         except Exception as exc:  # any failure of one session is that session's, not the run's
             row_failure_record(job=JOB, row_id=session_id, exc=exc, now=now)
             counts["failed"] += 1

@@ -13,6 +13,7 @@ import itertools
 from decimal import Decimal
 
 import pytest
+from celery.exceptions import SoftTimeLimitExceeded
 from django.db import connection
 
 from games.models import (
@@ -22,6 +23,7 @@ from games.models import (
     Notification,
     PlayerBadge,
     Prediction,
+    PrizeCredit,
     PrizePool,
     RowFailure,
 )
@@ -418,3 +420,55 @@ def test_the_matcher_stops_at_its_budget_and_the_next_run_goes_on(make_player, p
     assert (first["correct"], first["backlog"]) == (1, 2)
     second = prediction_match(now=NOW)
     assert (second["correct"], second["backlog"]) == (2, 0)
+
+
+class InterruptedChannel:
+    def send(self, notification, *, now):
+        raise SoftTimeLimitExceeded()
+
+
+@pytest.mark.django_db
+def test_the_soft_time_limit_ends_the_run_and_blames_no_row(make_player):
+    # a run interrupted by Celery's soft limit is not a row's failure: it propagates
+    due_notifications(make_player(), ["n"])
+    with pytest.raises(SoftTimeLimitExceeded):
+        notifications_deliver(now=NOW, channel=InterruptedChannel())
+    assert Notification.objects.get(title="n").attempts == 0
+
+
+# --- prize-pool-finalisation (bounded, not a batch job: fails loudly after the others) ---------
+
+
+@pytest.mark.django_db
+def test_a_pool_that_cannot_be_finalised_does_not_keep_the_others_open(make_player, play):
+    # given yesterday's snake pool (first in line) cannot take its winner's credit, pong can
+    ace = make_player()
+    play(ace, "snake", score=50, when=at(2026, 3, 3, 10), fee="1.00")
+    play(ace, "pong", score=5, when=at(2026, 3, 3, 11), fee="1.00")
+    snake = PrizePool.objects.get(game="snake", period="daily")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""CREATE FUNCTION test_refuse_credit() RETURNS trigger AS $$
+                BEGIN
+                  IF NEW.pool_id = {int(snake.pk)} THEN RAISE EXCEPTION 'credit refused'; END IF;
+                  RETURN NEW;
+                END $$ LANGUAGE plpgsql"""
+        )
+        cursor.execute(
+            f"CREATE TRIGGER test_refuse_credit BEFORE INSERT ON {PrizeCredit._meta.db_table} "
+            "FOR EACH ROW EXECUTE FUNCTION test_refuse_credit()"
+        )
+    # when finalisation runs, it finalises pong, records snake, and fails the run loudly
+    with pytest.raises(Exception, match="credit refused"):
+        prize_pool_finalise_due(now=at(2026, 3, 4, 0, 0, 50))
+    assert PrizePool.objects.get(game="pong", period="daily").status == "finalised"
+    snake.refresh_from_db()
+    assert (snake.status, PrizeCredit.objects.filter(pool=snake).count()) == ("open", 0)
+    failure = RowFailure.objects.get(job="prize-pool-finalisation", row_id=snake.pk)
+    assert (failure.attempts, "credit refused" in failure.last_error) == (1, True)
+    # and once the cause is gone, the next run finalises it and forgets the failure
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TRIGGER test_refuse_credit ON {PrizeCredit._meta.db_table}")
+    counts = prize_pool_finalise_due(now=at(2026, 3, 4, 0, 5))
+    assert (counts["finalised"], counts["due"]) == (1, 1)
+    assert not RowFailure.objects.exists()

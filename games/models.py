@@ -446,14 +446,15 @@ class RowFailure(models.Model):
     """A row a games batch job could not process: its error and how often it failed.
 
     Jobs try such rows after their healthy work and leave them alone at GAMES_ROW_MAX_ATTEMPTS
-    (staff fix the cause, then delete this record to let the job try again). A success deletes
-    the record. Notifications keep their own attempts and error on the row instead.
+    (staff fix the cause, then delete this record to let the job try again; prize pools are
+    retried every run, without a limit). A success deletes the record. Notifications keep their
+    own attempts and error on the row instead. See docs/jobs.md.
     """
 
     job = models.CharField(max_length=40, help_text="The job that failed, e.g. 'cleanup'.")
     row_id = models.BigIntegerField(
         help_text="The row in the job's own table: a session (stuck-session-finisher, cleanup), "
-        "a badge (badge-auto-unlock), a pool (prediction-matcher)."
+        "a badge (badge-auto-unlock), a pool (prediction-matcher, prize-pool-finalisation)."
     )
     attempts = models.PositiveIntegerField(default=0, help_text="Failed attempts so far.")
     last_error = models.TextField(blank=True, default="")

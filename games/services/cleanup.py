@@ -169,6 +169,7 @@ def _expire_paid(
     expired = 0
     stats["expire_failed"] = 0
     failing = row_failures(job=JOB)
+    stats["expire_parked"] = len(failing.parked)  # (exact below, once the records are checked)
 
     def expire(session_id: int) -> bool:
         nonlocal expired

@@ -59,7 +59,8 @@ class InboxChannel:
         )
 
     def send_many(self, notifications: list[Notification], *, now: dt.datetime) -> None:
-        """The batch's inbox rows in one INSERT (measured: ~10x the rows/s of one per row)."""
+        """The batch's inbox rows in one INSERT (measured: ~7x the rows/s of one per row). A
+        subclass that changes `send` must change this too (delivery prefers it)."""
         InboxMessage.objects.bulk_create(
             InboxMessage(
                 notification=n, player_id=n.player_id, title=n.title, body=n.body, created_at=now

@@ -26,6 +26,7 @@ from games.models import (
     Prediction,
     PrizeCredit,
     PrizePool,
+    RowFailure,
 )
 from games.services import SessionStateError, game_session_void
 from jobsite.admin import ReadOnlyAdmin
@@ -204,3 +205,24 @@ class LiveStatsSnapshotAdmin(ReadOnlyAdmin):
     list_filter = ("game",)
     date_hierarchy = "taken_at"
     ordering = ("-taken_at", "game")
+
+
+@admin.register(RowFailure)
+class RowFailureAdmin(ReadOnlyAdmin):
+    """Rows a batch job failed on. Deleting a record (model permission `delete_rowfailure`)
+    lets the job try a parked row again, after staff fixed its cause."""
+
+    list_display = ("job", "row_id", "attempts", "last_failed_at", "first_failed_at")
+    list_filter = ("job",)
+    search_fields = ("last_error",)
+    readonly_fields = (
+        "job",
+        "row_id",
+        "attempts",
+        "last_error",
+        "first_failed_at",
+        "last_failed_at",
+    )
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return super(ReadOnlyAdmin, self).has_delete_permission(request, obj)

@@ -29,12 +29,12 @@ class GamesSettings:
     max_duration_minutes: dict[str, int]
     daily_pool_share_percent: int
     cleanup_batch_size: int
-    cleanup_max_seconds: int
     notification_batch_size: int
     notification_max_attempts: int
     notification_retry_seconds: int
     notification_channel: str
     stuck_batch_size: int
+    row_max_attempts: int
     live_stats_retention_hours: int
 
 
@@ -53,14 +53,15 @@ def load() -> GamesSettings:
         # The most ids per cleanup batch; batches adapt below it to ~0.3 s each
         # (games.services.cleanup.BATCH_TARGET_SECONDS), a few MB.
         cleanup_batch_size=env_int("GAMES_CLEANUP_BATCH_SIZE", 10_000, minimum=1, maximum=100_000),
-        # A cleanup run stops starting batches after this; the next run resumes the rest.
-        cleanup_max_seconds=env_int("GAMES_CLEANUP_MAX_SECONDS", 600, minimum=1),
         notification_batch_size=env_int("GAMES_NOTIFICATION_BATCH_SIZE", 200, minimum=1),
         notification_max_attempts=env_int("GAMES_NOTIFICATION_MAX_ATTEMPTS", 8, minimum=1),
         notification_retry_seconds=env_int("GAMES_NOTIFICATION_RETRY_SECONDS", 60, minimum=1),
         notification_channel=env_str(
             "GAMES_NOTIFICATION_CHANNEL", "games.services.notifications.InboxChannel"
         ),
+        # Ids the stuck-session finisher reads per query; its job's budget ends a run.
         stuck_batch_size=env_int("GAMES_STUCK_BATCH_SIZE", 500, minimum=1),
+        # A row a batch job failed on this often is left for staff (games.RowFailure).
+        row_max_attempts=env_int("GAMES_ROW_MAX_ATTEMPTS", 5, minimum=1),
         live_stats_retention_hours=env_int("GAMES_LIVE_STATS_RETENTION_HOURS", 48, minimum=1),
     )

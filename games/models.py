@@ -351,10 +351,13 @@ class Notification(models.Model):
             ),
         ]
         indexes = [
+            # Delivery's order, (next_attempt_at, id): a batch is the first rows of this index.
+            # Without id here, rows due at one moment (one badge run queues thousands) were
+            # sorted in full for every batch of 200.
             models.Index(
-                fields=["next_attempt_at"],
+                fields=["next_attempt_at", "id"],
                 condition=Q(status="pending"),
-                name="notification_pending_next",
+                name="notification_pending_key",
             ),
         ]
         permissions = meta_permissions(REQUEUE_NOTIFICATION)
@@ -441,3 +444,31 @@ class LiveStatsSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.game} at {self.taken_at:%Y-%m-%d %H:%M}"
+
+
+class RowFailure(models.Model):
+    """A row a games batch job could not process: its error and how often it failed.
+
+    Jobs try such rows after their healthy work and leave them alone at GAMES_ROW_MAX_ATTEMPTS
+    (staff fix the cause, then delete this record to let the job try again; prize pools are
+    retried every run, without a limit). A success deletes the record. Notifications keep their
+    own attempts and error on the row instead. See docs/jobs.md.
+    """
+
+    job = models.CharField(max_length=40, help_text="The job that failed, e.g. 'cleanup'.")
+    row_id = models.BigIntegerField(
+        help_text="The row in the job's own table: a session (stuck-session-finisher, cleanup), "
+        "a badge (badge-auto-unlock), a pool (prediction-matcher, prize-pool-finalisation)."
+    )
+    attempts = models.PositiveIntegerField(default=0, help_text="Failed attempts so far.")
+    last_error = models.TextField(blank=True, default="")
+    first_failed_at = models.DateTimeField()
+    last_failed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["job", "row_id"], name="row_failure_one_per_row"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job} row {self.row_id}: {self.attempts} failed attempts"

@@ -6,8 +6,9 @@ them in its own transaction, so no statement holds locks for long and rows a pla
 right now are skipped until the next run. n adapts to the time batches take (about
 BATCH_TARGET_SECONDS each, at most GAMES_CLEANUP_BATCH_SIZE rows; `_next_batch_size`). An
 interrupted run loses at most its current batch: the next run starts where it stopped, because
-each step's predicate only matches work not yet done. A run stops starting batches after
-GAMES_CLEANUP_MAX_SECONDS and reports `incomplete: 1`.
+each step's predicate only matches work not yet done. A run stops starting batches when its
+budget (the job's `budget`, scheduler.budget) is spent and reports `incomplete: 1`; `backlog`
+counts what is left (bounded, see `cleanup_backlog`).
 
 Why a CTE and not `WHERE id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)`: measured here, the
 planner may evaluate that subquery more than once within one statement (a batch of 10 deleted
@@ -22,7 +23,7 @@ import time
 from collections.abc import Callable
 
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 
 from games import conf
 from games.models import Game, GameSession, LeaderboardEntry, PrizePool
@@ -33,7 +34,15 @@ from games.services.boards import (
     boards_rank,
     current_board_keys,
 )
+from games.services.failures import row_failure_record, row_failures, row_failures_clear
 from games.services.sessions import game_session_expire
+from scheduler.budget import Budget
+from scheduler.errors import RUN_INTERRUPTS
+
+JOB = "cleanup"
+# `backlog` counts at most this many rows per step: enough to tell "a few" from "a lot" in
+# a handful of index probes, never a count over a table of millions.
+BACKLOG_CAP = 10_000
 
 
 def _session_referenced_elsewhere() -> str:
@@ -97,7 +106,7 @@ def _run_batches(
     params: dict[str, object],
     *,
     size: int,
-    deadline: float,
+    budget: Budget,
     stats: dict[str, int],
     prelude: str = "",
     then: Callable[..., None] | None = None,
@@ -116,7 +125,7 @@ def _run_batches(
     after_at, after_id = _FIRST_KEY
     n = min(size, FIRST_BATCH_SIZE)
     while True:
-        if time.monotonic() > deadline:
+        if budget.spent:
             stats["incomplete"] = 1
             return total
         started = time.monotonic()
@@ -137,37 +146,91 @@ def _run_batches(
         n = _next_batch_size(n, seconds, cap=size)
 
 
+def _abandoned_paid(before: dt.datetime) -> QuerySet[GameSession]:
+    return GameSession.objects.filter(
+        status=GameSession.Status.ACTIVE,
+        started_at__lt=before,
+        last_score_at__isnull=True,
+        entry_fee__gt=0,
+    ).order_by("started_at", "id")
+
+
 def _expire_paid(
-    *, before: dt.datetime, now: dt.datetime, size: int, deadline: float, stats: dict[str, int]
+    *, before: dt.datetime, now: dt.datetime, size: int, budget: Budget, stats: dict[str, int]
 ) -> int:
     """Expire abandoned paid sessions one by one through `game_session_expire` (its own
     transaction each: status and pool shares together); returns how many it expired.
 
     Reads at most `size` ids at a time in keyset order; the service re-checks each under its row
-    lock, so a session finished or scored meanwhile is left alone.
+    lock, so a session finished or scored meanwhile is left alone. A session that raises is
+    rolled back alone and recorded in `RowFailure` (`expire_failed`); recorded sessions are
+    tried after the others, and left for staff at GAMES_ROW_MAX_ATTEMPTS (`expire_parked`).
     """
     expired = 0
+    stats["expire_failed"] = 0
+    failing = row_failures(job=JOB)
+    stats["expire_parked"] = len(failing.parked)  # (exact below, once the records are checked)
+
+    def expire(session_id: int) -> bool:
+        nonlocal expired
+        try:
+            expired += int(game_session_expire(session_id=session_id, now=now))
+        except RUN_INTERRUPTS:
+            raise
+        except Exception as exc:  # one session's failure is that session's, not the run's
+            row_failure_record(job=JOB, row_id=session_id, exc=exc, now=now)
+            stats["expire_failed"] += 1
+            return False
+        return True
+
+    abandoned = _abandoned_paid(before)
     after = _FIRST_KEY
     while True:
         keys = list(
-            GameSession.objects.filter(
-                status=GameSession.Status.ACTIVE,
-                started_at__lt=before,
-                last_score_at__isnull=True,
-                entry_fee__gt=0,
-            )
+            abandoned.exclude(pk__in=failing.skip)
             .filter(Q(started_at__gt=after[0]) | Q(started_at=after[0], id__gt=after[1]))
-            .order_by("started_at", "id")
             .values_list("started_at", "id")[:size]
         )
         for started_at, session_id in keys:
-            if time.monotonic() > deadline:
+            if budget.spent:
                 stats["incomplete"] = 1
                 return expired
-            expired += int(game_session_expire(session_id=session_id, now=now))
+            expire(session_id)
             after = (started_at, session_id)
         if len(keys) < size:
-            return expired
+            break
+    # Then the ones that failed before; a record whose session needs no expiry any more goes.
+    still = set(abandoned.filter(pk__in=failing.skip).values_list("id", flat=True))
+    row_failures_clear(job=JOB, row_ids=set(failing.skip) - still)
+    for session_id in failing.retry:
+        if budget.spent:
+            stats["incomplete"] = 1
+            break
+        if session_id in still and expire(session_id):
+            row_failures_clear(job=JOB, row_ids=[session_id])
+    stats["expire_parked"] = len(still.intersection(failing.parked))
+    return expired
+
+
+def cleanup_backlog(*, now: dt.datetime) -> int:
+    """Rows cleanup would still act on at `now`: abandoned sessions to expire (except parked
+    ones), old expired free sessions (counting those a reference keeps: an upper bound), board
+    entries of voided or deleted sessions. At most BACKLOG_CAP per step, so a few index probes."""
+    settings = conf.load()
+    expiry_before = now - dt.timedelta(minutes=settings.session_expiry_minutes)
+    steps: list[QuerySet] = [
+        GameSession.objects.filter(
+            status=GameSession.Status.ACTIVE, started_at__lt=expiry_before, last_score_at=None
+        ).exclude(pk__in=row_failures(job=JOB).parked),
+        GameSession.objects.filter(
+            status=GameSession.Status.EXPIRED,
+            entry_fee=0,
+            started_at__lt=now - dt.timedelta(days=settings.session_retention_days),
+        ),
+        LeaderboardEntry.objects.filter(session__voided_at__isnull=False),
+        LeaderboardEntry.objects.filter(session__isnull=True),
+    ]
+    return sum(step.order_by().values("id")[:BACKLOG_CAP].count() for step in steps)
 
 
 def _batch_sql(pick: str, change: str, *, between: str = "", more: str = "") -> str:
@@ -223,7 +286,7 @@ _ENTRY_DELETE_MORE = """,
 """
 
 
-def cleanup_run(*, now: dt.datetime) -> dict[str, int]:
+def cleanup_run(*, now: dt.datetime, budget: Budget | None = None) -> dict[str, int]:
     """Expire, delete free expired sessions, prune entries; never deletes a session with a fee.
 
     - `active` sessions started more than SESSION_EXPIRY_MINUTES ago that never reported a score
@@ -237,9 +300,13 @@ def cleanup_run(*, now: dt.datetime) -> dict[str, int]:
       the pool row of their board if it has one (never while the pool is being finalised: such
       entries wait for the next run, counted in `entries_pool_busy`); a final board (closed
       pool) that lost entries is re-ranked in the same transaction (`final_boards_reranked`).
+
+    A paid session whose expiry raises (anything) is recorded, not fatal (`_expire_paid`). The
+    run stops starting batches or sessions when `budget` is spent (`incomplete: 1`); `backlog`
+    is `cleanup_backlog` at the end of the run.
     """
     settings = conf.load()
-    deadline = time.monotonic() + settings.cleanup_max_seconds
+    budget = budget or Budget.unlimited()
     size = settings.cleanup_batch_size
     stats = {"batches": 0, "longest_batch_ms": 0, "incomplete": 0}
 
@@ -247,7 +314,7 @@ def cleanup_run(*, now: dt.datetime) -> dict[str, int]:
         sql: str, prelude: str = "", then: Callable[..., None] | None = None, **params: object
     ) -> int:
         return _run_batches(
-            sql, params, size=size, deadline=deadline, stats=stats, prelude=prelude, then=then
+            sql, params, size=size, budget=budget, stats=stats, prelude=prelude, then=then
         )
 
     stats["entries_pool_busy"] = 0
@@ -279,7 +346,7 @@ def cleanup_run(*, now: dt.datetime) -> dict[str, int]:
         before=expiry_before,
     )
     stats["expired_paid"] = _expire_paid(
-        before=expiry_before, now=now, size=size, deadline=deadline, stats=stats
+        before=expiry_before, now=now, size=size, budget=budget, stats=stats
     )
     stats["expired"] = expired_free + stats["expired_paid"]
     # The DELETE repeats the money check: the row it deletes is the row it locked and
@@ -329,4 +396,5 @@ def cleanup_run(*, now: dt.datetime) -> dict[str, int]:
         # the current boards once (the all-time ones have no pool), so the next ranking run
         # closes any gap (it rewrites only ranks that change).
         boards_mark_changed(current_board_keys(now, Game.values))
+    stats["backlog"] = cleanup_backlog(now=now)
     return stats

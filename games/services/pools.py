@@ -9,6 +9,7 @@ the pool closed and does nothing.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from decimal import Decimal
 
 from django.db import connection, transaction
@@ -17,8 +18,13 @@ from games.models import PoolPeriod, PrizeCredit, PrizePool
 from games.money import ZERO, to_money
 from games.periods import period_end, period_length, utc_date
 from games.services.boards import ENTRY_TABLE, SESSION_TABLE, board_has_unranked, boards_rank
+from games.services.failures import row_failure_record, row_failures_clear
 from games.services.notifications import notification_enqueue
+from scheduler.errors import RUN_INTERRUPTS
 from scheduler.locks import fence_check
+
+JOB = "prize-pool-finalisation"
+logger = logging.getLogger(__name__)
 
 
 def prize_pool_lock(
@@ -169,10 +175,18 @@ def prize_pool_finalise_due(*, now: dt.datetime) -> dict[str, int]:
     A rollover may create the next pool for a period that has ended too (a catch-up over missed
     days): the due list is read again after each pass, so such a pool is closed in this run and
     the amount reaches the open pool now, not a day later. Each pool is tried once per run.
+
+    A pool that raises is rolled back alone and recorded in `RowFailure`; the other pools are
+    finalised (a later pool of the same game and period too: a rollover always moves forward to
+    the first open pool, so no money is lost by the order). Then the run raises the first error,
+    so it is recorded failed and retried by the job's policy (a deadlock in 30 s), and the pool
+    is retried every run until it succeeds; there is no attempt limit on money. Celery's soft
+    limit and a lost lease end the run at once.
     """
     today = utc_date(now)
     counts = {"finalised": 0, "no_winner": 0, "skipped": 0}
     tried: set[int] = set()
+    errors: list[Exception] = []
     while True:
         due = [
             pool_id
@@ -187,7 +201,19 @@ def prize_pool_finalise_due(*, now: dt.datetime) -> dict[str, int]:
         if not due:
             break
         for pool_id in due:
-            counts[prize_pool_finalise(pool_id=pool_id, now=now)] += 1
+            try:
+                outcome = prize_pool_finalise(pool_id=pool_id, now=now)
+            except RUN_INTERRUPTS:
+                raise
+            except Exception as exc:  # this pool's failure must not keep the others open
+                row_failure_record(job=JOB, row_id=pool_id, exc=exc, now=now)
+                errors.append(exc)
+                continue
+            counts[outcome] += 1
+            row_failures_clear(job=JOB, row_ids=[pool_id])
         tried.update(due)
     counts["due"] = len(tried)
+    if errors:
+        logger.error("prize pools finalised except %d failed: %s", len(errors), counts)
+        raise errors[0]
     return counts

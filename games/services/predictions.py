@@ -10,11 +10,16 @@ from django.utils import timezone
 
 from games.models import Notification, Player, Prediction, PrizePool
 from games.periods import period_end
+from games.services.failures import row_failure_record, row_failures, row_failures_clear
+from scheduler.budget import Budget
+from scheduler.errors import RUN_INTERRUPTS
+
+JOB = "prediction-matcher"
 
 CORRECT_POINTS = 10
 
-# One statement: only `pending` rows change, so a rerun or a concurrent run (which waits on the
-# row locks and then re-checks `pending`) settles nothing twice.
+# One statement per pool: only `pending` rows change, so a rerun or a concurrent run (which waits
+# on the row locks and then re-checks `pending`) settles nothing twice.
 _SETTLE_SQL = f"""
 WITH settled AS (
     UPDATE {Prediction._meta.db_table} p
@@ -25,7 +30,8 @@ WITH settled AS (
                       THEN %(points)s ELSE 0 END,
         settled_at = %(now)s
     FROM {PrizePool._meta.db_table} pool
-    WHERE p.pool_id = pool.id AND p.outcome = 'pending' AND pool.status <> 'open'
+    WHERE p.pool_id = %(pool)s AND pool.id = %(pool)s AND p.outcome = 'pending'
+      AND pool.status <> 'open'
     RETURNING p.id, p.player_id, p.outcome
 ),
 notified AS (
@@ -42,13 +48,46 @@ SELECT outcome, count(*) FROM settled GROUP BY outcome
 """  # noqa: S608
 
 
-def prediction_match(*, now: dt.datetime) -> dict[str, int]:
-    """Settle pending predictions of finalised/no-winner pools; counts per outcome."""
-    with connection.cursor() as cursor:
-        cursor.execute(_SETTLE_SQL, {"now": now, "points": CORRECT_POINTS})
-        counts = {outcome: count for outcome, count in cursor.fetchall()}
-    for outcome in ("correct", "wrong", "void"):
-        counts.setdefault(outcome, 0)
+def prediction_match(*, now: dt.datetime, budget: Budget | None = None) -> dict[str, int]:
+    """Settle pending predictions of closed (finalised or no-winner) pools, one pool per
+    statement and transaction, oldest pool first; counts per outcome.
+
+    A pool whose statement raises (anything) settles nothing this run and is recorded in
+    `RowFailure` (`failed`); recorded pools are settled after the others and left for staff at
+    GAMES_ROW_MAX_ATTEMPTS (`parked`). The run stops between pools when `budget` is spent;
+    `backlog`: pending predictions of closed pools still unsettled after the run, parked pools
+    excepted (exact, from the partial index of pending predictions).
+    """
+    budget = budget or Budget.unlimited()
+    failing = row_failures(job=JOB)
+    unsettled = Prediction.objects.filter(outcome=Prediction.Outcome.PENDING).exclude(
+        pool__status=PrizePool.Status.OPEN
+    )
+    pools = list(unsettled.order_by("pool_id").values_list("pool_id", flat=True).distinct())
+    row_failures_clear(job=JOB, row_ids=set(failing.skip) - set(pools))  # settled meanwhile
+    turn = [pool for pool in pools if pool not in failing.skip]
+    turn += [pool for pool in failing.retry if pool in pools]
+    counts = {"correct": 0, "wrong": 0, "void": 0, "failed": 0}
+    for pool_id in turn:
+        if budget.spent:
+            break
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(_SETTLE_SQL, {"now": now, "points": CORRECT_POINTS, "pool": pool_id})
+                settled = cursor.fetchall()
+        except RUN_INTERRUPTS:
+            raise
+        except Exception as exc:  # one pool's failure is that pool's, not the run's
+            row_failure_record(job=JOB, row_id=pool_id, exc=exc, now=now)
+            counts["failed"] += 1
+            continue
+        if pool_id in failing.retry:
+            row_failures_clear(job=JOB, row_ids=[pool_id])
+        for outcome, count in settled:
+            counts[outcome] += count
+    parked = [pool for pool in failing.parked if pool in pools]
+    counts["parked"] = len(parked)
+    counts["backlog"] = unsettled.exclude(pool_id__in=parked).count()
     return counts
 
 

@@ -16,6 +16,7 @@ MODELS = [
     "inboxmessage",
     "prediction",
     "livestatssnapshot",
+    "rowfailure",
 ]
 
 

@@ -21,6 +21,7 @@ from games.services import (
 )
 from games.services.boards import board_has_unranked, boards_rank
 from referrals.models import ReferralReward
+from scheduler.budget import Budget
 from tests.games.conftest import at
 from tests.games.test_pools import WEDNESDAY, daily_pool
 
@@ -100,22 +101,23 @@ def test_an_interrupted_run_is_resumed_by_the_next_one(make_player, small_batche
     # given 25 deletable sessions and a run that runs out of time after its first batches
     player = make_player()
     sessions(player, 25)
-    # a clock that advances 1 s per reading: each batch reads it 3 times, so the deadline check
-    # before the 4th batch (the 3rd deleting sessions) reads 10 s, past the 7 s allowed
+    # a clock that advances 1 s per reading: each batch reads it 3 times, so the budget check
+    # before the 4th batch (the 3rd deleting sessions) reads 9 s, past the 7 s budget
     ticks = itertools.count()
-    monkeypatch.setenv("GAMES_CLEANUP_MAX_SECONDS", "7")
+    budget = Budget(7, started=0.0)
     # (batches of 1 s on that clock would shrink; here they keep the size, as when fast)
     monkeypatch.setattr("games.services.cleanup.BATCH_TARGET_SECONDS", 10.0)
     monkeypatch.setattr("games.services.cleanup.time.monotonic", lambda: float(next(ticks)))
-    first = cleanup_run(now=NOW)
+    first = cleanup_run(now=NOW, budget=budget)
     assert first["incomplete"] == 1
     assert first["sessions_deleted"] == 20
+    assert first["backlog"] == 5
     # when the next run comes with time to spare
     monkeypatch.undo()
     second = cleanup_run(now=NOW)
     # then it finishes the rest and reports complete
     assert first["sessions_deleted"] + second["sessions_deleted"] == 25
-    assert second["incomplete"] == 0
+    assert (second["incomplete"], second["backlog"]) == (0, 0)
     assert not GameSession.objects.exists()
 
 

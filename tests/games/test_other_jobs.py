@@ -53,7 +53,7 @@ def test_stuck_sessions_are_finished_with_their_last_score_once(make_player):
     # when the finisher runs
     counts = stuck_session_finish(now=NOW)
     # then only the stuck one is finished, with its score on the boards and its fee in the pools
-    assert counts == {"finished": 1, "raced": 0}
+    assert counts == {"finished": 1, "raced": 0, "failed": 0, "parked": 0, "backlog": 0}
     stuck.refresh_from_db()
     assert (stuck.status, stuck.score, stuck.finished_at) == ("finished", 7, NOW)
     assert LeaderboardEntry.objects.filter(session=stuck).count() == 3
@@ -62,7 +62,13 @@ def test_stuck_sessions_are_finished_with_their_last_score_once(make_player):
     assert GameSession.objects.get(pk=silent.pk).status == "active"
     # and calling it twice changes nothing
     before = snapshot(GameSession, LeaderboardEntry, PrizePool)
-    assert stuck_session_finish(now=NOW) == {"finished": 0, "raced": 0}
+    assert stuck_session_finish(now=NOW) == {
+        "finished": 0,
+        "raced": 0,
+        "failed": 0,
+        "parked": 0,
+        "backlog": 0,
+    }
     assert snapshot(GameSession, LeaderboardEntry, PrizePool) == before
 
 
@@ -78,7 +84,14 @@ def test_badges_are_awarded_once_with_one_notification(make_player, play):
     # when badges are unlocked
     counts = badge_auto_unlock(now=NOW)
     # then "first game" and "snake charmer" are awarded, each notified once
-    assert counts == {"first-game": 1, "snake-1000": 1, "awarded": 2}
+    assert counts == {
+        "first-game": 1,
+        "snake-1000": 1,
+        "awarded": 2,
+        "failed": 0,
+        "parked": 0,
+        "backlog": 0,
+    }
     assert set(PlayerBadge.objects.values_list("badge__code", flat=True)) == {
         "first-game",
         "snake-1000",
@@ -86,7 +99,12 @@ def test_badges_are_awarded_once_with_one_notification(make_player, play):
     assert Notification.objects.filter(kind="badge").count() == 2
     # and calling it twice changes nothing
     before = snapshot(PlayerBadge, Notification)
-    assert badge_auto_unlock(now=NOW + dt.timedelta(minutes=5)) == {"awarded": 0}
+    assert badge_auto_unlock(now=NOW + dt.timedelta(minutes=5)) == {
+        "awarded": 0,
+        "failed": 0,
+        "parked": 0,
+        "backlog": 0,
+    }
     assert snapshot(PlayerBadge, Notification) == before
 
 
@@ -114,12 +132,26 @@ def test_predictions_are_settled_once_when_their_pool_closes(make_player, play):
     for who, guess, pool in ((fan, ace, won), (doubter, fan, won), (fan, doubter, empty)):
         Prediction.objects.create(player=who, predicted_winner=guess, pool=pool, created_at=NOW)
     # when nothing is finalised yet, nothing is settled
-    assert prediction_match(now=at(2026, 3, 3, 23)) == {"correct": 0, "wrong": 0, "void": 0}
+    assert prediction_match(now=at(2026, 3, 3, 23)) == {
+        "correct": 0,
+        "wrong": 0,
+        "void": 0,
+        "failed": 0,
+        "parked": 0,
+        "backlog": 0,
+    }
     # when the pools are finalised and the matcher runs
     prize_pool_finalise_due(now=at(2026, 3, 4, 0, 0, 50))
     counts = prediction_match(now=NOW)
     # then each prediction is settled, the right one scores and is notified
-    assert counts == {"correct": 1, "wrong": 1, "void": 1}
+    assert counts == {
+        "correct": 1,
+        "wrong": 1,
+        "void": 1,
+        "failed": 0,
+        "parked": 0,
+        "backlog": 0,
+    }
     right = Prediction.objects.get(player=fan, pool=won)
     assert (right.outcome, right.points, right.settled_at) == ("correct", 10, NOW)
     assert Notification.objects.filter(kind="prediction", player=fan).count() == 1
@@ -129,6 +161,9 @@ def test_predictions_are_settled_once_when_their_pool_closes(make_player, play):
         "correct": 0,
         "wrong": 0,
         "void": 0,
+        "failed": 0,
+        "parked": 0,
+        "backlog": 0,
     }
     assert snapshot(Prediction, Notification) == before
 
@@ -162,12 +197,17 @@ def test_due_notifications_are_delivered_to_the_inbox_once(make_player):
     # when delivery runs with the default (inbox) channel
     counts = notifications_deliver(now=NOW)
     # then the due ones are in the inbox and marked delivered
-    assert counts == {"delivered": 2, "retried": 0, "failed": 0}
+    assert counts == {"delivered": 2, "retried": 0, "failed": 0, "backlog": 0}
     assert sorted(InboxMessage.objects.values_list("title", flat=True)) == ["a", "b"]
     assert Notification.objects.get(title="later").status == "pending"
     # and calling it twice changes nothing
     before = snapshot(Notification, InboxMessage)
-    assert notifications_deliver(now=NOW) == {"delivered": 0, "retried": 0, "failed": 0}
+    assert notifications_deliver(now=NOW) == {
+        "delivered": 0,
+        "retried": 0,
+        "failed": 0,
+        "backlog": 0,
+    }
     assert snapshot(Notification, InboxMessage) == before
 
 
@@ -187,6 +227,7 @@ def test_a_failing_channel_is_retried_later_and_never_loses_the_notification(
         "delivered": 1,
         "retried": 1,
         "failed": 0,
+        "backlog": 0,
     }
     down = Notification.objects.get(title="down")
     assert (down.status, down.attempts, down.next_attempt_at) == (

@@ -28,7 +28,6 @@ class ReferralSettings:
     tier_batch_size: int
     tier_lag_seconds: int
     settlement_batch_size: int
-    settlement_max_seconds: int
     item_max_attempts: int
     item_retry_seconds: int
     payout_channel: str
@@ -80,7 +79,6 @@ def load() -> ReferralSettings:
         settlement_batch_size=env_int(
             "REFERRAL_SETTLEMENT_BATCH_SIZE", 5000, minimum=1, maximum=100_000
         ),
-        settlement_max_seconds=env_int("REFERRAL_SETTLEMENT_MAX_SECONDS", 540, minimum=1),
         # A row a job could not process (referrals.models.FailedItem) is retried after
         # REFERRAL_ITEM_RETRY_SECONDS x 2**(attempts-1) (5, 10, 20, 40 min by default) and held
         # for staff after REFERRAL_ITEM_MAX_ATTEMPTS failed attempts (~75 min after the first).

@@ -47,6 +47,14 @@ def raise_unless_row_fault(exc: BaseException) -> None:
         raise exc
 
 
+def checks_per_statement() -> None:
+    """In a batch transaction: check foreign keys at each statement instead of at COMMIT, so a
+    bad row fails inside its own savepoint, where it can be recorded, instead of failing the
+    whole batch when it commits."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+
+
 def failed_items_record(
     *,
     job: str,

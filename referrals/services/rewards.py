@@ -36,6 +36,7 @@ from games.money import ZERO, to_money
 from referrals import conf
 from referrals.models import FailedItem, Referral, ReferralReward, RewardStatus
 from referrals.services.failures import (
+    checks_per_statement,
     failed_items_clear,
     failed_items_due,
     failed_items_record,
@@ -310,16 +311,14 @@ def referral_tier_create(
             with connection.cursor() as cursor:
                 cursor.execute(_BACKLOG, [after_at, after_id, now])
                 counts["backlog"] = cursor.fetchone()[0]
-            return counts
+            break
         batch = {**params, "after_at": after_at, "after_id": after_id}
         batch["limit"] = settings.tier_batch_size
         with transaction.atomic(), connection.cursor() as cursor:
             # Fencing: a stale run (its lease expired) neither creates rewards nor moves the
             # progress cursor; the lease row stays locked FOR SHARE until the batch commits.
             fence_check()
-            # Foreign keys are checked per statement, so a bad row fails in its own savepoint
-            # instead of failing the whole batch at COMMIT.
-            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            checks_per_statement()
             try:
                 with transaction.atomic():
                     cursor.execute(batch_sql, batch)
@@ -337,10 +336,11 @@ def referral_tier_create(
             if done or last_at is not None:
                 cursor.execute(_ADVANCE, [tier, now if done else last_at])
         if done:
+            # Set-aside events due again, after the healthy work.
+            _tier_retry_due(job=job, sql=one_sql, params=params, budget=budget, counts=counts)
             break
         if last_at is not None:  # None: the budget ended before the batch's first event
             after_at, after_id = last_at, last_id
-    _tier_retry_due(job=job, sql=one_sql, params=params, budget=budget, counts=counts)
     counts["held"] = FailedItem.objects.filter(
         job=job, attempts__gte=settings.item_max_attempts
     ).count()
@@ -385,7 +385,7 @@ def _tier_retry_due(
             continue
         with transaction.atomic(), connection.cursor() as cursor:
             fence_check()
-            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            checks_per_statement()
             counts["retried"] += 1
             if _tier_one(cursor, job=job, sql=sql, params=params, event_id=event_id, counts=counts):
                 failed_items_clear(job=job, rewards=[event_id])

@@ -55,6 +55,7 @@ from referrals.models import (
 )
 from referrals.payouts import Payout, PayoutChannel, PayoutError, payout_channel, payout_key
 from referrals.services.failures import (
+    checks_per_statement,
     failed_items_clear,
     failed_items_record,
     raise_unless_row_fault,
@@ -244,17 +245,21 @@ def _claim(
         cursor.execute(claim_credits, params)
         credits = cursor.fetchall()
         full = len(rewards) >= limit or len(credits) >= limit
-        # Rows another settler linked after this statement's snapshot: the row lock is ours now,
-        # so that settler committed; a fresh statement sees its links.
+        # Rows another settler linked or set aside (or retried, in the retry pass) after this
+        # statement's snapshot: the row lock is ours now, so that settler committed; a fresh
+        # statement sees what it wrote.
+        not_due = "AND NOT (f.attempts < %(max_attempts)s AND f.next_attempt_at <= %(now)s)"
         for column, rows in (("reward_id", rewards), ("prize_credit_id", credits)):
             if rows:
                 cursor.execute(
                     f"SELECT {column} FROM referrals_settlementitem "  # noqa: S608 -- constant
-                    f"WHERE {column} = ANY(%s::bigint[])",
-                    [_array(row[0] for row in rows)],
+                    f"WHERE {column} = ANY(%(ids)s::bigint[]) UNION ALL "
+                    f"SELECT {column} FROM referrals_faileditem f WHERE f.job = 'settlement' "
+                    f"AND {column} = ANY(%(ids)s::bigint[]) {not_due if retry else ''}",
+                    {**params, "ids": _array(row[0] for row in rows)},
                 )
-                linked = {row[0] for row in cursor.fetchall()}
-                rows[:] = [row for row in rows if row[0] not in linked]
+                taken = {row[0] for row in cursor.fetchall()}
+                rows[:] = [row for row in rows if row[0] not in taken]
     return rewards, credits, full
 
 
@@ -658,7 +663,7 @@ def settlement_run(
             # Fencing (chaos suite, fault 7): a run frozen past its lease TTL records nothing; its
             # settlements stay sending and the lease's next holder re-sends them, same keys.
             fence_check()
-            _checks_per_statement()
+            checks_per_statement()
             _record_each(
                 asked,
                 leaves_platform=channel.leaves_platform,
@@ -695,7 +700,7 @@ def settlement_run(
                 # lease meanwhile. Outside a job run (shell, tests) there is no lease.
                 fence_check()
                 _refresh_cached_plans()
-                _checks_per_statement()
+                checks_per_statement()
                 rewards, credits, full = _claim(now, limit, retry=retry)
                 works = (
                     _open_each(
@@ -716,10 +721,3 @@ def settlement_run(
                 finish(works)
     # The last payouts may have been cut short by the budget (left sending, for the next run).
     return out_of_time() if budget.spent else counts
-
-
-def _checks_per_statement() -> None:
-    """Foreign keys are checked at each statement instead of at COMMIT, so a bad row fails in its
-    own savepoint instead of failing the whole batch when it commits."""
-    with connection.cursor() as cursor:
-        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")

@@ -461,3 +461,29 @@ def test_a_budget_spent_before_the_payout_leaves_the_settlement_sending_for_the_
     assert (second["resumed_settlements"], second["paid_settlements"]) == (2, 2)
     assert set(Settlement.objects.values_list("id", "payout_key")) == sending
     assert player_balance(player_id=top.pk) + player_balance(player_id=mid.pk) == Decimal("3.00")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_settlers_at_once_with_an_unopenable_settlement_pay_the_rest_once(
+    make_player, make_credit, chain, play, monkeypatch
+):
+    # given a player whose prizes overflow a settlement's total, ahead of 30 events' rewards,
+    # settled in small batches so that the two settlers interleave
+    monkeypatch.setenv("REFERRAL_SETTLEMENT_BATCH_SIZE", "7")
+    whale = make_player()
+    big = [make_credit(whale, "6000000000.00") for _ in range(2)]
+    players = chain(4)
+    for minute in range(30):
+        play(players[-1], fee="1.37", when=at(2026, 3, 4, 10, minute))
+    referral_tier2_create(now=NOW)
+    referral_tier3_create(now=NOW)
+    # when two workers settle at the same moment
+    results = run_concurrently(lambda: settlement_run(now=NOW), lambda: settlement_run(now=NOW))
+    # then neither failed, every healthy item is settled once, the whale's are set aside once
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert sum(r["settled_items"] for r in results) == 90
+    assert not ReferralReward.objects.filter(status="pending").exists()
+    assert sorted(FailedItem.objects.values_list("prize_credit_id", "attempts")) == [
+        (credit.pk, 1) for credit in big
+    ]
+    assert player_balance(player_id=whale.pk) == Decimal("0")

@@ -12,11 +12,13 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from jobsite.admin import ReadOnlyAdmin
 from jobsite.permissions import HOLD_PAYOUT
 from referrals.models import (
+    FailedItem,
     LedgerEntry,
     LedgerTransaction,
     PayoutHold,
@@ -36,6 +38,7 @@ from referrals.services import (
     referral_chain_ids,
     referral_create,
 )
+from referrals.services.failures import failed_items_retry
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -182,6 +185,28 @@ class PayoutHoldAdmin(ReadOnlyAdmin):
             payout_release(player_id=hold.player_id, user_id=request.user.pk)
             self.log_change(request, hold, "Released payout hold")
         self.message_user(request, "Released.")
+
+
+@admin.register(FailedItem)
+class FailedItemAdmin(ReadOnlyAdmin):
+    """Rows the referral jobs set aside; held ones (at the attempt limit) wait for staff."""
+
+    list_display = ["job", "reward", "prize_credit", "attempts", "next_attempt_at", "error"]
+    list_filter = ["job"]
+    actions = ["retry"]
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("referrals.change_faileditem")
+
+    @admin.action(
+        description="Retry the selected items (a fresh set of attempts)", permissions=["retry"]
+    )
+    def retry(self, request: HttpRequest, queryset: QuerySet[FailedItem]) -> None:
+        items = list(queryset)
+        failed_items_retry(ids=[item.pk for item in items], now=timezone.now())
+        for item in items:
+            self.log_change(request, item, "Released for a fresh set of attempts")
+        self.message_user(request, f"{len(items)} items will be retried by their job's next run.")
 
 
 def _table(headers: list[str], rows: list[tuple[Any, ...]]) -> str:

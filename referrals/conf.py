@@ -28,7 +28,8 @@ class ReferralSettings:
     tier_batch_size: int
     tier_lag_seconds: int
     settlement_batch_size: int
-    settlement_max_seconds: int
+    item_max_attempts: int
+    item_retry_seconds: int
     payout_channel: str
     payout_retry_seconds: int
     payout_retry_cap_seconds: int
@@ -78,8 +79,11 @@ def load() -> ReferralSettings:
         settlement_batch_size=env_int(
             "REFERRAL_SETTLEMENT_BATCH_SIZE", 5000, minimum=1, maximum=100_000
         ),
-        # A run stops starting batches after this, below the 10-minute cadence of the job.
-        settlement_max_seconds=env_int("REFERRAL_SETTLEMENT_MAX_SECONDS", 540, minimum=1),
+        # A row a job could not process (referrals.models.FailedItem) is retried after
+        # REFERRAL_ITEM_RETRY_SECONDS x 2**(attempts-1) (5, 10, 20, 40 min by default) and held
+        # for staff after REFERRAL_ITEM_MAX_ATTEMPTS failed attempts (~75 min after the first).
+        item_max_attempts=env_int("REFERRAL_ITEM_MAX_ATTEMPTS", 5, minimum=1, maximum=100),
+        item_retry_seconds=env_int("REFERRAL_ITEM_RETRY_SECONDS", 300, minimum=1, maximum=86_400),
         payout_channel=env_str("REFERRAL_PAYOUT_CHANNEL", "referrals.payouts.WalletPayout"),
         # A player whose payout failed (or whose outcome is unknown) is retried after
         # base * 2**(failures-1) seconds, capped, times a random factor in [0.8, 1.2).

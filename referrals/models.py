@@ -130,6 +130,71 @@ class TierProgress(models.Model):
         return f"tier {self.tier} through {self.scanned_through:%Y-%m-%d %H:%M:%S}"
 
 
+class FailedItem(models.Model):
+    """A row a referral job could not process, set aside so that it never blocks the others.
+
+    Tier jobs record the tier-1 reward (the qualifying event) whose tier-N reward could not be
+    written; settlement records the reward or prize credit whose settlement could not be opened.
+    Each failed attempt counts, stores the cleaned error and moves `next_attempt_at` back
+    (REFERRAL_ITEM_RETRY_SECONDS x 2**(attempts-1)); the job retries due rows after its healthy
+    work, and from REFERRAL_ITEM_MAX_ATTEMPTS on the row is held for staff (`failed_items_retry`
+    lets them try again). A success deletes the row (see referrals.services.failures).
+    """
+
+    class JobName(models.TextChoices):
+        TIER2 = "referral-tier2", "referral-tier2"
+        TIER3 = "referral-tier3", "referral-tier3"
+        SETTLEMENT = "settlement", "settlement"
+
+    job = models.CharField(max_length=20, choices=JobName.choices)
+    # No indexes of their own: the unique constraints below lead with these columns.
+    reward = models.ForeignKey(
+        ReferralReward,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
+        help_text="Tier jobs: the tier-1 reward of the event. Settlement: the reward to pay.",
+    )
+    prize_credit = models.ForeignKey(
+        PrizeCredit,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
+        help_text="Settlement: the prize credit to pay.",
+    )
+    attempts = models.PositiveIntegerField(help_text="Failed attempts since the last release.")
+    error = models.TextField(help_text="The last attempt's error, cleaned and cut to 2,000 chars.")
+    first_failed_at = models.DateTimeField()
+    last_failed_at = models.DateTimeField()
+    next_attempt_at = models.DateTimeField(help_text="Not retried before this moment.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["reward", "job"], name="failed_item_one_per_reward"),
+            models.UniqueConstraint(
+                fields=["prize_credit", "job"], name="failed_item_one_per_credit"
+            ),
+            models.CheckConstraint(
+                condition=Q(reward__isnull=False, prize_credit__isnull=True)
+                | Q(reward__isnull=True, prize_credit__isnull=False),
+                name="failed_item_one_source",
+            ),
+            models.CheckConstraint(
+                condition=Q(job__in=["referral-tier2", "referral-tier3", "settlement"]),
+                name="failed_item_job_valid",
+            ),
+        ]
+        indexes = [models.Index(fields=["job", "next_attempt_at"], name="failed_item_due")]
+
+    def __str__(self) -> str:
+        source = f"reward {self.reward_id}" if self.reward_id else f"credit {self.prize_credit_id}"
+        return f"{self.job}: {source}, {self.attempts} failed attempts"
+
+
 class SettlementStatus(models.TextChoices):
     SENDING = "sending", "Sending (items claimed; payout requested, outcome not recorded yet)"
     PAID = "paid", "Paid"

@@ -34,7 +34,15 @@ from django.db import connection, transaction
 from games.models import GameSession
 from games.money import ZERO, to_money
 from referrals import conf
-from referrals.models import Referral, ReferralReward, RewardStatus
+from referrals.models import FailedItem, Referral, ReferralReward, RewardStatus
+from referrals.services.failures import (
+    checks_per_statement,
+    failed_items_clear,
+    failed_items_due,
+    failed_items_record,
+    raise_unless_row_fault,
+)
+from scheduler.budget import Budget
 from scheduler.locks import fence_check
 
 # Before any reward: the cursor's starting point when a tier has never run.
@@ -181,19 +189,32 @@ _UPPER_LINKS = {
 }
 
 
-def _tier_batch_sql(tier: int) -> str:
+def _tier_sql(tier: int, *, one: bool = False) -> str:
+    """Insert the tier-`tier` rewards of one batch of tier-1 rewards (events) and return
+    (created, scanned, last event_at, last id). The batch is the next REFERRAL_TIER_BATCH_SIZE
+    events after the cursor, less those with a failure record (retried on their own), or with
+    `one`, the single event `%(id)s` whatever its record (the per-row fallback and retries)."""
     joins, beneficiary = _UPPER_LINKS[tier]
+    if one:
+        batch = "t1.tier = 1 AND t1.id = %(id)s AND t1.event_at <= %(now)s"
+        set_aside = ""
+    else:
+        batch = """t1.tier = 1
+          AND (t1.event_at, t1.id) > (%(after_at)s, %(after_id)s)
+          AND t1.event_at <= %(now)s
+        ORDER BY t1.event_at, t1.id
+        LIMIT %(limit)s"""
+        set_aside = (
+            "AND NOT EXISTS (SELECT 1 FROM referrals_faileditem f "
+            "WHERE f.reward_id = b.id AND f.job = %(job)s)"
+        )
     # MATERIALIZED: the batch is evaluated once, so LIMIT bounds the work and the last key is
     # the key of what was actually read.
     return f"""
     WITH batch AS MATERIALIZED (
         SELECT t1.id, t1.session_id, t1.beneficiary_id, t1.event_at, t1.base_amount
         FROM referrals_referralreward t1
-        WHERE t1.tier = 1
-          AND (t1.event_at, t1.id) > (%(after_at)s, %(after_id)s)
-          AND t1.event_at <= %(now)s
-        ORDER BY t1.event_at, t1.id
-        LIMIT %(limit)s
+        WHERE {batch}
     ), inserted AS (
         INSERT INTO referrals_referralreward
             (session_id, tier, beneficiary_id, event_at, base_amount, rate, amount, status,
@@ -201,7 +222,7 @@ def _tier_batch_sql(tier: int) -> str:
         SELECT b.session_id, {tier}, {beneficiary}, b.event_at, b.base_amount, %(rate)s,
                referrals_money_round(b.base_amount * %(rate)s), 'pending', %(now)s
         FROM batch b {joins}
-        WHERE referrals_money_round(b.base_amount * %(rate)s) > 0
+        WHERE referrals_money_round(b.base_amount * %(rate)s) > 0 {set_aside}
         ORDER BY b.session_id  -- one insertion order for every run: concurrent runs never deadlock
         ON CONFLICT (session_id, tier) DO NOTHING
         RETURNING 1
@@ -210,7 +231,7 @@ def _tier_batch_sql(tier: int) -> str:
     )
     SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM batch),
            (SELECT event_at FROM last), (SELECT id FROM last)
-    """  # noqa: S608 -- tier and joins come from the constant table above, never from input
+    """  # noqa: S608 -- tier, joins and clauses come from constants above, never from input
 
 
 _ADVANCE = """
@@ -219,14 +240,63 @@ ON CONFLICT (tier) DO UPDATE
 SET scanned_through = GREATEST(referrals_tierprogress.scanned_through, EXCLUDED.scanned_through)
 """
 
+_BATCH_KEYS = """
+SELECT id, event_at FROM referrals_referralreward
+WHERE tier = 1 AND (event_at, id) > (%(after_at)s, %(after_id)s) AND event_at <= %(now)s
+ORDER BY event_at, id
+LIMIT %(limit)s
+"""
 
-def referral_tier_create(*, tier: int, now: dt.datetime) -> dict[str, int]:
-    """Create the missing tier-`tier` rewards of events that finished by `now`; returns counts."""
+_BACKLOG = """
+SELECT count(*) FROM referrals_referralreward
+WHERE tier = 1 AND (event_at, id) > (%s, %s) AND event_at <= %s
+"""
+
+
+def _tier_one(
+    cursor: Any, *, job: str, sql: str, params: dict[str, Any], event_id: int, counts: dict
+) -> bool:
+    """The event's tier-N reward in its own savepoint; a failure is recorded, not raised.
+    Returns True when the event was processed (its reward exists or it earns none)."""
+    try:
+        with transaction.atomic():
+            cursor.execute(sql, {**params, "id": event_id})
+            counts["created"] += cursor.fetchone()[0]
+        return True
+    except Exception as exc:
+        raise_unless_row_fault(exc)
+        failed_items_record(job=job, rewards=[event_id], exc=exc, now=params["now"])
+        counts["failed"] += 1
+        return False
+
+
+def referral_tier_create(
+    *, tier: int, now: dt.datetime, budget: Budget | None = None
+) -> dict[str, int]:
+    """Create the missing tier-`tier` rewards of events that finished by `now`; returns counts.
+
+    Batches are one set-based statement each. When a batch's statement fails, the batch is done
+    again event by event, each in its own savepoint: an event that raises (whatever the error)
+    is recorded as a `FailedItem` with its error and the rest of the batch commits. Recorded
+    events are left out of later batches and retried after the scan, once their backoff ends;
+    `held` counts the ones at their attempt limit, left for staff. The run stops starting
+    batches when `budget` is spent; `backlog` is the number of events it left after its cursor.
+    """
     if tier not in _UPPER_LINKS:
         raise ValueError(f"tier {tier} is not created by a job; tiers 2 and 3 are")
+    budget = budget or Budget.unlimited()
     settings = conf.load()
     rate = settings.rates[tier]
-    counts = {"created": 0, "scanned": 0, "batches": 0}
+    job = f"referral-tier{tier}"
+    counts = {
+        "created": 0,
+        "scanned": 0,
+        "batches": 0,
+        "failed": 0,
+        "retried": 0,
+        "held": 0,
+        "backlog": 0,
+    }
     if rate <= ZERO:
         return counts
     with connection.cursor() as cursor:
@@ -234,39 +304,98 @@ def referral_tier_create(*, tier: int, now: dt.datetime) -> dict[str, int]:
         row = cursor.fetchone()
     start = EPOCH if row is None else row[0] - dt.timedelta(seconds=settings.tier_lag_seconds)
     after_at, after_id = start, 0
-    sql = _tier_batch_sql(tier)
+    batch_sql, one_sql = _tier_sql(tier), _tier_sql(tier, one=True)
+    params: dict[str, Any] = {"now": now, "rate": rate, "job": job}
     while True:
+        if budget.spent:
+            with connection.cursor() as cursor:
+                cursor.execute(_BACKLOG, [after_at, after_id, now])
+                counts["backlog"] = cursor.fetchone()[0]
+            break
+        batch = {**params, "after_at": after_at, "after_id": after_id}
+        batch["limit"] = settings.tier_batch_size
         with transaction.atomic(), connection.cursor() as cursor:
             # Fencing: a stale run (its lease expired) neither creates rewards nor moves the
             # progress cursor; the lease row stays locked FOR SHARE until the batch commits.
             fence_check()
-            cursor.execute(
-                sql,
-                {
-                    "after_at": after_at,
-                    "after_id": after_id,
-                    "now": now,
-                    "limit": settings.tier_batch_size,
-                    "rate": rate,
-                },
-            )
-            created, scanned, last_at, last_id = cursor.fetchone()
+            checks_per_statement()
+            try:
+                with transaction.atomic():
+                    cursor.execute(batch_sql, batch)
+                    created, scanned, last_at, last_id = cursor.fetchone()
+                counts["created"] += created
+                done = scanned < settings.tier_batch_size
+            except Exception as exc:
+                raise_unless_row_fault(exc)
+                scanned, last_at, last_id, done = _tier_batch_row_by_row(
+                    cursor, job=job, sql=one_sql, params=batch, budget=budget, counts=counts
+                )
             counts["batches"] += 1
-            counts["created"] += created
             counts["scanned"] += scanned
-            done = scanned < settings.tier_batch_size
             # Progress is saved with each batch, so a run killed half-way resumes near there.
-            cursor.execute(_ADVANCE, [tier, now if done else last_at])
+            if done or last_at is not None:
+                cursor.execute(_ADVANCE, [tier, now if done else last_at])
         if done:
-            return counts
-        after_at, after_id = last_at, last_id
+            # Set-aside events due again, after the healthy work.
+            _tier_retry_due(job=job, sql=one_sql, params=params, budget=budget, counts=counts)
+            break
+        if last_at is not None:  # None: the budget ended before the batch's first event
+            after_at, after_id = last_at, last_id
+    counts["held"] = FailedItem.objects.filter(
+        job=job, attempts__gte=settings.item_max_attempts
+    ).count()
+    return counts
 
 
-def referral_tier2_create(*, now: dt.datetime) -> dict[str, int]:
+def _tier_batch_row_by_row(
+    cursor: Any, *, job: str, sql: str, params: dict[str, Any], budget: Budget, counts: dict
+) -> tuple[int, dt.datetime | None, int | None, bool]:
+    """The batch's set statement failed: the same events one by one. Returns (scanned, last
+    event_at, last id, done); stops early (not done) when the budget is spent."""
+    cursor.execute(_BATCH_KEYS, params)
+    keys = cursor.fetchall()
+    set_aside = set(
+        FailedItem.objects.filter(job=job, reward_id__in=[k[0] for k in keys]).values_list(
+            "reward_id", flat=True
+        )
+    )
+    scanned, last_at, last_id = 0, None, None
+    for event_id, event_at in keys:
+        if budget.spent:
+            return scanned, last_at, last_id, False
+        if event_id not in set_aside:
+            _tier_one(cursor, job=job, sql=sql, params=params, event_id=event_id, counts=counts)
+        scanned, last_at, last_id = scanned + 1, event_at, event_id
+    return scanned, last_at, last_id, len(keys) < params["limit"]
+
+
+def _tier_retry_due(
+    *, job: str, sql: str, params: dict[str, Any], budget: Budget, counts: dict
+) -> None:
+    """Events recorded as failed whose backoff ended, after the healthy work, each in its own
+    short transaction; a success forgets the failure."""
+    due = list(
+        failed_items_due(job=job, now=params["now"]).values_list("reward_id", flat=True)[
+            : conf.load().tier_batch_size
+        ]
+    )
+    for event_id in due:
+        if budget.spent:
+            counts["backlog"] += 1
+            continue
+        with transaction.atomic(), connection.cursor() as cursor:
+            fence_check()
+            checks_per_statement()
+            counts["retried"] += 1
+            if _tier_one(cursor, job=job, sql=sql, params=params, event_id=event_id, counts=counts):
+                failed_items_clear(job=job, rewards=[event_id])
+
+
+def referral_tier2_create(*, now: dt.datetime, budget: Budget | None = None) -> dict[str, int]:
     """Job `referral-tier2`: tier-2 rewards for events that do not have them yet."""
-    return referral_tier_create(tier=2, now=now)
+    return referral_tier_create(tier=2, now=now, budget=budget)
 
 
-def referral_tier3_create(*, now: dt.datetime) -> dict[str, int]:
+def referral_tier3_create(*, now: dt.datetime, budget: Budget | None = None) -> dict[str, int]:
     """Job `referral-tier3`: tier-3 rewards for events that do not have them yet."""
-    return referral_tier_create(tier=3, now=now)
+    return referral_tier_create(tier=3, now=now, budget=budget)

@@ -36,7 +36,6 @@ Cost of one batch of 5,000 items (the default), in-database channel: ~0.3 s, a f
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -55,12 +54,23 @@ from referrals.models import (
     SettlementStatus,
 )
 from referrals.payouts import Payout, PayoutChannel, PayoutError, payout_channel, payout_key
+from referrals.services.failures import (
+    checks_per_statement,
+    failed_items_clear,
+    failed_items_record,
+    raise_unless_row_fault,
+)
+from scheduler.budget import Budget
+from scheduler.errors import error_text
 from scheduler.locks import fence_check
 
+_JOB = "settlement"
+
 # Both claims skip items already linked to a settlement (sending ones), players on hold and
-# players whose last payout failed until their backoff ends.
-_CLAIM_REWARDS = """
-SELECT r.id, r.beneficiary_id, r.amount
+# players whose last payout failed until their backoff ends. `{set_aside}` chooses the pass: the
+# normal one leaves out items recorded as failed (FailedItem), the retry pass takes only those
+# that are due again (below the attempt limit, past their backoff).
+_ELIGIBLE_REWARDS = """
 FROM referrals_referralreward r
 WHERE r.status = 'pending'
   AND NOT EXISTS (SELECT 1 FROM referrals_settlementitem i WHERE i.reward_id = r.id)
@@ -68,23 +78,60 @@ WHERE r.status = 'pending'
                   WHERE h.player_id = r.beneficiary_id AND h.released_at IS NULL)
   AND NOT EXISTS (SELECT 1 FROM referrals_payoutretry b
                   WHERE b.player_id = r.beneficiary_id AND b.next_attempt_at > %(now)s)
-ORDER BY r.beneficiary_id, r.id
-LIMIT %(limit)s
-FOR NO KEY UPDATE OF r SKIP LOCKED
+  AND {set_aside} (SELECT 1 FROM referrals_faileditem f
+                   WHERE f.reward_id = r.id AND f.job = 'settlement' {due})
 """
 
-_CLAIM_CREDITS = """
-SELECT c.id, c.player_id, c.amount
+_ELIGIBLE_CREDITS = """
 FROM games_prizecredit c
 WHERE NOT EXISTS (SELECT 1 FROM referrals_settlementitem i WHERE i.prize_credit_id = c.id)
   AND NOT EXISTS (SELECT 1 FROM referrals_payouthold h
                   WHERE h.player_id = c.player_id AND h.released_at IS NULL)
   AND NOT EXISTS (SELECT 1 FROM referrals_payoutretry b
                   WHERE b.player_id = c.player_id AND b.next_attempt_at > %(now)s)
-ORDER BY c.player_id, c.id
-LIMIT %(limit)s
-FOR NO KEY UPDATE OF c SKIP LOCKED
+  AND {set_aside} (SELECT 1 FROM referrals_faileditem f
+                   WHERE f.prize_credit_id = c.id AND f.job = 'settlement' {due})
 """
+
+_DUE = "AND f.attempts < %(max_attempts)s AND f.next_attempt_at <= %(now)s"
+
+
+def _claim_sql(*, retry: bool) -> tuple[str, str]:
+    """(rewards, credits) claim statements of the normal pass, or of the retry pass."""
+    where = (
+        {"set_aside": "EXISTS", "due": _DUE} if retry else {"set_aside": "NOT EXISTS", "due": ""}
+    )
+    rewards = (
+        "SELECT r.id, r.beneficiary_id, r.amount "
+        + _ELIGIBLE_REWARDS.format(**where)
+        + "ORDER BY r.beneficiary_id, r.id LIMIT %(limit)s FOR NO KEY UPDATE OF r SKIP LOCKED"
+    )
+    credits = (
+        "SELECT c.id, c.player_id, c.amount "
+        + _ELIGIBLE_CREDITS.format(**where)
+        + "ORDER BY c.player_id, c.id LIMIT %(limit)s FOR NO KEY UPDATE OF c SKIP LOCKED"
+    )
+    return rewards, credits
+
+
+# What a run with time left would still take now: items of resumable settlements, eligible items
+# and set-aside items that are due again.
+_BACKLOG = "SELECT " + " + ".join(  # noqa: S608 -- constant clauses, never input
+    f"({part})"
+    for part in (
+        """SELECT count(*) FROM referrals_settlementitem i
+           JOIN referrals_settlement s ON s.id = i.settlement_id
+           WHERE s.status = 'sending'
+             AND NOT EXISTS (SELECT 1 FROM referrals_payoutretry b
+                             WHERE b.player_id = s.player_id AND b.next_attempt_at > %(now)s)""",
+        *(
+            "SELECT count(*) " + eligible.format(set_aside=set_aside, due=due)
+            for eligible in (_ELIGIBLE_REWARDS, _ELIGIBLE_CREDITS)
+            for set_aside, due in (("NOT EXISTS", ""), ("EXISTS", _DUE))
+        ),
+    )
+)
+
 
 # Settlements to resume: still sending, player not backing off. Holds do not stop them.
 _RESUMABLE = """
@@ -185,27 +232,34 @@ def _payout(settlement_id: int, player_id: int, wallet: str, items: list[Item]) 
     )
 
 
-def _claim(now: dt.datetime, limit: int) -> tuple[list[Item], list[Item], bool]:
-    """(rewards, credits, full) as (kind, id, amount) with the player: `full` when either claim
-    hit the limit (more may be waiting)."""
-    params = {"now": now, "limit": limit}
+def _claim(
+    now: dt.datetime, limit: int, *, retry: bool = False
+) -> tuple[list[Item], list[Item], bool]:
+    """(rewards, credits, full) as (id, player, amount): `full` when either claim hit the limit
+    (more may be waiting). `retry`: the set-aside items that are due again instead."""
+    params = {"now": now, "limit": limit, "max_attempts": conf.load().item_max_attempts}
+    claim_rewards, claim_credits = _claim_sql(retry=retry)
     with connection.cursor() as cursor:
-        cursor.execute(_CLAIM_REWARDS, params)
+        cursor.execute(claim_rewards, params)
         rewards = cursor.fetchall()
-        cursor.execute(_CLAIM_CREDITS, params)
+        cursor.execute(claim_credits, params)
         credits = cursor.fetchall()
         full = len(rewards) >= limit or len(credits) >= limit
-        # Rows another settler linked after this statement's snapshot: the row lock is ours now,
-        # so that settler committed; a fresh statement sees its links.
+        # Rows another settler linked or set aside (or retried, in the retry pass) after this
+        # statement's snapshot: the row lock is ours now, so that settler committed; a fresh
+        # statement sees what it wrote.
+        not_due = "AND NOT (f.attempts < %(max_attempts)s AND f.next_attempt_at <= %(now)s)"
         for column, rows in (("reward_id", rewards), ("prize_credit_id", credits)):
             if rows:
                 cursor.execute(
                     f"SELECT {column} FROM referrals_settlementitem "  # noqa: S608 -- constant
-                    f"WHERE {column} = ANY(%s::bigint[])",
-                    [_array(row[0] for row in rows)],
+                    f"WHERE {column} = ANY(%(ids)s::bigint[]) UNION ALL "
+                    f"SELECT {column} FROM referrals_faileditem f WHERE f.job = 'settlement' "
+                    f"AND {column} = ANY(%(ids)s::bigint[]) {not_due if retry else ''}",
+                    {**params, "ids": _array(row[0] for row in rows)},
                 )
-                linked = {row[0] for row in cursor.fetchall()}
-                rows[:] = [row for row in rows if row[0] not in linked]
+                taken = {row[0] for row in cursor.fetchall()}
+                rows[:] = [row for row in rows if row[0] not in taken]
     return rewards, credits, full
 
 
@@ -304,9 +358,14 @@ def _resumable(*, now: dt.datetime, after: int, limit: int) -> list[_Work]:
     return works
 
 
-def _pay(works: list[_Work], *, channel: PayoutChannel, now: dt.datetime) -> None:
-    """Phase 2, outside any transaction: ask the channel; any exception is this player's alone."""
+def _pay(works: list[_Work], *, channel: PayoutChannel, now: dt.datetime, budget: Budget) -> None:
+    """Phase 2, outside any transaction: ask the channel; any exception is this player's alone.
+
+    Stops asking when the budget is spent: the settlements not asked stay `sending`, and the next
+    run resumes them under the same keys, exactly as after a crash here."""
     for work in works:
+        if budget.spent:
+            return
         if channel.leaves_platform:
             # A run frozen past its lease does not send money out (the recording is fenced too).
             with transaction.atomic():
@@ -316,10 +375,10 @@ def _pay(works: list[_Work], *, channel: PayoutChannel, now: dt.datetime) -> Non
             work.outcome = "paid"
         except PayoutError as exc:  # certainly not paid
             work.outcome = "failed"
-            work.error = f"{type(exc).__name__}: {exc}"[:2000] or "payout failed"
+            work.error = error_text(exc)
         except Exception as exc:  # may have been paid: same settlement, same key, later
             work.outcome = "unknown"
-            work.error = f"outcome unknown: {type(exc).__name__}: {exc}"[:2000]
+            work.error = "outcome unknown: " + error_text(exc, limit=1980)
 
 
 def _record(
@@ -383,6 +442,84 @@ def _record(
     counts["failed_settlements"] += len(failed)
     counts["unknown_settlements"] += len(unknown)
     counts["paid_cents"] += int(sum((w.total for w in paid), ZERO) * 100)
+
+
+def _record_each(
+    works: list[_Work],
+    *,
+    leaves_platform: bool,
+    now: dt.datetime,
+    settings: conf.ReferralSettings,
+    counts: dict[str, Any],
+) -> None:
+    """Phase 3 inside the record transaction: all settlements in one go, or, when that fails,
+    each in its own savepoint. A settlement whose answer cannot be recorded (any error, e.g. a
+    reward edited by hand meanwhile) may have been paid already, so it is never failed: it is
+    kept `sending` like an unknown outcome (error noted, player backed off) and re-sent under the
+    same key once the backoff ends; the others are recorded."""
+    record = {"leaves_platform": leaves_platform, "now": now, "settings": settings}
+    if len(works) > 1:
+        try:
+            with transaction.atomic():
+                _record(works, counts=counts, **record)
+            return
+        except Exception as exc:
+            raise_unless_row_fault(exc)
+    for work in works:
+        try:
+            with transaction.atomic():
+                _record([work], counts=counts, **record)
+        except Exception as exc:
+            raise_unless_row_fault(exc)
+            work.outcome = "unknown"
+            work.error = "not recorded: " + error_text(exc, limit=1985)
+            with transaction.atomic():
+                _record([work], counts=counts, **record)
+            counts["unrecorded_settlements"] += 1
+
+
+def _open_each(
+    rewards: list[tuple[int, int, Decimal]],
+    credits: list[tuple[int, int, Decimal]],
+    *,
+    channel_name: str,
+    now: dt.datetime,
+    counts: dict[str, Any],
+    one_per_item: bool,
+) -> list[_Work]:
+    """Phase 1 inside the claim transaction, isolated: all players' settlements in one go, or,
+    when that fails, one player's settlement per savepoint. Items of a settlement that cannot be
+    opened (any error, e.g. a total that overflows its column) are recorded as `FailedItem`s and
+    left out of later claims until they are due again. `one_per_item` (the retry of set-aside
+    items): one settlement per item, so a group that failed together is split up and only a
+    truly bad item fails again; an opened item's failure record is cleared."""
+    if not one_per_item:
+        try:
+            with transaction.atomic():
+                return _open_settlements(rewards, credits, channel_name=channel_name, now=now)
+        except Exception as exc:
+            raise_unless_row_fault(exc)
+    groups: dict[object, tuple[list, list]] = defaultdict(lambda: ([], []))
+    for row in rewards:
+        groups[("reward", row[0]) if one_per_item else row[1]][0].append(row)
+    for row in credits:
+        groups[("credit", row[0]) if one_per_item else row[1]][1].append(row)
+    works: list[_Work] = []
+    for group_rewards, group_credits in groups.values():
+        reward_ids = [row[0] for row in group_rewards]
+        credit_ids = [row[0] for row in group_credits]
+        try:
+            with transaction.atomic():
+                opened = _open_settlements(
+                    group_rewards, group_credits, channel_name=channel_name, now=now
+                )
+                failed_items_clear(job=_JOB, rewards=reward_ids, credits=credit_ids)
+            works += opened
+        except Exception as exc:
+            raise_unless_row_fault(exc)
+            failed_items_record(job=_JOB, rewards=reward_ids, credits=credit_ids, exc=exc, now=now)
+            counts["set_aside_items"] += len(reward_ids) + len(credit_ids)
+    return works
 
 
 _POST_LEDGER = """
@@ -486,18 +623,22 @@ def _refresh_cached_plans() -> None:
         cursor.execute("DISCARD PLANS")
 
 
-def settlement_run(*, now: dt.datetime, channel: PayoutChannel | None = None) -> dict[str, int]:
+def settlement_run(
+    *, now: dt.datetime, channel: PayoutChannel | None = None, budget: Budget | None = None
+) -> dict[str, int]:
     """Job `settlement`: resume the settlements still sending, then settle every eligible pending
-    item, batch by batch; returns counts.
+    item, batch by batch, then retry the set-aside items that are due again; returns counts.
 
-    Stops when a batch claims less than a full batch, or after REFERRAL_SETTLEMENT_MAX_SECONDS
-    (`incomplete: 1`; the next run continues). Running it again settles nothing twice and sends
-    no item under a second key.
+    Stops starting work when `budget` (the job's time budget, the one limit of a run) is spent,
+    reporting in `backlog` how many items a run with time left would still take now; the next
+    run continues. A settlement that cannot be opened sets its items aside (`set_aside_items`),
+    one whose answer cannot be recorded stays sending (`unrecorded_settlements`): the rest of the
+    batch goes on. Running it again settles nothing twice and sends no item under a second key.
     """
     settings = conf.load()
+    budget = budget or Budget.unlimited()
     channel = channel or payout_channel()
     channel_name = f"{type(channel).__module__}.{type(channel).__qualname__}"
-    deadline = time.monotonic() + settings.settlement_max_seconds
     limit = settings.settlement_batch_size
     counts = {
         "batches": 0,
@@ -506,29 +647,41 @@ def settlement_run(*, now: dt.datetime, channel: PayoutChannel | None = None) ->
         "failed_settlements": 0,
         "unknown_settlements": 0,
         "resumed_settlements": 0,
+        "unrecorded_settlements": 0,
+        "set_aside_items": 0,
+        "retried_items": 0,
         "paid_cents": 0,
-        "incomplete": 0,
+        "backlog": 0,
     }
 
     def finish(works: list[_Work]) -> None:
-        _pay(works, channel=channel, now=now)
+        _pay(works, channel=channel, now=now, budget=budget)
+        asked = [work for work in works if work.outcome]
+        if not asked:
+            return
         with transaction.atomic():
             # Fencing (chaos suite, fault 7): a run frozen past its lease TTL records nothing; its
             # settlements stay sending and the lease's next holder re-sends them, same keys.
             fence_check()
-            _record(
-                works,
+            checks_per_statement()
+            _record_each(
+                asked,
                 leaves_platform=channel.leaves_platform,
                 now=now,
                 settings=settings,
                 counts=counts,
             )
 
+    def out_of_time() -> dict[str, int]:
+        with connection.cursor() as cursor:
+            cursor.execute(_BACKLOG, {"now": now, "max_attempts": settings.item_max_attempts})
+            counts["backlog"] = cursor.fetchone()[0]
+        return counts
+
     after = 0
     while True:  # resume first: these items may have been paid already
-        if time.monotonic() > deadline:
-            counts["incomplete"] = 1
-            return counts
+        if budget.spent:
+            return out_of_time()
         works = _resumable(now=now, after=after, limit=limit)
         if not works:
             break
@@ -536,24 +689,35 @@ def settlement_run(*, now: dt.datetime, channel: PayoutChannel | None = None) ->
         finish(works)
         after = works[-1].settlement_id
 
-    while True:
-        if time.monotonic() > deadline:
-            counts["incomplete"] = 1
-            return counts
-        with transaction.atomic():
-            # Fencing: a run frozen past its lease TTL claims nothing. The check locks the lease
-            # row FOR SHARE until this transaction commits, so no new holder takes the lease
-            # meanwhile. Outside a job run (shell, tests) there is no lease and it checks nothing.
-            fence_check()
-            _refresh_cached_plans()
-            rewards, credits, full = _claim(now, limit)
-            works = (
-                _open_settlements(rewards, credits, channel_name=channel_name, now=now)
-                if rewards or credits
-                else []
-            )
-        if works:
-            counts["batches"] += 1
-            finish(works)
-        if not full:
-            return counts
+    for retry in (False, True):  # the healthy items first, then the set-aside ones due again
+        full = True
+        while full:
+            if budget.spent:
+                return out_of_time()
+            with transaction.atomic():
+                # Fencing: a run frozen past its lease TTL claims nothing. The check locks the
+                # lease row FOR SHARE until this transaction commits, so no new holder takes the
+                # lease meanwhile. Outside a job run (shell, tests) there is no lease.
+                fence_check()
+                _refresh_cached_plans()
+                checks_per_statement()
+                rewards, credits, full = _claim(now, limit, retry=retry)
+                works = (
+                    _open_each(
+                        rewards,
+                        credits,
+                        channel_name=channel_name,
+                        now=now,
+                        counts=counts,
+                        one_per_item=retry,
+                    )
+                    if rewards or credits
+                    else []
+                )
+            if retry:
+                counts["retried_items"] += len(rewards) + len(credits)
+            if works:
+                counts["batches"] += 1
+                finish(works)
+    # The last payouts may have been cut short by the budget (left sending, for the next run).
+    return out_of_time() if budget.spent else counts

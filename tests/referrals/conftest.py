@@ -3,6 +3,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +26,7 @@ from referrals.models import (
 )
 from referrals.selectors import ledger_unbalanced_transactions
 from referrals.services import referral_create
+from scheduler.budget import Budget
 
 # Referral links are made at the start of the test world, long before any session.
 LINKED_AT = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -243,3 +245,43 @@ def payout_service() -> Iterator[PayoutService]:
     yield service
     service.server.shutdown()
     service.server.server_close()
+
+
+class StopAfter(Budget):
+    """A run's budget that is spent after `checks` looks: stops a run at an exact point, where a
+    clock-based budget would depend on the machine's speed."""
+
+    def __init__(self, checks: int) -> None:
+        super().__init__(seconds=math.inf)
+        self.left = checks
+
+    @property
+    def spent(self) -> bool:
+        self.left -= 1
+        return self.left < 0
+
+
+def fail_writes(table: str, condition: str, message: str = "numeric field overflow") -> None:
+    """From here to the end of the test, inserting a row of `table` for which the SQL `condition`
+    (on NEW) holds fails like a numeric overflow (SQLSTATE 22003): one unprocessable row written
+    by hand, without changing the code under test. Rolled back with the test's transaction."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            CREATE OR REPLACE FUNCTION test_fail_writes() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF {condition} THEN
+                    RAISE EXCEPTION '{message}' USING ERRCODE = '22003';
+                END IF;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER test_fail_writes BEFORE INSERT ON {table}
+                FOR EACH ROW EXECUTE FUNCTION test_fail_writes();
+            """
+        )
+
+
+def stop_failing_writes(table: str) -> None:
+    """Staff repaired the data: the rows written by `fail_writes` are accepted again."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TRIGGER test_fail_writes ON {table}")

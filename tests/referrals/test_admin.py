@@ -2,9 +2,9 @@ import pytest
 from django.contrib.admin.models import LogEntry
 from django.urls import reverse
 
-from referrals.models import PayoutHold, Referral, ReferralReward
+from referrals.models import FailedItem, PayoutHold, Referral, ReferralReward
 from referrals.services import referral_tier2_create, settlement_run
-from tests.referrals.conftest import at
+from tests.referrals.conftest import at, fail_writes
 
 NOW = at(2026, 3, 4, 12, 0, 40)
 
@@ -19,6 +19,17 @@ def settled_world(chain, play, make_credit):
     return top, mid, bottom
 
 
+@pytest.fixture
+def held_item(chain, play, monkeypatch):
+    """A tier-2 event at its attempt limit (1), waiting for staff."""
+    monkeypatch.setenv("REFERRAL_ITEM_MAX_ATTEMPTS", "1")
+    *_, bottom = chain(3)
+    session = play(bottom, fee="10.00", when=at(2026, 3, 4, 10))
+    fail_writes("referrals_referralreward", f"NEW.tier = 2 AND NEW.session_id = {session.pk}")
+    assert referral_tier2_create(now=NOW)["held"] == 1
+    return FailedItem.objects.get()
+
+
 @pytest.mark.django_db
 @pytest.mark.parametrize(
     "model",
@@ -31,6 +42,7 @@ def settled_world(chain, play, make_credit):
         "payouthold",
         "payoutretry",
         "referralplayer",
+        "faileditem",
     ],
 )
 def test_every_referrals_admin_list_and_detail_renders(admin_client, settled_world, model):
@@ -105,3 +117,31 @@ def test_the_admin_creates_a_referral_through_the_service(admin_client, make_pla
     )
     assert response.status_code == 302
     assert Referral.objects.get(referee=b).referrer == a
+
+
+@pytest.mark.django_db
+def test_staff_with_the_permission_release_a_held_item_with_an_audit_trail(admin_client, held_item):
+    url = reverse("admin:referrals_faileditem_changelist")
+    assert "Retry the selected items" in admin_client.get(url).content.decode()
+    admin_client.post(url, {"action": "retry", "_selected_action": [held_item.pk]})
+    held_item.refresh_from_db()
+    assert held_item.attempts == 0
+    assert LogEntry.objects.get(object_id=str(held_item.pk)).change_message == (
+        "Released for a fresh set of attempts"
+    )
+
+
+@pytest.mark.django_db
+def test_staff_who_may_only_view_failed_items_cannot_release_them(client, held_item):
+    from django.contrib.auth.models import Permission, User
+
+    viewer = User.objects.create_user("viewer", password="x", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_faileditem"))
+    client.force_login(viewer)
+    url = reverse("admin:referrals_faileditem_changelist")
+    page = client.get(url)
+    assert page.status_code == 200
+    assert "Retry the selected items" not in page.content.decode()
+    client.post(url, {"action": "retry", "_selected_action": [held_item.pk]})
+    held_item.refresh_from_db()
+    assert held_item.attempts == 1

@@ -60,3 +60,13 @@ def test_the_system_check_reports_a_webhook_channel_without_url(monkeypatch):
     [error] = referrals_settings_check()
     assert error.id == "referrals.E002"
     assert "REFERRAL_PAYOUT_WEBHOOK_URL" in error.msg
+
+
+def test_the_retired_settlement_time_variable_is_reported_not_silently_ignored(monkeypatch):
+    from referrals.checks import referrals_settings_check
+
+    # the settlement job's budget replaced it: an operator who still sets it is told
+    monkeypatch.setenv("REFERRAL_SETTLEMENT_MAX_SECONDS", "540")
+    [warning] = referrals_settings_check()
+    assert warning.id == "referrals.W001"
+    assert "REFERRAL_SETTLEMENT_MAX_SECONDS is no longer read" in warning.msg

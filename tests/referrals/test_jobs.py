@@ -29,3 +29,18 @@ def test_the_job_services_resolve_and_take_now():
 
         service = import_string(get_job(name).service)
         assert "now" in inspect.signature(service).parameters
+
+
+def test_each_referral_run_ends_before_its_next_slot_and_gets_a_budget():
+    import inspect
+
+    from django.utils.module_loading import import_string
+
+    discover()
+    # every-minute jobs are killed within the minute, settlement within its 10 minutes
+    cadence = {"referral-tier2": 60, "referral-tier3": 60, "settlement": 600}
+    for name, seconds in cadence.items():
+        job = get_job(name)
+        assert job.budget < job.soft_time_limit < job.time_limit <= seconds, name
+        # the run path hands a budget only to services that declare one
+        assert "budget" in inspect.signature(import_string(job.service)).parameters, name

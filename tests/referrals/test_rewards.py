@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from games.models import GameSession
 from games.services import game_session_finish, game_session_start
-from referrals.models import ReferralReward, TierProgress
+from referrals.models import FailedItem, ReferralReward, TierProgress
 from referrals.services import (
     referral_create,
     referral_tier1_backfill,
@@ -16,7 +16,14 @@ from referrals.services import (
     referral_tier3_create,
     reward_amount,
 )
-from tests.referrals.conftest import at, run_concurrently
+from referrals.services.failures import failed_items_retry
+from tests.referrals.conftest import (
+    StopAfter,
+    at,
+    fail_writes,
+    run_concurrently,
+    stop_failing_writes,
+)
 
 NOW = at(2026, 3, 4, 12)
 
@@ -165,7 +172,15 @@ def test_batches_are_bounded_and_the_cursor_advances(chain, play, monkeypatch):
         play(bottom, fee="1.00", when=at(2026, 3, 4, 10, minute))
     counts = referral_tier2_create(now=NOW)
     # 5 tier-1 rewards read 2 at a time: batches of 2, 2, 1
-    assert counts == {"created": 5, "scanned": 5, "batches": 3}
+    assert counts == {
+        "created": 5,
+        "scanned": 5,
+        "batches": 3,
+        "failed": 0,
+        "retried": 0,
+        "held": 0,
+        "backlog": 0,
+    }
     assert TierProgress.objects.get(tier=2).scanned_through == NOW
 
 
@@ -249,3 +264,86 @@ def test_backfilled_history_gets_all_three_tiers_although_the_jobs_are_past_it(c
     # and running the backfill again creates nothing
     assert referral_tier1_backfill(players=[bottom.pk], now=NOW) == 0
     assert ReferralReward.objects.count() == 3 * 4
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("job", [referral_tier2_create, referral_tier3_create])
+def test_one_unprocessable_event_does_not_stop_the_tier_job(chain, play, monkeypatch, job):
+    # given four events down a chain of four, the first one's upper-tier rewards cannot be
+    # written (as with an amount that overflows its column)
+    monkeypatch.setenv("REFERRAL_ITEM_MAX_ATTEMPTS", "2")
+    *_, bottom = chain(4)
+    poisoned, *healthy = [play(bottom, fee="2.00", when=at(2026, 3, 4, 10, m)) for m in range(4)]
+    fail_writes("referrals_referralreward", f"NEW.tier > 1 AND NEW.session_id = {poisoned.pk}")
+    tier = 2 if job is referral_tier2_create else 3
+    name = f"referral-tier{tier}"
+    # when the job runs
+    first = job(now=NOW)
+    # then it returns normally, the healthy events have their reward and the bad one is recorded
+    assert (first["created"], first["failed"], first["backlog"]) == (3, 1, 0)
+    assert [tier in rewards_of(s) for s in (poisoned, *healthy)] == [False, True, True, True]
+    failure = FailedItem.objects.get()
+    assert failure.job == name
+    assert failure.reward == ReferralReward.objects.get(session=poisoned, tier=1)
+    assert failure.attempts == 1
+    assert failure.error.startswith("DataError: numeric field overflow")
+    # when the next minute's run comes, before the row's backoff ends
+    second = job(now=NOW + dt.timedelta(minutes=1))
+    # then it is not stuck on it: the row is not even tried, and new events go through
+    assert (second["created"], second["failed"], second["retried"]) == (0, 0, 0)
+    assert FailedItem.objects.get().attempts == 1
+    # when the backoff (5 minutes) ends, it is retried once, fails, and reaches its limit (2)
+    third = job(now=NOW + dt.timedelta(minutes=6))
+    assert (third["retried"], third["failed"], third["held"]) == (1, 1, 1)
+    failure.refresh_from_db()
+    assert failure.attempts == 2
+    assert failure.next_attempt_at == NOW + dt.timedelta(minutes=6 + 10)
+    # then a held row is left alone however late it gets
+    assert job(now=NOW + dt.timedelta(days=2))["retried"] == 0
+    # when staff repair the data and release it, the next run creates its reward once
+    stop_failing_writes("referrals_referralreward")
+    assert failed_items_retry(ids=[failure.pk], now=NOW + dt.timedelta(days=2)) == 1
+    fourth = job(now=NOW + dt.timedelta(days=2, minutes=1))
+    assert (fourth["retried"], fourth["created"], fourth["held"]) == (1, 1, 0)
+    assert tier in rewards_of(poisoned)
+    assert not FailedItem.objects.exists()
+    assert ReferralReward.objects.filter(tier=tier).count() == 4
+
+
+@pytest.mark.django_db
+def test_a_spent_budget_stops_the_tier_job_with_a_backlog_that_the_next_run_takes(
+    chain, play, monkeypatch
+):
+    # given five events, read two at a time
+    monkeypatch.setenv("REFERRAL_TIER_BATCH_SIZE", "2")
+    *_, bottom = chain(3)
+    for minute in range(5):
+        play(bottom, fee="1.00", when=at(2026, 3, 4, 10, minute))
+    # when the run's budget is spent after its first batch
+    first = referral_tier2_create(now=NOW, budget=StopAfter(1))
+    # then it stops cleanly and says what is left
+    assert (first["created"], first["batches"], first["backlog"]) == (2, 1, 3)
+    # when the next run has time, it takes the rest, creating nothing twice
+    second = referral_tier2_create(now=NOW + dt.timedelta(minutes=1))
+    assert (second["created"], second["backlog"]) == (3, 0)
+    assert ReferralReward.objects.filter(tier=2).count() == 5
+    assert TierProgress.objects.get(tier=2).scanned_through == NOW + dt.timedelta(minutes=1)
+
+
+@pytest.mark.django_db
+def test_a_budget_spent_half_way_through_a_row_by_row_batch_keeps_its_place(
+    chain, play, monkeypatch
+):
+    # given four events in one batch, the second unprocessable: the batch goes row by row
+    *_, bottom = chain(3)
+    sessions = [play(bottom, fee="1.00", when=at(2026, 3, 4, 10, m)) for m in range(4)]
+    fail_writes("referrals_referralreward", f"NEW.tier = 2 AND NEW.session_id = {sessions[1].pk}")
+    # when the budget ends after two rows (loop head, row 1, row 2)
+    first = referral_tier2_create(now=NOW, budget=StopAfter(3))
+    # then the rows done are committed, and the cursor stands after them
+    assert (first["created"], first["failed"], first["backlog"]) == (1, 1, 2)
+    assert TierProgress.objects.get(tier=2).scanned_through == sessions[1].finished_at
+    # when the next run comes, the rest is done and the bad row is not tried again yet
+    second = referral_tier2_create(now=NOW + dt.timedelta(minutes=1))
+    assert (second["created"], second["failed"], second["backlog"]) == (2, 0, 0)
+    assert [2 in rewards_of(s) for s in sessions] == [True, False, True, True]

@@ -10,6 +10,7 @@ from django.db import IntegrityError, transaction
 from games.models import Notification
 from referrals.models import (
     Account,
+    FailedItem,
     LedgerEntry,
     LedgerTransaction,
     PayoutRetry,
@@ -26,7 +27,14 @@ from referrals.services import (
     referral_tier3_create,
     settlement_run,
 )
-from tests.referrals.conftest import at, run_concurrently
+from referrals.services.failures import failed_items_retry
+from tests.referrals.conftest import (
+    StopAfter,
+    at,
+    fail_writes,
+    run_concurrently,
+    stop_failing_writes,
+)
 
 NOW = at(2026, 3, 4, 12, 0, 40)
 
@@ -55,8 +63,11 @@ def test_settlement_pays_rewards_and_prize_credits_into_the_wallets(earnings, ma
         "failed_settlements": 0,
         "unknown_settlements": 0,
         "resumed_settlements": 0,
+        "unrecorded_settlements": 0,
+        "set_aside_items": 0,
+        "retried_items": 0,
         "paid_cents": 2800,
-        "incomplete": 0,
+        "backlog": 0,
     }
     assert player_balance(player_id=top.pk) == Decimal("26.00")
     assert player_balance(player_id=mid.pk) == Decimal("2.00")
@@ -287,3 +298,192 @@ def test_two_settlers_at_once_pay_each_item_once(chain, play, make_credit, monke
     paid = sum(player_balance(player_id=p.pk) for p in players)
     expected = sum(r.amount for r in ReferralReward.objects.all()) + Decimal("33.30")
     assert paid == expected
+
+
+@pytest.mark.django_db
+def test_a_settlement_that_cannot_be_opened_sets_its_items_aside_and_the_rest_is_paid(
+    make_player, make_credit, chain, play
+):
+    # given, first in line, a player whose two prizes together overflow a settlement's total
+    whale = make_player()
+    big = [make_credit(whale, "6000000000.00"), make_credit(whale, "6000000000.00")]
+    top, mid, bottom = chain(3)
+    play(bottom, fee="10.00", when=at(2026, 3, 4, 10))
+    referral_tier2_create(now=NOW)
+    # when settlement runs
+    counts = settlement_run(now=NOW)
+    # then it returns normally: the others are paid, the whale's items are set aside with the error
+    assert (counts["paid_settlements"], counts["set_aside_items"], counts["backlog"]) == (2, 2, 0)
+    assert (player_balance(player_id=top.pk), player_balance(player_id=mid.pk)) == (
+        Decimal("0.50"),
+        Decimal("1.00"),
+    )
+    failures = FailedItem.objects.order_by("prize_credit_id")
+    assert [(f.job, f.prize_credit_id, f.attempts) for f in failures] == [
+        ("settlement", credit.pk, 1) for credit in big
+    ]
+    assert all(f.error.startswith("DataError: numeric field overflow") for f in failures)
+    # when the next run comes before their backoff ends, it is not stuck on them
+    again = settlement_run(now=NOW + dt.timedelta(minutes=1))
+    assert (again["batches"], again["set_aside_items"], again["retried_items"]) == (0, 0, 0)
+    # when their backoff has ended, each is retried in a settlement of its own and paid once
+    later = settlement_run(now=NOW + dt.timedelta(minutes=10))
+    assert (later["retried_items"], later["paid_settlements"]) == (2, 2)
+    assert player_balance(player_id=whale.pk) == Decimal("12000000000.00")
+    assert not FailedItem.objects.exists()
+    assert settlement_run(now=NOW + dt.timedelta(minutes=20))["settled_items"] == 0
+
+
+@pytest.mark.django_db
+def test_one_unpayable_item_is_held_after_its_limit_and_its_healthy_neighbours_are_paid(
+    earnings, make_credit, monkeypatch
+):
+    # given top's prize credit cannot be linked to any settlement (a row that breaks a rule)
+    monkeypatch.setenv("REFERRAL_ITEM_MAX_ATTEMPTS", "2")
+    top, mid, _ = earnings
+    bad = make_credit(top, "5.00")
+    fail_writes("referrals_settlementitem", f"NEW.prize_credit_id = {bad.pk}")
+    # when settlement runs, top's whole settlement cannot be opened: its three items wait
+    first = settlement_run(now=NOW)
+    assert (first["paid_settlements"], first["set_aside_items"]) == (1, 3)
+    assert player_balance(player_id=mid.pk) == Decimal("2.00")
+    # when they are due again, each is tried alone: top's rewards are paid, the credit fails again
+    second = settlement_run(now=NOW + dt.timedelta(minutes=10))
+    assert (second["retried_items"], second["paid_settlements"], second["set_aside_items"]) == (
+        3,
+        2,
+        1,
+    )
+    assert player_balance(player_id=top.pk) == Decimal("1.00")
+    held = FailedItem.objects.get()
+    assert (held.prize_credit_id, held.attempts) == (bad.pk, 2)
+    # then, at its limit, it is held: later runs leave it alone and finish normally
+    third = settlement_run(now=NOW + dt.timedelta(days=1))
+    assert (third["retried_items"], third["set_aside_items"], third["backlog"]) == (0, 0, 0)
+    # when staff repair the data and release it, it is paid once
+    stop_failing_writes("referrals_settlementitem")
+    failed_items_retry(ids=[held.pk], now=NOW + dt.timedelta(days=1))
+    settlement_run(now=NOW + dt.timedelta(days=1, minutes=10))
+    assert player_balance(player_id=top.pk) == Decimal("6.00")
+    assert not FailedItem.objects.exists()
+
+
+class RefusingWithGarbage(WalletPayout):
+    """Refuses one player with an error text PostgreSQL cannot store as it is."""
+
+    def __init__(self, refuse: int) -> None:
+        self.refuse = refuse
+
+    def pay(self, payout, *, now):
+        if payout.player_id == self.refuse:
+            raise PayoutError("frozen\x00 at the provider \ud800" + "!" * 5000)
+        return super().pay(payout, now=now)
+
+
+@pytest.mark.django_db
+def test_a_payout_error_with_nul_bytes_and_bad_text_is_recorded_cleaned(earnings):
+    top, mid, _ = earnings
+    counts = settlement_run(now=NOW, channel=RefusingWithGarbage(refuse=top.pk))
+    assert (counts["paid_settlements"], counts["failed_settlements"]) == (1, 1)
+    assert player_balance(player_id=mid.pk) == Decimal("2.00")
+    failed = Settlement.objects.get(player=top)
+    assert failed.error.startswith("PayoutError: frozen\ufffd at the provider ?!!!")
+    assert len(failed.error) == 2000
+    assert PayoutRetry.objects.get(player=top).last_error == failed.error
+
+
+class EditedMeanwhile(WalletPayout):
+    """While one player's payout is asked, someone marks one of its rewards settled by hand."""
+
+    def __init__(self, player: int) -> None:
+        self.player = player
+
+    def pay(self, payout, *, now):
+        if payout.player_id == self.player:
+            reward_id = int(payout.items[0].split(":")[1])
+            ReferralReward.objects.filter(pk=reward_id).update(status="settled", settled_at=now)
+        return super().pay(payout, now=now)
+
+
+@pytest.mark.django_db
+def test_a_settlement_that_cannot_be_recorded_stays_sending_and_the_rest_is_recorded(earnings):
+    top, mid, _ = earnings
+    # when top's answer cannot be recorded (its reward is no longer pending)
+    counts = settlement_run(now=NOW, channel=EditedMeanwhile(player=top.pk))
+    # then mid is paid, top's settlement stays sending with the error, top backs off
+    assert (counts["paid_settlements"], counts["unrecorded_settlements"]) == (1, 1)
+    assert player_balance(player_id=mid.pk) == Decimal("2.00")
+    stuck = Settlement.objects.get(player=top)
+    assert stuck.status == "sending"
+    assert stuck.error.startswith("not recorded: SettlementConflict: 1 rewards")
+    retry = PayoutRetry.objects.get(player=top)
+    assert retry.failures == 1
+    # when the next run comes during the backoff, it is not stuck on it
+    again = settlement_run(now=NOW + dt.timedelta(minutes=1))
+    assert (again["resumed_settlements"], again["unrecorded_settlements"]) == (0, 0)
+    # when staff put the reward back and the backoff ends, the same settlement is paid, once
+    ReferralReward.objects.filter(beneficiary=top).update(status="pending", settled_at=None)
+    later = settlement_run(now=retry.next_attempt_at)
+    assert (later["resumed_settlements"], later["paid_settlements"]) == (1, 1)
+    assert Settlement.objects.get(player=top).status == "paid"
+    assert player_balance(player_id=top.pk) == Decimal("1.00")
+
+
+@pytest.mark.django_db
+def test_a_spent_budget_stops_settlement_with_a_backlog_that_the_next_run_pays_once(
+    earnings, monkeypatch
+):
+    # given 4 pending rewards, settled 2 at a time
+    monkeypatch.setenv("REFERRAL_SETTLEMENT_BATCH_SIZE", "2")
+    top, mid, _ = earnings
+    # when the budget is spent after one batch (resume check, claim check, one payout)
+    first = settlement_run(now=NOW, budget=StopAfter(3))
+    assert (first["batches"], first["settled_items"], first["backlog"]) == (1, 2, 2)
+    # when the next run has time, it pays the rest and nothing twice
+    second = settlement_run(now=NOW + dt.timedelta(minutes=10))
+    assert (second["settled_items"], second["backlog"]) == (2, 0)
+    assert player_balance(player_id=top.pk) + player_balance(player_id=mid.pk) == Decimal("3.00")
+
+
+@pytest.mark.django_db
+def test_a_budget_spent_before_the_payout_leaves_the_settlement_sending_for_the_next_run(
+    earnings,
+):
+    top, mid, _ = earnings
+    # when the budget ends between opening a batch's settlements and asking for the payouts
+    first = settlement_run(now=NOW, budget=StopAfter(2))
+    # then the settlements stay sending, unasked, and count in the backlog with the rest
+    assert (first["batches"], first["paid_settlements"], first["backlog"]) == (1, 0, 4)
+    sending = set(Settlement.objects.filter(status="sending").values_list("id", "payout_key"))
+    assert len(sending) == 2
+    # when the next run comes, it resumes exactly those settlements, same keys, paid once
+    second = settlement_run(now=NOW + dt.timedelta(minutes=10))
+    assert (second["resumed_settlements"], second["paid_settlements"]) == (2, 2)
+    assert set(Settlement.objects.values_list("id", "payout_key")) == sending
+    assert player_balance(player_id=top.pk) + player_balance(player_id=mid.pk) == Decimal("3.00")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_settlers_at_once_with_an_unopenable_settlement_pay_the_rest_once(
+    make_player, make_credit, chain, play, monkeypatch
+):
+    # given a player whose prizes overflow a settlement's total, ahead of 30 events' rewards,
+    # settled in small batches so that the two settlers interleave
+    monkeypatch.setenv("REFERRAL_SETTLEMENT_BATCH_SIZE", "7")
+    whale = make_player()
+    big = [make_credit(whale, "6000000000.00") for _ in range(2)]
+    players = chain(4)
+    for minute in range(30):
+        play(players[-1], fee="1.37", when=at(2026, 3, 4, 10, minute))
+    referral_tier2_create(now=NOW)
+    referral_tier3_create(now=NOW)
+    # when two workers settle at the same moment
+    results = run_concurrently(lambda: settlement_run(now=NOW), lambda: settlement_run(now=NOW))
+    # then neither failed, every healthy item is settled once, the whale's are set aside once
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert sum(r["settled_items"] for r in results) == 90
+    assert not ReferralReward.objects.filter(status="pending").exists()
+    assert sorted(FailedItem.objects.values_list("prize_credit_id", "attempts")) == [
+        (credit.pk, 1) for credit in big
+    ]
+    assert player_balance(player_id=whale.pk) == Decimal("0")

@@ -107,3 +107,24 @@ def test_a_job_whose_budget_is_not_below_its_soft_time_limit_is_refused() -> Non
 def test_every_registered_job_stops_by_itself_before_celery_interrupts_it() -> None:
     for job in all_jobs():
         assert 0 < job.budget < job.soft_time_limit < job.time_limit, job.name
+
+
+def test_the_limits_table_in_docs_jobs_md_is_the_registry():
+    from pathlib import Path
+
+    from django.utils.module_loading import import_string
+
+    from scheduler.registry import _takes_budget
+
+    doc = (Path(__file__).parents[2] / "docs" / "jobs.md").read_text()
+    rows = {
+        cells[0]: cells[1:]
+        for line in doc.splitlines()
+        if line.startswith("| ") and (cells := [c.strip() for c in line.strip("|").split("|")])
+    }
+    for job in all_jobs():
+        if job.service.startswith(("tests.", "bench.")):
+            continue  # the suite's own sample jobs
+        stops = "yes" if _takes_budget(import_string(job.service)) else "no"
+        expected = [stops, str(job.budget), str(job.soft_time_limit), str(job.time_limit)]
+        assert rows.get(job.name) == expected, job.name

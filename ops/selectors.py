@@ -114,6 +114,30 @@ def last_successes() -> dict[str, datetime]:
     return {row["job"]: row["at"] for row in rows}
 
 
+_BACKLOG_SQL = """
+SELECT name, coalesce((
+    SELECT CASE WHEN jsonb_typeof(r.result -> 'backlog') = 'number'
+                THEN (r.result ->> 'backlog')::numeric END
+    FROM scheduler_jobrun r
+    WHERE r.job = name AND r.status IN ('succeeded', 'failed') AND r.duplicate_of_id IS NULL
+    ORDER BY r.slot DESC, r.attempt DESC
+    LIMIT 1
+), 0)
+FROM unnest(%s::text[]) AS name
+"""
+
+
+def job_backlogs(names: list[str]) -> dict[str, float]:
+    """Each job's `backlog` from the result of its newest run that ran to an end (succeeded or
+    failed): rows a batch left when its time budget ran out. 0 when absent or not a number.
+
+    One statement; per job an index walk (job, -slot) that stops at the newest ended run.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(_BACKLOG_SQL, [names])
+        return {name: float(value) for name, value in cursor.fetchall()}
+
+
 @dataclass
 class JobView:
     """One registered job as operators see it."""

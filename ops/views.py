@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from ops import charts
 from ops.alerts import open_incidents
+from ops.health import beat_liveness, beat_processes
 from ops.selectors import concurrency_series, forecast, jobs_overview, starts_per_second
 
 WINDOWS = {
@@ -49,6 +50,8 @@ def dashboard(request: HttpRequest) -> TemplateResponse:
         "now": now,
         "jobs": jobs,
         "open_incidents": open_incidents(),
+        "beat": beat_liveness(),
+        "beats": beat_processes(),
         "starts_chart": charts.bar_chart(
             per_second,
             [f":{s:02d}" for s in range(60)],

@@ -12,7 +12,6 @@ week of every-minute jobs (~120k ledger rows) stays a few queries. Definitions, 
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,9 +23,10 @@ from django_celery_beat.models import PeriodicTask
 
 from ops.services import next_slots
 from scheduler.cron import Cron, CronError
+from scheduler.forecast import enabled_plan_groups, starts_ahead
 from scheduler.models import JobRun
 from scheduler.registry import Job, all_jobs
-from scheduler.services.schedules import effective_offset, enabled_plans
+from scheduler.services.schedules import effective_offset
 
 MAX_CONCURRENCY_ROWS = 200_000  # ~20 MB of tuples; a week of 12 every-minute jobs is ~120k
 
@@ -165,13 +165,14 @@ def jobs_overview(*, now: datetime | None = None, window: timedelta | None = Non
     """Every registered job: schedule, offset, next starts, last run, statistics over `window`."""
     now = now or timezone.now()
     window = window or timedelta(hours=24)
-    tasks = {
-        t.name: t for t in PeriodicTask.objects.select_related("crontab", "job_schedule").all()
-    }
+    jobs = all_jobs()
+    # The jobs' own rows: other schedules (thousands, maybe) are not part of this overview.
+    rows = PeriodicTask.objects.filter(name__in=[job.name for job in jobs])
+    tasks = {t.name: t for t in rows.select_related("crontab", "job_schedule")}
     stats = job_stats(since=now - window, until=now)
     last = last_runs()
     views = []
-    for job in all_jobs():
+    for job in jobs:
         task = tasks.get(job.name)
         cron = offset = None
         upcoming: list[datetime] = []
@@ -252,31 +253,49 @@ def concurrency_series(
 class Forecast:
     start: datetime
     hours: int
-    starts: list[tuple[datetime, str]]  # (moment, job), ascending
+    total: int  # starts in the window
     per_hour: list[int] = field(default_factory=list)
     peak_per_second: int = 0
-    peak_at: list[datetime] = field(default_factory=list)
+    peak_at: list[datetime] = field(default_factory=list)  # the first five peak seconds
+    next_starts: list[tuple[datetime, str]] = field(default_factory=list)  # (moment, schedule)
 
 
-def forecast(*, now: datetime | None = None, hours: int = 24) -> Forecast:
-    """Every start of the next `hours` hours from the enabled schedules' real fire times."""
+def forecast(*, now: datetime | None = None, hours: int = 24, shown: int = 24) -> Forecast:
+    """Starts of the next `hours` hours from the enabled schedules' real fire times: counted per
+    distinct cron (scheduler.forecast), so 10,000 schedules cost what their few crons cost; the
+    first `shown` starts are named."""
     now = now or timezone.now()
-    end = now + timedelta(hours=hours)
-    starts: list[tuple[datetime, str]] = []
-    for plan in enabled_plans():
-        shift = timedelta(seconds=plan.offset)
-        starts += [(b + shift, plan.name) for b in plan.cron.fire_times(now - shift, end - shift)]
-    starts = sorted(s for s in starts if now <= s[0] < end)
-    per_hour = [0] * hours
-    for moment, _ in starts:
-        per_hour[min(hours - 1, int((moment - now).total_seconds() // 3600))] += 1
-    by_second = Counter(moment for moment, _ in starts)
-    peak = max(by_second.values(), default=0)
+    ahead = starts_ahead(enabled_plan_groups(), now=now, seconds=hours * 3600)
+    counts = ahead.per_second
+    peak = max(counts, default=0)
+    peak_at = []
+    if peak:
+        index = -1
+        while len(peak_at) < 5 and (index := _find(counts, peak, index + 1)) != -1:
+            peak_at.append(ahead.moment(index))
+    next_starts: list[tuple[datetime, str]] = []
+    index = -1
+    while len(next_starts) < shown and (index := _next_nonzero(counts, index + 1)) != -1:
+        moment = ahead.moment(index)
+        names = ahead.names_at(index, limit=shown - len(next_starts))
+        next_starts += [(moment, name) for name in names]
     return Forecast(
         start=now,
         hours=hours,
-        starts=starts,
-        per_hour=per_hour,
+        total=sum(counts),
+        per_hour=[sum(counts[h * 3600 : (h + 1) * 3600]) for h in range(hours)],
         peak_per_second=peak,
-        peak_at=sorted(m for m, c in by_second.items() if c == peak)[:5] if peak else [],
+        peak_at=peak_at,
+        next_starts=next_starts,
     )
+
+
+def _find(values: list[int], wanted: int, start: int) -> int:
+    try:
+        return values.index(wanted, start)
+    except ValueError:
+        return -1
+
+
+def _next_nonzero(values: list[int], start: int) -> int:
+    return next((i for i in range(start, len(values)) if values[i]), -1)

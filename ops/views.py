@@ -72,7 +72,7 @@ def dashboard(request: HttpRequest) -> TemplateResponse:
             tick_every=3,
         ),
         "forecast": ahead,
-        "forecast_next": ahead.starts[:24],
+        "forecast_next": ahead.next_starts,
         "total_starts": sum(per_second),
     }
     return TemplateResponse(request, "admin/ops/dashboard.html", context)

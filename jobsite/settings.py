@@ -220,6 +220,8 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "ops.api.exceptions.api_exception_handler",
+    # Lists answer a page (?limit=, default 50, at most 500; ?offset=) with count/next/previous.
+    "DEFAULT_PAGINATION_CLASS": "ops.api.pagination.ListPage",
 }
 # OpenAPI 3 schema at /api/schema/ (staff only, like the API). https://drf-spectacular.readthedocs.io/en/latest/settings.html
 SPECTACULAR_SETTINGS = {

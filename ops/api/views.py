@@ -21,6 +21,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from ops.api.pagination import ListPage, paginate
 from ops.api.serializers import (
     HistoryQuerySerializer,
     JobSerializer,
@@ -34,7 +35,7 @@ from ops.api.serializers import (
     TriggeredSerializer,
     TriggerSerializer,
 )
-from ops.selectors import jobs_overview
+from ops.selectors import JobView, jobs_overview
 from ops.services import (
     RETRYABLE,
     Actor,
@@ -132,12 +133,17 @@ def change_data(task: PeriodicTask | None, preview: Preview, *, dry_run: bool) -
 
 
 class JobListView(APIView):
+    pagination_class = ListPage
+
     @extend_schema(
         responses=JobSerializer(many=True), summary="Every job: schedule, last run, statistics"
     )
     def get(self, request: Request) -> Response:
+        return paginate(self, request, jobs_overview(), self.render_jobs)
+
+    def render_jobs(self, views: list[JobView]) -> list[dict[str, Any]]:
         jobs = []
-        for view in jobs_overview():
+        for view in views:
             last = view.last
             jobs.append(
                 {
@@ -163,7 +169,7 @@ class JobListView(APIView):
                     "stats": view.stats.as_dict(),
                 }
             )
-        return Response(JobSerializer(jobs, many=True).data)
+        return JobSerializer(jobs, many=True).data
 
 
 class JobTriggerView(APIView):
@@ -229,10 +235,17 @@ def _schedule(name: str) -> PeriodicTask:
 
 
 class ScheduleListView(APIView):
-    @extend_schema(responses=ScheduleSerializer(many=True), summary="Every schedule")
+    pagination_class = ListPage
+
+    @extend_schema(responses=ScheduleSerializer(many=True), summary="Schedules by name, a page")
     def get(self, request: Request) -> Response:
         tasks = PeriodicTask.objects.select_related("crontab", "job_schedule").order_by("name")
-        return Response(ScheduleSerializer([schedule_data(t) for t in tasks], many=True).data)
+        return paginate(
+            self,
+            request,
+            tasks,
+            lambda page: ScheduleSerializer([schedule_data(t) for t in page], many=True).data,
+        )
 
     @extend_schema(
         request=ScheduleCreateSerializer,

@@ -15,7 +15,8 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Q
+from django.db import connection
+from django.db.models import Count
 from django.db.models.functions import Coalesce
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
@@ -54,7 +55,8 @@ def enabled_plan_groups() -> list[PlanGroup]:
         key = (cron, effective_offset(row["stored"]))
         group = groups.setdefault(key, PlanGroup(cron, key[1], 0))
         group.count += row["n"]
-        group.crontab_ids.append(row["crontab_id"])
+        if row["crontab_id"] not in group.crontab_ids:  # with the stagger off offsets merge
+            group.crontab_ids.append(row["crontab_id"])
     return list(groups.values())
 
 
@@ -65,33 +67,65 @@ class StartsAhead:
     start: datetime
     per_second: list[int]
     groups: list[PlanGroup]
+    skip: int  # seconds from the first boundary (`start` rounded down to the minute) to `start`
+    masks: dict[Cron, int]  # per cron: bit m set when it fires at that boundary + m minutes
 
     def moment(self, index: int) -> datetime:
         return self.start + timedelta(seconds=index)
 
-    def names_at(self, index: int, *, limit: int) -> list[str]:
-        """Up to `limit` names of the schedules starting at second `index`, by name."""
-        moment = self.moment(index)
-        boundary = moment - timedelta(seconds=moment.second)
-        ids = [
-            crontab_id
-            for group in self.groups
-            if group.offset == moment.second and _fires_at(group.cron, boundary)
-            for crontab_id in group.crontab_ids
-        ]
-        if not ids:
-            return []
-        tasks = PeriodicTask.objects.filter(enabled=True, crontab_id__in=ids)
-        if stagger_enabled():
-            on_second = Q(job_schedule__offset_seconds=moment.second)
-            if moment.second == 0:
-                on_second |= Q(job_schedule__isnull=True)
-            tasks = tasks.filter(on_second)
-        return list(tasks.order_by("name").values_list("name", flat=True)[:limit])
+    def _firing(self, index: int) -> list[PlanGroup]:
+        minute, second = divmod(self.skip + index, 60)
+        return [g for g in self.groups if g.offset == second and self.masks[g.cron] >> minute & 1]
+
+    def first_named(self, count: int) -> list[tuple[datetime, str]]:
+        """The first `count` starts as (moment, schedule name), by moment then name.
+
+        One query: each (crontab, offset) pair involved gives its first `count` names.
+        """
+        seconds, total = [], 0
+        for index, starts in enumerate(self.per_second):
+            if total >= count:
+                break
+            if starts:
+                seconds.append(index)
+                total += starts
+        involved = {id(g): g for index in seconds for g in self._firing(index)}.values()
+        pairs = [(crontab, g.offset) for g in involved for crontab in g.crontab_ids]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _NAMES_SQL,
+                [[c for c, _ in pairs], [o for _, o in pairs], stagger_enabled(), count],
+            )
+            names: dict[tuple[int, int], list[str]] = {}
+            for crontab, offset, name in cursor.fetchall():
+                names.setdefault((crontab, offset), []).append(name)
+        found: list[tuple[datetime, str]] = []
+        for index in seconds:
+            at = sorted(
+                name
+                for g in self._firing(index)
+                for crontab in g.crontab_ids
+                for name in names.get((crontab, g.offset), [])
+            )
+            found += [(self.moment(index), name) for name in at[: count - len(found)]]
+        return found
 
 
-def _fires_at(cron: Cron, boundary: datetime) -> bool:
-    return next(iter(cron.fire_times(boundary, boundary + timedelta(minutes=1))), None) is not None
+# The enabled schedules of each (crontab, effective offset) pair, first names only. With the
+# stagger off every effective offset is 0 and the stored offset does not select.
+_NAMES_SQL = """
+SELECT pair.crontab_id, pair.offset_s, named.name
+FROM unnest(%s::int[], %s::int[]) AS pair(crontab_id, offset_s)
+CROSS JOIN LATERAL (
+    SELECT task.name
+    FROM django_celery_beat_periodictask task
+    LEFT JOIN scheduler_jobschedule schedule ON schedule.periodic_task_id = task.id
+    WHERE task.enabled AND task.crontab_id = pair.crontab_id
+        AND (NOT %s OR coalesce(schedule.offset_seconds, 0) = pair.offset_s)
+    ORDER BY task.name
+    LIMIT %s
+) AS named
+"""
 
 
 def starts_ahead(groups: list[PlanGroup], *, now: datetime, seconds: int) -> StartsAhead:
@@ -132,4 +166,6 @@ def starts_ahead(groups: list[PlanGroup], *, now: datetime, seconds: int) -> Sta
         start=origin + timedelta(seconds=skip),
         per_second=per_second[skip : skip + seconds],
         groups=groups,
+        skip=skip,
+        masks=masks,
     )

@@ -10,10 +10,11 @@ import pytest
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
-from ops.selectors import forecast
+from ops.selectors import concurrency_series, forecast
 from scheduler.cron import Cron, CronError
 from scheduler.models import JobSchedule
 from scheduler.services.schedules import enabled_plans
+from tests.ops.conftest import make_run
 
 pytestmark = pytest.mark.django_db
 
@@ -113,3 +114,14 @@ def test_an_empty_schedule_table_forecasts_nothing():
     counted = forecast(now=MOMENTS[0])
     assert (counted.total, counted.peak_per_second, counted.next_starts) == (0, 0, [])
     assert counted.per_hour == [0] * 24
+
+
+def test_concurrency_counts_overlapping_runs_not_back_to_back_ones():
+    since = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
+    make_run("cleanup", since - timedelta(minutes=5), duration_ms=10 * 60_000)  # going at since
+    make_run("settlement", since + timedelta(minutes=1), duration_ms=60_000)  # overlaps it
+    make_run("referral-tier2", since + timedelta(minutes=2), duration_ms=60_000)  # right after
+    make_run("referral-tier3", since + timedelta(minutes=20), duration_ms=60_000)
+    series = concurrency_series(since=since, until=since + timedelta(minutes=30), buckets=6)
+    assert [level for _, level in series] == [2, 1, 0, 0, 1, 0]
+    assert series[1][0] == since + timedelta(minutes=5)

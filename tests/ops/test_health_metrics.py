@@ -9,6 +9,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.urls import reverse
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -111,6 +112,25 @@ def test_a_stamp_is_one_row_per_process_and_at_most_every_few_seconds():
     assert again.started_at == first.started_at
     assert again.last_tick_at >= first.last_tick_at
     assert beat_liveness().state == "ok"
+
+
+def test_a_beat_starting_forgets_beats_gone_for_a_week(monkeypatch):
+    beat_seen(8 * 24 * 3600, hostname="retired-host")
+    beat_seen(3600, hostname="yesterday-host")
+    monkeypatch.setattr("scheduler.heartbeat._State.started_at", None)  # a new beat process
+    assert beat_heartbeat_stamp(force=True)
+    hosts = set(BeatHeartbeat.objects.values_list("hostname", flat=True))
+    assert hosts == {"yesterday-host", socket.gethostname()}
+
+
+def test_staff_see_beat_processes_with_their_last_tick_on_the_dashboard(admin_client):
+    beat_seen(4, hostname="beat-a", pid=11)
+    beat_seen(600, hostname="beat-b", pid=22)
+    page = admin_client.get(reverse("ops-dashboard")).content.decode()
+    assert 'data-state="ok"' in page
+    assert re.search(r"ok: last tick [4-9] s ago \(beat-a pid 11\)", page)
+    # An older beat of the last day stays listed, marked down.
+    assert re.search(r"<td>beat-b</td><td>22</td>.*?<td>down</td>", page)
 
 
 def test_metrics_need_a_staff_token(client, schedules):

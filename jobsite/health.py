@@ -12,6 +12,7 @@ beat's details on the jobs dashboard.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from django.conf import settings
@@ -19,6 +20,8 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+
+logger = logging.getLogger(__name__)
 
 
 def _database() -> str:
@@ -44,8 +47,10 @@ def _beat() -> str:
 def _probe(check: Callable[[], str]) -> str:
     try:
         return check()
-    except Exception:
-        return "down"  # what failed stays in the server's logs, not in an anonymous answer
+    except Exception as exc:
+        # What failed goes to the server's log, not into an anonymous answer.
+        logger.warning("health check %s is down: %s: %s", check.__name__, type(exc).__name__, exc)
+        return "down"
 
 
 def _answer(checks: dict[str, str], required: list[str]) -> JsonResponse:

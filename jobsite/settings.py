@@ -138,7 +138,7 @@ STORAGES = {
 # ---------------------------------------------------------------------------------------------
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # load balancers probe over plain HTTP
+SECURE_REDIRECT_EXEMPT = [r"^healthz(/ready|/beat)?$"]  # load balancers probe over plain HTTP
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000, minimum=0)
@@ -222,6 +222,8 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "ops.api.exceptions.api_exception_handler",
+    # Lists answer a page (?limit=, default 50, at most 500; ?offset=) with count/next/previous.
+    "DEFAULT_PAGINATION_CLASS": "ops.api.pagination.ListPage",
 }
 # OpenAPI 3 schema at /api/schema/: any active staff user (the API's shape, no data).
 # https://drf-spectacular.readthedocs.io/en/latest/settings.html
@@ -238,12 +240,20 @@ SPECTACULAR_SETTINGS = {
 OPS_TRUSTED_PROXIES = env_int("OPS_TRUSTED_PROXIES", 0, minimum=0, maximum=10)
 
 # ---------------------------------------------------------------------------------------------
-# Health and metrics. /healthz judges beat by what it writes (ops.health): a schedule boundary at
-# least HEALTH_BEAT_GRACE seconds old must have left a trace; beat stamps last_run_at at its sync,
-# every 3 minutes by default, hence 240. /metrics is for staff (token or session) only.
+# Health and metrics (docs/operations.md, "Health checks"). Beat stamps a heartbeat row every few
+# seconds (scheduler.heartbeat) and ticks at least every CELERY_BEAT_MAX_LOOP_INTERVAL; older than
+# HEALTH_BEAT_DOWN_AFTER seconds, beat is down (/healthz/beat 503, jobsite_beat_up 0). The load
+# balancer's /healthz and /healthz/ready ignore beat unless HEALTH_BEAT_REQUIRED is on.
+# /metrics is for staff (token or session) only.
 # ---------------------------------------------------------------------------------------------
-HEALTH_BEAT_GRACE = env_int("HEALTH_BEAT_GRACE", 240, minimum=30, maximum=3600)
-HEALTH_BEAT_REQUIRED = env_bool("HEALTH_BEAT_REQUIRED", True)
+HEALTH_BEAT_DOWN_AFTER = env_int("HEALTH_BEAT_DOWN_AFTER", 60, minimum=15, maximum=3600)
+if HEALTH_BEAT_DOWN_AFTER < 3 * CELERY_BEAT_MAX_LOOP_INTERVAL:
+    raise ConfigError(
+        f"HEALTH_BEAT_DOWN_AFTER={HEALTH_BEAT_DOWN_AFTER} must be at least three beat ticks "
+        f"(3 x CELERY_BEAT_MAX_LOOP_INTERVAL={CELERY_BEAT_MAX_LOOP_INTERVAL}), or a live beat "
+        "would be reported down"
+    )
+HEALTH_BEAT_REQUIRED = env_bool("HEALTH_BEAT_REQUIRED", False)
 
 # ---------------------------------------------------------------------------------------------
 # E-mail: Django's backend, used by alerts (ops.alerts; recipients in JOBSITE_ALERT_EMAILS, read

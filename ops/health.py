@@ -1,13 +1,16 @@
-"""Beat liveness for /healthz, from evidence beat leaves in PostgreSQL (beat itself exposes none).
+"""Beat liveness from beat's own heartbeat row (scheduler.heartbeat): one indexed read, O(1).
 
-Beat is alive if, after the newest minute boundary at which some enabled schedule fired (looking
-at boundaries at least HEALTH_BEAT_GRACE seconds old), it left a trace:
-- django-celery-beat's `PeriodicTask.last_run_at`: beat writes it for every task it sends, at
-  its next sync (every 3 minutes by default, hence the grace), or
-- a ledger row written by beat's run path: a `beat`-triggered run (created when a worker starts
-  the message beat sent) or a `reconciler` row (the reconciler runs inside beat every 30 s).
-Two sources, so a stopped worker alone does not make beat look dead. With no enabled schedule
-due in the last day there is nothing to judge: "idle".
+Beat stamps its row at most every STAMP_EVERY (5 s) and ticks at least every
+CELERY_BEAT_MAX_LOOP_INTERVAL (5 s) even with nothing due, so a live beat's newest stamp is at
+most ~10 s old. Judged by PostgreSQL's clock (the clock the stamp used):
+
+- ok: newer than twice that normal gap (20 s by default);
+- stale: older, but not yet HEALTH_BEAT_DOWN_AFTER (60 s): a slow tick (a reconciler pass after
+  an outage, a burst of sends) or a beat about to be declared down;
+- down: older than HEALTH_BEAT_DOWN_AFTER, or no beat ever stamped.
+
+60 s is six normal gaps, so a slow tick does not flap the page, and beat's death turns red within
+the minute. What anonymous callers get are these words; times and hosts are for staff pages.
 """
 
 from __future__ import annotations
@@ -16,58 +19,82 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Max
-from django.utils import timezone
-from django_celery_beat.models import PeriodicTask
+from django.db.models import DateTimeField, F, Func
 
-from scheduler.models import JobRun, JobSchedule
-from scheduler.services.schedules import enabled_plans
+from scheduler.heartbeat import STAMP_EVERY
+from scheduler.models import BeatHeartbeat
 
-LOOKBACK = timedelta(days=1)
+SHOWN_FOR = timedelta(days=1)  # beat processes listed on the dashboard
+
+
+class _StatementTimestamp(Func):
+    # The database's clock at this statement (CURRENT_TIMESTAMP is the transaction's start).
+    function = "statement_timestamp"
+    template = "statement_timestamp()"
+    output_field = DateTimeField()
+
+
+def stale_after() -> timedelta:
+    return timedelta(seconds=2 * (settings.CELERY_BEAT_MAX_LOOP_INTERVAL + STAMP_EVERY))
+
+
+def down_after() -> timedelta:
+    return timedelta(seconds=settings.HEALTH_BEAT_DOWN_AFTER)
+
+
+def _state(age: timedelta | None) -> str:
+    if age is None or age > down_after():
+        return "down"
+    return "stale" if age > stale_after() else "ok"
 
 
 @dataclass(frozen=True)
 class BeatLiveness:
-    state: str  # ok, idle, stale
-    expected: datetime | None  # the boundary beat should have fired
-    last_seen: datetime | None  # newest evidence of beat
+    state: str  # ok, stale, down
+    last_seen: datetime | None  # newest stamp of any beat process
+    age: timedelta | None  # database clock minus last_seen
+    hostname: str = ""
+    pid: int | None = None
+    started_at: datetime | None = None
 
     @property
     def healthy(self) -> bool:
-        return self.state != "stale"
+        """Beat's loop ran within HEALTH_BEAT_DOWN_AFTER ("stale" is late, not yet dead)."""
+        return self.state != "down"
 
     def describe(self) -> str:
-        seen = self.last_seen.isoformat() if self.last_seen else "never"
-        if self.state == "idle":
-            return "idle: no schedule was due in the last day"
-        if self.state == "ok":
-            return "ok"
-        return f"stale: nothing sent for {self.expected.isoformat()}; last seen {seen}"
+        """For staff: the state with when and where beat was last seen."""
+        if self.age is None:
+            return "down: no beat has ever stamped a heartbeat"
+        return (
+            f"{self.state}: last tick {self.age.total_seconds():.0f} s ago "
+            f"({self.hostname} pid {self.pid})"
+        )
 
 
-def beat_liveness(*, now: datetime | None = None) -> BeatLiveness:
-    now = now or timezone.now()
-    settled = now - timedelta(seconds=settings.HEALTH_BEAT_GRACE)
-    # A boundary before a schedule was created or (re)enabled is not one beat could have fired:
-    # right after a deploy, nothing is expected yet.
-    since = dict(JobSchedule.objects.values_list("periodic_task__name", "tracked_since"))
-    expected = max(
-        (
-            boundary
-            for plan in enabled_plans()
-            if (boundary := plan.cron.latest_fire_time(settled)) is not None
-            and plan.name in since
-            and boundary >= since[plan.name]
-        ),
-        default=None,
+def _with_age():
+    return BeatHeartbeat.objects.annotate(age=_StatementTimestamp() - F("last_tick_at"))
+
+
+def beat_liveness() -> BeatLiveness:
+    """Beat's state from the newest heartbeat of any beat process."""
+    newest = _with_age().order_by("-last_tick_at").first()
+    if newest is None:
+        return BeatLiveness("down", None, None)
+    return BeatLiveness(
+        _state(newest.age),
+        newest.last_tick_at,
+        newest.age,
+        newest.hostname,
+        newest.pid,
+        newest.started_at,
     )
-    sent = PeriodicTask.objects.filter(enabled=True).aggregate(at=Max("last_run_at"))["at"]
-    ran = JobRun.objects.filter(
-        trigger__in=[JobRun.Trigger.BEAT, JobRun.Trigger.RECONCILER], created_at__lte=now
-    ).aggregate(at=Max("created_at"))["at"]
-    last_seen = max((m for m in (sent, ran) if m is not None), default=None)
-    if expected is None or expected < now - LOOKBACK:
-        return BeatLiveness("idle", expected, last_seen)
-    # Beat stamps last_run_at with the send moment, a little before or after the boundary.
-    alive = last_seen is not None and last_seen >= expected - timedelta(seconds=5)
-    return BeatLiveness("ok" if alive else "stale", expected, last_seen)
+
+
+def beat_processes() -> list[BeatLiveness]:
+    """Every beat process seen in the last day, newest first (two live ones send twice)."""
+    rows = _with_age().filter(age__lte=SHOWN_FOR).order_by("-last_tick_at")
+    return [
+        BeatLiveness(_state(r.age), r.last_tick_at, r.age, r.hostname, r.pid, r.started_at)
+        for r in rows
+    ]

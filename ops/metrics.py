@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 
 from ops.health import beat_liveness
 from ops.models import Incident
-from ops.selectors import job_stats, last_successes
+from ops.selectors import job_backlogs, job_stats, last_successes
 from scheduler.models import JobRun
 from scheduler.registry import QUEUES, all_jobs
 
@@ -108,7 +108,9 @@ class JobsCollector(Collector):
         enabled = GaugeMetricFamily(
             "jobsite_job_enabled", "1 when the job's schedule is enabled.", labels=["job"]
         )
-        on = set(PeriodicTask.objects.filter(enabled=True).values_list("name", flat=True))
+        on = set(  # the jobs' rows only: thousands of other schedules cost nothing here
+            PeriodicTask.objects.filter(enabled=True, name__in=jobs).values_list("name", flat=True)
+        )
         for job in jobs:
             enabled.add_metric([job], 1 if job in on else 0)
         yield enabled
@@ -122,13 +124,25 @@ class JobsCollector(Collector):
             incidents.add_metric([job, kind], 1)
         yield incidents
 
-        beat = beat_liveness(now=now)
-        beat_up = GaugeMetricFamily("jobsite_beat_up", "0 when beat left no trace of a due slot.")
+        backlog = GaugeMetricFamily(
+            "jobsite_job_backlog",
+            "Rows the job's newest finished run left for the next (result.backlog; 0 if none).",
+            labels=["job"],
+        )
+        for job, rows in job_backlogs(jobs).items():
+            backlog.add_metric([job], rows)
+        yield backlog
+
+        beat = beat_liveness()
+        beat_up = GaugeMetricFamily(
+            "jobsite_beat_up", "1 while beat's heartbeat is newer than HEALTH_BEAT_DOWN_AFTER."
+        )
         beat_up.add_metric([], 1 if beat.healthy else 0)
         yield beat_up
         if beat.last_seen is not None:
             seen = GaugeMetricFamily(
-                "jobsite_beat_last_seen_timestamp_seconds", "Newest evidence of beat (Unix time)."
+                "jobsite_beat_last_seen_timestamp_seconds",
+                "Beat's newest heartbeat (Unix time); only beat itself advances it.",
             )
             seen.add_metric([], beat.last_seen.timestamp())
             yield seen

@@ -12,7 +12,6 @@ week of every-minute jobs (~120k ledger rows) stays a few queries. Definitions, 
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,9 +23,10 @@ from django_celery_beat.models import PeriodicTask
 
 from ops.services import next_slots
 from scheduler.cron import Cron, CronError
+from scheduler.forecast import enabled_plan_groups, starts_ahead
 from scheduler.models import JobRun
 from scheduler.registry import Job, all_jobs
-from scheduler.services.schedules import effective_offset, enabled_plans
+from scheduler.services.schedules import effective_offset
 
 MAX_CONCURRENCY_ROWS = 200_000  # ~20 MB of tuples; a week of 12 every-minute jobs is ~120k
 
@@ -96,13 +96,27 @@ def _num(value: object) -> float | None:
     return None if value is None else round(float(value), 1)  # type: ignore[arg-type]
 
 
+_LAST_RUN_SQL = """
+SELECT (
+    SELECT r.id FROM scheduler_jobrun r
+    WHERE r.job = name AND r.duplicate_of_id IS NULL
+    ORDER BY r.slot DESC, r.attempt DESC
+    LIMIT 1
+)
+FROM unnest(%s::text[]) AS name
+"""
+
+
 def last_runs(names: list[str] | None = None) -> dict[str, JobRun]:
-    """The newest run (not a duplicate delivery) of each job."""
-    rows = JobRun.objects.filter(duplicate_of__isnull=True)
-    if names is not None:
-        rows = rows.filter(job__in=names)
-    newest = rows.order_by("job", "-slot", "-attempt").distinct("job")
-    return {run.job: run for run in newest}
+    """The newest run (not a duplicate delivery) of each named job (default: every registered
+    job). Per job one walk down the (job, -slot) index, so a long ledger costs nothing more;
+    DISTINCT ON over the ledger read every row of it."""
+    if names is None:
+        names = [job.name for job in all_jobs()]
+    with connection.cursor() as cursor:
+        cursor.execute(_LAST_RUN_SQL, [names])
+        ids = [run_id for (run_id,) in cursor.fetchall() if run_id is not None]
+    return {run.job: run for run in JobRun.objects.filter(pk__in=ids)}
 
 
 def last_successes() -> dict[str, datetime]:
@@ -112,6 +126,30 @@ def last_successes() -> dict[str, datetime]:
         .annotate(at=Max("finished_at"))
     )
     return {row["job"]: row["at"] for row in rows}
+
+
+_BACKLOG_SQL = """
+SELECT name, coalesce((
+    SELECT CASE WHEN jsonb_typeof(r.result -> 'backlog') = 'number'
+                THEN (r.result ->> 'backlog')::numeric END
+    FROM scheduler_jobrun r
+    WHERE r.job = name AND r.status IN ('succeeded', 'failed') AND r.duplicate_of_id IS NULL
+    ORDER BY r.slot DESC, r.attempt DESC
+    LIMIT 1
+), 0)
+FROM unnest(%s::text[]) AS name
+"""
+
+
+def job_backlogs(names: list[str]) -> dict[str, float]:
+    """Each job's `backlog` from the result of its newest run that ran to an end (succeeded or
+    failed): rows a batch left when its time budget ran out. 0 when absent or not a number.
+
+    One statement; per job an index walk (job, -slot) that stops at the newest ended run.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(_BACKLOG_SQL, [names])
+        return {name: float(value) for name, value in cursor.fetchall()}
 
 
 @dataclass
@@ -141,13 +179,14 @@ def jobs_overview(*, now: datetime | None = None, window: timedelta | None = Non
     """Every registered job: schedule, offset, next starts, last run, statistics over `window`."""
     now = now or timezone.now()
     window = window or timedelta(hours=24)
-    tasks = {
-        t.name: t for t in PeriodicTask.objects.select_related("crontab", "job_schedule").all()
-    }
+    jobs = all_jobs()
+    # The jobs' own rows: other schedules (thousands, maybe) are not part of this overview.
+    rows = PeriodicTask.objects.filter(name__in=[job.name for job in jobs])
+    tasks = {t.name: t for t in rows.select_related("crontab", "job_schedule")}
     stats = job_stats(since=now - window, until=now)
-    last = last_runs()
+    last = last_runs([job.name for job in jobs])
     views = []
-    for job in all_jobs():
+    for job in jobs:
         task = tasks.get(job.name)
         cron = offset = None
         upcoming: list[datetime] = []
@@ -193,9 +232,12 @@ def concurrency_series(
 ) -> list[tuple[datetime, int]]:
     """Peak number of runs executing at once within each of `buckets` equal intervals."""
     step = (until - since) / buckets
+    # Unix seconds as float8: parsing ~35k timestamps a day of runs from text cost most of the
+    # dashboard's time; floats keep microseconds and equal moments stay equal.
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT started_at, coalesce(finished_at, %s) FROM scheduler_jobrun "
+            "SELECT extract(epoch FROM started_at)::float8, "
+            "extract(epoch FROM coalesce(finished_at, %s))::float8 FROM scheduler_jobrun "
             "WHERE started_at IS NOT NULL AND started_at < %s "
             "AND (finished_at IS NULL OR finished_at > %s) ORDER BY started_at LIMIT %s",
             [until, until, since, MAX_CONCURRENCY_ROWS],
@@ -209,12 +251,13 @@ def concurrency_series(
     )
     level = 0
     index = 0
-    while index < len(events) and events[index][0] < since:  # runs already going at `since`
+    start = since.timestamp()
+    while index < len(events) and events[index][0] < start:  # runs already going at `since`
         level += events[index][1]
         index += 1
     peaks = [0] * buckets
     for bucket in range(buckets):
-        bucket_end = since + step * (bucket + 1)
+        bucket_end = start + step.total_seconds() * (bucket + 1)
         peak = level
         while index < len(events) and events[index][0] < bucket_end:
             level += events[index][1]
@@ -228,31 +271,39 @@ def concurrency_series(
 class Forecast:
     start: datetime
     hours: int
-    starts: list[tuple[datetime, str]]  # (moment, job), ascending
+    total: int  # starts in the window
     per_hour: list[int] = field(default_factory=list)
     peak_per_second: int = 0
-    peak_at: list[datetime] = field(default_factory=list)
+    peak_at: list[datetime] = field(default_factory=list)  # the first five peak seconds
+    next_starts: list[tuple[datetime, str]] = field(default_factory=list)  # (moment, schedule)
 
 
-def forecast(*, now: datetime | None = None, hours: int = 24) -> Forecast:
-    """Every start of the next `hours` hours from the enabled schedules' real fire times."""
+def forecast(*, now: datetime | None = None, hours: int = 24, shown: int = 24) -> Forecast:
+    """Starts of the next `hours` hours from the enabled schedules' real fire times: counted per
+    distinct cron (scheduler.forecast), so 10,000 schedules cost what their few crons cost; the
+    first `shown` starts are named."""
     now = now or timezone.now()
-    end = now + timedelta(hours=hours)
-    starts: list[tuple[datetime, str]] = []
-    for plan in enabled_plans():
-        shift = timedelta(seconds=plan.offset)
-        starts += [(b + shift, plan.name) for b in plan.cron.fire_times(now - shift, end - shift)]
-    starts = sorted(s for s in starts if now <= s[0] < end)
-    per_hour = [0] * hours
-    for moment, _ in starts:
-        per_hour[min(hours - 1, int((moment - now).total_seconds() // 3600))] += 1
-    by_second = Counter(moment for moment, _ in starts)
-    peak = max(by_second.values(), default=0)
+    ahead = starts_ahead(enabled_plan_groups(), now=now, seconds=hours * 3600)
+    counts = ahead.per_second
+    peak = max(counts, default=0)
+    peak_at = []
+    if peak:
+        index = -1
+        while len(peak_at) < 5 and (index := _find(counts, peak, index + 1)) != -1:
+            peak_at.append(ahead.moment(index))
     return Forecast(
         start=now,
         hours=hours,
-        starts=starts,
-        per_hour=per_hour,
+        total=sum(counts),
+        per_hour=[sum(counts[h * 3600 : (h + 1) * 3600]) for h in range(hours)],
         peak_per_second=peak,
-        peak_at=sorted(m for m, c in by_second.items() if c == peak)[:5] if peak else [],
+        peak_at=peak_at,
+        next_starts=ahead.first_named(shown),
     )
+
+
+def _find(values: list[int], wanted: int, start: int) -> int:
+    try:
+        return values.index(wanted, start)
+    except ValueError:
+        return -1

@@ -17,6 +17,7 @@ from django.utils import timezone
 from jobsite.permissions import DASHBOARD, VIEW_INCIDENT
 from ops import charts
 from ops.alerts import open_incidents
+from ops.health import beat_liveness, beat_processes
 from ops.selectors import concurrency_series, forecast, jobs_overview, starts_per_second
 
 WINDOWS = {
@@ -54,6 +55,8 @@ def dashboard(request: HttpRequest) -> TemplateResponse:
         "now": now,
         "jobs": jobs,
         "open_incidents": open_incidents() if request.user.has_perm(VIEW_INCIDENT) else None,
+        "beat": beat_liveness(),
+        "beats": beat_processes(),
         "starts_chart": charts.bar_chart(
             per_second,
             [f":{s:02d}" for s in range(60)],
@@ -74,7 +77,7 @@ def dashboard(request: HttpRequest) -> TemplateResponse:
             tick_every=3,
         ),
         "forecast": ahead,
-        "forecast_next": ahead.starts[:24],
+        "forecast_next": ahead.next_starts,
         "total_starts": sum(per_second),
     }
     return TemplateResponse(request, "admin/ops/dashboard.html", context)

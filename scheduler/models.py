@@ -196,3 +196,29 @@ class JobLease(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job} token {self.token}"
+
+
+class BeatHeartbeat(models.Model):
+    """Beat's own proof of life: one row per beat process, stamped from its tick loop.
+
+    Written only by beat (scheduler.heartbeat), so the figure stops the moment beat's loop stops;
+    evidence that other processes write (sent messages, runs) keeps moving after beat died.
+    """
+
+    hostname = models.CharField(max_length=255, help_text="Host the beat process runs on.")
+    pid = models.PositiveIntegerField(help_text="Process id of beat on that host.")
+    started_at = models.DateTimeField(help_text="When this beat process started.")
+    last_tick_at = models.DateTimeField(
+        help_text="PostgreSQL's clock at beat's latest stamp (every few seconds while it runs)."
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["hostname", "pid"], name="beatheartbeat_one_per_process"
+            )
+        ]
+        verbose_name = "beat heartbeat"
+
+    def __str__(self) -> str:
+        return f"beat {self.hostname} pid {self.pid} @ {self.last_tick_at:%Y-%m-%d %H:%M:%S}"

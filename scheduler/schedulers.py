@@ -24,6 +24,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 
 from scheduler.collisions import analyse
 from scheduler.cron import Cron
+from scheduler.heartbeat import beat_heartbeat_stamp
 from scheduler.registry import job_for_task
 from scheduler.services.schedules import effective_offset, enabled_plans, schedule_problems
 from scheduler.signals import ledger_reconciled
@@ -123,6 +124,7 @@ class JobScheduler(DatabaseScheduler):
         )
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
+        beat_heartbeat_stamp()  # one upsert every few seconds at most; never raises
         try:
             delay = super().tick(*args, **kwargs)
         except KombuOperationalError as exc:

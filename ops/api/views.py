@@ -32,6 +32,7 @@ from jobsite.permissions import (
     VIEW_RUN,
     VIEW_SCHEDULE,
 )
+from ops.api.pagination import ListPage, paginate
 from ops.api.permissions import staff_with
 from ops.api.serializers import (
     HistoryQuerySerializer,
@@ -46,7 +47,7 @@ from ops.api.serializers import (
     TriggeredSerializer,
     TriggerSerializer,
 )
-from ops.selectors import jobs_overview
+from ops.selectors import JobView, jobs_overview
 from ops.services import (
     RETRYABLE,
     Actor,
@@ -145,13 +146,17 @@ def change_data(task: PeriodicTask | None, preview: Preview, *, dry_run: bool) -
 
 class JobListView(APIView):
     permission_classes = [staff_with(GET=(VIEW_SCHEDULE, VIEW_RUN))]
+    pagination_class = ListPage
 
     @extend_schema(
         responses=JobSerializer(many=True), summary="Every job: schedule, last run, statistics"
     )
     def get(self, request: Request) -> Response:
+        return paginate(self, request, jobs_overview(), self.render_jobs)
+
+    def render_jobs(self, views: list[JobView]) -> list[dict[str, Any]]:
         jobs = []
-        for view in jobs_overview():
+        for view in views:
             last = view.last
             jobs.append(
                 {
@@ -177,7 +182,7 @@ class JobListView(APIView):
                     "stats": view.stats.as_dict(),
                 }
             )
-        return Response(JobSerializer(jobs, many=True).data)
+        return JobSerializer(jobs, many=True).data
 
 
 class JobTriggerView(APIView):
@@ -248,11 +253,17 @@ def _schedule(name: str) -> PeriodicTask:
 
 class ScheduleListView(APIView):
     permission_classes = [staff_with(GET=VIEW_SCHEDULE, POST=ADD_SCHEDULE)]
+    pagination_class = ListPage
 
-    @extend_schema(responses=ScheduleSerializer(many=True), summary="Every schedule")
+    @extend_schema(responses=ScheduleSerializer(many=True), summary="Schedules by name, a page")
     def get(self, request: Request) -> Response:
         tasks = PeriodicTask.objects.select_related("crontab", "job_schedule").order_by("name")
-        return Response(ScheduleSerializer([schedule_data(t) for t in tasks], many=True).data)
+        return paginate(
+            self,
+            request,
+            tasks,
+            lambda page: ScheduleSerializer([schedule_data(t) for t in page], many=True).data,
+        )
 
     @extend_schema(
         request=ScheduleCreateSerializer,

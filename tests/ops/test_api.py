@@ -73,7 +73,7 @@ def test_a_wrong_token_gets_401(client, schedules):
 def test_jobs_lists_every_job_with_schedule_last_run_and_stats(api, runs):
     response = api.get("/api/jobs/")
     assert response.status_code == 200
-    jobs = {job["name"]: job for job in response.json()}
+    jobs = {job["name"]: job for job in response.json()["results"]}
     tier3 = jobs["referral-tier3"]
     assert tier3["enabled"] is True
     assert tier3["six_field"] == "15 * * * * *"
@@ -146,7 +146,7 @@ def test_history_refuses_bad_queries_naming_the_field(api, runs, query, field):
 
 
 def test_schedules_list_and_read(api, schedules):
-    listed = api.get("/api/schedules/").json()
+    listed = api.get("/api/schedules/").json()["results"]
     assert {s["name"] for s in listed} >= {"cleanup", "settlement"}
     one = api.get("/api/schedules/cleanup/").json()
     assert (one["cron"], one["offset"], one["six_field"]) == ("0 3 * * *", 35, "35 0 3 * * *")

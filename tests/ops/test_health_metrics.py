@@ -1,61 +1,136 @@
-"""/healthz beat liveness and /metrics."""
+"""Health endpoints from beat's heartbeat, and /metrics."""
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django_celery_beat.models import PeriodicTask
+from django.urls import reverse
+from django.utils import timezone
+from prometheus_client.parser import text_string_to_metric_families
 
 from ops.health import beat_liveness
+from scheduler.heartbeat import beat_heartbeat_stamp
+from scheduler.models import BeatHeartbeat
+from scheduler.registry import all_jobs
 from tests.ops.conftest import make_run
+from tests.scheduler.conftest import close_other_connections
+from tests.scheduler.processes import beat_args, celery_process
 
 pytestmark = pytest.mark.django_db
 
-NOON = datetime(2026, 3, 4, 12, 0, 30, tzinfo=UTC)
+WORDS = {"ok", "stale", "down", "unavailable"}
 
 
-def test_beat_is_idle_without_enabled_schedules():
-    assert beat_liveness(now=NOON).state == "idle"
-
-
-def test_beat_is_stale_when_a_due_boundary_left_no_trace(schedules):
-    liveness = beat_liveness(now=NOON)
-    assert liveness.state == "stale"
-    assert liveness.expected == datetime(2026, 3, 4, 11, 56, tzinfo=UTC)  # grace 240 s
-    assert "stale" in liveness.describe()
-
-
-def test_beat_is_alive_when_it_stamped_last_run_at(schedules):
-    PeriodicTask.objects.filter(name="referral-tier2").update(
-        last_run_at=datetime(2026, 3, 4, 11, 58, tzinfo=UTC)
+def beat_seen(seconds_ago: float, *, hostname: str = "beat-host", pid: int = 4242) -> None:
+    """A heartbeat row as beat's stamp leaves it, `seconds_ago` old by the database's clock."""
+    moment = timezone.now() - timedelta(seconds=seconds_ago)
+    BeatHeartbeat.objects.update_or_create(
+        hostname=hostname,
+        pid=pid,
+        defaults={"started_at": moment - timedelta(hours=1), "last_tick_at": moment},
     )
-    assert beat_liveness(now=NOON).state == "ok"
 
 
-def test_beat_is_alive_when_a_beat_run_was_recorded_though_last_run_at_lags(schedules):
-    run = make_run("referral-tier2", datetime(2026, 3, 4, 11, 59, tzinfo=UTC))
-    type(run).objects.filter(pk=run.pk).update(created_at=datetime(2026, 3, 4, 11, 59, tzinfo=UTC))
-    assert beat_liveness(now=NOON).state == "ok"
+def words_only(body: object) -> bool:
+    if isinstance(body, dict):
+        return all(words_only(value) for value in body.values())
+    return body in WORDS
 
 
-def test_healthz_is_503_with_beat_stale_and_200_when_not_required(client, schedules, settings):
-    PeriodicTask.objects.update(last_run_at=datetime.now(UTC) - timedelta(hours=2))
-    response = client.get("/healthz")
-    assert response.status_code == 503
-    assert response.json()["checks"]["beat"].startswith("stale")
-    assert response.json()["checks"]["database"] == "ok"
+def test_beat_is_down_when_no_beat_ever_stamped():
+    liveness = beat_liveness()
+    assert (liveness.state, liveness.healthy) == ("down", False)
 
-    settings.HEALTH_BEAT_REQUIRED = False
+
+@pytest.mark.parametrize(
+    ("seconds_ago", "state"), [(2, "ok"), (15, "ok"), (30, "stale"), (55, "stale"), (70, "down")]
+)
+def test_beat_state_follows_the_age_of_its_newest_heartbeat(seconds_ago, state):
+    beat_seen(seconds_ago)
+    beat_seen(3600, hostname="old-host")  # a beat that died an hour ago does not matter
+    liveness = beat_liveness()
+    assert liveness.state == state
+    assert liveness.hostname == "beat-host"
+    assert abs(liveness.age.total_seconds() - seconds_ago) < 2
+
+
+def test_the_beat_check_answers_words_200_while_alive_and_503_when_down(client):
+    beat_seen(3)
+    response = client.get("/healthz/beat")
+    assert (response.status_code, response.json()) == (
+        200,
+        {"status": "ok", "checks": {"beat": "ok"}},
+    )
+    assert "no-cache" in response["Cache-Control"]
+
+    beat_seen(40)
+    response = client.get("/healthz/beat")
+    assert (response.status_code, response.json()["checks"]) == (200, {"beat": "stale"})
+
+    beat_seen(61)
+    response = client.get("/healthz/beat")
+    assert (response.status_code, response.json()) == (
+        503,
+        {"status": "unavailable", "checks": {"beat": "down"}},
+    )
+
+
+@pytest.mark.parametrize("url", ["/healthz", "/healthz/ready", "/healthz/beat"])
+def test_anonymous_callers_get_status_words_not_times_or_hosts(client, url):
+    beat_seen(3600, hostname="secret-host")
+    response = client.get(url)
+    assert words_only(response.json()), response.json()
+    assert b"secret-host" not in response.content
+
+
+def test_the_load_balancer_check_stays_200_when_beat_is_down(client, settings):
+    beat_seen(3600)
+    ready = client.get("/healthz/ready")
+    assert (ready.status_code, ready.json()["checks"]) == (200, {"database": "ok", "broker": "ok"})
+    legacy = client.get("/healthz")
+    assert legacy.status_code == 200
+    assert legacy.json()["checks"] == {"database": "ok", "broker": "ok", "beat": "down"}
+
+    settings.HEALTH_BEAT_REQUIRED = True  # opt back in to failing /healthz for beat
+    assert client.get("/healthz").status_code == 503
+    beat_seen(1)
     assert client.get("/healthz").status_code == 200
 
 
-def test_healthz_is_200_when_beat_sent_recently(client, schedules):
-    PeriodicTask.objects.update(last_run_at=datetime.now(UTC))
-    response = client.get("/healthz")
-    assert response.status_code == 200
-    assert response.json()["checks"] == {"database": "ok", "broker": "ok", "beat": "ok"}
+def test_a_stamp_is_one_row_per_process_and_at_most_every_few_seconds():
+    assert beat_heartbeat_stamp(force=True)
+    first = BeatHeartbeat.objects.get()
+    assert not beat_heartbeat_stamp()  # just stamped: nothing written
+    assert beat_heartbeat_stamp(force=True)
+    again = BeatHeartbeat.objects.get()
+    assert (again.hostname, again.pid) == (socket.gethostname(), os.getpid())
+    assert again.started_at == first.started_at
+    assert again.last_tick_at >= first.last_tick_at
+    assert beat_liveness().state == "ok"
+
+
+def test_a_beat_starting_forgets_beats_gone_for_a_week(monkeypatch):
+    beat_seen(8 * 24 * 3600, hostname="retired-host")
+    beat_seen(3600, hostname="yesterday-host")
+    monkeypatch.setattr("scheduler.heartbeat._State.started_at", None)  # a new beat process
+    assert beat_heartbeat_stamp(force=True)
+    hosts = set(BeatHeartbeat.objects.values_list("hostname", flat=True))
+    assert hosts == {"yesterday-host", socket.gethostname()}
+
+
+def test_staff_see_beat_processes_with_their_last_tick_on_the_dashboard(admin_client):
+    beat_seen(4, hostname="beat-a", pid=11)
+    beat_seen(600, hostname="beat-b", pid=22)
+    page = admin_client.get(reverse("ops-dashboard")).content.decode()
+    assert 'data-state="ok"' in page
+    assert re.search(r"ok: last tick [4-9] s ago \(beat-a pid 11\)", page)
+    # An older beat of the last day stays listed, marked down.
+    assert re.search(r"<td>beat-b</td><td>22</td>.*?<td>down</td>", page)
 
 
 def test_metrics_need_a_staff_token(client, schedules):
@@ -80,11 +155,62 @@ def test_metrics_report_runs_durations_lateness_success_and_queues(api, runs):
     assert 'jobsite_job_enabled{job="cleanup"} 1.0' in text
 
 
-def test_beat_is_not_stale_right_after_the_schedules_were_applied():
-    from django.utils import timezone
+def test_metrics_report_beat_up_from_the_heartbeat(api):
+    assert "jobsite_beat_up 0.0" in api.get("/metrics").content.decode()
+    beat_seen(2)
+    text = api.get("/metrics").content.decode()
+    assert "jobsite_beat_up 1.0" in text
+    assert "jobsite_beat_last_seen_timestamp_seconds " in text
 
-    from scheduler.services.schedules import schedules_apply
 
-    schedules_apply(profile="test")  # every minute; the last boundary past the grace predates it
-    liveness = beat_liveness(now=timezone.now())
-    assert liveness.healthy, liveness.describe()
+def test_the_backlog_gauge_is_the_newest_ended_run_s_backlog(api, schedules):
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    make_run("cleanup", hour - timedelta(days=1), result={"deleted": 10, "backlog": 900})
+    make_run("cleanup", hour, result={"deleted": 10, "backlog": 1234})
+    make_run("cleanup", hour + timedelta(minutes=1), "skipped_lock")  # did not run the service
+    make_run("settlement", hour, result={"paid": 3})  # no backlog: 0
+    make_run("live-stats-sync", hour, result={"backlog": "lots"})  # not a number: 0
+    samples = {
+        sample.labels["job"]: sample.value
+        for family in text_string_to_metric_families(api.get("/metrics").content.decode())
+        if family.name == "jobsite_job_backlog"
+        for sample in family.samples
+    }
+    assert samples["cleanup"] == 1234
+    assert samples["settlement"] == 0
+    assert samples["live-stats-sync"] == 0
+    assert samples["referral-tier2"] == 0  # never ran
+    assert set(samples) == {job.name for job in all_jobs()}
+
+
+def test_metrics_parse_as_prometheus_text(api, runs):
+    beat_seen(1)
+    families = {
+        family.name: family
+        for family in text_string_to_metric_families(api.get("/metrics").content.decode())
+    }
+    assert {"jobsite_job_backlog", "jobsite_beat_up", "jobsite_job_enabled"} <= set(families)
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_a_running_beat_stamps_its_heartbeat_even_with_nothing_scheduled(tmp_path, client):
+    def newest(**since: object) -> BeatHeartbeat | None:
+        return BeatHeartbeat.objects.filter(pid=beat.pid, **since).first()
+
+    with celery_process(beat_args(tmp_path), tmp_path / "beat.log") as beat:
+        first = wait_for(newest, seconds=30)
+        assert first is not None, (tmp_path / "beat.log").read_text()[-2000:]
+        # Beat wakes every CELERY_BEAT_MAX_LOOP_INTERVAL (5 s) with an empty schedule too.
+        assert wait_for(lambda: newest(last_tick_at__gt=first.last_tick_at), seconds=15)
+        assert client.get("/healthz/beat").json() == {"status": "ok", "checks": {"beat": "ok"}}
+    close_other_connections()
+
+
+def wait_for(found, *, seconds: float):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if value := found():
+            return value
+        time.sleep(0.25)
+    return None

@@ -529,11 +529,8 @@ def markdown(outcomes: list[Outcome]) -> str:
     for outcome in outcomes:
         cells, job_notes = row(outcome)
         lines.append("| " + " | ".join(cells) + " |")
-        notes += [f"- {outcome.spec.job}: {note}" for note in job_notes]
-        notes.append(
-            f"- {outcome.spec.job}: work is {outcome.spec.work}; seeded in "
-            f"{outcome.seed_seconds:.1f} s"
-        )
+        about = [f"{outcome.spec.work}, seeded in {outcome.seed_seconds:.1f} s", *job_notes]
+        notes.append(f"- {outcome.spec.job}: " + "; ".join(about) + ".")
     return "\n".join(lines) + "\n\nNotes:\n\n" + "\n".join(notes) + "\n"
 
 

@@ -7,8 +7,8 @@ fresh budget, fenced success: the path every trigger takes, as `runjob --sync` d
 job's own Celery limits: `SoftTimeLimitExceeded` is raised inside the run at `soft_time_limit`
 (Celery's pool does it with a signal to the child, we with SIGALRM), and the process is ended at
 `time_limit` (Celery's pool kills the child). Prints one line, `BENCH-RESULT {json}`: the run's
-status, result and error, the wall time of `job_execute`, and the process's peak RSS before
-and after the run (MB).
+status, result and error, the wall time of `job_execute`, whether the soft limit was raised, and
+the process's peak RSS before and after the run (MB).
 """
 
 from __future__ import annotations
@@ -50,7 +50,10 @@ def main(name: str) -> None:
     baseline = _peak_rss_mb()
     started = time.perf_counter()
 
+    soft_fired: list[float] = []  # when the soft limit was raised, if it was
+
     def soft_limit(signum: int, frame: object) -> None:
+        soft_fired.append(time.perf_counter() - started)
         raise SoftTimeLimitExceeded(f"soft time limit ({job.soft_time_limit} s) exceeded")
 
     def hard_limit() -> None:
@@ -58,6 +61,7 @@ def main(name: str) -> None:
             {
                 "status": "killed",
                 "error": f"hard time limit ({job.time_limit} s) exceeded: process killed",
+                "soft_limit_raised": bool(soft_fired),
                 "seconds": time.perf_counter() - started,
                 "rss_baseline_mb": baseline,
                 "rss_peak_mb": _peak_rss_mb(),
@@ -93,6 +97,7 @@ def main(name: str) -> None:
             "error": run.error[:300],
             "seconds": seconds,
             "duration_ms": run.duration_ms,
+            "soft_limit_raised": bool(soft_fired),
             "rss_baseline_mb": baseline,
             "rss_peak_mb": _peak_rss_mb(),
             "result": run.result or {},

@@ -298,14 +298,14 @@ SPECS = [
     ),
     Spec(
         "referral-tier2",
-        "tier-1 rewards without their tier 2",
+        "tier-1 rewards due a tier-2 reward",
         REFERRAL_TABLES,
         seed_referral_events,
         tier_remaining(2),
     ),
     Spec(
         "referral-tier3",
-        "tier-1 rewards without their tier 3",
+        "tier-1 rewards due a tier-3 reward (a fifth round to 0.00: none due)",
         REFERRAL_TABLES,
         seed_referral_events,
         tier_remaining(3),
@@ -345,6 +345,7 @@ class Run:
     left: int
     backlog: Any  # what the service reported, None when it reports nothing
     error: str = ""
+    soft_limit_raised: bool = False
 
 
 @dataclass
@@ -356,16 +357,22 @@ class Outcome:
     stopped: str = ""  # why the bench stopped before the work was done
 
 
-def run_once(job: str) -> Run | None:
+def run_once(job: str, time_limit: int) -> Run | None:
     """One run in a fresh process; None when the process printed no result."""
     started = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench._jobrun", job],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=3600,
-    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench._jobrun", job],
+            capture_output=True,
+            text=True,
+            check=False,
+            # The process ends itself at the job's hard limit; this is for a process that hangs
+            # before the run starts (e.g. waiting for the database).
+            timeout=time_limit + 120,
+        )
+    except subprocess.TimeoutExpired:
+        print(f"  run did not end within {time_limit + 120} s")
+        return None
     lines = [line for line in proc.stdout.splitlines() if line.startswith(MARKER)]
     if not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
@@ -382,6 +389,7 @@ def run_once(job: str) -> Run | None:
         left=0,
         backlog=result.get("backlog") if isinstance(result, dict) else None,
         error=data.get("error", ""),
+        soft_limit_raised=bool(data.get("soft_limit_raised")),
     )
 
 
@@ -399,8 +407,10 @@ def release_lease(job: str) -> None:
     )
 
 
-def bench_job(spec: Spec, rows: int, max_runs: int, max_seconds: float) -> Outcome:
+def bench_job(spec: Spec, rows: int, max_runs: int, max_seconds: float, keep: bool) -> Outcome:
     from django.db import connection
+
+    from scheduler.registry import get_job
 
     truncate(spec)
     started = time.perf_counter()
@@ -419,12 +429,12 @@ def bench_job(spec: Spec, rows: int, max_runs: int, max_seconds: float) -> Outco
         if sum(r.seconds for r in outcome.runs) >= max_seconds:
             outcome.stopped = f"time cap ({max_seconds:.0f} s of runs)"
             break
-        run = run_once(spec.job)
+        run = run_once(spec.job, get_job(spec.job).time_limit)
+        if run is None or run.status == "killed":
+            release_lease(spec.job)
         if run is None:
             outcome.stopped = "a run printed no result"
             break
-        if run.status == "killed":
-            release_lease(spec.job)
         now_left = spec.remaining()
         run.done, run.left, left = left - now_left, now_left, now_left
         outcome.runs.append(run)
@@ -439,7 +449,8 @@ def bench_job(spec: Spec, rows: int, max_runs: int, max_seconds: float) -> Outco
         if fruitless >= 3:
             outcome.stopped = "3 runs in a row did nothing"
             break
-    truncate(spec)
+    if not keep:
+        truncate(spec)
     return outcome
 
 
@@ -482,6 +493,13 @@ def row(outcome: Outcome) -> tuple[list[str], list[str]]:
         errors = sorted({r.error.split(":")[0] for r in runs if r.error})
         notes.append(
             "runs " + ", ".join(f"{s}: {n}" for s, n in bad.items()) + f" ({'; '.join(errors)})"
+        )
+    swallowed = sum(1 for r in runs if r.soft_limit_raised and r.status in ("killed", "succeeded"))
+    if swallowed:
+        notes.append(
+            f"in {swallowed} run(s) Celery's SoftTimeLimitExceeded was raised at "
+            f"{job.soft_time_limit} s and the run went on (caught inside the service) "
+            "until it ended or the hard limit killed it"
         )
     longest = max(times)
     if longest > job.budget and longest < job.soft_time_limit:
@@ -570,13 +588,19 @@ def main(argv: list[str]) -> None:
         "--max-seconds", type=float, default=240, help="seconds of runs per job at most (240)"
     )
     parser.add_argument("--report", type=Path, default=REPORT, help=f"markdown ({REPORT})")
+    parser.add_argument(
+        "--keep", action="store_true", help="leave the last job's tables as its runs left them"
+    )
     args = parser.parse_args(argv)
     wanted = [spec for spec in SPECS if not args.only or spec.job in args.only]
     outcomes: list[Outcome] = []
     started = time.perf_counter()
     with servers():
         for spec in wanted:
-            outcomes.append(bench_job(spec, args.rows, args.max_runs, args.max_seconds))
+            last = spec is wanted[-1]
+            outcomes.append(
+                bench_job(spec, args.rows, args.max_runs, args.max_seconds, args.keep and last)
+            )
         about = machine()
     table = markdown(outcomes)
     print("\n" + table)

@@ -23,6 +23,7 @@ from typing import Any
 
 from django.utils.module_loading import autodiscover_modules
 
+from core.backoff import backoff
 from scheduler.budget import Budget
 
 JOB_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
@@ -38,7 +39,8 @@ class RegistryError(ValueError):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Retries for transient errors: `base * 2**n` seconds, capped, plus up to `jitter` of it."""
+    """Retries for transient errors: `base * 2**n` seconds, capped, plus up to `jitter` of it
+    (`core.backoff.backoff`)."""
 
     retry_on: tuple[type[BaseException], ...] = ()
     max_retries: int = 3
@@ -48,8 +50,13 @@ class RetryPolicy:
 
     def delay(self, retries: int, random: Callable[[], float]) -> float:
         """Seconds before retry number `retries + 1`; `random` returns a float in [0, 1)."""
-        raw = min(self.backoff_cap, self.backoff_base * 2**retries)
-        return raw * (1 + self.jitter * random())
+        return backoff(
+            retries + 1,
+            base=self.backoff_base,
+            cap=self.backoff_cap,
+            jitter=self.jitter,
+            random=random,
+        )
 
 
 @dataclass(frozen=True)

@@ -40,3 +40,17 @@ def test_production_code_never_imports_devtools(package):
         if module == "devtools" or module.startswith("devtools.")
     ]
     assert offenders == []
+
+
+OURS = ("core", "devtools", "jobsite", "scheduler", "games", "referrals", "ops", "tests", "bench")
+
+
+def test_core_is_the_bottom_and_imports_nothing_of_ours():
+    """`core` holds helpers every package may use; importing one of ours could close a cycle."""
+    offenders = [
+        f"{path.relative_to(ROOT)}: {module}"
+        for path in sorted((ROOT / "core").rglob("*.py"))
+        for module in imported_modules(path)
+        if module.split(".")[0] in OURS and module.split(".")[0] != "core"
+    ]
+    assert offenders == []

@@ -22,7 +22,7 @@ help: ## list the targets
 install: .venv/.synced ## create .venv with the locked dependencies
 
 run: install ## start web, workers, beat and Flower (embedded servers if no URLs are set)
-	$(PY) -m jobsite.launcher $(ARGS)
+	$(PY) -m devtools.launcher $(ARGS)
 
 test: install ## run the test suite (embedded servers if no URLs are set)
 	$(PY) -m pytest $(PYTEST_ARGS)

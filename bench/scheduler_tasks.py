@@ -49,7 +49,7 @@ register(
     Job(
         name="bench-noop",
         task="bench.job_noop",
-        service="bench.scheduler_tasks.job_noop",
+        service=job_noop,
         cron="* * * * *",
         offset=0,
         description="benchmark: a job that does nothing",

@@ -11,6 +11,14 @@ from __future__ import annotations
 
 from django.db import OperationalError
 
+from games.services.badges import badge_auto_unlock
+from games.services.cleanup import cleanup_run
+from games.services.live_stats import live_stats_sync
+from games.services.notifications import notifications_deliver
+from games.services.pools import prize_pool_finalise_due
+from games.services.predictions import prediction_match
+from games.services.ranking import leaderboard_rank_all
+from games.services.stuck import stuck_session_finish
 from scheduler.registry import Job, RetryPolicy, register
 
 DB_TRANSIENT = RetryPolicy(retry_on=(OperationalError,), max_retries=3, backoff_base=30)
@@ -19,7 +27,7 @@ register(
     Job(
         name="badge-auto-unlock",
         task="games.badge_auto_unlock",
-        service="games.services.badges.badge_auto_unlock",
+        service=badge_auto_unlock,
         cron="*/5 * * * *",
         offset=5,
         description="Award badges whose rules players now meet (games played, scores, pools "
@@ -31,7 +39,7 @@ register(
     Job(
         name="stuck-session-finisher",
         task="games.stuck_session_finish",
-        service="games.services.stuck.stuck_session_finish",
+        service=stuck_session_finish,
         cron="*/10 * * * *",
         offset=10,
         description="Finish sessions that reported a score but never sent 'finish' within "
@@ -43,7 +51,7 @@ register(
     Job(
         name="leaderboard-ranking",
         task="games.leaderboard_rank",
-        service="games.services.ranking.leaderboard_rank_all",
+        service=leaderboard_rank_all,
         cron="0 * * * *",
         offset=20,
         description="Rewrite the ranks of the 15 current boards, and of ended boards whose pool "
@@ -57,7 +65,7 @@ register(
     Job(
         name="prediction-matcher",
         task="games.prediction_match",
-        service="games.services.predictions.prediction_match",
+        service=prediction_match,
         cron="*/5 * * * *",
         offset=25,
         description="Settle players' predictions about finalised prize pools, each exactly once.",
@@ -68,7 +76,7 @@ register(
     Job(
         name="scheduled-notifications",
         task="games.notifications_deliver",
-        service="games.services.notifications.notifications_deliver",
+        service=notifications_deliver,
         cron="* * * * *",
         offset=30,
         description="Deliver due notifications from the outbox (claimed with SKIP LOCKED); a "
@@ -85,7 +93,7 @@ register(
     Job(
         name="cleanup",
         task="games.cleanup",
-        service="games.services.cleanup.cleanup_run",
+        service=cleanup_run,
         cron="0 3 * * *",
         offset=35,
         description="Expire abandoned sessions, drop board entries of voided sessions, delete "
@@ -102,7 +110,7 @@ register(
     Job(
         name="live-stats-sync",
         task="games.live_stats_sync",
-        service="games.services.live_stats.live_stats_sync",
+        service=live_stats_sync,
         cron="* * * * *",
         offset=45,
         description="Store a per-game snapshot (active sessions, players and sessions today, top "
@@ -117,7 +125,7 @@ register(
     Job(
         name="prize-pool-finalisation",
         task="games.prize_pool_finalise",
-        service="games.services.pools.prize_pool_finalise_due",
+        service=prize_pool_finalise_due,
         cron="0 0 * * *",
         offset=50,
         description="Finalise the daily pools of the day that ended and, on Mondays, the weekly "

@@ -2,6 +2,8 @@
 
 from django.db import OperationalError
 
+from referrals.services.rewards import referral_tier2_create, referral_tier3_create
+from referrals.services.settlement import settlement_run
 from scheduler.registry import Job, RetryPolicy, register
 
 # Deadlocks and lost connections are transient; anything else is a bug to look at.
@@ -17,7 +19,7 @@ register(
     Job(
         name="referral-tier2",
         task="referrals.tier2_create",
-        service="referrals.services.rewards.referral_tier2_create",
+        service=referral_tier2_create,
         cron="* * * * *",
         offset=0,
         description="Create tier-2 referral rewards for finished paid sessions that lack them.",
@@ -28,7 +30,7 @@ register(
     Job(
         name="referral-tier3",
         task="referrals.tier3_create",
-        service="referrals.services.rewards.referral_tier3_create",
+        service=referral_tier3_create,
         cron="* * * * *",
         offset=15,
         description="Create tier-3 referral rewards for finished paid sessions that lack them.",
@@ -39,7 +41,7 @@ register(
     Job(
         name="settlement",
         task="referrals.settlement_run",
-        service="referrals.services.settlement.settlement_run",
+        service=settlement_run,
         cron="*/10 * * * *",
         offset=40,
         queue="long",

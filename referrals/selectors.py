@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db import connection
-from django.db.models import Count, Sum
+from django.db.models import Sum
 
 from games.money import ZERO
-from referrals.models import Account, LedgerEntry, ReferralReward
+from referrals.models import Account, LedgerEntry
 
 _DESCENDANTS = """
 WITH RECURSIVE tree(player_id, parent_id, depth) AS (
@@ -93,17 +93,3 @@ def ledger_unbalanced_transactions() -> list[int]:
             """
         )
         return [row[0] for row in cursor.fetchall()]
-
-
-def account_balances() -> dict[str, Decimal]:
-    """Balance per account kind across the platform; the values always sum to zero."""
-    rows = LedgerEntry.objects.values("account").annotate(total=Sum("amount"))
-    return {row["account"]: row["total"] for row in rows}
-
-
-def rewards_by_status() -> dict[tuple[str, int], tuple[int, Decimal]]:
-    """(status, tier) -> (count, total amount)."""
-    rows = ReferralReward.objects.values("status", "tier").annotate(
-        n=Count("id"), total=Sum("amount")
-    )
-    return {(row["status"], row["tier"]): (row["n"], row["total"]) for row in rows}

@@ -3,12 +3,13 @@
 from django.db import OperationalError
 
 from scheduler.registry import Job, RetryPolicy, register
+from scheduler.services.retention import retention_prune
 
 register(
     Job(
         name="retention-pruning",
         task="scheduler.retention_prune",
-        service="scheduler.services.retention.retention_prune",
+        service=retention_prune,
         cron="0 4 * * *",
         offset=55,
         queue="long",

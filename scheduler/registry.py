@@ -1,7 +1,9 @@
 """The job registry: each app declares its jobs in its own `jobs.py`; the scheduler reads them here.
 
 A job is a name operators use (kebab-case), an explicit Celery task name (stable across refactors,
-so queued messages still run after a deploy), the service that does the work, and its policy:
+so queued messages still run after a deploy), the service that does the work (the function itself,
+imported at the top of the app's `jobs.py`, so a rename fails at import and readers and tools can
+follow the call), and its policy:
 production cron (5 fields, UTC), default second offset, queue, priority, lock TTL, retries and
 starting deadline. The scheduler knows nothing about games or referrals: it imports each installed
 app's `jobs` module and reads what they registered.
@@ -19,8 +21,9 @@ from functools import cache
 from importlib import import_module
 from typing import Any
 
-from django.utils.module_loading import autodiscover_modules, import_string
+from django.utils.module_loading import autodiscover_modules
 
+from core.backoff import backoff
 from scheduler.budget import Budget
 
 JOB_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
@@ -36,7 +39,8 @@ class RegistryError(ValueError):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Retries for transient errors: `base * 2**n` seconds, capped, plus up to `jitter` of it."""
+    """Retries for transient errors: `base * 2**n` seconds, capped, plus up to `jitter` of it
+    (`core.backoff.backoff`)."""
 
     retry_on: tuple[type[BaseException], ...] = ()
     max_retries: int = 3
@@ -46,15 +50,20 @@ class RetryPolicy:
 
     def delay(self, retries: int, random: Callable[[], float]) -> float:
         """Seconds before retry number `retries + 1`; `random` returns a float in [0, 1)."""
-        raw = min(self.backoff_cap, self.backoff_base * 2**retries)
-        return raw * (1 + self.jitter * random())
+        return backoff(
+            retries + 1,
+            base=self.backoff_base,
+            cap=self.backoff_cap,
+            jitter=self.jitter,
+            random=random,
+        )
 
 
 @dataclass(frozen=True)
 class Job:
     name: str
     task: str
-    service: str  # dotted path "package.module.function", imported when the job runs
+    service: Service  # the function itself, e.g. `prize_pool_finalise_due`
     cron: str  # production schedule: 5 fields, UTC
     offset: int  # default second offset, 0..59
     description: str
@@ -76,6 +85,8 @@ class Job:
         problems = []
         if not JOB_NAME.match(self.name):
             problems.append(f"name {self.name!r} is not kebab-case")
+        if not callable(self.service):
+            problems.append(f"service {self.service!r} is not a callable (name the function)")
         if "." not in self.task:
             problems.append(f"task {self.task!r} is not an explicit dotted name like 'app.verb'")
         if len(self.cron.split()) != 5:
@@ -113,10 +124,9 @@ class Job:
         """Call the service for the slot `now`; a batch service (one with a `budget` parameter)
         gets a fresh budget of `self.budget` seconds. Services that do a bounded amount of work
         (finalising one day's pools, one snapshot) take no budget."""
-        service: Service = import_string(self.service)
-        if _takes_budget(service):
-            return service(now=now, budget=budget or Budget(self.budget))
-        return service(now=now)
+        if _takes_budget(self.service):
+            return self.service(now=now, budget=budget or Budget(self.budget))
+        return self.service(now=now)
 
 
 @cache

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from jobsite.embedded import free_port
+from devtools.embedded import free_port
 from tests.http import http_status
 
 ROOT = Path(__file__).resolve().parents[1]

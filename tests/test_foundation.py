@@ -21,8 +21,8 @@ import pytest
 import redis
 from ruamel.yaml import YAML
 
+from devtools.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedServerError, free_port
 from jobsite.celery import app
-from jobsite.embedded import EmbeddedPostgres, EmbeddedRedis, EmbeddedServerError, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -151,7 +151,7 @@ def test_the_image_installs_the_lock_without_dev_tools_and_runs_as_a_normal_user
     assert users[-1] not in {"root", "0"}
     assert "collectstatic" in dockerfile
     ignored = (ROOT / ".dockerignore").read_text().split()
-    assert {".venv", "var", ".env", ".git"} <= set(ignored)
+    assert {".venv", "var", ".env", ".git", "devtools"} <= set(ignored)
 
 
 def _variables_read_by(path: Path) -> set[str]:
@@ -167,7 +167,7 @@ def test_env_example_documents_every_variable_of_settings_and_launcher():
         re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.M)
     )
     read = _variables_read_by(ROOT / "jobsite" / "settings.py")
-    read |= _variables_read_by(ROOT / "jobsite" / "launcher.py")
+    read |= _variables_read_by(ROOT / "devtools" / "launcher.py")
     assert {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "JOBSITE_VAR_DIR"} <= read  # the scan works
     read |= {"FLOWER_BASIC_AUTH", "JOB_STAGGER_ENABLED"}  # read by Flower and by the scheduler
     assert read - documented == set()
@@ -177,14 +177,14 @@ def test_env_example_documents_the_offset_variable_of_every_registered_job():
     from scheduler.registry import all_jobs
 
     text = (ROOT / ".env.example").read_text()
-    shipped = [job for job in all_jobs() if not job.service.startswith("tests.")]
+    shipped = [job for job in all_jobs() if not job.service.__module__.startswith("tests.")]
     assert len(shipped) >= 9  # the scan sees the apps' jobs, not only the suite's samples
     missing = [job.env_name for job in shipped if f"# {job.env_name}=" not in text]
     assert missing == []
 
 
 def test_procfile_ports_are_those_the_launcher_checks():
-    from jobsite.launcher import PROCFILE_PORTS
+    from devtools.launcher import PROCFILE_PORTS
 
     procfile = (ROOT / "Procfile").read_text()
     assert "--bind 127.0.0.1:8000" in procfile
@@ -403,7 +403,7 @@ def _launcher_env(var_dir: Path, **extra: str) -> dict[str, str]:
 
 def _launch(env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "jobsite.launcher", "--no-demo"],
+        [sys.executable, "-m", "devtools.launcher", "--no-demo"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -413,8 +413,8 @@ def _launch(env: dict[str, str]) -> subprocess.CompletedProcess:
 
 
 def _procfile_ports_free() -> bool:
-    from jobsite.embedded import port_is_free
-    from jobsite.launcher import PROCFILE_PORTS
+    from devtools.embedded import port_is_free
+    from devtools.launcher import PROCFILE_PORTS
 
     return all(port_is_free(port) for port in PROCFILE_PORTS)
 
@@ -443,7 +443,7 @@ def test_the_launcher_refuses_a_taken_embedded_port_and_leaves_nothing_running(
 
 
 def test_the_launcher_refuses_a_taken_web_port_before_starting_anything(tmp_path):
-    from jobsite.embedded import port_is_free
+    from devtools.embedded import port_is_free
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         if port_is_free(8000):  # else it is taken already, which is what this test needs
@@ -469,7 +469,7 @@ def test_the_launcher_names_an_unreachable_database_in_one_line(tmp_path):
 
 
 def test_dev_credentials_are_private(tmp_path, monkeypatch):
-    from jobsite import launcher
+    from devtools import launcher
 
     monkeypatch.setenv("JOBSITE_VAR_DIR", str(tmp_path / "v"))
     first = launcher._credentials()

@@ -19,8 +19,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from jobsite.embedded import free_port, port_is_free
-from jobsite.launcher import PROCFILE_PORTS
+from devtools.embedded import free_port, port_is_free
+from devtools.launcher import PROCFILE_PORTS
 from tests.http import http_status
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,14 +74,14 @@ def _descendants(root: int) -> dict[int, str]:
 
 
 class Launch:
-    """One `python -m jobsite.launcher --no-demo`, its output in a log file."""
+    """One `python -m devtools.launcher --no-demo`, its output in a log file."""
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.log = log
         self._out = log.open("wb")
         self.started = time.monotonic()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "jobsite.launcher", "--no-demo"],
+            [sys.executable, "-m", "devtools.launcher", "--no-demo"],
             cwd=ROOT,
             env=env,
             stdout=self._out,

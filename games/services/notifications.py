@@ -27,6 +27,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils.module_loading import import_string
 
+from core.backoff import backoff
 from games import conf
 from games.models import InboxMessage, Notification
 from scheduler.budget import Budget
@@ -108,8 +109,8 @@ def notification_enqueue(
 
 def notification_backoff(attempts: int, base_seconds: int) -> dt.timedelta:
     """Wait after failed attempt number `attempts` (1, 2, ...): base * 2**(attempts - 1),
-    at most a day (GAMES_NOTIFICATION_RETRY_SECONDS is the base)."""
-    return dt.timedelta(seconds=min(base_seconds * 2 ** (attempts - 1), 24 * 3600))
+    at most a day (GAMES_NOTIFICATION_RETRY_SECONDS is the base; `core.backoff.backoff`)."""
+    return dt.timedelta(seconds=backoff(attempts, base=base_seconds, cap=24 * 3600))
 
 
 def _failure_record(

@@ -24,18 +24,26 @@ from scheduler.errors import error_text
 
 _TABLE = FailedItem._meta.db_table
 
+# A set-aside row waits REFERRAL_ITEM_RETRY_SECONDS x 2**(attempts - 1), at most a day.
+RETRY_CAP_SECONDS = 24 * 3600
+
 # One statement per source column: ON CONFLICT needs the unique index of that column.
+# The wait after attempt n (1 on insert, the stored count + 1 on conflict) is
+# `core.backoff.backoff(n, base=REFERRAL_ITEM_RETRY_SECONDS, cap=RETRY_CAP_SECONDS)`, written out
+# in SQL term for term because each row's count is read and bumped inside this statement;
+# tests/referrals/test_rewards.py checks the two agree.
 _RECORD = """
 INSERT INTO {table} (job, {column}, attempts, error, first_failed_at, last_failed_at,
                      next_attempt_at)
-SELECT %(job)s, item, 1, %(error)s, %(now)s, %(now)s, %(now)s + make_interval(secs => %(base)s)
+SELECT %(job)s, item, 1, %(error)s, %(now)s, %(now)s,
+       %(now)s + make_interval(secs => LEAST(%(cap)s, %(base)s))
 FROM unnest(%(ids)s::bigint[]) AS item
 ON CONFLICT ({column}, job) DO UPDATE SET
     attempts = {table}.attempts + 1,
     error = EXCLUDED.error,
     last_failed_at = EXCLUDED.last_failed_at,
-    next_attempt_at = %(now)s + make_interval(secs => LEAST(86400,
-        %(base)s * power(2, LEAST({table}.attempts, 20))::bigint))
+    next_attempt_at = %(now)s + make_interval(secs => LEAST(%(cap)s,
+        %(base)s * power(2, LEAST({table}.attempts, 60))))
 """
 
 
@@ -71,6 +79,7 @@ def failed_items_record(
         "error": error_text(exc),
         "now": now,
         "base": conf.load().item_retry_seconds,
+        "cap": RETRY_CAP_SECONDS,
     }
     with transaction.atomic(), connection.cursor() as cursor:
         for column, ids in (("reward_id", rewards), ("prize_credit_id", credits)):

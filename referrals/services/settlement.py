@@ -29,7 +29,8 @@ to claims, not to settlements already sending (a payout in flight completes).
 
 Backoff of a player whose payout failed or is unknown: REFERRAL_PAYOUT_RETRY_SECONDS x
 2**(failures-1), capped at REFERRAL_PAYOUT_RETRY_CAP_SECONDS, times a random factor in
-[0.8, 1.2) so that players who failed together do not all retry in the same run.
+[0.8, 1.2) so that players who failed together do not all retry in the same run
+(`core.backoff.backoff`, written out in the statement that counts the failure).
 Cost of one batch of 5,000 items (the default), in-database channel: ~0.3 s, a few MB.
 """
 
@@ -179,16 +180,33 @@ UPDATE referrals_referralreward SET status = 'settled', settled_at = %s
 WHERE id = ANY(%s::bigint[]) AND status = 'pending'
 """
 
+# The wait after failure number n (1 on insert, the stored count + 1 on conflict) is
+# `core.backoff.backoff(n, **_payout_backoff(settings))`, written out in SQL term for term (n - 1
+# doublings of the base, capped, then the jitter factor): each player's count of failures is read
+# and bumped inside this one statement. tests/referrals/test_settlement.py checks the two agree.
 _BACKOFF = """
 INSERT INTO referrals_payoutretry (player_id, failures, next_attempt_at, last_error)
-SELECT p, 1, %(now)s + make_interval(secs => %(base)s * (0.8 + 0.4 * random())), e
+SELECT p, 1, %(now)s + make_interval(secs => LEAST(%(cap)s, %(base)s)
+    * (1 + %(jitter)s * random())), e
 FROM unnest(%(players)s::bigint[], %(errors)s::text[]) AS t(p, e)
 ON CONFLICT (player_id) DO UPDATE SET
     failures = referrals_payoutretry.failures + 1,
-    next_attempt_at = %(now)s + make_interval(secs => (0.8 + 0.4 * random()) * LEAST(
-        %(cap)s, %(base)s * power(2, LEAST(referrals_payoutretry.failures, 30))::bigint)),
+    next_attempt_at = %(now)s + make_interval(secs => LEAST(
+        %(cap)s, %(base)s * power(2, LEAST(referrals_payoutretry.failures, 60)))
+        * (1 + %(jitter)s * random())),
     last_error = EXCLUDED.last_error
 """
+
+
+def _payout_backoff(settings: conf.ReferralSettings) -> dict[str, float]:
+    """`core.backoff.backoff`'s parameters for a player's payout backoff: +-20 % around
+    REFERRAL_PAYOUT_RETRY_SECONDS x 2**(failures - 1), capped at REFERRAL_PAYOUT_RETRY_CAP_SECONDS;
+    that is 80 % of it, longer by up to half of that."""
+    return {
+        "base": 0.8 * settings.payout_retry_seconds,
+        "cap": 0.8 * settings.payout_retry_cap_seconds,
+        "jitter": 0.5,
+    }
 
 
 def _array(values: Iterable[object]) -> str:
@@ -431,8 +449,7 @@ def _record(
                 _BACKOFF,
                 {
                     "now": now,
-                    "base": settings.payout_retry_seconds,
-                    "cap": settings.payout_retry_cap_seconds,
+                    **_payout_backoff(settings),
                     "players": [w.player_id for w in failed + unknown],
                     "errors": [w.error for w in failed + unknown],
                 },

@@ -23,8 +23,8 @@ from urllib.parse import quote
 
 from django.db import connection
 
+from devtools.embedded import EmbeddedRedis, free_port
 from jobsite.celery import app
-from jobsite.embedded import EmbeddedRedis, free_port
 from scheduler.registry import Job
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -388,6 +388,6 @@ class Cluster:
 
 
 def _port_free(port: int) -> bool:
-    from jobsite.embedded import port_is_free
+    from devtools.embedded import port_is_free
 
     return port_is_free(port)

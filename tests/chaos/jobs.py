@@ -18,7 +18,7 @@ from django.db import OperationalError, connection, transaction
 from referrals.payouts import Payout, WalletPayout
 from referrals.services.settlement import settlement_run
 from scheduler.locks import current_lease, fence_check
-from scheduler.registry import Job, RetryPolicy
+from scheduler.registry import Job, RetryPolicy, Service
 
 # A lock TTL of 10 s (the registry's minimum) lets a dead or frozen holder's lease expire within
 # a test; retries after 1-2 s keep a database fault's retry inside it too.
@@ -70,14 +70,14 @@ class SlowWalletPayout(WalletPayout):
         return f"{super().pay(payout, now=now)}|token={lease.token if lease else 0}"
 
 
-def _job(name: str, service: str, offset: int, **overrides: Any) -> Job:
+def _job(name: str, service: Service, offset: int, **overrides: Any) -> Job:
     fields: dict[str, Any] = {
         "name": name,
         "task": "chaos." + name.removeprefix("chaos-").replace("-", "_"),
-        "service": f"tests.chaos.jobs.{service}",
+        "service": service,
         "cron": "* * * * *",
         "offset": offset,
-        "description": f"chaos suite: {service}",
+        "description": f"chaos suite: {service.__name__}",
         "lock_ttl": 10,
         "time_limit": 120,
         "starting_deadline": 600,
@@ -88,12 +88,12 @@ def _job(name: str, service: str, offset: int, **overrides: Any) -> Job:
 
 
 CHAOS_JOBS = (
-    _job("chaos-settlement", "settle", 3, queue="long"),
-    _job("chaos-db-settlement", "settle_after_db_sleep", 6, queue="long"),
-    _job("chaos-finalise", "finalise_pools", 7),
-    _job("chaos-tick", "tick", 8),
-    _job("chaos-tock", "tick", 9, starting_deadline=120),
+    _job("chaos-settlement", settle, 3, queue="long"),
+    _job("chaos-db-settlement", settle_after_db_sleep, 6, queue="long"),
+    _job("chaos-finalise", finalise_pools, 7),
+    _job("chaos-tick", tick, 8),
+    _job("chaos-tock", tick, 9, starting_deadline=120),
     # A short starting deadline: a broker outage of two minutes leaves slots past it (fault 13).
-    _job("chaos-blip", "tick", 11, starting_deadline=60),
-    _job("chaos-blop", "tick", 12, starting_deadline=60),
+    _job("chaos-blip", tick, 11, starting_deadline=60),
+    _job("chaos-blop", tick, 12, starting_deadline=60),
 )

@@ -1,5 +1,7 @@
 from django.db import OperationalError
 
+from referrals.services.rewards import referral_tier2_create, referral_tier3_create
+from referrals.services.settlement import settlement_run
 from scheduler.registry import discover, get_job
 
 
@@ -13,9 +15,9 @@ def test_the_referral_jobs_are_declared_as_the_design_says():
         "settlement": ("referrals.settlement_run", "*/10 * * * *", 40, "long"),
     }
     assert {j.service for j in jobs.values()} == {
-        "referrals.services.rewards.referral_tier2_create",
-        "referrals.services.rewards.referral_tier3_create",
-        "referrals.services.settlement.settlement_run",
+        referral_tier2_create,
+        referral_tier3_create,
+        settlement_run,
     }
     assert all(j.retry.retry_on == (OperationalError,) for j in jobs.values())
 
@@ -25,16 +27,12 @@ def test_the_job_services_resolve_and_take_now():
 
     discover()
     for name in ("referral-tier2", "referral-tier3", "settlement"):
-        from django.utils.module_loading import import_string
-
-        service = import_string(get_job(name).service)
+        service = get_job(name).service
         assert "now" in inspect.signature(service).parameters
 
 
 def test_each_referral_run_ends_before_its_next_slot_and_gets_a_budget():
     import inspect
-
-    from django.utils.module_loading import import_string
 
     discover()
     # every-minute jobs are killed within the minute, settlement within its 10 minutes
@@ -43,4 +41,4 @@ def test_each_referral_run_ends_before_its_next_slot_and_gets_a_budget():
         job = get_job(name)
         assert job.budget < job.soft_time_limit < job.time_limit <= seconds, name
         # the run path hands a budget only to services that declare one
-        assert "budget" in inspect.signature(import_string(job.service)).parameters, name
+        assert "budget" in inspect.signature(job.service).parameters, name

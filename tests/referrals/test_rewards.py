@@ -347,3 +347,24 @@ def test_a_budget_spent_half_way_through_a_row_by_row_batch_keeps_its_place(
     second = referral_tier2_create(now=NOW + dt.timedelta(minutes=1))
     assert (second["created"], second["failed"], second["backlog"]) == (2, 0, 0)
     assert [2 in rewards_of(s) for s in sessions] == [True, False, True, True]
+
+
+@pytest.mark.django_db
+def test_the_set_aside_backoff_written_in_sql_is_core_backoff_term_for_term(chain, play):
+    from core.backoff import backoff
+    from referrals import conf
+    from referrals.services.failures import RETRY_CAP_SECONDS, failed_items_record
+
+    # given a reward that keeps failing
+    top, bottom = chain(2)
+    play(bottom, fee="10.00")
+    reward = ReferralReward.objects.get(beneficiary=top)
+    base = conf.load().item_retry_seconds
+    for attempts in range(1, 14):  # 300 s x 2**12 is past the cap (86,400 s)
+        # when one more failure is recorded
+        failed_items_record(job="settlement", rewards=[reward.pk], exc=ValueError("x"), now=NOW)
+        # then its wait is the helper's
+        failure = FailedItem.objects.get(reward=reward)
+        assert failure.attempts == attempts
+        wait = (failure.next_attempt_at - NOW).total_seconds()
+        assert wait == pytest.approx(backoff(attempts, base=base, cap=RETRY_CAP_SECONDS))

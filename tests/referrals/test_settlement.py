@@ -487,3 +487,36 @@ def test_two_settlers_at_once_with_an_unopenable_settlement_pay_the_rest_once(
         (credit.pk, 1) for credit in big
     ]
     assert player_balance(player_id=whale.pk) == Decimal("0")
+
+
+@pytest.mark.django_db
+def test_the_payout_backoff_written_in_sql_is_core_backoff_term_for_term(make_player):
+    from django.db import connection
+
+    from core.backoff import backoff
+    from referrals import conf
+    from referrals.services.settlement import _BACKOFF, _payout_backoff
+
+    # given a player whose payouts keep failing, and PostgreSQL's random() seeded
+    player = make_player()
+    params = _payout_backoff(conf.load())
+    with connection.cursor() as cursor:
+        for failures in range(1, 12):  # 600 s x 2**10 is past the cap (86,400 s)
+            cursor.execute("SELECT setseed(0.25)")
+            cursor.execute("SELECT random(), random()")
+            draws = cursor.fetchone()
+            cursor.execute("SELECT setseed(0.25)")
+            # when the statement counts one more failure
+            values = {"now": NOW, **params, "players": [player.pk], "errors": ["x"]}
+            cursor.execute(_BACKOFF, values)
+            # then its wait is the helper's with the same draw (the insert draws the first; on
+            # conflict, the update draws the second)
+            draw = draws[0] if failures == 1 else draws[1]
+            retry = PayoutRetry.objects.get(player=player)
+            assert retry.failures == failures
+            wait = (retry.next_attempt_at - NOW).total_seconds()
+            expected = backoff(failures, **params, random=lambda draw=draw: draw)
+            assert wait == pytest.approx(expected, abs=1e-5)
+            # +-20 % around 600 s x 2**(failures - 1), capped at a day
+            nominal = min(86400, 600 * 2 ** (failures - 1))
+            assert 0.8 * nominal <= wait < 1.2 * nominal

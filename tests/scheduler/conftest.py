@@ -6,7 +6,7 @@ import pytest
 from django.db import connection
 
 from scheduler import registry, tasks
-from scheduler.registry import Job
+from scheduler.registry import Job, Service
 from tests.scheduler import registered_sample_jobs, sample_jobs
 
 tasks.register_job_tasks()  # the session-wide test jobs of registered_sample_jobs
@@ -27,7 +27,7 @@ def register_job() -> Iterator[Callable[..., Job]]:
     """Register a test job (and its Celery task) for one test."""
     added: list[str] = []
 
-    def add(name: str, service: str = "noop", **overrides: object) -> Job:
+    def add(name: str, service: Service = sample_jobs.noop, **overrides: object) -> Job:
         job = sample_jobs.job(name, service, **overrides)
         registry.register(job)
         tasks.register_job_tasks()

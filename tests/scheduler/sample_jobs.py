@@ -8,7 +8,7 @@ from datetime import datetime
 from django.db import OperationalError, connection
 
 from scheduler.locks import fence_check
-from scheduler.registry import Job, RetryPolicy
+from scheduler.registry import Job, RetryPolicy, Service
 
 CALLS: list[datetime] = []
 FAILURES_LEFT = {"flaky": 0}
@@ -51,11 +51,11 @@ def fenced_write(*, now: datetime) -> dict[str, int]:
     return {"written": 1}
 
 
-def job(name: str, service: str, **overrides: object) -> Job:
+def job(name: str, service: Service, **overrides: object) -> Job:
     fields: dict[str, object] = {
         "name": name,
         "task": f"tests.{name.replace('-', '_')}",
-        "service": f"tests.scheduler.sample_jobs.{service}",
+        "service": service,
         "cron": "* * * * *",
         "offset": 0,
         "description": f"test job {name}",

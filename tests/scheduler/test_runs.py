@@ -102,7 +102,7 @@ def test_an_expired_lease_can_be_taken_by_the_next_run(register_job):
 def test_a_transient_error_is_retried_as_the_next_attempt(register_job):
     from tests.scheduler import sample_jobs
 
-    job = register_job("flaky-job", "flaky")
+    job = register_job("flaky-job", sample_jobs.flaky)
     sample_jobs.FAILURES_LEFT["flaky"] = 1
     first = job_execute(_delivery(job, task_id="f"))
 
@@ -121,7 +121,7 @@ def test_a_transient_error_is_retried_as_the_next_attempt(register_job):
 def test_retries_stop_after_max_retries_and_the_failure_is_recorded(register_job):
     from tests.scheduler import sample_jobs
 
-    job = register_job("always-flaky", "flaky")
+    job = register_job("always-flaky", sample_jobs.flaky)
     sample_jobs.FAILURES_LEFT["flaky"] = 99
     slot = timezone.now().replace(microsecond=0)
     outcomes = [job_execute(_delivery(job, slot=slot, attempt=n)) for n in (1, 2, 3)]
@@ -131,7 +131,9 @@ def test_retries_stop_after_max_retries_and_the_failure_is_recorded(register_job
 
 
 def test_a_bug_is_not_retried_and_keeps_its_traceback(register_job):
-    job = register_job("broken-job", "broken")
+    from tests.scheduler import sample_jobs
+
+    job = register_job("broken-job", sample_jobs.broken)
     outcome = job_execute(_delivery(job))
 
     assert outcome.run.status == Status.FAILED
@@ -141,7 +143,9 @@ def test_a_bug_is_not_retried_and_keeps_its_traceback(register_job):
 
 
 def test_a_run_that_lost_its_lease_cannot_record_success(register_job):
-    job = register_job("stolen-job", "steal_lease")
+    from tests.scheduler import sample_jobs
+
+    job = register_job("stolen-job", sample_jobs.steal_lease)
     run = job_execute(_delivery(job)).run
 
     assert run.status == Status.LOST

@@ -1,6 +1,6 @@
 """`make run`: the whole platform on one machine, embedded servers where none is configured.
 
-    python -m jobsite.launcher [--no-demo] [--profile test|production]
+    python -m devtools.launcher [--no-demo] [--profile test|production]
 
 Starts embedded PostgreSQL and Redis under var/ (unless DATABASE_URL / REDIS_URL are set),
 migrates, creates a development superuser, applies the schedules, loads demo data into an empty
@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from jobsite.embedded import (
+from devtools.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
     EmbeddedServerError,

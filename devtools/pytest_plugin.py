@@ -1,4 +1,4 @@
-"""pytest plugin (loaded with `-p jobsite.pytest_plugin`): real PostgreSQL and Redis for the suite.
+"""pytest plugin (loaded with `-p devtools.pytest_plugin`): real PostgreSQL and Redis for the suite.
 
 DATABASE_URL / REDIS_URL set: the suite uses those servers (pytest-django creates its own
 `test_<name>` database; give Redis a database number of its own). Unset: embedded PostgreSQL and
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from jobsite.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from devtools.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 
 _started: list[EmbeddedPostgres | EmbeddedRedis] = []
 _scratch: list[Path] = []

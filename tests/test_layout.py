@@ -1,0 +1,56 @@
+"""The package layout (DESIGN.md "Layout we are moving to"), checked by reading the imports."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PRODUCTION = ("jobsite", "scheduler", "games", "referrals", "ops")
+
+
+def imported_modules(path: Path) -> Iterator[str]:
+    """Every module an import statement in `path` names, at any depth (function-level too)."""
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            yield node.module
+            # `from devtools import launcher` names the package; count its members too
+            yield from (f"{node.module}.{alias.name}" for alias in node.names)
+
+
+def test_the_scan_sees_imports_inside_functions():
+    launcher = ROOT / "devtools" / "launcher.py"
+    assert "devtools.embedded" in set(imported_modules(launcher))
+    assert "django.core.management" in set(imported_modules(launcher))  # imported in a function
+
+
+@pytest.mark.parametrize("package", PRODUCTION)
+def test_production_code_never_imports_devtools(package):
+    """The launcher, embedded servers and pytest plugin serve `make run` / `make test` only; the
+    image leaves devtools/ out, so an import from production code would fail in production."""
+    offenders = [
+        f"{path.relative_to(ROOT)}: {module}"
+        for path in sorted((ROOT / package).rglob("*.py"))
+        for module in imported_modules(path)
+        if module == "devtools" or module.startswith("devtools.")
+    ]
+    assert offenders == []
+
+
+OURS = ("core", "devtools", "jobsite", "scheduler", "games", "referrals", "ops", "tests", "bench")
+
+
+def test_core_is_the_bottom_and_imports_nothing_of_ours():
+    """`core` holds helpers every package may use; importing one of ours could close a cycle."""
+    offenders = [
+        f"{path.relative_to(ROOT)}: {module}"
+        for path in sorted((ROOT / "core").rglob("*.py"))
+        for module in imported_modules(path)
+        if module.split(".")[0] in OURS and module.split(".")[0] != "core"
+    ]
+    assert offenders == []

@@ -1,5 +1,6 @@
 """What Prometheus itself says about /metrics and deploy/prometheus/: promtool's checks of a real
-scrape, of the rules and of the scrape config, and the rules' unit tests (rules_test.yml).
+scrape, of the rules and of the scrape config, the rules' unit tests (rules_test.yml), and a real
+Prometheus server scraping a live server and paging a missed run by its job_name.
 
 Enable: `apt-get install -y prometheus` (Debian's package brings /usr/bin/promtool; .ci/run
 does it). Without promtool these tests skip and say so.
@@ -7,8 +8,14 @@ does it). Without promtool these tests skip and say so.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,6 +23,7 @@ import pytest
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
+from jobsite.embedded import free_port
 from ops.models import Incident
 from scheduler.models import JobRun
 from scheduler.services.retention import retention_prune
@@ -122,3 +130,89 @@ def test_the_runs_counter_does_not_fall_when_retention_prunes_the_ledger(api, sc
     assert runs_total(api, "referral-tier2", "missed") == 1
     make_run("referral-tier2", timezone.now() - timedelta(minutes=1))
     assert runs_total(api, "referral-tier2", "succeeded") == 11
+
+
+PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+
+
+@contextmanager
+def prometheus_scraping(base_url: str, token: str, tmp_path: Path) -> Iterator[str]:
+    """A real Prometheus (Debian's 2.42) scraping `base_url`/metrics every second with `token`
+    and evaluating deploy/prometheus/rules.yml every second; yields its API's base URL."""
+    (tmp_path / "token").write_text(token)
+    target = base_url.removeprefix("http://")
+    (tmp_path / "prometheus.yml").write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        f"rule_files: ['{DEPLOY / 'rules.yml'}']\n"
+        "scrape_configs:\n"
+        "  - job_name: jobsite\n"
+        "    authorization: {type: Token, credentials_file: token}\n"
+        f"    static_configs: [{{targets: ['{target}']}}]\n"
+    )
+    port = free_port()
+    log = (tmp_path / "prometheus.log").open("w")
+    process = subprocess.Popen(
+        [
+            PROMETHEUS,
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def prometheus_api(base: str, path: str, **params: str) -> list[dict]:
+    url = f"{base}/api/v1/{path}?{urllib.parse.urlencode(params)}"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return json.load(response)["data"]["alerts" if path == "alerts" else "result"]
+    except OSError:
+        return []  # not listening yet
+
+
+def wait_for(found: Callable[[], list[dict]], *, seconds: float) -> list[dict]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if value := found():
+            return value
+        time.sleep(0.5)
+    return []
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(not Path(PROMETHEUS).exists(), reason="needs Debian's prometheus package")
+def test_a_real_prometheus_keeps_job_name_and_pages_a_missed_run_by_its_job(
+    live_server, staff_token, schedules, tmp_path
+):
+    beat_seen(1)
+    with prometheus_scraping(live_server.url, staff_token, tmp_path) as prometheus:
+        # given a scrape that saw settlement with no missed run
+        query = 'jobsite_job_runs_total{job_name="settlement",status="missed"}'
+        found = wait_for(lambda: prometheus_api(prometheus, "query", query=query), seconds=60)
+        assert found, (tmp_path / "prometheus.log").read_text()[-2000:]
+        [series] = found
+        assert (series["metric"]["job"], series["value"][1]) == ("jobsite", "0")
+        assert "exported_job" not in series["metric"]
+        # when a slot of settlement is recorded missed
+        make_run("settlement", timezone.now() - timedelta(minutes=2), JobRun.Status.MISSED)
+
+        # then JobMissedRun fires for settlement, named by job_name in its labels and summary
+        def firing() -> list[dict]:
+            alerts = prometheus_api(prometheus, "alerts")
+            return [a for a in alerts if a["labels"]["alertname"] == "JobMissedRun"]
+
+        found = wait_for(firing, seconds=30)
+        assert found, (tmp_path / "prometheus.log").read_text()[-2000:]
+        [alert] = found
+        assert alert["labels"]["job_name"] == "settlement"
+        assert alert["annotations"]["summary"] == "settlement missed a run (missed)"
+        assert alert["state"] == "firing"

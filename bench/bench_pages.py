@@ -3,13 +3,14 @@
     python -m bench pages [--schedules N] [--rounds R] [--ledger-days D]
 
 Seeds the twelve jobs' schedules (production crons) plus N - 12 schedules of other tasks on a
-realistic spread of crons (every few minutes, hourly, daily at each hour, weekly) and offsets, and a
-ledger of D days of the jobs' runs every minute; then requests each page in-process through
-Django's test client (the full middleware stack, no network): the first request, then the median
-of R more, and how far the process's peak RSS rose over them (/proc/self/clear_refs resets the
-peak before each page). Targets from issue 14: /healthz under 50 ms; the dashboard, the first
-page of /api/schedules/, /api/jobs/ and /metrics each under 1 s and 100 MB. Also beat's full
-schedule load (all_as_schedule) and one heartbeat stamp at that size.
+realistic spread of crons (every few minutes, hourly, daily at each hour, weekly) and offsets, and
+a ledger of D days of the jobs' runs every minute (7 days: ~121k rows; 58 days: ~1M, production's
+30-day retention with room); then requests each page in-process through Django's test client
+(the full middleware stack, no network): the first request, then the median of R more, and how
+far the process's peak RSS rose over them (/proc/self/clear_refs resets the peak before each
+page). Targets from issue 14: /healthz under 50 ms; the dashboard, the first page of
+/api/schedules/, /api/jobs/ and /metrics each under 1 s and 100 MB. Also beat's full schedule
+load (all_as_schedule) and one heartbeat stamp at that size.
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ def seed(count: int, ledger_days: int) -> None:
         # A scratch database (as every benchmark assumes); the ORM's delete of a 120k-row ledger
         # would take minutes.
         cursor.execute(
-            "TRUNCATE scheduler_jobrun, django_celery_beat_periodictask, scheduler_beatheartbeat "
-            "CASCADE"
+            "TRUNCATE scheduler_jobrun, scheduler_jobruntally, django_celery_beat_periodictask, "
+            "scheduler_beatheartbeat CASCADE"
         )
     schedules_apply(profile="production", reset=True)
     crons = [

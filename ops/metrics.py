@@ -1,30 +1,42 @@
 """Prometheus metrics, collected from PostgreSQL and Redis at scrape time.
 
 The web process does not see runs happen (workers do), so this is an exporter: every scrape
-reads the ledger (one grouped statement over the last hour, one for last successes) and the
-broker's queue lengths. Served at /metrics to staff only (a DRF token in the scrape config).
+reads the ledger's running totals (scheduler.tally: counters and histograms that pruning never
+lowers, ~100 rows whatever the ledger's size), a few per-job index walks, and the broker's queue
+lengths. Served at /metrics to holders of ops.view_metrics (a DRF token in the scrape config).
+
+The per-job label is `job_name`: `job` and `instance` belong to Prometheus, which renames a
+scraped `job` to `exported_job`. Every job has a sample in every per-job family, zeros included,
+so `increase()` sees a series' first run and an alert's "nothing open" is a 0, not an absence.
+The rules that read these are deploy/prometheus/rules.yml.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
 
 import redis
 from django.conf import settings
-from django.db import connection
-from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
-from prometheus_client.core import CollectorRegistry, GaugeMetricFamily
+from prometheus_client.core import (
+    CollectorRegistry,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from ops.health import beat_liveness
 from ops.models import Incident
-from ops.selectors import job_backlogs, job_stats, last_successes
+from ops.selectors import job_backlogs
 from scheduler.models import JobRun
 from scheduler.registry import QUEUES, all_jobs
+from scheduler.tally import Histogram, job_tallies
 
-WINDOW = timedelta(hours=1)
+# Statuses a run ends in (every status but queued and running): each job has a counter sample
+# for each, 0 until a run ends so.
+UNFINISHED = {JobRun.Status.QUEUED, JobRun.Status.RUNNING}
 # kombu's Redis transport keeps one list per priority step: "queue", "queue\x06\x163", ...
 PRIORITY_SEP = "\x06\x16"
 PRIORITY_STEPS = (0, 3, 6, 9)
@@ -54,59 +66,61 @@ def queue_depths() -> tuple[dict[str, int], int]:
     return depths, counts[-1]
 
 
+def _buckets(histogram: Histogram) -> list[tuple[str, float]]:
+    """Cumulative (le, count) pairs in seconds, ending with +Inf = the count."""
+    pairs = [
+        (f"{bound / 1000:g}", float(count))
+        for bound, count in zip(histogram.bounds_ms, histogram.cumulative, strict=True)
+    ]
+    return [*pairs, ("+Inf", float(histogram.count))]
+
+
 class JobsCollector(Collector):
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        now = timezone.now()
+    def collect(self) -> Iterator[Metric]:
         jobs = [job.name for job in all_jobs()]
-        runs = GaugeMetricFamily(
-            "jobsite_job_runs_last_hour",
-            "Ledger rows of the last hour by job and status (skipped_lock, missed, ... included).",
-            labels=["job", "status"],
-        )
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT job, status, count(*) FROM scheduler_jobrun WHERE slot >= %s "
-                "GROUP BY job, status",
-                [now - WINDOW],
-            )
-            counted = {(job, status): n for job, status, n in cursor.fetchall()}
-        for job in jobs:
-            for status in JobRun.Status.values:
-                runs.add_metric([job, status], counted.get((job, status), 0))
-        yield runs
+        tallies = job_tallies(jobs)
+        statuses = [status for status in JobRun.Status.values if status not in UNFINISHED]
 
-        stats = job_stats(since=now - WINDOW, until=now)
-        duration = GaugeMetricFamily(
+        runs = CounterMetricFamily(
+            "jobsite_job_runs",
+            "Ledger rows that ended in each status, ever (pruning does not lower it): succeeded, "
+            "failed, retrying, lost, missed, expired, skipped_lock, duplicate, ...",
+            labels=["job_name", "status"],
+        )
+        duration = HistogramMetricFamily(
             "jobsite_job_duration_seconds",
-            "Duration of succeeded runs in the last hour, by quantile.",
-            labels=["job", "quantile"],
+            "Duration of runs that ran (succeeded, failed, retrying, ...), since the ledger began.",
+            labels=["job_name"],
         )
-        lateness = GaugeMetricFamily(
+        lateness = HistogramMetricFamily(
             "jobsite_job_lateness_seconds",
-            "Start minus slot of beat-triggered runs in the last hour (p99).",
-            labels=["job", "quantile"],
+            "Start minus slot of beat-sent runs, since the ledger began.",
+            labels=["job_name"],
         )
-        for job, stat in stats.items():
-            for quantile, value in (("0.5", stat.duration_p50_ms), ("0.95", stat.duration_p95_ms)):
-                if value is not None:
-                    duration.add_metric([job, quantile], value / 1000)
-            if stat.lateness_p99_ms is not None:
-                lateness.add_metric([job, "0.99"], stat.lateness_p99_ms / 1000)
-        yield duration
-        yield lateness
-
         success = GaugeMetricFamily(
             "jobsite_job_last_success_timestamp_seconds",
-            "Unix time of the job's newest succeeded run.",
-            labels=["job"],
+            "Unix time the job's newest succeeded run finished (no sample before its first).",
+            labels=["job_name"],
         )
-        for job, moment in last_successes().items():
-            if moment is not None:
-                success.add_metric([job], moment.timestamp())
+        for job in jobs:
+            tally = tallies[job]
+            for status in sorted({*statuses, *tally.runs}):
+                runs.add_metric([job, status], tally.runs.get(status, 0))
+            duration.add_metric(
+                [job], _buckets(tally.duration), sum_value=tally.duration.sum_ms / 1000
+            )
+            lateness.add_metric(
+                [job], _buckets(tally.lateness), sum_value=tally.lateness.sum_ms / 1000
+            )
+            if tally.last_success is not None:
+                success.add_metric([job], tally.last_success.timestamp())
+        yield runs
+        yield duration
+        yield lateness
         yield success
 
         enabled = GaugeMetricFamily(
-            "jobsite_job_enabled", "1 when the job's schedule is enabled.", labels=["job"]
+            "jobsite_job_enabled", "1 when the job's schedule is enabled.", labels=["job_name"]
         )
         on = set(  # the jobs' rows only: thousands of other schedules cost nothing here
             PeriodicTask.objects.filter(enabled=True, name__in=jobs).values_list("name", flat=True)
@@ -117,17 +131,20 @@ class JobsCollector(Collector):
 
         incidents = GaugeMetricFamily(
             "jobsite_job_open_incidents",
-            "Open alert incidents (ops.alerts) by job and kind: failures, missed, late.",
-            labels=["job", "kind"],
+            "Open alert incidents (ops.alerts) by job and kind; 0 when none is open.",
+            labels=["job_name", "kind"],
         )
-        for job, kind in Incident.objects.filter(resolved_at=None).values_list("job", "kind"):
-            incidents.add_metric([job, kind], 1)
+        open_now = set(Incident.objects.filter(resolved_at=None).values_list("job", "kind"))
+        kinds = {*Incident.Kind.values, *(kind for _, kind in open_now)}
+        for job in sorted({*jobs, *(job for job, _ in open_now)}):
+            for kind in sorted(kinds):
+                incidents.add_metric([job, kind], 1 if (job, kind) in open_now else 0)
         yield incidents
 
         backlog = GaugeMetricFamily(
             "jobsite_job_backlog",
             "Rows the job's newest finished run left for the next (result.backlog; 0 if none).",
-            labels=["job"],
+            labels=["job_name"],
         )
         for job, rows in job_backlogs(jobs).items():
             backlog.add_metric([job], rows)

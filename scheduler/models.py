@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
@@ -222,3 +223,33 @@ class BeatHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"beat {self.hostname} pid {self.pid} @ {self.last_tick_at:%Y-%m-%d %H:%M:%S}"
+
+
+class JobRunTally(models.Model):
+    """Totals of the ledger per (job, finished status), kept by PostgreSQL triggers on
+    scheduler_jobrun (migration 0006) so that pruning the ledger never lowers them; see
+    scheduler/tally.py. Written only by the triggers."""
+
+    job = models.CharField(max_length=100, help_text="Registered job name.")
+    status = models.CharField(max_length=20, help_text="A finished status of JobRun.")
+    runs = models.BigIntegerField(default=0, help_text="Ledger rows that entered this status.")
+    duration_count = models.BigIntegerField(default=0)
+    duration_sum_ms = models.BigIntegerField(default=0)
+    duration_le = ArrayField(
+        models.BigIntegerField(), help_text="Cumulative counts per DURATION_BUCKETS_MS bound."
+    )
+    lateness_count = models.BigIntegerField(default=0, help_text="Beat-sent runs that started.")
+    lateness_sum_ms = models.BigIntegerField(default=0)
+    lateness_le = ArrayField(
+        models.BigIntegerField(), help_text="Cumulative counts per LATENESS_BUCKETS_MS bound."
+    )
+    last_finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["job", "status"], name="jobruntally_one_per_status")
+        ]
+        verbose_name = "job run tally"
+
+    def __str__(self) -> str:
+        return f"{self.job} {self.status}: {self.runs}"

@@ -576,8 +576,11 @@ def test_the_incident_admin_filters_open_incidents_by_job_and_kind(admin_client,
 
 def test_metrics_count_open_incidents(api, open_incident):
     text = api.get("/metrics", HTTP_ACCEPT="text/plain").content.decode()
-    assert f'jobsite_job_open_incidents{{job="{JOB}",kind="failures"}} 1.0' in text
-    assert 'jobsite_job_open_incidents{job="cleanup",kind="missed"} 1.0' in text
+    assert f'jobsite_job_open_incidents{{job_name="{JOB}",kind="failures"}} 1.0' in text
+    assert 'jobsite_job_open_incidents{job_name="cleanup",kind="missed"} 1.0' in text
+    # Nothing open is a 0, not an absent series.
+    assert f'jobsite_job_open_incidents{{job_name="{JOB}",kind="missed"}} 0.0' in text
+    assert 'jobsite_job_open_incidents{job_name="settlement",kind="late"} 0.0' in text
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ops.health import beat_liveness
 from scheduler.heartbeat import beat_heartbeat_stamp
-from scheduler.models import BeatHeartbeat
+from scheduler.models import BeatHeartbeat, JobRun
 from scheduler.registry import all_jobs
 from tests.ops.conftest import make_run
 from tests.scheduler.conftest import close_other_connections
@@ -137,22 +137,64 @@ def test_metrics_need_a_staff_token(client, schedules):
     assert client.get("/metrics").status_code == 401
 
 
+def scrape(api) -> dict[str, list]:
+    """/metrics parsed: family name -> its samples."""
+    text = api.get("/metrics", HTTP_ACCEPT="text/plain").content.decode()
+    return {
+        family.name: family.samples
+        for family in text_string_to_metric_families(text)  # raises on malformed text
+    }
+
+
+def value(samples: list, name: str, **labels: str) -> float:
+    [found] = [s.value for s in samples if s.name == name and s.labels == labels]
+    return found
+
+
 def test_metrics_report_runs_durations_lateness_success_and_queues(api, runs):
-    response = api.get("/metrics", HTTP_ACCEPT="text/plain")
-    assert response.status_code == 200
-    text = response.content.decode()
-    # The fixture's oldest minute may fall just outside the hour.
-    assert re.search(
-        r'jobsite_job_runs_last_hour\{job="referral-tier3",status="succeeded"\} (59|60)\.0', text
-    )
-    assert 'jobsite_job_runs_last_hour{job="settlement",status="skipped_lock"} 1.0' in text
-    assert 'jobsite_job_duration_seconds{job="referral-tier3",quantile="0.95"} 0.15' in text
-    assert 'jobsite_job_lateness_seconds{job="referral-tier3",quantile="0.99"} 0.02' in text
-    assert 'jobsite_job_last_success_timestamp_seconds{job="referral-tier2"}' in text
-    assert 'jobsite_celery_queue_length{queue="default"}' in text
-    assert 'jobsite_celery_queue_length{queue="long"}' in text
-    assert "jobsite_broker_up 1.0" in text
-    assert 'jobsite_job_enabled{job="cleanup"} 1.0' in text
+    families = scrape(api)
+    runs_total = families["jobsite_job_runs"]
+    total = "jobsite_job_runs_total"
+    assert value(runs_total, total, job_name="referral-tier3", status="succeeded") == 60
+    assert value(runs_total, total, job_name="referral-tier2", status="duplicate") == 1
+    assert value(runs_total, total, job_name="settlement", status="skipped_lock") == 1
+    assert value(runs_total, total, job_name="live-stats-sync", status="failed") == 1
+    # Every job has every finished status, 0 included; never queued or running.
+    finished = set(JobRun.Status.values) - {"queued", "running"}
+    assert {(s.labels["job_name"], s.labels["status"]) for s in runs_total} == {
+        (job.name, status) for job in all_jobs() for status in finished
+    }
+
+    # Histograms: 60 runs of 150 ms and 20 ms late each.
+    duration = families["jobsite_job_duration_seconds"]
+    bucket = "jobsite_job_duration_seconds_bucket"
+    assert value(duration, bucket, job_name="referral-tier3", le="0.1") == 0
+    assert value(duration, bucket, job_name="referral-tier3", le="0.25") == 60
+    assert value(duration, bucket, job_name="referral-tier3", le="+Inf") == 60
+    assert value(duration, "jobsite_job_duration_seconds_count", job_name="referral-tier3") == 60
+    assert value(duration, "jobsite_job_duration_seconds_sum", job_name="referral-tier3") == 9
+    lateness = families["jobsite_job_lateness_seconds"]
+    bucket = "jobsite_job_lateness_seconds_bucket"
+    assert value(lateness, bucket, job_name="referral-tier3", le="0.01") == 0
+    assert value(lateness, bucket, job_name="referral-tier3", le="0.025") == 60
+    assert value(lateness, bucket, job_name="cleanup", le="+Inf") == 0  # never ran: zeros
+
+    newest = max(r.finished_at for r in runs if r.job == "referral-tier2" and r.finished_at)
+    success = families["jobsite_job_last_success_timestamp_seconds"]
+    assert value(
+        success, "jobsite_job_last_success_timestamp_seconds", job_name="referral-tier2"
+    ) == pytest.approx(newest.timestamp())
+    assert value(families["jobsite_job_enabled"], "jobsite_job_enabled", job_name="cleanup") == 1
+    queues = families["jobsite_celery_queue_length"]
+    assert {s.labels["queue"] for s in queues} == {"default", "long"}
+    assert families["jobsite_broker_up"][0].value == 1
+
+
+def test_no_sample_carries_prometheus_s_own_job_or_instance_label(api, runs):
+    beat_seen(1)
+    for samples in scrape(api).values():
+        for sample in samples:
+            assert not {"job", "instance"} & set(sample.labels), sample
 
 
 def test_metrics_report_beat_up_from_the_heartbeat(api):
@@ -171,7 +213,7 @@ def test_the_backlog_gauge_is_the_newest_ended_run_s_backlog(api, schedules):
     make_run("settlement", hour, result={"paid": 3})  # no backlog: 0
     make_run("live-stats-sync", hour, result={"backlog": "lots"})  # not a number: 0
     samples = {
-        sample.labels["job"]: sample.value
+        sample.labels["job_name"]: sample.value
         for family in text_string_to_metric_families(api.get("/metrics").content.decode())
         if family.name == "jobsite_job_backlog"
         for sample in family.samples

@@ -23,7 +23,7 @@ import pytest
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from jobsite.embedded import free_port
+from devtools.embedded import free_port
 from ops.models import Incident
 from scheduler.models import JobRun
 from scheduler.services.retention import retention_prune

@@ -51,7 +51,7 @@ class JobStats:
 
 _STATS_SQL = """
 SELECT job,
-    count(*) FILTER (WHERE status NOT IN ('duplicate', 'skipped_lock')),
+    count(*) FILTER (WHERE status NOT IN ('duplicate', 'skipped_lock', 'refused')),
     count(*) FILTER (WHERE status = 'succeeded'),
     count(*) FILTER (WHERE status IN ('failed', 'lost', 'missed', 'expired')),
     percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms) FILTER (WHERE status = 'succeeded'),
@@ -98,7 +98,7 @@ def _num(value: object) -> float | None:
 
 def last_runs(names: list[str] | None = None) -> dict[str, JobRun]:
     """The newest run (not a duplicate delivery) of each job."""
-    rows = JobRun.objects.filter(duplicate_of__isnull=True)
+    rows = JobRun.objects.filter(JobRun.SLOT_OWNERS)
     if names is not None:
         rows = rows.filter(job__in=names)
     newest = rows.order_by("job", "-slot", "-attempt").distinct("job")

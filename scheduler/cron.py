@@ -167,6 +167,21 @@ class Cron:
             window = min(window * 2, timedelta(days=64))
         return found
 
+    def fires_at(self, moment: datetime) -> bool:
+        """Whether `moment` is one of `fire_times` (the same answer, in microseconds, not a day's
+        expansion: the worker asks it for every beat run)."""
+        tz = zoneinfo.ZoneInfo(self.timezone)
+        local = moment.astimezone(tz)
+        if local.second or local.microsecond:
+            return False
+        spec = self.celery
+        if local.minute not in spec.minute or local.hour not in spec.hour:
+            return False
+        # fire_times builds each local wall time with fold=0: in a DST fall-back hour only the
+        # first of the two moments with that wall time is a fire time.
+        first = local.replace(tzinfo=tz, fold=0).astimezone(UTC)
+        return first == moment.astimezone(UTC) and self.matches_day(local.date())
+
     def latest_fire_time(self, at_or_before: datetime) -> datetime | None:
         """The newest fire time <= the given moment, looking back at most 400 days."""
         end = at_or_before + timedelta(microseconds=1)

@@ -95,7 +95,7 @@ class Command(BaseCommand):
             upcoming = [
                 t.replace(second=offset) for t in cron.next_fire_times(now, options["next"])
             ]
-            last = JobRun.objects.filter(job=job.name, duplicate_of__isnull=True).first()
+            last = JobRun.objects.filter(JobRun.SLOT_OWNERS, job=job.name).first()
             drift = []
             if cron != profile_cron(job, options["profile"]):
                 drift.append(f"cron differs from {options['profile']} default")

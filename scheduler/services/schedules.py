@@ -20,9 +20,13 @@ from scheduler.collisions import Planned
 from scheduler.conf import PROFILES, stagger_enabled
 from scheduler.cron import Cron, CronError
 from scheduler.models import JobSchedule
-from scheduler.registry import Job, all_jobs
+from scheduler.registry import Job, all_jobs, job_for_task
 
 TEST_CRON = "* * * * *"
+# What a job's message carries (JobTask.run_job's parameters): beat and the dispatch path set
+# them, the worker checks them (scheduler.services.deliveries). A schedule that names one would
+# speak for the run path (a slot, a trigger, a user to credit), so it is refused.
+RESERVED_KWARGS = ("slot", "trigger", "attempt", "run_id", "user_id", "reason")
 
 
 def default_offset(job: Job) -> int:
@@ -179,6 +183,38 @@ def schedule_problems(
             problems.append(str(exc))
     if task.task not in registered:
         problems.append(f"task {task.task!r} is not registered with Celery")
+    if job_for_task(task.task) is not None:
+        problems.extend(_job_task_problems(task))
+    return problems
+
+
+def _job_task_problems(task: PeriodicTask) -> list[str]:
+    """A job's slots are its cron's fire times plus its offset, and its message's arguments are
+    the run path's own: the worker refuses anything else, so it is refused at save already."""
+    problems = []
+    if not task.crontab_id:
+        problems.append(
+            f"crontab is required: {task.task!r} is a job, and a job runs only at the fire times "
+            "of a crontab schedule (not an interval, solar or clocked one)"
+        )
+    try:
+        args, kwargs = json.loads(task.args or "[]"), json.loads(task.kwargs or "{}")
+    except ValueError:
+        return problems  # said above
+    if isinstance(args, list) and args:
+        problems.append(f"args must be empty: job {task.task!r} takes no positional arguments")
+    if isinstance(kwargs, dict) and kwargs:
+        reserved = sorted(set(kwargs) & set(RESERVED_KWARGS))
+        if reserved:
+            problems.append(
+                f"kwargs name {', '.join(reserved)}: beat and the run path set these, a schedule "
+                "may not"
+            )
+        others = sorted(set(kwargs) - set(RESERVED_KWARGS))
+        if others:
+            problems.append(
+                f"kwargs name {', '.join(others)}: job {task.task!r} takes no arguments of its own"
+            )
     return problems
 
 

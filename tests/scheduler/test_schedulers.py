@@ -206,3 +206,25 @@ def test_beat_records_a_send_on_a_row_poisoned_after_it_was_loaded():
     assert row.total_run_count == entry.total_run_count == 1
     assert row.last_run_at == entry.last_run_at
     assert row.kwargs == "{bad json"  # left as found, for staff to see and fix
+
+
+@pytest.mark.django_db(transaction=True)  # beat's resync commits and closes old connections
+def test_the_forced_resync_survives_rows_poisoned_after_they_were_sent():
+    import datetime as dt
+
+    schedules_apply(profile="test")
+    scheduler = _scheduler()
+    loaded = scheduler.schedule  # the initial read
+    for name in ("cleanup", "settlement", "badge-auto-unlock"):
+        scheduler.reserve(loaded[name])  # sent: dirty until the next sync
+    PeriodicTask.objects.filter(name="cleanup").update(kwargs="{bad json")
+    PeriodicTask.objects.filter(name="settlement").update(args='{"a": 1}')
+    PeriodicTask.objects.filter(name="badge-auto-unlock").update(task="no.such.task")
+    # django-celery-beat's own resync, 5 minutes after the last one
+    scheduler._last_full_sync = dt.datetime.now() - dt.timedelta(minutes=6)  # noqa: DTZ005
+
+    resynced = scheduler.schedule
+
+    assert {"cleanup", "settlement", "badge-auto-unlock"}.isdisjoint(resynced)
+    assert set(loaded) - set(resynced) == {"cleanup", "settlement", "badge-auto-unlock"}
+    assert PeriodicTask.objects.get(name="settlement").total_run_count == 1  # the sync wrote it

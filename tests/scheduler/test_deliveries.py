@@ -178,3 +178,25 @@ def test_the_service_never_gets_a_moment_past_the_wall_clock(register_job):
 
     assert len(CALLS) == 1
     assert CALLS[0] < ahead
+
+
+def test_an_expired_message_is_recorded_expired_only_when_it_named_a_due_slot(register_job):
+    from types import SimpleNamespace
+
+    from scheduler.tasks import _record_expired
+
+    job = register_job("expiring")
+    _schedule(job, "* * * * *", offset=0)
+    past = timezone.now().replace(second=0, microsecond=0) - timedelta(minutes=1)
+    future = past + timedelta(minutes=3)
+
+    def expire(task_id: str, slot: datetime) -> JobRun:
+        kwargs = {"slot": slot.isoformat(), "trigger": "beat"}
+        request = SimpleNamespace(task=job.task, id=task_id, kwargs=kwargs, hostname="w1")
+        _record_expired(request=request, expired=True)
+        return JobRun.objects.get(task_id=task_id)
+
+    assert expire("real", past).status == Status.EXPIRED
+    forged = expire("forged", future)  # an expiry set in the past, on a slot still to come
+    assert forged.status == Status.REFUSED
+    assert not JobRun.objects.filter(JobRun.SLOT_OWNERS, job=job.name, slot=future).exists()

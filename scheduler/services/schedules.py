@@ -107,10 +107,17 @@ def _update(task: PeriodicTask, job: Job, cron: Cron, offset: int, *, reset: boo
         if getattr(task, name) != value:
             details.append(f"{name}: {getattr(task, name)!r} -> {value!r}")
             setattr(task, name, value)
+    # A job takes no arguments and runs on a crontab only (`_job_task_problems`): rows from
+    # before that rule, which beat now leaves out, are made sendable again.
+    for name, empty in (("args", "[]"), ("kwargs", "{}")):
+        if (getattr(task, name) or empty).strip() not in (empty, ""):
+            details.append(f"{name}: {getattr(task, name)} -> {empty} (a job takes none)")
+            setattr(task, name, empty)
     current = Cron.from_model(task.crontab) if task.crontab else None
     if current != cron and (reset or current is None):
         details.append(f"cron: {current} -> {cron}")
         task.crontab = crontab_for(cron)
+        task.interval = task.solar = task.clocked = None  # one schedule per task
         schedule.tracked_since = now
     elif current != cron:
         details.append(f"cron {current} kept (staff edit; --reset restores {cron})")

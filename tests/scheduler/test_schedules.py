@@ -125,3 +125,22 @@ def test_a_row_beat_cannot_send_is_reported_by_check_and_the_system_check():
         "schedule 'retention-pruning' cannot be sent by beat: kwargs is not valid "
         "JSON (Expecting property name enclosed in double quotes at 1)"
     ]
+
+
+def test_apply_makes_a_job_row_from_before_the_argument_rule_sendable_again():
+    from django_celery_beat.models import IntervalSchedule
+
+    from scheduler.services.schedules import broken_schedules
+
+    schedules_apply(profile="production")
+    every = IntervalSchedule.objects.create(every=10, period=IntervalSchedule.SECONDS)
+    PeriodicTask.objects.filter(name="settlement").update(kwargs='{"user_id": 7}', args="[1]")
+    PeriodicTask.objects.filter(name="cleanup").update(interval=every, crontab=None)
+    assert set(broken_schedules()) == {"settlement", "cleanup"}
+
+    changes = {c.job: c for c in schedules_apply(profile="production")}
+
+    assert broken_schedules() == {}
+    assert 'kwargs: {"user_id": 7} -> {} (a job takes none)' in changes["settlement"].details
+    cleanup = PeriodicTask.objects.get(name="cleanup")
+    assert (cleanup.interval_id, str(Cron.from_model(cleanup.crontab))) == (None, "0 3 * * *")

@@ -11,7 +11,7 @@ import logging
 import select
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from celery import Task, shared_task
@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from scheduler.services.runs import Delivery
 
 logger = logging.getLogger(__name__)
+# Slots a message may name at all (a datetime near year 1 or 9999 overflows on arithmetic or on
+# its way to UTC); the worker's checks judge the ones in between.
+_SLOTS_FROM = datetime(2000, 1, 1, tzinfo=UTC)
+_SLOTS_UNTIL = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 @shared_task(name="scheduler.ping")
@@ -56,23 +60,28 @@ def _delivery(
     problems = []
     try:
         slot = _parse_slot(kwargs.get("slot"))
-    except (ValueError, TypeError) as exc:  # parse_datetime raises on out-of-range fields
+        if not _SLOTS_FROM <= slot.astimezone(UTC) < _SLOTS_UNTIL:
+            raise ValueError(f"slot {slot.isoformat()} is outside the years 2000-9998")
+    except (ValueError, TypeError, OverflowError) as exc:  # out-of-range fields raise too
         problems.append(str(exc) or f"slot {kwargs.get('slot')!r} is not a valid datetime")
         slot = timezone.now()
+    # name: (type, default, largest value: the column's)
     typed = {
-        "trigger": (str, "beat"),
-        "attempt": (int, 1),
-        "run_id": (int, None),
-        "user_id": (int, None),
-        "reason": (str, ""),
+        "trigger": (str, "beat", None),
+        "attempt": (int, 1, 32767),
+        "run_id": (int, None, 2**63 - 1),
+        "user_id": (int, None, 2**31 - 1),
+        "reason": (str, "", None),
     }
     values: dict[str, Any] = {}
-    for name, (kind, default) in typed.items():
+    for name, (kind, default, largest) in typed.items():
         value = kwargs.get(name, default)
         ok = value is None and default is None
         ok = ok or (isinstance(value, kind) and not isinstance(value, bool))
+        if ok and largest is not None and value is not None and not 1 <= value <= largest:
+            ok = False
         if not ok:
-            problems.append(f"{name} {value!r} is not a {kind.__name__}")
+            problems.append(f"{name} {value!r} is not a {kind.__name__} in range")
             value = default
         values[name] = value
     values["trigger"] = values["trigger"][:20]
@@ -147,13 +156,12 @@ class JobTask(Task):
         # PostgreSQL restart) instead of failing this run on it, as Django does per request.
         _drop_dead_connection()
         message = {"slot": slot, "trigger": trigger, "attempt": attempt, "run_id": run_id}
+        message.update(user_id=user_id, reason=reason)
         delivery, malformed = _delivery(
-            self.job,
-            {**message, "user_id": user_id, "reason": reason},
-            task_id=self.request.id or "",
-            worker=self.request.hostname or "",
+            self.job, message, task_id=self.request.id or "", worker=self.request.hostname or ""
         )
-        # A message is checked against the schedule and the ledger before it may run.
+        # A message is checked against the schedule and the ledger before it may run; a refusal
+        # is an outcome (its ledger row), not an error: nothing to retry.
         refused = (
             delivery_refuse(delivery, error=malformed) if malformed else delivery_admit(delivery)
         )

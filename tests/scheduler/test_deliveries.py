@@ -14,7 +14,12 @@ from django_celery_beat.models import PeriodicTask
 
 from scheduler.cron import Cron
 from scheduler.models import JobRun, JobSchedule
-from scheduler.services.deliveries import FUTURE_TOLERANCE, delivery_admit, delivery_refusal
+from scheduler.services.deliveries import (
+    FUTURE_TOLERANCE,
+    delivery_admit,
+    delivery_refusal,
+    delivery_refuse,
+)
 from scheduler.services.dispatch import job_dispatch
 from scheduler.services.reconcile import ledger_reconcile
 from scheduler.services.runs import Delivery, job_execute
@@ -158,14 +163,19 @@ def test_a_refused_row_does_not_account_for_a_slot_the_reconciler_expects(regist
         ({"slot": "2026-03-04T12:00:00+00:00", "attempt": "2"}, "attempt '2' is not a int"),
         ({"slot": "2026-03-04T12:00:00+00:00", "run_id": [1]}, "run_id [1] is not a int"),
         ({"slot": "2026-03-04T12:00:00+00:00", "user_id": True}, "user_id True"),
+        ({"slot": "2026-03-04T12:00:00+00:00", "run_id": 2**64}, "run_id 18446744073709551616"),
+        ({"slot": "2026-03-04T12:00:00+00:00", "attempt": 0}, "attempt 0"),
+        ({"slot": "0001-01-01T00:00:00+14:00"}, "out of range"),
+        ({"slot": "9999-12-31T23:59:59-12:00"}, "out of range"),
+        ({"slot": "1999-12-31T23:59:59+00:00"}, "outside the years 2000-9998"),
     ],
 )
 def test_a_malformed_message_is_said_to_be(register_job, kwargs, said):
     delivery, malformed = _delivery(register_job("malformed"), kwargs, task_id="t", worker="w")
 
     assert said in malformed
-    assert delivery.attempt >= 1
-    assert delivery.slot.tzinfo is not None
+    # and what could be read is recorded as refused
+    assert delivery_refuse(delivery, error=malformed).status == Status.REFUSED
 
 
 def test_the_service_never_gets_a_moment_past_the_wall_clock(register_job):

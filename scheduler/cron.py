@@ -171,16 +171,21 @@ class Cron:
         """Whether `moment` is one of `fire_times` (the same answer, in microseconds, not a day's
         expansion: the worker asks it for every beat run)."""
         tz = zoneinfo.ZoneInfo(self.timezone)
-        local = moment.astimezone(tz)
-        if local.second or local.microsecond:
+        utc = moment.astimezone(UTC)
+        if utc.second or utc.microsecond:
             return False
         spec = self.celery
-        if local.minute not in spec.minute or local.hour not in spec.hour:
-            return False
-        # fire_times builds each local wall time with fold=0: in a DST fall-back hour only the
-        # first of the two moments with that wall time is a fire time.
-        first = local.replace(tzinfo=tz, fold=0).astimezone(UTC)
-        return first == moment.astimezone(UTC) and self.matches_day(local.date())
+        # fire_times turns each local wall time into UTC with fold=0: a wall time in a DST gap
+        # lands an hour off its real local reading, and in a fall-back hour only the first of the
+        # two moments counts. So try the wall time under each offset in force around the moment.
+        offsets = {(utc + timedelta(hours=h)).astimezone(tz).utcoffset() for h in (-3, 0, 3)}
+        for offset in offsets:
+            wall = (utc + offset).replace(tzinfo=None) if offset is not None else None
+            if wall is None or wall.minute not in spec.minute or wall.hour not in spec.hour:
+                continue
+            if self.matches_day(wall.date()) and wall.replace(tzinfo=tz).astimezone(UTC) == utc:
+                return True
+        return False
 
     def latest_fire_time(self, at_or_before: datetime) -> datetime | None:
         """The newest fire time <= the given moment, looking back at most 400 days."""

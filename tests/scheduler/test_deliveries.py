@@ -210,3 +210,20 @@ def test_an_expired_message_is_recorded_expired_only_when_it_named_a_due_slot(re
     forged = expire("forged", future)  # an expiry set in the past, on a slot still to come
     assert forged.status == Status.REFUSED
     assert not JobRun.objects.filter(JobRun.SLOT_OWNERS, job=job.name, slot=future).exists()
+
+
+def test_a_beat_message_may_name_a_fire_time_of_any_enabled_schedule_of_the_job(register_job):
+    job = register_job("two-schedules")
+    _schedule(job, "0 0 * * *", offset=50)
+    extra = PeriodicTask.objects.create(
+        name="two-schedules, half past",
+        task=job.task,
+        crontab=crontab_for(Cron.parse("30 * * * *")),
+    )
+    JobSchedule.objects.create(periodic_task=extra, offset_seconds=9, tracked_since=NOW)
+
+    assert (
+        delivery_refusal(_beat(job, datetime(2026, 3, 4, 12, 30, 9, tzinfo=UTC)), now=NOW) is None
+    )
+    assert delivery_refusal(_beat(job, datetime(2026, 3, 4, 0, 0, 50, tzinfo=UTC)), now=NOW) is None
+    assert delivery_refusal(_beat(job, datetime(2026, 3, 4, 0, 0, 9, tzinfo=UTC)), now=NOW)

@@ -309,3 +309,17 @@ def test_the_schedule_list_names_a_row_beat_leaves_out(admin_client, schedules):
     response = admin_client.get(reverse("admin:django_celery_beat_periodictask_changelist"))
 
     assert "Beat does not send cleanup: kwargs name user_id" in response.content.decode()
+
+
+def test_the_admin_refuses_a_job_on_an_interval_schedule(admin_client, schedules):
+    from django_celery_beat.models import IntervalSchedule
+
+    task = schedules["prize-pool-finalisation"]
+    every = IntervalSchedule.objects.create(every=10, period=IntervalSchedule.SECONDS)
+    data = _form_data(task, interval=every.pk, crontab="", cron_expression="")
+
+    response = admin_client.post(_change_url(task), data)
+
+    assert response.status_code == 200
+    assert "crontab is required" in response.content.decode()
+    assert PeriodicTask.objects.get(pk=task.pk).interval_id is None

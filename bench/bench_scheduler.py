@@ -100,12 +100,33 @@ def _wait(done: Callable[[], bool], workers: dict[str, subprocess.Popen[bytes]],
 
 
 class _Senders:
-    """Queue n messages of one variant; job messages get distinct slots (one run per slot)."""
+    """Queue n messages of one variant; job messages get distinct slots (one run per slot).
+
+    A job message is what beat sends: a `beat` trigger for a fire time of the job's schedule
+    (every minute, offset 0), which the worker checks before it runs (one query). Slots are
+    distinct past minutes within the bench job's starting deadline (bench.scheduler_tasks).
+    """
 
     def __init__(self) -> None:
-        from datetime import UTC, datetime, timedelta
+        from datetime import UTC, datetime
 
-        self.base = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
+        from django_celery_beat.models import PeriodicTask
+
+        from bench.scheduler_tasks import SLOTS_SINCE
+        from scheduler.cron import Cron
+        from scheduler.models import JobSchedule
+        from scheduler.services.schedules import crontab_for
+
+        now = datetime.now(UTC)
+        self.base = now.replace(second=0, microsecond=0) - SLOTS_SINCE
+        self.latest = now
+        task, _ = PeriodicTask.objects.update_or_create(
+            name="bench-noop",
+            defaults={"task": "bench.job_noop", "crontab": crontab_for(Cron.parse("* * * * *"))},
+        )
+        JobSchedule.objects.update_or_create(
+            periodic_task=task, defaults={"offset_seconds": 0, "tracked_since": now}
+        )
         self.sent = 0
 
     def send(self, key: str, n: int) -> None:
@@ -119,8 +140,9 @@ class _Senders:
                 kwargs = {}
                 if key == "job":
                     self.sent += 1
-                    slot = self.base + timedelta(seconds=self.sent)
-                    kwargs = {"slot": slot.isoformat(), "trigger": "api"}
+                    slot = self.base + timedelta(minutes=self.sent)
+                    assert slot <= self.latest, "more job messages than minutes in SLOTS_SINCE"
+                    kwargs = {"slot": slot.isoformat(), "trigger": "beat"}
                 app.send_task(
                     task,
                     queue=f"bench-{key}",

@@ -489,7 +489,7 @@ def _retry_one(actor: Actor, run_id: int, reason: str) -> RetryResult:
         raise OpsError("ids", f"run {run_id}: job {run.job!r} is no longer registered")
     latest = (
         JobRun.objects.select_for_update()
-        .filter(job=run.job, slot=run.slot, duplicate_of__isnull=True)
+        .filter(JobRun.SLOT_OWNERS, job=run.job, slot=run.slot)
         .order_by("-attempt")
         .first()
     )

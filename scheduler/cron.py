@@ -167,6 +167,26 @@ class Cron:
             window = min(window * 2, timedelta(days=64))
         return found
 
+    def fires_at(self, moment: datetime) -> bool:
+        """Whether `moment` is one of `fire_times` (the same answer, in microseconds, not a day's
+        expansion: the worker asks it for every beat run)."""
+        tz = zoneinfo.ZoneInfo(self.timezone)
+        utc = moment.astimezone(UTC)
+        if utc.second or utc.microsecond:
+            return False
+        spec = self.celery
+        # fire_times turns each local wall time into UTC with fold=0: a wall time in a DST gap
+        # lands an hour off its real local reading, and in a fall-back hour only the first of the
+        # two moments counts. So try the wall time under each offset in force around the moment.
+        offsets = {(utc + timedelta(hours=h)).astimezone(tz).utcoffset() for h in (-3, 0, 3)}
+        for offset in offsets:
+            wall = (utc + offset).replace(tzinfo=None) if offset is not None else None
+            if wall is None or wall.minute not in spec.minute or wall.hour not in spec.hour:
+                continue
+            if self.matches_day(wall.date()) and wall.replace(tzinfo=tz).astimezone(UTC) == utc:
+                return True
+        return False
+
     def latest_fire_time(self, at_or_before: datetime) -> datetime | None:
         """The newest fire time <= the given moment, looking back at most 400 days."""
         end = at_or_before + timedelta(microseconds=1)

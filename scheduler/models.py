@@ -69,6 +69,14 @@ class RunStatus(models.TextChoices):
     EXPIRED = "expired", "expired before it ran"
     MISSED = "missed", "missed"
     LOST = "lost", "lost (worker died)"
+    # A message the worker did not believe (scheduler.services.deliveries); it never ran.
+    REFUSED = "refused", "refused (not a due slot)"
+
+
+# The rows that own their slot (one per job, slot and attempt): not a duplicate delivery, and not
+# a refused one, which claims nothing (a forged message naming a real future slot must not take
+# that slot from the run beat sends for it later). Every "the slot's run" query filters on it.
+SLOT_OWNERS = Q(duplicate_of__isnull=True) & ~Q(status=RunStatus.REFUSED)
 
 
 class RunTrigger(models.TextChoices):
@@ -83,6 +91,7 @@ class RunTrigger(models.TextChoices):
 class JobRun(models.Model):
     Status = RunStatus
     Trigger = RunTrigger
+    SLOT_OWNERS = SLOT_OWNERS
 
     TERMINAL = frozenset(
         {
@@ -94,6 +103,7 @@ class JobRun(models.Model):
             Status.MISSED,
             Status.LOST,
             Status.RETRYING,
+            Status.REFUSED,
         }
     )
 
@@ -138,10 +148,11 @@ class JobRun(models.Model):
 
     class Meta:
         constraints = [
-            # The slot claim: a delivery that did not win it is stored with duplicate_of set.
+            # The slot claim: a delivery that did not win it is stored with duplicate_of set; a
+            # refused one claims nothing (SLOT_OWNERS).
             models.UniqueConstraint(
                 fields=["job", "slot", "attempt"],
-                condition=Q(duplicate_of__isnull=True),
+                condition=SLOT_OWNERS,
                 name="jobrun_one_claim_per_slot_attempt",
             ),
             models.CheckConstraint(

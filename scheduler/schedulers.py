@@ -69,8 +69,22 @@ class JobEntry(ModelEntry):
                 "slot": slot.isoformat(),
             },
         }
-        entry.kwargs = {**self.kwargs, "slot": slot.isoformat(), "trigger": "beat"}
+        # Only what the run path reads: a schedule's own kwargs are refused at save and at load.
+        entry.kwargs = {"slot": slot.isoformat(), "trigger": "beat"}
         return entry
+
+    def save(self) -> None:
+        """Write beat's bookkeeping (last run, run count) as a plain UPDATE of those columns.
+
+        django-celery-beat saves the whole model re-read from the database, which runs the
+        pre_save validators (scheduler.signals) on whatever is in the row now: a row poisoned
+        after beat loaded it (bad JSON, an unknown task, written with SQL) raised
+        ValidationError out of `sync` and `tick`, and beat exited. Its save marks the row
+        `no_changes` so as not to signal a schedule change; an UPDATE sends no signal at all.
+        """
+        type(self.model)._default_manager.filter(pk=self.model.pk).update(
+            last_run_at=self.model.last_run_at, total_run_count=self.model.total_run_count
+        )
 
 
 class JobScheduler(DatabaseScheduler):
@@ -88,7 +102,16 @@ class JobScheduler(DatabaseScheduler):
     def all_as_schedule(self) -> dict[str, JobEntry]:
         registered = set(self.app.tasks.keys())
         entries: dict[str, JobEntry] = {}
-        for model in self.enabled_models():
+        try:
+            models = self.enabled_models()
+        except DatabaseError:
+            raise  # beat's own handling: a lost database is waited for, not hidden
+        except Exception:
+            # Rows no query can read (a crontab with a timezone nobody knows breaks the hour
+            # window django-celery-beat computes): keep sending what was loaded before.
+            logger.exception("schedules cannot be read; beat keeps the ones it had")
+            return dict(self._schedule or {})
+        for model in models:
             problems = schedule_problems(model, registered)
             if problems:
                 logger.error(

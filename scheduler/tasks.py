@@ -10,8 +10,9 @@ import contextlib
 import logging
 import select
 from collections.abc import Callable
-from datetime import datetime
-from typing import Any
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from celery import Task, shared_task
 from celery.signals import task_revoked
@@ -23,7 +24,14 @@ from jobsite.celery import app
 from scheduler.registry import Job, all_jobs, job_for_task
 from scheduler.results import STORED_WITH_RUN, JobResultBackend, job_result_backend
 
+if TYPE_CHECKING:
+    from scheduler.services.runs import Delivery
+
 logger = logging.getLogger(__name__)
+# Slots a message may name at all (a datetime near year 1 or 9999 overflows on arithmetic or on
+# its way to UTC); the worker's checks judge the ones in between.
+_SLOTS_FROM = datetime(2000, 1, 1, tzinfo=UTC)
+_SLOTS_UNTIL = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 @shared_task(name="scheduler.ping")
@@ -32,13 +40,54 @@ def ping() -> str:
     return "pong"
 
 
-def _parse_slot(raw: str | None) -> datetime:
-    if not raw:
-        return timezone.now().replace(microsecond=0)
-    moment = parse_datetime(raw)
+def _parse_slot(raw: object) -> datetime:
+    moment = parse_datetime(raw) if isinstance(raw, str) else None
     if moment is None or moment.tzinfo is None:
         raise ValueError(f"slot {raw!r} is not an ISO 8601 datetime with a timezone")
     return moment
+
+
+def _delivery(
+    job: Job, kwargs: dict[str, Any], *, task_id: str, worker: str
+) -> tuple[Delivery, str]:
+    """The message's delivery, and what is malformed in it ("" when nothing is).
+
+    Celery checks the names of a message's kwargs, not their types, and the broker accepts any
+    JSON: a malformed message is recorded as refused under a delivery made of what could be
+    read (its slot the worker's clock when it has none)."""
+    from scheduler.services.runs import Delivery
+
+    problems = []
+    try:
+        slot = _parse_slot(kwargs.get("slot"))
+        if not _SLOTS_FROM <= slot.astimezone(UTC) < _SLOTS_UNTIL:
+            raise ValueError(f"slot {slot.isoformat()} is outside the years 2000-9998")
+    except (ValueError, TypeError, OverflowError) as exc:  # out-of-range fields raise too
+        problems.append(str(exc) or f"slot {kwargs.get('slot')!r} is not a valid datetime")
+        slot = timezone.now()
+    # name: (type, default, largest value: the column's)
+    typed = {
+        "trigger": (str, "beat", None),
+        "attempt": (int, 1, 32767),
+        "run_id": (int, None, 2**63 - 1),
+        "user_id": (int, None, 2**31 - 1),
+        "reason": (str, "", None),
+    }
+    values: dict[str, Any] = {}
+    for name, (kind, default, largest) in typed.items():
+        value = kwargs.get(name, default)
+        ok = value is None and default is None
+        ok = ok or (isinstance(value, kind) and not isinstance(value, bool))
+        if ok and largest is not None and value is not None and not 1 <= value <= largest:
+            ok = False
+        if not ok:
+            problems.append(f"{name} {value!r} is not a {kind.__name__} in range")
+            value = default
+        values[name] = value
+    values["trigger"] = values["trigger"][:20]
+    values["reason"] = values["reason"][:255]
+    delivery = Delivery(job=job, slot=slot, task_id=task_id, worker=worker, **values)
+    return delivery, "; ".join(problems)
 
 
 def _drop_dead_connection() -> None:
@@ -100,23 +149,26 @@ class JobTask(Task):
         user_id: int | None = None,
         reason: str = "",
     ) -> dict[str, Any]:
-        from scheduler.services.runs import Delivery, job_execute
+        from scheduler.services.deliveries import delivery_admit, delivery_refuse
+        from scheduler.services.runs import job_execute
 
         # CELERY_DB_REUSE_MAX keeps connections across tasks; drop one that died meanwhile (a
         # PostgreSQL restart) instead of failing this run on it, as Django does per request.
         _drop_dead_connection()
-        delivery = Delivery(
-            store_with_success=self._result_writer(),
-            job=self.job,
-            slot=_parse_slot(slot),
-            trigger=trigger,
-            task_id=self.request.id or "",
-            attempt=attempt,
-            run_id=run_id,
-            worker=self.request.hostname or "",
-            user_id=user_id,
-            reason=reason,
+        message = {"slot": slot, "trigger": trigger, "attempt": attempt, "run_id": run_id}
+        message.update(user_id=user_id, reason=reason)
+        delivery, malformed = _delivery(
+            self.job, message, task_id=self.request.id or "", worker=self.request.hostname or ""
         )
+        # A message is checked against the schedule and the ledger before it may run; a refusal
+        # is an outcome (its ledger row), not an error: nothing to retry.
+        refused = (
+            delivery_refuse(delivery, error=malformed) if malformed else delivery_admit(delivery)
+        )
+        if refused is not None:
+            logger.warning("job %s: message %s %s", self.job.name, delivery.task_id, refused.error)
+            return _returned(refused)
+        delivery = replace(delivery, store_with_success=self._result_writer())
         outcome = job_execute(delivery)
         kwargs = {"slot": delivery.slot.isoformat(), "user_id": user_id, "reason": reason}
         if outcome.wait_in is not None:
@@ -179,7 +231,8 @@ def register_job_tasks() -> None:
 
 @task_revoked.connect
 def _record_expired(request: Any = None, expired: bool = False, **_: Any) -> None:
-    """A job message that expired before a worker ran it is recorded as `expired`."""
+    """A job message that expired before a worker ran it is recorded as `expired`; one that
+    would have been refused is recorded `refused` (an expired forgery must not fill a slot)."""
     if not expired or request is None:
         return
     job = job_for_task(getattr(request, "task", "") or getattr(request, "name", ""))
@@ -188,16 +241,28 @@ def _record_expired(request: Any = None, expired: bool = False, **_: Any) -> Non
     from django.db import IntegrityError
 
     from scheduler.models import JobRun
+    from scheduler.services.deliveries import delivery_admit, delivery_refuse
 
     kwargs = getattr(request, "kwargs", None) or {}
+    delivery, malformed = _delivery(
+        job,
+        kwargs,
+        task_id=getattr(request, "id", "") or "",
+        worker=getattr(request, "hostname", "") or "",
+    )
+    if malformed:
+        delivery_refuse(delivery, error=malformed)
+        return
+    if delivery_admit(delivery) is not None:
+        return
     # IntegrityError: the slot already has its row (a later delivery ran or accounted for it).
     with contextlib.suppress(IntegrityError):
         JobRun.objects.create(
             job=job.name,
-            slot=_parse_slot(kwargs.get("slot")),
+            slot=delivery.slot,
             status=JobRun.Status.EXPIRED,
-            trigger=kwargs.get("trigger", "beat"),
-            task_id=getattr(request, "id", "") or "",
+            trigger=delivery.trigger,
+            task_id=delivery.task_id,
             finished_at=timezone.now(),
             error="the message expired before a worker ran it",
         )

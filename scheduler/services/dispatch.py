@@ -42,7 +42,7 @@ def job_dispatch(
             )
     except IntegrityError:
         owner = (
-            JobRun.objects.filter(job=job.name, slot=slot, duplicate_of__isnull=True)
+            JobRun.objects.filter(JobRun.SLOT_OWNERS, job=job.name, slot=slot)
             .order_by("-attempt")
             .first()
         )

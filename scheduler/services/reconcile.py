@@ -53,7 +53,11 @@ def ledger_reconcile(*, now: datetime | None = None) -> dict[str, int]:
 
 def _newest_slot(job: Job) -> datetime | None:
     return (
-        JobRun.objects.filter(job=job.name).order_by("-slot").values_list("slot", flat=True).first()
+        JobRun.objects.filter(job=job.name)
+        .exclude(status=Status.REFUSED)  # a forged future slot is not the job's newest
+        .order_by("-slot")
+        .values_list("slot", flat=True)
+        .first()
     )
 
 
@@ -139,7 +143,9 @@ def _account_slots(schedule: JobSchedule, job: Job, now: datetime, counts: dict[
     if not expected:
         return
     present = set(
-        JobRun.objects.filter(job=job.name, slot__in=expected).values_list("slot", flat=True)
+        JobRun.objects.filter(job=job.name, slot__in=expected)
+        .exclude(status=Status.REFUSED)  # a refused message did not account for its slot
+        .values_list("slot", flat=True)
     )
     missing = [slot for slot in expected if slot not in present]
     final = now - deadline - grace

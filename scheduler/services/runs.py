@@ -262,7 +262,7 @@ def _claim_locked(delivery: Delivery, now: datetime) -> tuple[Claim, JobRun]:
     job = delivery.job
     latest = (
         JobRun.objects.select_for_update()
-        .filter(job=job.name, slot=delivery.slot, duplicate_of__isnull=True)
+        .filter(JobRun.SLOT_OWNERS, job=job.name, slot=delivery.slot)
         .order_by("-attempt")
         .first()
     )
@@ -339,7 +339,9 @@ def job_execute(delivery: Delivery, *, rng: random.Random | None = None) -> Outc
 
     with lease_held(lease) as heartbeat:
         try:
-            result = job.run_service(now=delivery.slot)
+            # Money services never act on a moment that has not come yet: a slot a little ahead
+            # of this clock (scheduler.services.deliveries.FUTURE_TOLERANCE) runs as of now.
+            result = job.run_service(now=min(delivery.slot, timezone.now()))
         except LeaseLost as exc:
             _finish(run, Status.LOST, timezone.now(), error=str(exc))
             return Outcome(run=run)

@@ -26,6 +26,7 @@ from django.db import connection
 from devtools.embedded import EmbeddedRedis, free_port
 from jobsite.celery import app
 from scheduler.registry import Job
+from tests.scheduler.beat_slots import schedule_slot
 
 ROOT = Path(__file__).resolve().parents[2]
 JOB_MODULES = "tests.scheduler.registered_sample_jobs,tests.chaos.registered_jobs"
@@ -337,7 +338,11 @@ class Cluster:
         task_id: str | None = None,
         **kwargs: Any,
     ) -> str:
-        """What beat sends for `slot` (or, with run_id/attempt in kwargs, a re-send)."""
+        """What beat sends for `slot` (or, with run_id/attempt in kwargs, a re-send).
+
+        A `beat` message runs only for a fire time of the job's schedule: `slot` is made one."""
+        if trigger == "beat":
+            schedule_slot(job, slot)
         result = app.send_task(
             job.task,
             kwargs={"slot": slot.isoformat(), "trigger": trigger, **kwargs},

@@ -26,7 +26,13 @@ from tests.referrals.conftest import assert_ledger_consistent
 Status = JobRun.Status
 OPEN = {Status.QUEUED, Status.RUNNING}
 SUPERSEDED = {Status.LOST, Status.RETRYING}
-NOT_EXECUTED = {Status.DUPLICATE, Status.SKIPPED_LOCK, Status.EXPIRED, Status.MISSED}
+NOT_EXECUTED = {
+    Status.DUPLICATE,
+    Status.SKIPPED_LOCK,
+    Status.EXPIRED,
+    Status.MISSED,
+    Status.REFUSED,
+}
 
 _DOUBLES = {
     "prize credit twice for a pool": (
@@ -75,10 +81,14 @@ class Accounting:
 
 def _slot_problems(key: tuple[str, datetime], rows: list[JobRun]) -> list[str]:
     name = f"{key[0]} @ {key[1]:%H:%M:%S}"
-    owners = sorted((r for r in rows if r.duplicate_of_id is None), key=lambda r: r.attempt)
+    # The suite sends only what beat or the dispatch path would: a refused message is a fault.
+    problems = [f"{name}: {r.error}" for r in rows if r.status == Status.REFUSED]
+    owners = sorted(
+        (r for r in rows if r.duplicate_of_id is None and r.status != Status.REFUSED),
+        key=lambda r: r.attempt,
+    )
     if not owners:
-        return [f"{name}: only duplicates, no owner row"]
-    problems = []
+        return [*problems, f"{name}: only duplicates, no owner row"]
     attempts = [r.attempt for r in owners]
     if attempts != list(range(1, len(owners) + 1)):
         problems.append(f"{name}: attempts {attempts} are not 1..n")

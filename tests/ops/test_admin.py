@@ -283,3 +283,43 @@ def test_the_dashboard_is_for_staff_only(client):
     response = client.get(reverse("ops-dashboard"))
     assert response.status_code == 302
     assert "/login/" in response.url
+
+
+@pytest.mark.parametrize(
+    ("overrides", "said"),
+    [
+        ({"kwargs": '{"slot": "2026-12-07T00:00:50+00:00", "trigger": "manual"}'}, "slot, trigger"),
+        ({"kwargs": '{"user_id": 1}'}, "kwargs name user_id"),
+    ],
+)
+def test_the_admin_refuses_kwargs_that_speak_for_the_run_path(
+    admin_client, schedules, overrides, said
+):
+    task = schedules["prize-pool-finalisation"]
+    response = admin_client.post(_change_url(task), _form_data(task, **overrides))
+
+    assert response.status_code == 200
+    assert said in response.content.decode()
+    assert PeriodicTask.objects.get(pk=task.pk).kwargs == "{}"
+
+
+def test_the_schedule_list_names_a_row_beat_leaves_out(admin_client, schedules):
+    PeriodicTask.objects.filter(name="cleanup").update(kwargs='{"user_id": 1}')
+
+    response = admin_client.get(reverse("admin:django_celery_beat_periodictask_changelist"))
+
+    assert "Beat does not send cleanup: kwargs name user_id" in response.content.decode()
+
+
+def test_the_admin_refuses_a_job_on_an_interval_schedule(admin_client, schedules):
+    from django_celery_beat.models import IntervalSchedule
+
+    task = schedules["prize-pool-finalisation"]
+    every = IntervalSchedule.objects.create(every=10, period=IntervalSchedule.SECONDS)
+    data = _form_data(task, interval=every.pk, crontab="", cron_expression="")
+
+    response = admin_client.post(_change_url(task), data)
+
+    assert response.status_code == 200
+    assert "crontab is required" in response.content.decode()
+    assert PeriodicTask.objects.get(pk=task.pk).interval_id is None

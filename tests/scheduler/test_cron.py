@@ -1,4 +1,4 @@
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -45,3 +45,17 @@ def test_a_schedule_in_another_timezone_fires_at_its_local_time():
     winter = cron.next_fire_times(datetime(2026, 1, 10, tzinfo=UTC), 1)[0]
     summer = cron.next_fire_times(datetime(2026, 7, 10, tzinfo=UTC), 1)[0]
     assert (winter.hour, summer.hour) == (8, 7)
+
+
+@pytest.mark.parametrize("expression", ["30 2 * * *", "*/15 * * * *", "0 0 * * 1", "5 1-3 29 2 *"])
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Berlin"])
+@pytest.mark.parametrize("day", [date(2026, 3, 29), date(2026, 10, 25), date(2028, 2, 28)])
+def test_fires_at_agrees_with_fire_times_across_dst_changes(expression, zone, day):
+    cron = Cron.parse(expression, timezone=zone)
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC) - timedelta(hours=6)
+    end = start + timedelta(days=2)
+    expected = set(cron.fire_times(start, end))
+    minutes = [start + timedelta(minutes=n) for n in range(2 * 24 * 60)]
+
+    assert {m for m in minutes if cron.fires_at(m)} == expected
+    assert not any(cron.fires_at(m + timedelta(seconds=1)) for m in expected)

@@ -157,3 +157,74 @@ def test_the_orm_refuses_a_periodic_task_beat_could_not_send(fields, message):
             name="bad", task=fields.pop("task", "scheduler.ping"), crontab=crontab, **fields
         )
     assert not PeriodicTask.objects.filter(name="bad").exists()
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"interval": True}, "crontab is required"),
+        ({"kwargs": '{"slot": "2026-12-07T00:00:50+00:00", "trigger": "manual"}'}, "slot, trigger"),
+        ({"kwargs": '{"user_id": 1, "reason": "mine"}'}, "kwargs name reason, user_id"),
+        ({"kwargs": '{"pool": 3}'}, "takes no arguments of its own"),
+        ({"args": "[1]"}, "takes no positional arguments"),
+    ],
+)
+def test_a_job_schedule_off_cron_or_speaking_for_the_run_path_is_refused_and_left_out(
+    fields, message
+):
+    from django.core.exceptions import ValidationError
+    from django_celery_beat.models import IntervalSchedule
+
+    schedules_apply(profile="test")
+    if fields.pop("interval", False):
+        every = IntervalSchedule.objects.create(every=10, period=IntervalSchedule.SECONDS)
+        fields = {"interval": every, "crontab": None}
+    task = PeriodicTask.objects.get(name="prize-pool-finalisation")
+    for name, value in fields.items():
+        setattr(task, name, value)
+
+    # given every interface saves through the model (admin form, API, shell): refused at save
+    with pytest.raises(ValidationError, match=message):
+        task.save()
+    # when the same row is written around the model, beat leaves it out and staff are told
+    PeriodicTask.objects.filter(pk=task.pk).update(**fields)
+    assert "prize-pool-finalisation" not in _scheduler().all_as_schedule()
+    from scheduler.services.schedules import broken_schedules
+
+    assert message in "; ".join(broken_schedules()["prize-pool-finalisation"])
+
+
+def test_beat_records_a_send_on_a_row_poisoned_after_it_was_loaded():
+    schedules_apply(profile="test")
+    scheduler = _scheduler()
+    entry = scheduler.reserve(scheduler.all_as_schedule()["cleanup"])  # what a send does
+    PeriodicTask.objects.filter(name="cleanup").update(kwargs="{bad json", args='{"a": 1}')
+
+    entry.save()  # django-celery-beat's save re-validated the row and raised ValidationError
+
+    row = PeriodicTask.objects.get(name="cleanup")
+    assert row.total_run_count == entry.total_run_count == 1
+    assert row.last_run_at == entry.last_run_at
+    assert row.kwargs == "{bad json"  # left as found, for staff to see and fix
+
+
+@pytest.mark.django_db(transaction=True)  # beat's resync commits and closes old connections
+def test_the_forced_resync_survives_rows_poisoned_after_they_were_sent():
+    import datetime as dt
+
+    schedules_apply(profile="test")
+    scheduler = _scheduler()
+    loaded = scheduler.schedule  # the initial read
+    for name in ("cleanup", "settlement", "badge-auto-unlock"):
+        scheduler.reserve(loaded[name])  # sent: dirty until the next sync
+    PeriodicTask.objects.filter(name="cleanup").update(kwargs="{bad json")
+    PeriodicTask.objects.filter(name="settlement").update(args='{"a": 1}')
+    PeriodicTask.objects.filter(name="badge-auto-unlock").update(task="no.such.task")
+    # django-celery-beat's own resync, 5 minutes after the last one
+    scheduler._last_full_sync = dt.datetime.now() - dt.timedelta(minutes=6)  # noqa: DTZ005
+
+    resynced = scheduler.schedule
+
+    assert {"cleanup", "settlement", "badge-auto-unlock"}.isdisjoint(resynced)
+    assert set(loaded) - set(resynced) == {"cleanup", "settlement", "badge-auto-unlock"}
+    assert PeriodicTask.objects.get(name="settlement").total_run_count == 1  # the sync wrote it

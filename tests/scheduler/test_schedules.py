@@ -160,3 +160,42 @@ def test_schedules_list_shows_the_start_still_due_this_minute():
     else:
         expected = (before + timedelta(minutes=1)).replace(second=59, microsecond=0)
     assert expected.strftime("%d %H:%M:%S") in line, line
+
+
+def test_apply_makes_a_job_row_from_before_the_argument_rule_sendable_again():
+    from django_celery_beat.models import IntervalSchedule
+
+    from scheduler.services.schedules import broken_schedules
+
+    schedules_apply(profile="production")
+    every = IntervalSchedule.objects.create(every=10, period=IntervalSchedule.SECONDS)
+    PeriodicTask.objects.filter(name="settlement").update(kwargs='{"user_id": 7}', args="[1]")
+    PeriodicTask.objects.filter(name="cleanup").update(interval=every, crontab=None)
+    assert set(broken_schedules()) == {"settlement", "cleanup"}
+
+    changes = {c.job: c for c in schedules_apply(profile="production")}
+
+    assert broken_schedules() == {}
+    assert 'kwargs: {"user_id": 7} -> {} (a job takes none)' in changes["settlement"].details
+    cleanup = PeriodicTask.objects.get(name="cleanup")
+    assert (cleanup.interval_id, str(Cron.from_model(cleanup.crontab))) == (None, "0 3 * * *")
+
+
+def test_broken_schedules_finds_each_kind_of_problem_and_nothing_else():
+    from django_celery_beat.models import CrontabSchedule
+
+    from scheduler.services.schedules import broken_schedules
+
+    schedules_apply(profile="test")
+    (never,) = CrontabSchedule.objects.bulk_create(
+        [CrontabSchedule(minute="0", hour="0", day_of_month="31", month_of_year="2")]
+    )
+    PeriodicTask.objects.filter(name="cleanup").update(crontab=never)
+    PeriodicTask.objects.filter(name="settlement").update(task="no.such.task")
+    PeriodicTask.objects.filter(name="badge-auto-unlock").update(headers="[]")
+    PeriodicTask.objects.filter(name="live-stats-sync").update(kwargs="{ }")  # sound, unusual
+
+    broken = broken_schedules()
+
+    assert set(broken) == {"cleanup", "settlement", "badge-auto-unlock"}
+    assert "never fires" in broken["cleanup"][0]

@@ -16,6 +16,7 @@ from jobsite.celery import app
 from scheduler.models import JobRun
 from scheduler.registry import get_job
 from scheduler.services.dispatch import job_dispatch, job_trigger
+from tests.scheduler.beat_slots import schedule_slot
 from tests.scheduler.conftest import close_other_connections
 
 Status = JobRun.Status
@@ -83,7 +84,7 @@ def test_a_manual_run_goes_through_the_worker_with_its_result_stored(worker):
 
 def test_the_same_slot_sent_twice_runs_once(worker):
     job = get_job("sample-noop")
-    slot = timezone.now().replace(microsecond=0)
+    slot = schedule_slot(job, timezone.now().replace(microsecond=0))
     kwargs = {"slot": slot.isoformat(), "trigger": "beat"}
     first = app.send_task(job.task, kwargs=kwargs)
     second = app.send_task(job.task, kwargs=kwargs)
@@ -101,7 +102,7 @@ def test_the_same_slot_sent_twice_runs_once(worker):
 
 def test_a_message_that_expired_before_it_ran_is_recorded_expired(worker):
     job = get_job("sample-noop")
-    slot = timezone.now().replace(microsecond=0) - timedelta(minutes=10)
+    slot = schedule_slot(job, timezone.now().replace(microsecond=0) - timedelta(minutes=10))
     app.send_task(
         job.task,
         kwargs={"slot": slot.isoformat(), "trigger": "beat"},

@@ -94,7 +94,7 @@ class Command(BaseCommand):
             stored = getattr(getattr(task, "job_schedule", None), "offset_seconds", 0)
             offset = effective_offset(stored)
             upcoming = next_starts(cron, stored, now=now, count=options["next"])
-            last = JobRun.objects.filter(job=job.name, duplicate_of__isnull=True).first()
+            last = JobRun.objects.filter(JobRun.SLOT_OWNERS, job=job.name).first()
             drift = []
             if cron != profile_cron(job, options["profile"]):
                 drift.append(f"cron differs from {options['profile']} default")

@@ -1,0 +1,229 @@
+"""What a worker trusts: a job message is checked against the schedule and the ledger first.
+
+Real PostgreSQL; the messages are the Delivery the task builds from a message's kwargs. The same
+refusals with a real worker, broker, Flower and money: tests/integration/test_forged_deliveries.py.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
+
+from scheduler.cron import Cron
+from scheduler.models import JobRun, JobSchedule
+from scheduler.services.deliveries import (
+    FUTURE_TOLERANCE,
+    delivery_admit,
+    delivery_refusal,
+    delivery_refuse,
+)
+from scheduler.services.dispatch import job_dispatch
+from scheduler.services.reconcile import ledger_reconcile
+from scheduler.services.runs import Delivery, job_execute
+from scheduler.services.schedules import crontab_for
+from scheduler.tasks import _delivery
+
+Status = JobRun.Status
+pytestmark = pytest.mark.django_db
+NOW = datetime(2026, 3, 4, 12, 30, 17, 250000, tzinfo=UTC)
+
+
+def _schedule(job, cron: str = "*/5 * * * *", offset: int = 7) -> PeriodicTask:
+    task = PeriodicTask.objects.create(
+        name=job.name, task=job.task, crontab=crontab_for(Cron.parse(cron))
+    )
+    JobSchedule.objects.create(
+        periodic_task=task, offset_seconds=offset, tracked_since=NOW - timedelta(days=1)
+    )
+    return task
+
+
+def _beat(job, slot: datetime, **extra) -> Delivery:
+    return Delivery(job=job, slot=slot, trigger="beat", task_id="beat-1", worker="w1", **extra)
+
+
+def test_a_beat_message_must_name_a_fire_time_plus_the_offset(register_job):
+    job = register_job("beat-slots")
+    _schedule(job, "*/5 * * * *", offset=7)
+    due = datetime(2026, 3, 4, 12, 30, 7, tzinfo=UTC)
+
+    assert delivery_refusal(_beat(job, due), now=NOW) is None
+    for wrong in (due + timedelta(minutes=1), due - timedelta(seconds=7), due.replace(second=8)):
+        refusal = delivery_refusal(_beat(job, wrong), now=NOW + timedelta(hours=1))
+        assert refusal is not None
+        assert "is not a fire time plus offset" in refusal
+
+
+def test_a_beat_message_for_a_real_slot_still_to_come_is_refused(register_job):
+    job = register_job("beat-future")
+    _schedule(job, "*/5 * * * *", offset=7)
+    next_slot = datetime(2026, 3, 4, 12, 35, 7, tzinfo=UTC)  # a real fire time, 5 minutes ahead
+
+    refusal = delivery_refusal(_beat(job, next_slot), now=NOW)
+
+    assert "lies in the future (290 s" in refusal
+    # a slot a little ahead of the worker's clock (skew between hosts) is still accepted
+    assert delivery_refusal(_beat(job, next_slot), now=next_slot - FUTURE_TOLERANCE) is None
+
+
+def test_a_beat_message_for_a_disabled_or_other_schedule_is_refused(register_job):
+    job = register_job("beat-disabled")
+    task = _schedule(job, "0 0 * * *", offset=50)
+    midnight = datetime(2026, 3, 4, 0, 0, 50, tzinfo=UTC)
+    assert delivery_refusal(_beat(job, midnight), now=NOW) is None
+
+    PeriodicTask.objects.filter(pk=task.pk).update(enabled=False)
+
+    assert "not a fire time" in delivery_refusal(_beat(job, midnight), now=NOW)
+    assert "not a fire time" in delivery_refusal(_beat(register_job("other"), midnight), now=NOW)
+
+
+@pytest.mark.parametrize(
+    "extra", [{"user_id": 1}, {"reason": "credit me"}, {"run_id": 5}, {"attempt": 2}]
+)
+def test_a_beat_message_names_no_run_user_reason_or_later_attempt(register_job, extra):
+    job = register_job("beat-extra")
+    _schedule(job)
+
+    refusal = delivery_refusal(
+        _beat(job, datetime(2026, 3, 4, 12, 30, 7, tzinfo=UTC), **extra), now=NOW
+    )
+
+    assert refusal is not None
+
+
+def test_a_dispatched_message_must_name_its_ledger_row(
+    register_job, django_capture_on_commit_callbacks
+):
+    job = register_job("dispatched")
+    slot = timezone.now().replace(microsecond=0)
+    with django_capture_on_commit_callbacks(execute=False):  # no broker needed: no send
+        run = job_dispatch(job=job, slot=slot, trigger="api", user_id=None, reason="by ops")
+    now = timezone.now()
+
+    def manual(**extra) -> Delivery:
+        fields = {"slot": slot, "trigger": "api", "task_id": run.task_id, "run_id": run.pk}
+        return Delivery(job=job, worker="w1", **{**fields, "reason": "by ops", **extra})
+
+    assert delivery_refusal(manual(), now=now) is None
+    assert delivery_refusal(manual(trigger="retry", run_id=None, attempt=2), now=now) is None
+    for forged in (
+        manual(task_id="made-up"),
+        manual(run_id=run.pk + 1000),
+        manual(slot=slot - timedelta(minutes=1)),
+        manual(reason="someone else"),
+        manual(task_id=""),
+    ):
+        assert delivery_refusal(forged, now=now) is not None, forged
+    assert "is not one of" in delivery_refusal(manual(trigger="evil"), now=now)
+
+
+def test_a_forged_future_slot_is_refused_and_leaves_the_slot_to_its_real_run(register_job):
+    job = register_job("forged-future")
+    _schedule(job, "* * * * *", offset=0)
+    real = timezone.now().replace(second=0, microsecond=0) + timedelta(minutes=2)
+
+    refused = delivery_admit(_beat(job, real))
+
+    assert refused.status == Status.REFUSED
+    assert refused.slot == real
+    assert "lies in the future" in refused.error
+    # when the slot comes, beat's message runs it: the refused row claimed nothing
+    beat = Delivery(job=job, slot=real, trigger="beat", task_id="beat-2", worker="w1")
+    later = job_execute(beat).run
+    assert later.status == Status.SUCCEEDED
+    assert (later.attempt, later.duplicate_of_id) == (1, None)
+
+
+def test_a_refused_row_does_not_account_for_a_slot_the_reconciler_expects(register_job):
+    job = register_job("forged-past", starting_deadline=600)
+    task = _schedule(job, "* * * * *", offset=0)
+    now = timezone.now()
+    slot = now.replace(second=0, microsecond=0) - timedelta(minutes=1)
+    JobSchedule.objects.filter(periodic_task=task).update(tracked_since=slot - timedelta(seconds=1))
+    # a message with the real slot's time but a manual trigger and no ledger row
+    forged = Delivery(job=job, slot=slot, trigger="manual", task_id="forged", worker="w1")
+    assert delivery_admit(forged).status == Status.REFUSED
+
+    ledger_reconcile(now=slot + timedelta(seconds=100))  # past the grace of 90 s
+
+    owners = JobRun.objects.filter(JobRun.SLOT_OWNERS, job=job.name, slot=slot)
+    assert [(r.status, r.trigger) for r in owners] == [(Status.QUEUED, "reconciler")]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "said"),
+    [
+        ({}, "slot None is not an ISO 8601"),
+        ({"slot": "next monday"}, "slot 'next monday'"),
+        ({"slot": "2026-03-04T12:00:00"}, "with a timezone"),
+        ({"slot": "2026-03-04T12:00:00+00:00", "attempt": "2"}, "attempt '2' is not a int"),
+        ({"slot": "2026-03-04T12:00:00+00:00", "run_id": [1]}, "run_id [1] is not a int"),
+        ({"slot": "2026-03-04T12:00:00+00:00", "user_id": True}, "user_id True"),
+        ({"slot": "2026-03-04T12:00:00+00:00", "run_id": 2**64}, "run_id 18446744073709551616"),
+        ({"slot": "2026-03-04T12:00:00+00:00", "attempt": 0}, "attempt 0"),
+        ({"slot": "0001-01-01T00:00:00+14:00"}, "out of range"),
+        ({"slot": "9999-12-31T23:59:59-12:00"}, "out of range"),
+        ({"slot": "1999-12-31T23:59:59+00:00"}, "outside the years 2000-9998"),
+    ],
+)
+def test_a_malformed_message_is_said_to_be(register_job, kwargs, said):
+    delivery, malformed = _delivery(register_job("malformed"), kwargs, task_id="t", worker="w")
+
+    assert said in malformed
+    # and what could be read is recorded as refused
+    assert delivery_refuse(delivery, error=malformed).status == Status.REFUSED
+
+
+def test_the_service_never_gets_a_moment_past_the_wall_clock(register_job):
+    from tests.scheduler.sample_jobs import CALLS
+
+    job = register_job("clamped")
+    ahead = timezone.now() + FUTURE_TOLERANCE
+
+    job_execute(Delivery(job=job, slot=ahead, trigger="api", task_id="t", worker="w1"))
+
+    assert len(CALLS) == 1
+    assert CALLS[0] < ahead
+
+
+def test_an_expired_message_is_recorded_expired_only_when_it_named_a_due_slot(register_job):
+    from types import SimpleNamespace
+
+    from scheduler.tasks import _record_expired
+
+    job = register_job("expiring")
+    _schedule(job, "* * * * *", offset=0)
+    past = timezone.now().replace(second=0, microsecond=0) - timedelta(minutes=1)
+    future = past + timedelta(minutes=3)
+
+    def expire(task_id: str, slot: datetime) -> JobRun:
+        kwargs = {"slot": slot.isoformat(), "trigger": "beat"}
+        request = SimpleNamespace(task=job.task, id=task_id, kwargs=kwargs, hostname="w1")
+        _record_expired(request=request, expired=True)
+        return JobRun.objects.get(task_id=task_id)
+
+    assert expire("real", past).status == Status.EXPIRED
+    forged = expire("forged", future)  # an expiry set in the past, on a slot still to come
+    assert forged.status == Status.REFUSED
+    assert not JobRun.objects.filter(JobRun.SLOT_OWNERS, job=job.name, slot=future).exists()
+
+
+def test_a_beat_message_may_name_a_fire_time_of_any_enabled_schedule_of_the_job(register_job):
+    job = register_job("two-schedules")
+    _schedule(job, "0 0 * * *", offset=50)
+    extra = PeriodicTask.objects.create(
+        name="two-schedules, half past",
+        task=job.task,
+        crontab=crontab_for(Cron.parse("30 * * * *")),
+    )
+    JobSchedule.objects.create(periodic_task=extra, offset_seconds=9, tracked_since=NOW)
+
+    assert (
+        delivery_refusal(_beat(job, datetime(2026, 3, 4, 12, 30, 9, tzinfo=UTC)), now=NOW) is None
+    )
+    assert delivery_refusal(_beat(job, datetime(2026, 3, 4, 0, 0, 50, tzinfo=UTC)), now=NOW) is None
+    assert delivery_refusal(_beat(job, datetime(2026, 3, 4, 0, 0, 9, tzinfo=UTC)), now=NOW)

@@ -6,6 +6,7 @@ decide (SECRET_KEY when DEBUG is off). A bad value stops the process with a mess
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dj_database_url
@@ -19,6 +20,7 @@ from jobsite.env import (
     env_url,
     redis_db_number,
 )
+from scheduler import conf as scheduler_conf
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -284,3 +286,48 @@ LOGGING = {
         "celery": {"level": LOG_LEVEL},
     },
 }
+
+
+# =============================================================================================
+# Jobs and the domain, in typed groups. Each group is a frozen dataclass declared by its app's
+# `conf` module (which imports no models); apps read `django.conf.settings.SCHEDULER` etc., tests
+# replace a group with pytest-django's `settings` fixture. Like everything above, read once at
+# start: a change needs a restart of the processes that use it (docs/configuration.md).
+# =============================================================================================
+
+
+# ---------------------------------------------------------------------------------------------
+# Scheduler: profile, stagger, reconciler, retention (scheduler.conf, docs/jobs.md).
+# ---------------------------------------------------------------------------------------------
+def scheduler_settings() -> scheduler_conf.SchedulerSettings:
+    profile = env_str("JOBSITE_PROFILE", "production")
+    if profile not in scheduler_conf.PROFILES:
+        raise ConfigError(
+            f"JOBSITE_PROFILE={profile!r} is not one of {', '.join(scheduler_conf.PROFILES)}"
+        )
+    ages = scheduler_conf.DEFAULT_RETENTION_SECONDS[profile]
+    offsets = {
+        name: env_int(name, 0, minimum=0, maximum=59)
+        for name in sorted(os.environ)
+        if name.startswith("JOB_STAGGER_") and name != "JOB_STAGGER_ENABLED"
+    }
+    return scheduler_conf.SchedulerSettings(
+        profile=profile,
+        job_modules=tuple(env_list("JOBSITE_JOB_MODULES", [])),
+        stagger=scheduler_conf.StaggerSettings(
+            # Read by beat at every send, from here: switching it needs a beat restart.
+            enabled=env_bool("JOB_STAGGER_ENABLED", True),
+            offsets=offsets,
+        ),
+        reconcile_grace_seconds=env_int("JOB_RECONCILE_GRACE", 90, minimum=5, maximum=3600),
+        reconcile_lookback_seconds=env_int(
+            "JOB_RECONCILE_LOOKBACK", 24 * 3600, minimum=60, maximum=30 * 24 * 3600
+        ),
+        retention=scheduler_conf.RetentionSettings(
+            succeeded_seconds=env_int("RETENTION_SUCCEEDED_SECONDS", ages["succeeded"], minimum=60),
+            failed_seconds=env_int("RETENTION_FAILED_SECONDS", ages["failed"], minimum=60),
+        ),
+    )
+
+
+SCHEDULER = scheduler_settings()

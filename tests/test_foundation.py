@@ -169,7 +169,7 @@ def test_env_example_documents_every_variable_of_settings_and_launcher():
     read = _variables_read_by(ROOT / "jobsite" / "settings.py")
     read |= _variables_read_by(ROOT / "jobsite" / "launcher.py")
     assert {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "JOBSITE_VAR_DIR"} <= read  # the scan works
-    read |= {"FLOWER_BASIC_AUTH", "JOB_STAGGER_ENABLED"}  # read by Flower and by the scheduler
+    read |= {"FLOWER_BASIC_AUTH"}  # read by Flower itself
     assert read - documented == set()
 
 
@@ -237,6 +237,9 @@ def test_deploy_checks_do_fail_on_a_weakened_production_setting():
         ("REDIS_URL", "http://x"),
         ("CELERY_VISIBILITY_TIMEOUT", "abc"),
         ("DATABASE_PREPARED_STATEMENTS", "sometimes"),
+        ("JOBSITE_PROFILE", "staging"),
+        ("JOB_STAGGER_ENABLED", "maybe"),
+        ("JOB_STAGGER_CLEANUP", "60"),
     ],
 )
 def test_a_bad_value_stops_manage_py_with_one_line_naming_the_variable(variable, value):

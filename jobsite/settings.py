@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dj_database_url
 
+from games import conf as games_conf
 from jobsite.env import (
     ConfigError,
     env_bool,
@@ -331,3 +332,33 @@ def scheduler_settings() -> scheduler_conf.SchedulerSettings:
 
 
 SCHEDULER = scheduler_settings()
+
+
+# ---------------------------------------------------------------------------------------------
+# Games: sessions, pools, cleanup, notifications (games.conf, docs/configuration.md).
+# ---------------------------------------------------------------------------------------------
+def games_settings() -> games_conf.GamesSettings:
+    return games_conf.GamesSettings(
+        session_expiry_minutes=env_int(
+            "SESSION_EXPIRY_MINUTES", 30, minimum=1, maximum=7 * 24 * 60
+        ),
+        session_retention_days=env_int("GAMES_SESSION_RETENTION_DAYS", 30, minimum=1),
+        max_duration_minutes={
+            game: env_int(f"GAMES_MAX_DURATION_{game.upper()}", default, minimum=1)
+            for game, default in games_conf.DEFAULT_MAX_DURATION_MINUTES.items()
+        },
+        daily_pool_share_percent=env_int("GAMES_DAILY_POOL_SHARE", 50, minimum=0, maximum=100),
+        cleanup_batch_size=env_int("GAMES_CLEANUP_BATCH_SIZE", 10_000, minimum=1, maximum=100_000),
+        notification_batch_size=env_int("GAMES_NOTIFICATION_BATCH_SIZE", 200, minimum=1),
+        notification_max_attempts=env_int("GAMES_NOTIFICATION_MAX_ATTEMPTS", 8, minimum=1),
+        notification_retry_seconds=env_int("GAMES_NOTIFICATION_RETRY_SECONDS", 60, minimum=1),
+        notification_channel=env_str(
+            "GAMES_NOTIFICATION_CHANNEL", "games.services.notifications.InboxChannel"
+        ),
+        stuck_batch_size=env_int("GAMES_STUCK_BATCH_SIZE", 500, minimum=1),
+        row_max_attempts=env_int("GAMES_ROW_MAX_ATTEMPTS", 5, minimum=1),
+        live_stats_retention_hours=env_int("GAMES_LIVE_STATS_RETENTION_HOURS", 48, minimum=1),
+    )
+
+
+GAMES = games_settings()

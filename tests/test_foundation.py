@@ -240,6 +240,7 @@ def test_deploy_checks_do_fail_on_a_weakened_production_setting():
         ("JOBSITE_PROFILE", "staging"),
         ("JOB_STAGGER_ENABLED", "maybe"),
         ("JOB_STAGGER_CLEANUP", "60"),
+        ("GAMES_DAILY_POOL_SHARE", "101"),
     ],
 )
 def test_a_bad_value_stops_manage_py_with_one_line_naming_the_variable(variable, value):

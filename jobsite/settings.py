@@ -15,12 +15,14 @@ from games import conf as games_conf
 from jobsite.env import (
     ConfigError,
     env_bool,
+    env_decimal,
     env_int,
     env_list,
     env_str,
     env_url,
     redis_db_number,
 )
+from referrals import conf as referrals_conf
 from scheduler import conf as scheduler_conf
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -362,3 +364,58 @@ def games_settings() -> games_conf.GamesSettings:
 
 
 GAMES = games_settings()
+
+
+# ---------------------------------------------------------------------------------------------
+# Referrals: rates, tier batches, settlement, payouts (referrals.conf, docs/configuration.md).
+# ---------------------------------------------------------------------------------------------
+def referral_settings() -> referrals_conf.ReferralSettings:
+    # Exact decimals ("0.10"), never floats, non-increasing by tier (referrals.conf says why).
+    rates = {
+        tier: env_decimal(f"REFERRAL_TIER{tier}_RATE", default, places=referrals_conf.RATE_PLACES)
+        for tier, default in referrals_conf.DEFAULT_RATES.items()
+    }
+    for tier in (2, 3):
+        if rates[tier] > rates[tier - 1]:
+            raise ConfigError(
+                f"REFERRAL_TIER{tier}_RATE={rates[tier]} exceeds "
+                f"REFERRAL_TIER{tier - 1}_RATE={rates[tier - 1]}; rates must not grow with the tier"
+            )
+    return referrals_conf.ReferralSettings(
+        rates=rates,
+        # One batch of tier-2/3 creation reads this many tier-1 rewards: ~10k rows, well under a
+        # second and a few MB on the reference machine.
+        tier_batch_size=env_int("REFERRAL_TIER_BATCH_SIZE", 10_000, minimum=1, maximum=1_000_000),
+        # Each run re-reads tier-1 rewards of events this far behind its cursor, so an event whose
+        # finishing transaction committed late is still picked up. Must exceed the longest
+        # session-finishing transaction by far; an hour of events is cheap to re-read.
+        tier_lag_seconds=env_int("REFERRAL_TIER_LAG_SECONDS", 3600, minimum=0),
+        # Items claimed per settlement batch (one transaction). 5k items: ~0.25 s and a few MB
+        # with the in-database wallet channel on the reference machine; 1k items cost ~1.5x more
+        # per item (per-batch overhead). Payout calls happen between the batch's claim and
+        # record transactions, outside both, so an external channel holds no locks while it waits.
+        settlement_batch_size=env_int(
+            "REFERRAL_SETTLEMENT_BATCH_SIZE", 5000, minimum=1, maximum=100_000
+        ),
+        # A row a job could not process (referrals.models.FailedItem) is retried after
+        # REFERRAL_ITEM_RETRY_SECONDS x 2**(attempts-1) (5, 10, 20, 40 min by default) and held
+        # for staff after REFERRAL_ITEM_MAX_ATTEMPTS failed attempts (~75 min after the first).
+        item_max_attempts=env_int("REFERRAL_ITEM_MAX_ATTEMPTS", 5, minimum=1, maximum=100),
+        item_retry_seconds=env_int("REFERRAL_ITEM_RETRY_SECONDS", 300, minimum=1, maximum=86_400),
+        payout_channel=env_str("REFERRAL_PAYOUT_CHANNEL", "referrals.payouts.WalletPayout"),
+        # A player whose payout failed (or whose outcome is unknown) is retried after
+        # base * 2**(failures-1) seconds, capped, times a random factor in [0.8, 1.2).
+        payout_retry_seconds=env_int("REFERRAL_PAYOUT_RETRY_SECONDS", 600, minimum=1),
+        payout_retry_cap_seconds=env_int("REFERRAL_PAYOUT_RETRY_CAP_SECONDS", 86_400, minimum=1),
+        webhook_url=env_str("REFERRAL_PAYOUT_WEBHOOK_URL", ""),
+        webhook_secret=env_str("REFERRAL_PAYOUT_WEBHOOK_SECRET", ""),
+        webhook_timeout_seconds=env_int(
+            "REFERRAL_PAYOUT_WEBHOOK_TIMEOUT", 10, minimum=1, maximum=60
+        ),
+        retired_variables=tuple(
+            name for name in referrals_conf.RETIRED_VARIABLES if name in os.environ
+        ),
+    )
+
+
+REFERRALS = referral_settings()

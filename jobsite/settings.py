@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 
 from games import conf as games_conf
 from jobsite.env import (
@@ -22,6 +25,7 @@ from jobsite.env import (
     env_url,
     redis_db_number,
 )
+from ops import conf as ops_conf
 from referrals import conf as referrals_conf
 from scheduler import conf as scheduler_conf
 
@@ -251,8 +255,8 @@ HEALTH_BEAT_GRACE = env_int("HEALTH_BEAT_GRACE", 240, minimum=30, maximum=3600)
 HEALTH_BEAT_REQUIRED = env_bool("HEALTH_BEAT_REQUIRED", True)
 
 # ---------------------------------------------------------------------------------------------
-# E-mail: Django's backend, used by alerts (ops.alerts; recipients in JOBSITE_ALERT_EMAILS, read
-# by ops.conf with the other alert settings). https://docs.djangoproject.com/en/5.2/topics/email/
+# E-mail: Django's backend, used by alerts (ops.alerts; recipients in JOBSITE_ALERT_EMAILS, in
+# ALERTS below with the other alert settings). https://docs.djangoproject.com/en/5.2/topics/email/
 # ---------------------------------------------------------------------------------------------
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
@@ -419,3 +423,36 @@ def referral_settings() -> referrals_conf.ReferralSettings:
 
 
 REFERRALS = referral_settings()
+
+
+# ---------------------------------------------------------------------------------------------
+# Alerts: incidents from the ledger, sent by e-mail (Django's backend above) and/or a webhook
+# (ops.conf, ops.alerts, docs/configuration.md).
+# ---------------------------------------------------------------------------------------------
+def alert_settings() -> ops_conf.AlertSettings:
+    emails = env_list("JOBSITE_ALERT_EMAILS", [])
+    for address in emails:
+        try:
+            validate_email(address)
+        except ValidationError:
+            raise ConfigError(
+                f"JOBSITE_ALERT_EMAILS: {address!r} is not an e-mail address "
+                "(comma-separated, e.g. ops@example.com,oncall@example.com)"
+            ) from None
+    webhook = env_str("JOBSITE_ALERT_WEBHOOK_URL", "").strip()
+    if webhook:
+        webhook = env_url("JOBSITE_ALERT_WEBHOOK_URL", "", schemes=("https", "http"))
+        if not urlsplit(webhook).hostname:
+            raise ConfigError("JOBSITE_ALERT_WEBHOOK_URL names no host; expected https://host/...")
+    return ops_conf.AlertSettings(
+        emails=tuple(emails),
+        webhook_url=webhook,
+        failures=env_int("JOBSITE_ALERT_FAILURES", 3, minimum=1, maximum=1000),
+        lateness_seconds=env_int("JOBSITE_ALERT_LATENESS_SECONDS", 60, minimum=1, maximum=86_400),
+        # Deliveries run on a thread beside beat (ops.alerts), so this bounds how long one alert
+        # may take, not how long beat waits.
+        timeout_seconds=env_int("JOBSITE_ALERT_TIMEOUT_SECONDS", 5, minimum=1, maximum=60),
+    )
+
+
+ALERTS = alert_settings()

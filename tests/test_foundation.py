@@ -242,6 +242,7 @@ def test_deploy_checks_do_fail_on_a_weakened_production_setting():
         ("JOB_STAGGER_CLEANUP", "60"),
         ("GAMES_DAILY_POOL_SHARE", "101"),
         ("REFERRAL_TIER1_RATE", "0,10"),
+        ("JOBSITE_ALERT_FAILURES", "three"),
     ],
 )
 def test_a_bad_value_stops_manage_py_with_one_line_naming_the_variable(variable, value):

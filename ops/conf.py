@@ -6,7 +6,7 @@ with it. `load()` reads `django.conf.settings` at each call, so the `settings` f
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -15,7 +15,9 @@ from django.conf import settings
 @dataclass(frozen=True)
 class AlertSettings:
     emails: tuple[str, ...]  # recipients of alert mail (Django's email backend); empty: no mail
-    webhook_url: str  # JSON POST {"text": ...} (Slack-compatible); empty: no webhook
+    # JSON POST {"text": ...} (Slack-compatible); empty: no webhook. Out of repr (diffsettings,
+    # Django's debug page): a chat webhook's path is its secret; `webhook_target` is safe to show.
+    webhook_url: str = field(repr=False)
     failures: int  # consecutive failed runs that open an incident
     lateness_seconds: int  # a beat run starting later than this after its slot opens one
     timeout_seconds: int  # per delivery (SMTP connection, webhook request)

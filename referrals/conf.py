@@ -11,7 +11,7 @@ reward rounds to 0.00 (and is not created), the tier-2 and tier-3 ones would rou
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from django.conf import settings
@@ -34,7 +34,8 @@ class ReferralSettings:
     payout_retry_seconds: int
     payout_retry_cap_seconds: int
     webhook_url: str
-    webhook_secret: str
+    # Out of repr: diffsettings and Django's debug page print settings groups whole.
+    webhook_secret: str = field(repr=False)
     webhook_timeout_seconds: int
     retired_variables: tuple[str, ...] = ()  # those of RETIRED_VARIABLES set at start
 

@@ -337,6 +337,19 @@ def test_diffsettings_shows_every_settings_group():
         assert flat in shown
 
 
+def test_diffsettings_does_not_print_webhook_secrets(settings):
+    from dataclasses import replace
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    settings.REFERRALS = replace(settings.REFERRALS, webhook_secret="s3cret-payout-key")
+    settings.ALERTS = replace(settings.ALERTS, webhook_url="https://hooks.example.com/T/B/s3cret")
+    out = StringIO()
+    call_command("diffsettings", "--all", stdout=out)
+    assert "s3cret" not in out.getvalue()
+
+
 # ---------------------------------------------------------------------------------------------
 # Celery: JSON only (the worker-side refusal is in tests/integration/test_worker.py)
 # ---------------------------------------------------------------------------------------------

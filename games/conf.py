@@ -1,67 +1,50 @@
-"""Games settings from the environment; a bad value is an error that names its variable.
+"""The games settings group, `settings.GAMES`, parsed once by jobsite/settings.py from the
+environment (a bad value stops the process naming its variable; docs/configuration.md).
 
-Read through `load()` at each use, so a test's `monkeypatch.setenv` applies at once, and once at
-startup by the system check in `games.checks`, so a typo stops `manage.py check` and every process.
+This module imports no models: settings import it before the apps are loaded. `load()` reads
+`django.conf.settings` at each call, so the `settings` fixture and `override_settings` apply at
+once.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from games.models import Game
-from jobsite.env import env_int, env_str
+from django.conf import settings
 
-# Longest a game can run before the stuck-session finisher closes it with its last score. Kept
-# below SESSION_EXPIRY_MINUTES so that a session that reported a score is finished, not expired.
+# Longest a game can run before the stuck-session finisher closes it with its last score, by
+# `games.models.Game` value (the `games.E001` check keeps the two in step). Kept below
+# SESSION_EXPIRY_MINUTES so that a session that reported a score is finished, not expired.
 DEFAULT_MAX_DURATION_MINUTES = {
-    Game.SNAKE: 15,
-    Game.TETRIS: 25,
-    Game.PONG: 10,
-    Game.BREAKOUT: 20,
-    Game.SPACE_INVADERS: 20,
+    "snake": 15,
+    "tetris": 25,
+    "pong": 10,
+    "breakout": 20,
+    "space_invaders": 20,
 }
 
 
 @dataclass(frozen=True)
 class GamesSettings:
     session_expiry_minutes: int
+    # Expired sessions without money are kept this long for support questions, then deleted.
     session_retention_days: int
-    max_duration_minutes: dict[str, int]
+    max_duration_minutes: dict[str, int]  # GAMES_MAX_DURATION_<GAME>
+    # Each entry fee is split: this share to the daily pool, the exact rest to the weekly one.
     daily_pool_share_percent: int
+    # The most ids per cleanup batch; batches adapt below it to ~0.3 s each
+    # (games.services.cleanup.BATCH_TARGET_SECONDS), a few MB.
     cleanup_batch_size: int
     notification_batch_size: int
     notification_max_attempts: int
     notification_retry_seconds: int
     notification_channel: str
+    # Ids the stuck-session finisher reads per query; its job's budget ends a run.
     stuck_batch_size: int
+    # A row a batch job failed on this often is left for staff (games.RowFailure).
     row_max_attempts: int
     live_stats_retention_hours: int
 
 
 def load() -> GamesSettings:
-    expiry = env_int("SESSION_EXPIRY_MINUTES", 30, minimum=1, maximum=7 * 24 * 60)
-    return GamesSettings(
-        session_expiry_minutes=expiry,
-        # Expired sessions without money are kept this long for support questions, then deleted.
-        session_retention_days=env_int("GAMES_SESSION_RETENTION_DAYS", 30, minimum=1),
-        max_duration_minutes={
-            game: env_int(f"GAMES_MAX_DURATION_{game.upper()}", default, minimum=1)
-            for game, default in DEFAULT_MAX_DURATION_MINUTES.items()
-        },
-        # Each entry fee is split: this share to the daily pool, the exact rest to the weekly one.
-        daily_pool_share_percent=env_int("GAMES_DAILY_POOL_SHARE", 50, minimum=0, maximum=100),
-        # The most ids per cleanup batch; batches adapt below it to ~0.3 s each
-        # (games.services.cleanup.BATCH_TARGET_SECONDS), a few MB.
-        cleanup_batch_size=env_int("GAMES_CLEANUP_BATCH_SIZE", 10_000, minimum=1, maximum=100_000),
-        notification_batch_size=env_int("GAMES_NOTIFICATION_BATCH_SIZE", 200, minimum=1),
-        notification_max_attempts=env_int("GAMES_NOTIFICATION_MAX_ATTEMPTS", 8, minimum=1),
-        notification_retry_seconds=env_int("GAMES_NOTIFICATION_RETRY_SECONDS", 60, minimum=1),
-        notification_channel=env_str(
-            "GAMES_NOTIFICATION_CHANNEL", "games.services.notifications.InboxChannel"
-        ),
-        # Ids the stuck-session finisher reads per query; its job's budget ends a run.
-        stuck_batch_size=env_int("GAMES_STUCK_BATCH_SIZE", 500, minimum=1),
-        # A row a batch job failed on this often is left for staff (games.RowFailure).
-        row_max_attempts=env_int("GAMES_ROW_MAX_ATTEMPTS", 5, minimum=1),
-        live_stats_retention_hours=env_int("GAMES_LIVE_STATS_RETENTION_HOURS", 48, minimum=1),
-    )
+    return settings.GAMES

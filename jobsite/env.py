@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from decimal import Decimal, InvalidOperation
 from types import TracebackType
 from urllib.parse import urlsplit
 
@@ -53,6 +54,20 @@ def env_int(
         low = "-inf" if minimum is None else minimum
         high = "inf" if maximum is None else maximum
         raise ConfigError(f"{name}={value} is outside the allowed range {low}..{high}")
+    return value
+
+
+def env_decimal(name: str, default: str, *, places: int) -> Decimal:
+    """A fraction such as "0.10": an exact decimal in 0..1 with at most `places` places."""
+    raw = os.environ.get(name, default)
+    try:
+        value = Decimal(raw.strip())
+    except InvalidOperation:
+        raise ConfigError(f"{name}={raw!r} is not a decimal number like 0.10") from None
+    if not value.is_finite() or not Decimal(0) <= value <= Decimal(1):
+        raise ConfigError(f"{name}={raw!r} is outside 0..1 (0.10 means 10 %)")
+    if value != value.quantize(Decimal(1).scaleb(-places)):
+        raise ConfigError(f"{name}={raw!r} has more than {places} decimal places")
     return value
 
 

@@ -6,19 +6,28 @@ decide (SECRET_KEY when DEBUG is off). A bad value stops the process with a mess
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 
+from games import conf as games_conf
 from jobsite.env import (
     ConfigError,
     env_bool,
+    env_decimal,
     env_int,
     env_list,
     env_str,
     env_url,
     redis_db_number,
 )
+from ops import conf as ops_conf
+from referrals import conf as referrals_conf
+from scheduler import conf as scheduler_conf
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -256,8 +265,8 @@ if HEALTH_BEAT_DOWN_AFTER < 3 * CELERY_BEAT_MAX_LOOP_INTERVAL:
 HEALTH_BEAT_REQUIRED = env_bool("HEALTH_BEAT_REQUIRED", False)
 
 # ---------------------------------------------------------------------------------------------
-# E-mail: Django's backend, used by alerts (ops.alerts; recipients in JOBSITE_ALERT_EMAILS, read
-# by ops.conf with the other alert settings). https://docs.djangoproject.com/en/5.2/topics/email/
+# E-mail: Django's backend, used by alerts (ops.alerts; recipients in JOBSITE_ALERT_EMAILS, in
+# ALERTS below with the other alert settings). https://docs.djangoproject.com/en/5.2/topics/email/
 # ---------------------------------------------------------------------------------------------
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
@@ -294,3 +303,166 @@ LOGGING = {
         "celery": {"level": LOG_LEVEL},
     },
 }
+
+
+# =============================================================================================
+# Jobs and the domain, in typed groups. Each group is a frozen dataclass declared by its app's
+# `conf` module (which imports no models); apps read `django.conf.settings.SCHEDULER` etc., tests
+# replace a group with pytest-django's `settings` fixture. Like everything above, read once at
+# start: a change needs a restart of the processes that use it (docs/configuration.md).
+# =============================================================================================
+
+
+# ---------------------------------------------------------------------------------------------
+# Scheduler: profile, stagger, reconciler, retention (scheduler.conf, docs/jobs.md).
+# ---------------------------------------------------------------------------------------------
+def scheduler_settings() -> scheduler_conf.SchedulerSettings:
+    profile = env_str("JOBSITE_PROFILE", "production")
+    if profile not in scheduler_conf.PROFILES:
+        raise ConfigError(
+            f"JOBSITE_PROFILE={profile!r} is not one of {', '.join(scheduler_conf.PROFILES)}"
+        )
+    ages = scheduler_conf.DEFAULT_RETENTION_SECONDS[profile]
+    offsets = {
+        name: env_int(name, 0, minimum=0, maximum=59)
+        for name in sorted(os.environ)
+        if name.startswith("JOB_STAGGER_") and name != "JOB_STAGGER_ENABLED"
+    }
+    return scheduler_conf.SchedulerSettings(
+        profile=profile,
+        job_modules=tuple(env_list("JOBSITE_JOB_MODULES", [])),
+        stagger=scheduler_conf.StaggerSettings(
+            # Read by beat at every send, from here: switching it needs a beat restart.
+            enabled=env_bool("JOB_STAGGER_ENABLED", True),
+            offsets=offsets,
+        ),
+        reconcile_grace_seconds=env_int("JOB_RECONCILE_GRACE", 90, minimum=5, maximum=3600),
+        reconcile_lookback_seconds=env_int(
+            "JOB_RECONCILE_LOOKBACK", 24 * 3600, minimum=60, maximum=30 * 24 * 3600
+        ),
+        retention=scheduler_conf.RetentionSettings(
+            succeeded_seconds=env_int("RETENTION_SUCCEEDED_SECONDS", ages["succeeded"], minimum=60),
+            failed_seconds=env_int("RETENTION_FAILED_SECONDS", ages["failed"], minimum=60),
+        ),
+    )
+
+
+SCHEDULER = scheduler_settings()
+
+
+# ---------------------------------------------------------------------------------------------
+# Games: sessions, pools, cleanup, notifications (games.conf, docs/configuration.md).
+# ---------------------------------------------------------------------------------------------
+def games_settings() -> games_conf.GamesSettings:
+    return games_conf.GamesSettings(
+        session_expiry_minutes=env_int(
+            "SESSION_EXPIRY_MINUTES", 30, minimum=1, maximum=7 * 24 * 60
+        ),
+        session_retention_days=env_int("GAMES_SESSION_RETENTION_DAYS", 30, minimum=1),
+        max_duration_minutes={
+            game: env_int(f"GAMES_MAX_DURATION_{game.upper()}", default, minimum=1)
+            for game, default in games_conf.DEFAULT_MAX_DURATION_MINUTES.items()
+        },
+        daily_pool_share_percent=env_int("GAMES_DAILY_POOL_SHARE", 50, minimum=0, maximum=100),
+        cleanup_batch_size=env_int("GAMES_CLEANUP_BATCH_SIZE", 10_000, minimum=1, maximum=100_000),
+        notification_batch_size=env_int("GAMES_NOTIFICATION_BATCH_SIZE", 200, minimum=1),
+        notification_max_attempts=env_int("GAMES_NOTIFICATION_MAX_ATTEMPTS", 8, minimum=1),
+        notification_retry_seconds=env_int("GAMES_NOTIFICATION_RETRY_SECONDS", 60, minimum=1),
+        notification_channel=env_str(
+            "GAMES_NOTIFICATION_CHANNEL", "games.services.notifications.InboxChannel"
+        ),
+        stuck_batch_size=env_int("GAMES_STUCK_BATCH_SIZE", 500, minimum=1),
+        row_max_attempts=env_int("GAMES_ROW_MAX_ATTEMPTS", 5, minimum=1),
+        live_stats_retention_hours=env_int("GAMES_LIVE_STATS_RETENTION_HOURS", 48, minimum=1),
+    )
+
+
+GAMES = games_settings()
+
+
+# ---------------------------------------------------------------------------------------------
+# Referrals: rates, tier batches, settlement, payouts (referrals.conf, docs/configuration.md).
+# ---------------------------------------------------------------------------------------------
+def referral_settings() -> referrals_conf.ReferralSettings:
+    # Exact decimals ("0.10"), never floats, non-increasing by tier (referrals.conf says why).
+    rates = {
+        tier: env_decimal(f"REFERRAL_TIER{tier}_RATE", default, places=referrals_conf.RATE_PLACES)
+        for tier, default in referrals_conf.DEFAULT_RATES.items()
+    }
+    for tier in (2, 3):
+        if rates[tier] > rates[tier - 1]:
+            raise ConfigError(
+                f"REFERRAL_TIER{tier}_RATE={rates[tier]} exceeds "
+                f"REFERRAL_TIER{tier - 1}_RATE={rates[tier - 1]}; rates must not grow with the tier"
+            )
+    return referrals_conf.ReferralSettings(
+        rates=rates,
+        # One batch of tier-2/3 creation reads this many tier-1 rewards: ~10k rows, well under a
+        # second and a few MB on the reference machine.
+        tier_batch_size=env_int("REFERRAL_TIER_BATCH_SIZE", 10_000, minimum=1, maximum=1_000_000),
+        # Each run re-reads tier-1 rewards of events this far behind its cursor, so an event whose
+        # finishing transaction committed late is still picked up. Must exceed the longest
+        # session-finishing transaction by far; an hour of events is cheap to re-read.
+        tier_lag_seconds=env_int("REFERRAL_TIER_LAG_SECONDS", 3600, minimum=0),
+        # Items claimed per settlement batch (one transaction). 5k items: ~0.25 s and a few MB
+        # with the in-database wallet channel on the reference machine; 1k items cost ~1.5x more
+        # per item (per-batch overhead). Payout calls happen between the batch's claim and
+        # record transactions, outside both, so an external channel holds no locks while it waits.
+        settlement_batch_size=env_int(
+            "REFERRAL_SETTLEMENT_BATCH_SIZE", 5000, minimum=1, maximum=100_000
+        ),
+        # A row a job could not process (referrals.models.FailedItem) is retried after
+        # REFERRAL_ITEM_RETRY_SECONDS x 2**(attempts-1) (5, 10, 20, 40 min by default) and held
+        # for staff after REFERRAL_ITEM_MAX_ATTEMPTS failed attempts (~75 min after the first).
+        item_max_attempts=env_int("REFERRAL_ITEM_MAX_ATTEMPTS", 5, minimum=1, maximum=100),
+        item_retry_seconds=env_int("REFERRAL_ITEM_RETRY_SECONDS", 300, minimum=1, maximum=86_400),
+        payout_channel=env_str("REFERRAL_PAYOUT_CHANNEL", "referrals.payouts.WalletPayout"),
+        # A player whose payout failed (or whose outcome is unknown) is retried after
+        # base * 2**(failures-1) seconds, capped, times a random factor in [0.8, 1.2).
+        payout_retry_seconds=env_int("REFERRAL_PAYOUT_RETRY_SECONDS", 600, minimum=1),
+        payout_retry_cap_seconds=env_int("REFERRAL_PAYOUT_RETRY_CAP_SECONDS", 86_400, minimum=1),
+        webhook_url=env_str("REFERRAL_PAYOUT_WEBHOOK_URL", ""),
+        webhook_secret=env_str("REFERRAL_PAYOUT_WEBHOOK_SECRET", ""),
+        webhook_timeout_seconds=env_int(
+            "REFERRAL_PAYOUT_WEBHOOK_TIMEOUT", 10, minimum=1, maximum=60
+        ),
+        retired_variables=tuple(
+            name for name in referrals_conf.RETIRED_VARIABLES if name in os.environ
+        ),
+    )
+
+
+REFERRALS = referral_settings()
+
+
+# ---------------------------------------------------------------------------------------------
+# Alerts: incidents from the ledger, sent by e-mail (Django's backend above) and/or a webhook
+# (ops.conf, ops.alerts, docs/configuration.md).
+# ---------------------------------------------------------------------------------------------
+def alert_settings() -> ops_conf.AlertSettings:
+    emails = env_list("JOBSITE_ALERT_EMAILS", [])
+    for address in emails:
+        try:
+            validate_email(address)
+        except ValidationError:
+            raise ConfigError(
+                f"JOBSITE_ALERT_EMAILS: {address!r} is not an e-mail address "
+                "(comma-separated, e.g. ops@example.com,oncall@example.com)"
+            ) from None
+    webhook = env_str("JOBSITE_ALERT_WEBHOOK_URL", "").strip()
+    if webhook:
+        webhook = env_url("JOBSITE_ALERT_WEBHOOK_URL", "", schemes=("https", "http"))
+        if not urlsplit(webhook).hostname:
+            raise ConfigError("JOBSITE_ALERT_WEBHOOK_URL names no host; expected https://host/...")
+    return ops_conf.AlertSettings(
+        emails=tuple(emails),
+        webhook_url=webhook,
+        failures=env_int("JOBSITE_ALERT_FAILURES", 3, minimum=1, maximum=1000),
+        lateness_seconds=env_int("JOBSITE_ALERT_LATENESS_SECONDS", 60, minimum=1, maximum=86_400),
+        # Deliveries run on a thread beside beat (ops.alerts), so this bounds how long one alert
+        # may take, not how long beat waits.
+        timeout_seconds=env_int("JOBSITE_ALERT_TIMEOUT_SECONDS", 5, minimum=1, maximum=60),
+    )
+
+
+ALERTS = alert_settings()

@@ -12,7 +12,6 @@ class OpsConfig(AppConfig):
         from django.db.models.signals import post_migrate
 
         from jobsite.permissions import jobsite_groups_sync
-        from ops import checks  # noqa: F401
         from ops.alerts import alerts_after_reconcile
         from scheduler.signals import ledger_reconciled
 

@@ -12,7 +12,6 @@ app's `jobs` module and reads what they registered.
 from __future__ import annotations
 
 import inspect
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from functools import cache
 from importlib import import_module
 from typing import Any
 
+from django.conf import settings
 from django.utils.module_loading import autodiscover_modules
 
 from core.backoff import backoff
@@ -158,8 +158,8 @@ def discover() -> None:
     """Import every installed app's `jobs` module, then JOBSITE_JOB_MODULES (comma-separated
     dotted modules with more declarations, e.g. an operator's own jobs or a test suite's)."""
     autodiscover_modules("jobs")
-    for module in filter(None, os.environ.get("JOBSITE_JOB_MODULES", "").split(",")):
-        import_module(module.strip())
+    for module in settings.SCHEDULER.job_modules:
+        import_module(module)
 
 
 def all_jobs() -> list[Job]:

@@ -169,7 +169,7 @@ def test_env_example_documents_every_variable_of_settings_and_launcher():
     read = _variables_read_by(ROOT / "jobsite" / "settings.py")
     read |= _variables_read_by(ROOT / "devtools" / "launcher.py")
     assert {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "JOBSITE_VAR_DIR"} <= read  # the scan works
-    read |= {"FLOWER_BASIC_AUTH", "JOB_STAGGER_ENABLED"}  # read by Flower and by the scheduler
+    read |= {"FLOWER_BASIC_AUTH"}  # read by Flower itself
     assert read - documented == set()
 
 
@@ -237,6 +237,12 @@ def test_deploy_checks_do_fail_on_a_weakened_production_setting():
         ("REDIS_URL", "http://x"),
         ("CELERY_VISIBILITY_TIMEOUT", "abc"),
         ("DATABASE_PREPARED_STATEMENTS", "sometimes"),
+        ("JOBSITE_PROFILE", "staging"),
+        ("JOB_STAGGER_ENABLED", "maybe"),
+        ("JOB_STAGGER_CLEANUP", "60"),
+        ("GAMES_DAILY_POOL_SHARE", "101"),
+        ("REFERRAL_TIER1_RATE", "0,10"),
+        ("JOBSITE_ALERT_FAILURES", "three"),
     ],
 )
 def test_a_bad_value_stops_manage_py_with_one_line_naming_the_variable(variable, value):
@@ -277,6 +283,71 @@ def test_a_bad_value_stops_celery_with_one_line_naming_the_variable(command):
         "configuration error: DEBUG='maybe' is not a boolean; use one of 1/0, "
         "true/false, yes/no, on/off"
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings are read once, in settings.py, and diffsettings shows them all
+# ---------------------------------------------------------------------------------------------
+
+# Modules allowed to read the environment: settings and its helpers, the development tools (which
+# set it up for the processes they start), Flower's own configuration, tests and benchmarks.
+# jobsite/celery.py, wsgi.py, asgi.py and manage.py only default DJANGO_SETTINGS_MODULE.
+_MAY_READ_THE_ENVIRONMENT = {
+    "jobsite/settings.py",
+    "jobsite/env.py",
+    "jobsite/embedded.py",
+    "jobsite/launcher.py",
+    "jobsite/pytest_plugin.py",
+    "flowerconfig.py",
+}
+_ENVIRONMENT_READ = re.compile(
+    r"os\.environ(\.get|\[)|os\.getenv\(|\benv_(int|str|bool|list|float|decimal|url)\("
+)
+
+
+def test_no_module_outside_settings_reads_the_environment():
+    skipped = {".venv", ".venv-uv", "tests", "bench", "var", "node_modules", ".git"}
+    offenders = [
+        f"{path}:{number}: {line.strip()}"
+        for path in sorted(ROOT.rglob("*.py"))
+        if not skipped & set(path.relative_to(ROOT).parts)
+        and str(path.relative_to(ROOT)) not in _MAY_READ_THE_ENVIRONMENT
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if _ENVIRONMENT_READ.search(line)
+    ]
+    assert offenders == []
+
+
+def test_diffsettings_shows_every_settings_group():
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("diffsettings", "--all", stdout=out)
+    shown = dict(line.split(" = ", 1) for line in out.getvalue().splitlines() if " = " in line)
+    for group in ("SCHEDULER", "GAMES", "REFERRALS", "ALERTS"):
+        assert group in shown
+    assert "StaggerSettings(enabled=True" in shown["SCHEDULER"]
+    assert "RetentionSettings(succeeded_seconds=" in shown["SCHEDULER"]
+    assert "session_expiry_minutes=30" in shown["GAMES"]
+    assert "rates={1: Decimal('0.10')" in shown["REFERRALS"]
+    assert "failures=3" in shown["ALERTS"]
+    for flat in ("OPS_TRUSTED_PROXIES", "HEALTH_BEAT_GRACE", "HEALTH_BEAT_REQUIRED"):
+        assert flat in shown
+
+
+def test_diffsettings_does_not_print_webhook_secrets(settings):
+    from dataclasses import replace
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    settings.REFERRALS = replace(settings.REFERRALS, webhook_secret="s3cret-payout-key")
+    settings.ALERTS = replace(settings.ALERTS, webhook_url="https://hooks.example.com/T/B/s3cret")
+    out = StringIO()
+    call_command("diffsettings", "--all", stdout=out)
+    assert "s3cret" not in out.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,6 +12,9 @@ and tests/test_foundation.py (environment variables), tests/referrals (cycles, h
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -21,11 +24,11 @@ from django.urls import reverse
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from games.models import GameSession, Player
-from jobsite.env import ConfigError
 from ops.models import AuditEvent
 from scheduler.models import JobRun, JobSchedule
 from scheduler.services.schedules import schedules_apply
 from tests.ops.test_admin import _form_data
+from tests.scheduler.processes import test_environment as subprocess_environment
 
 pytestmark = pytest.mark.django_db
 
@@ -176,11 +179,19 @@ def test_a_bad_command_line_is_refused_by_name(applied, argv, message):
 
 
 @pytest.mark.parametrize("value", ["60", "-1", "1000000000", "abc"])
-def test_a_bad_stagger_variable_stops_apply_before_anything_is_written(monkeypatch, value):
-    monkeypatch.setenv("JOB_STAGGER_CLEANUP", value)
-    # ConfigError: manage.py prints it as one line naming the variable (jobsite.env's hook).
-    with pytest.raises(ConfigError, match="JOB_STAGGER_CLEANUP"):
-        call_command("schedules", "apply")
+def test_a_bad_stagger_variable_stops_apply_before_anything_is_written(value):
+    # Settings read it at start: manage.py prints one line naming the variable (ConfigError).
+    result = subprocess.run(
+        [sys.executable, "manage.py", "schedules", "apply"],
+        cwd=Path(__file__).resolve().parents[1],
+        env=subprocess_environment(JOB_STAGGER_CLEANUP=value),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("configuration error: JOB_STAGGER_CLEANUP="), result.stderr
     assert not PeriodicTask.objects.exists()
     assert not JobSchedule.objects.exists()
 

@@ -46,9 +46,8 @@ from datetime import datetime, timedelta
 from django.db import DatabaseError, IntegrityError, InternalError, connection, transaction
 from django_celery_results.models import TaskResult
 
-from jobsite.env import env_int
+from scheduler import conf
 from scheduler.budget import Budget
-from scheduler.conf import profile
 from scheduler.locks import lease_holders_forget
 
 logger = logging.getLogger(__name__)
@@ -57,19 +56,11 @@ BATCH = 5000
 BACKLOG_CAP = 100_000
 LOCK_TIMEOUT = "2s"  # a batch waits no longer for a lock; then it is split like a failing one
 
-DEFAULT_AGES = {
-    "production": {"succeeded": 7 * 86400, "failed": 30 * 86400},
-    "test": {"succeeded": 3600, "failed": 86400},
-}
-
 
 def _ages() -> dict[str, int]:
-    """Seconds to keep ledger rows, by status group."""
-    defaults = DEFAULT_AGES[profile()]
-    return {
-        "succeeded": env_int("RETENTION_SUCCEEDED_SECONDS", defaults["succeeded"], minimum=60),
-        "failed": env_int("RETENTION_FAILED_SECONDS", defaults["failed"], minimum=60),
-    }
+    """Seconds to keep ledger rows, by status group (settings.SCHEDULER.retention)."""
+    retention = conf.load().retention
+    return {"succeeded": retention.succeeded_seconds, "failed": retention.failed_seconds}
 
 
 # Due: finished, old enough for its status group (failed, lost, missed and expired runs are kept

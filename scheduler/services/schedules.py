@@ -7,7 +7,6 @@ changed in the admin (cron, offset, enabled) unless `reset=True`.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +15,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask, PeriodicTasks
 
-from jobsite.env import ConfigError, env_int
+from scheduler import conf
 from scheduler.collisions import Planned
 from scheduler.conf import PROFILES, stagger_enabled
 from scheduler.cron import Cron, CronError
@@ -32,7 +31,7 @@ RESERVED_KWARGS = ("slot", "trigger", "attempt", "run_id", "user_id", "reason")
 
 def default_offset(job: Job) -> int:
     """The offset `apply` writes: JOB_STAGGER_<JOB> if set, else the job's declared default."""
-    return env_int(job.env_name, job.offset, minimum=0, maximum=59)
+    return conf.load().stagger.offsets.get(job.env_name, job.offset)
 
 
 def profile_cron(job: Job, profile: str) -> Cron:
@@ -227,23 +226,16 @@ def _job_task_problems(task: PeriodicTask) -> list[str]:
 
 
 def check_stagger_environment() -> list[str]:
-    """Bad JOB_STAGGER_* values, each naming its variable."""
-    errors = []
-    try:
-        stagger_enabled()
-    except ConfigError as exc:
-        errors.append(str(exc))
+    """JOB_STAGGER_<JOB> variables that name no registered job, each naming its variable.
+
+    Settings refused a bad value already (at start, naming the variable); which jobs exist is
+    known only once the apps are loaded, so this check, run at start, refuses the unknown names."""
     known = {job.env_name for job in all_jobs()}
-    for name in sorted(os.environ):
-        unknown = name.startswith("JOB_STAGGER_") and name not in known
-        if unknown and name != "JOB_STAGGER_ENABLED":
-            errors.append(f"{name} names no registered job (known: {', '.join(sorted(known))})")
-    for job in all_jobs():
-        try:
-            default_offset(job)
-        except ConfigError as exc:
-            errors.append(str(exc))
-    return errors
+    return [
+        f"{name} names no registered job (known: {', '.join(sorted(known))})"
+        for name in sorted(conf.load().stagger.offsets)
+        if name not in known
+    ]
 
 
 def broken_schedules() -> dict[str, list[str]]:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -100,13 +101,12 @@ def chaos_ledger(
 
 
 @pytest.fixture
-def cluster(
-    chaos_ledger: ChaosLedger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Cluster]:
+def cluster(chaos_ledger: ChaosLedger, tmp_path: Path, settings: Any) -> Iterator[Cluster]:
     """A Redis of this test's own; start workers and beats on it with `cluster.worker()` etc."""
     running = Cluster(tmp_path)
     # The reconciler this process runs uses the cluster's grace too.
-    monkeypatch.setenv("JOB_RECONCILE_GRACE", running.env["JOB_RECONCILE_GRACE"])
+    grace = int(running.env["JOB_RECONCILE_GRACE"])
+    settings.SCHEDULER = replace(settings.SCHEDULER, reconcile_grace_seconds=grace)
     try:
         yield running
     finally:

@@ -3,6 +3,7 @@ import itertools
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -45,14 +46,14 @@ def sessions(player, count, *, status="expired", fee="0.00", started=OLD):
 
 
 @pytest.fixture
-def small_batches(monkeypatch):
-    monkeypatch.setenv("GAMES_CLEANUP_BATCH_SIZE", "10")
+def small_batches(settings):
+    settings.GAMES = replace(settings.GAMES, cleanup_batch_size=10)
 
 
 @pytest.mark.django_db
-def test_active_sessions_past_the_expiry_become_expired(make_player, monkeypatch):
+def test_active_sessions_past_the_expiry_become_expired(make_player, settings):
     # given sessions started 31 and 29 minutes ago, and an old one that reported a score
-    monkeypatch.setenv("SESSION_EXPIRY_MINUTES", "30")
+    settings.GAMES = replace(settings.GAMES, session_expiry_minutes=30)
     player = make_player()
     (stale,) = sessions(player, 1, status="active", started=NOW - dt.timedelta(minutes=31))
     (fresh,) = sessions(player, 1, status="active", started=NOW - dt.timedelta(minutes=29))
@@ -265,9 +266,9 @@ def test_the_reference_guard_covers_hidden_relations():
 
 
 @pytest.mark.django_db
-def test_an_expired_paid_session_pays_its_fee_into_the_pools_once(make_player, monkeypatch):
+def test_an_expired_paid_session_pays_its_fee_into_the_pools_once(make_player, settings):
     # given an abandoned paid session (no score ever reported) and a fresh paid one
-    monkeypatch.setenv("SESSION_EXPIRY_MINUTES", "30")
+    settings.GAMES = replace(settings.GAMES, session_expiry_minutes=30)
     player = make_player()
     (abandoned,) = sessions(
         player, 1, status="active", fee="1.01", started=NOW - dt.timedelta(hours=2)
@@ -293,10 +294,10 @@ def test_an_expired_paid_session_pays_its_fee_into_the_pools_once(make_player, m
 
 @pytest.mark.django_db
 def test_an_expired_paid_session_whose_day_was_finalised_pays_into_the_open_pool(
-    make_player, monkeypatch
+    make_player, settings
 ):
     # given a paid session abandoned yesterday, whose day's pool is finalised already
-    monkeypatch.setenv("SESSION_EXPIRY_MINUTES", "30")
+    settings.GAMES = replace(settings.GAMES, session_expiry_minutes=30)
     player = make_player()
     sessions(player, 1, status="active", fee="2.00", started=NOW - dt.timedelta(hours=20))
     yesterday = PrizePool.objects.create(
@@ -313,8 +314,8 @@ def test_an_expired_paid_session_whose_day_was_finalised_pays_into_the_open_pool
 
 
 @pytest.mark.django_db
-def test_a_paid_session_finished_meanwhile_is_not_expired(make_player, monkeypatch):
-    monkeypatch.setenv("SESSION_EXPIRY_MINUTES", "30")
+def test_a_paid_session_finished_meanwhile_is_not_expired(make_player, settings):
+    settings.GAMES = replace(settings.GAMES, session_expiry_minutes=30)
     (session,) = sessions(
         make_player(), 1, status="active", fee="2.00", started=NOW - dt.timedelta(hours=1)
     )

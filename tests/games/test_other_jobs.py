@@ -1,6 +1,7 @@
 """The five smaller jobs: what each does, and that calling it twice changes nothing."""
 
 import datetime as dt
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -212,12 +213,11 @@ def test_due_notifications_are_delivered_to_the_inbox_once(make_player):
 
 
 @pytest.mark.django_db
-def test_a_failing_channel_is_retried_later_and_never_loses_the_notification(
-    make_player, monkeypatch
-):
+def test_a_failing_channel_is_retried_later_and_never_loses_the_notification(make_player, settings):
     # given a notification whose channel fails, and one that goes through
-    monkeypatch.setenv("GAMES_NOTIFICATION_MAX_ATTEMPTS", "2")
-    monkeypatch.setenv("GAMES_NOTIFICATION_RETRY_SECONDS", "60")
+    settings.GAMES = replace(
+        settings.GAMES, notification_max_attempts=2, notification_retry_seconds=60
+    )
     player = make_player()
     notification_enqueue(player_id=player.pk, kind="test", title="down", due_at=NOW)
     notification_enqueue(player_id=player.pk, kind="test", title="up", due_at=NOW)
@@ -250,8 +250,8 @@ def test_a_failing_channel_is_retried_later_and_never_loses_the_notification(
 
 
 @pytest.mark.django_db
-def test_a_notification_out_of_attempts_is_kept_as_failed(make_player, monkeypatch):
-    monkeypatch.setenv("GAMES_NOTIFICATION_MAX_ATTEMPTS", "1")
+def test_a_notification_out_of_attempts_is_kept_as_failed(make_player, settings):
+    settings.GAMES = replace(settings.GAMES, notification_max_attempts=1)
     player = make_player()
     notification_enqueue(player_id=player.pk, kind="test", title="down", due_at=NOW)
     counts = notifications_deliver(now=NOW, channel=FlakyChannel(failing={"down"}))
@@ -319,7 +319,7 @@ def test_live_stats_are_stored_once_per_slot(make_player, play):
 
 
 @pytest.mark.django_db
-def test_old_live_stats_are_pruned(monkeypatch):
-    monkeypatch.setenv("GAMES_LIVE_STATS_RETENTION_HOURS", "1")
+def test_old_live_stats_are_pruned(settings):
+    settings.GAMES = replace(settings.GAMES, live_stats_retention_hours=1)
     live_stats_sync(now=NOW - dt.timedelta(hours=2))
     assert live_stats_sync(now=NOW) == {"snapshots": 5, "pruned": 5}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -113,8 +114,8 @@ def test_a_session_whose_fee_overflows_the_pool_does_not_wedge_the_finisher(make
 
 
 @pytest.mark.django_db
-def test_a_session_out_of_attempts_is_parked_for_staff(make_player, monkeypatch):
-    monkeypatch.setenv("GAMES_ROW_MAX_ATTEMPTS", "2")
+def test_a_session_out_of_attempts_is_parked_for_staff(make_player, settings):
+    settings.GAMES = replace(settings.GAMES, row_max_attempts=2)
     full_daily_pool("snake")
     bad = stuck_session(make_player(), "snake")
     assert stuck_session_finish(now=NOW)["failed"] == 1
@@ -142,8 +143,8 @@ def test_a_recovered_session_is_finished_and_its_record_dropped(make_player):
 
 
 @pytest.mark.django_db
-def test_the_finisher_stops_at_its_budget_and_the_next_run_goes_on(make_player, monkeypatch):
-    monkeypatch.setenv("GAMES_STUCK_BATCH_SIZE", "2")
+def test_the_finisher_stops_at_its_budget_and_the_next_run_goes_on(make_player, settings):
+    settings.GAMES = replace(settings.GAMES, stuck_batch_size=2)
     player = make_player()
     for minutes in (90, 80, 70, 60, 50):
         stuck_session(player, "pong", minutes_ago=minutes)
@@ -217,8 +218,8 @@ def test_one_bad_row_in_an_inbox_batch_fails_alone(make_player):
 
 
 @pytest.mark.django_db
-def test_a_poisoned_notification_fails_at_its_attempt_limit(make_player, monkeypatch):
-    monkeypatch.setenv("GAMES_NOTIFICATION_MAX_ATTEMPTS", "3")
+def test_a_poisoned_notification_fails_at_its_attempt_limit(make_player, settings):
+    settings.GAMES = replace(settings.GAMES, notification_max_attempts=3)
     player = make_player()
     due_notifications(player, ["bad", "ok"])
     far = NOW
@@ -231,8 +232,8 @@ def test_a_poisoned_notification_fails_at_its_attempt_limit(make_player, monkeyp
 
 
 @pytest.mark.django_db
-def test_delivery_stops_at_its_budget_and_the_next_run_goes_on(make_player, monkeypatch):
-    monkeypatch.setenv("GAMES_NOTIFICATION_BATCH_SIZE", "2")
+def test_delivery_stops_at_its_budget_and_the_next_run_goes_on(make_player, settings):
+    settings.GAMES = replace(settings.GAMES, notification_batch_size=2)
     player = make_player()
     due_notifications(player, [f"n{i}" for i in range(5)])
     assert notifications_deliver(now=NOW, budget=spent()) == {

@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -20,6 +21,7 @@ from django.db import connection
 from django.utils import timezone
 
 from jobsite.env import ConfigError
+from jobsite.settings import alert_settings
 from ops import alerts, conf
 from ops.alerts import alerts_after_reconcile, alerts_deliver, alerts_evaluate
 from ops.models import AlertDelivery, AuditEvent, Incident
@@ -72,10 +74,13 @@ def webhook() -> Iterator[Hook]:
 
 
 @pytest.fixture
-def channels(monkeypatch, webhook, mailoutbox) -> Hook:
-    monkeypatch.setenv("JOBSITE_ALERT_EMAILS", "ops@example.com, oncall@example.com")
-    monkeypatch.setenv("JOBSITE_ALERT_WEBHOOK_URL", webhook.url)
-    monkeypatch.setenv("JOBSITE_ALERT_TIMEOUT_SECONDS", "1")
+def channels(settings, webhook, mailoutbox) -> Hook:
+    settings.ALERTS = replace(
+        settings.ALERTS,
+        emails=("ops@example.com", "oncall@example.com"),
+        webhook_url=webhook.url,
+        timeout_seconds=1,
+    )
     return webhook
 
 
@@ -290,8 +295,8 @@ def test_a_new_streak_after_a_success_in_one_gap_resolves_then_opens_anew(channe
     assert [b["event"] for b in channels.bodies] == ["opened", "resolved", "opened"]
 
 
-def test_lateness_over_the_threshold_alerts_once(monkeypatch, channels, mailoutbox, base):
-    monkeypatch.setenv("JOBSITE_ALERT_LATENESS_SECONDS", "30")
+def test_lateness_over_the_threshold_alerts_once(settings, channels, mailoutbox, base):
+    settings.ALERTS = replace(settings.ALERTS, lateness_seconds=30)
     # on time, a retry that is late by design, and a late catch-up: no alert
     make_run(JOB, base, started_at=base + timedelta(seconds=29))
     make_run(JOB, base, attempt=2, started_at=base + timedelta(seconds=200))
@@ -424,8 +429,9 @@ def _closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_a_webhook_that_is_down_is_a_recorded_failure(monkeypatch, channels, base):
-    monkeypatch.setenv("JOBSITE_ALERT_WEBHOOK_URL", f"http://127.0.0.1:{_closed_port()}/hook")
+def test_a_webhook_that_is_down_is_a_recorded_failure(settings, channels, base):
+    down = f"http://127.0.0.1:{_closed_port()}/hook"
+    settings.ALERTS = replace(settings.ALERTS, webhook_url=down)
     for minute in range(3):
         fail(JOB, base + timedelta(minutes=minute))
     evaluate_and_deliver(base + timedelta(minutes=3))
@@ -466,10 +472,15 @@ def test_beat_is_not_held_by_a_webhook_that_hangs(channels, mailoutbox, base):
     assert len(mailoutbox) == 1
 
 
-def test_a_bad_setting_in_beat_is_logged_not_raised(monkeypatch, caplog):
-    monkeypatch.setenv("JOBSITE_ALERT_FAILURES", "three")
+def test_an_evaluation_error_in_beat_is_logged_not_raised(monkeypatch, caplog):
+    # (a bad setting cannot get this far any more: settings refuse it when beat starts)
+    def broken(**_: object) -> None:
+        raise RuntimeError("ledger unreadable")
+
+    monkeypatch.setattr(alerts, "alerts_evaluate", broken)
     alerts_after_reconcile()  # what beat calls after its reconciler pass
-    assert "JOBSITE_ALERT_FAILURES='three' is not a whole number" in caplog.text
+    assert "alert evaluation failed" in caplog.text
+    assert "ledger unreadable" in caplog.text
     if alerts._sender is not None:
         alerts._sender.join(timeout=10)
 
@@ -501,24 +512,22 @@ def test_defaults():
     ],
 )
 def test_a_bad_alert_setting_names_its_variable(monkeypatch, name, value, message):
+    # read once at start: the process stops (tests/test_foundation.py runs manage.py with one)
     monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError, match=re.escape(message)):
-        conf.load()
+        alert_settings()
 
 
-def test_the_system_check_reports_a_bad_alert_setting(monkeypatch):
-    from ops.checks import ops_alert_settings_check
-
+def test_a_file_url_is_refused_as_a_webhook(monkeypatch):
     monkeypatch.setenv("JOBSITE_ALERT_WEBHOOK_URL", "file:///etc/passwd")
-    [error] = ops_alert_settings_check()
-    assert error.id == "ops.E001"
-    assert "JOBSITE_ALERT_WEBHOOK_URL" in error.msg
+    with pytest.raises(ConfigError, match="JOBSITE_ALERT_WEBHOOK_URL has scheme 'file'"):
+        alert_settings()
 
 
 def test_channels_from_the_environment(monkeypatch):
     monkeypatch.setenv("JOBSITE_ALERT_EMAILS", "a@example.com, b@example.com")
     monkeypatch.setenv("JOBSITE_ALERT_WEBHOOK_URL", "https://hooks.example.com/T/B/secret")
-    settings = conf.load()
+    settings = alert_settings()
     assert settings.emails == ("a@example.com", "b@example.com")
     assert settings.channels == ["email", "webhook"]
     assert settings.webhook_target == "https://hooks.example.com"

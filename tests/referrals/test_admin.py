@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 from django.contrib.admin.models import LogEntry
 from django.urls import reverse
@@ -20,9 +22,9 @@ def settled_world(chain, play, make_credit):
 
 
 @pytest.fixture
-def held_item(chain, play, monkeypatch):
+def held_item(chain, play, settings):
     """A tier-2 event at its attempt limit (1), waiting for staff."""
-    monkeypatch.setenv("REFERRAL_ITEM_MAX_ATTEMPTS", "1")
+    settings.REFERRALS = replace(settings.REFERRALS, item_max_attempts=1)
     *_, bottom = chain(3)
     session = play(bottom, fee="10.00", when=at(2026, 3, 4, 10))
     fail_writes("referrals_referralreward", f"NEW.tier = 2 AND NEW.session_id = {session.pk}")

@@ -1,9 +1,11 @@
 import re
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
 
 from jobsite.env import ConfigError
+from jobsite.settings import referral_settings
 from referrals import conf
 
 
@@ -24,9 +26,10 @@ def test_default_rates_are_ten_five_and_two_percent():
 def test_a_bad_rate_names_its_variable(monkeypatch, value, message):
     # given a bad tier-2 rate
     monkeypatch.setenv("REFERRAL_TIER2_RATE", value)
-    # when the settings are read, then the error names the variable and the value
+    # when settings read it (once, at start: tests/test_foundation.py runs manage.py with one),
+    # then the error names the variable and the value
     with pytest.raises(ConfigError, match=re.escape(message)):
-        conf.load()
+        referral_settings()
 
 
 def test_a_rate_above_the_tier_below_is_refused(monkeypatch):
@@ -34,39 +37,40 @@ def test_a_rate_above_the_tier_below_is_refused(monkeypatch):
     with pytest.raises(
         ConfigError, match=re.escape("REFERRAL_TIER3_RATE=0.06 exceeds REFERRAL_TIER2_RATE")
     ):
-        conf.load()
+        referral_settings()
 
 
 def test_a_bad_batch_size_names_its_variable(monkeypatch):
     monkeypatch.setenv("REFERRAL_SETTLEMENT_BATCH_SIZE", "0")
     with pytest.raises(ConfigError, match=re.escape("REFERRAL_SETTLEMENT_BATCH_SIZE=0 is outside")):
-        conf.load()
+        referral_settings()
 
 
-def test_the_system_check_reports_a_bad_rate(monkeypatch):
+def test_the_system_check_reports_a_webhook_channel_without_url(settings):
     from referrals.checks import referrals_settings_check
 
-    monkeypatch.setenv("REFERRAL_TIER1_RATE", "0,10")
-    [error] = referrals_settings_check()
-    assert error.id == "referrals.E001"
-    assert "REFERRAL_TIER1_RATE='0,10'" in error.msg
-
-
-def test_the_system_check_reports_a_webhook_channel_without_url(monkeypatch):
-    from referrals.checks import referrals_settings_check
-
-    monkeypatch.setenv("REFERRAL_PAYOUT_CHANNEL", "referrals.payouts.WebhookPayout")
-    monkeypatch.delenv("REFERRAL_PAYOUT_WEBHOOK_URL", raising=False)
+    settings.REFERRALS = replace(
+        settings.REFERRALS, payout_channel="referrals.payouts.WebhookPayout", webhook_url=""
+    )
     [error] = referrals_settings_check()
     assert error.id == "referrals.E002"
     assert "REFERRAL_PAYOUT_WEBHOOK_URL" in error.msg
 
 
-def test_the_retired_settlement_time_variable_is_reported_not_silently_ignored(monkeypatch):
+def test_the_retired_settlement_time_variable_is_reported_not_silently_ignored(
+    monkeypatch, settings
+):
     from referrals.checks import referrals_settings_check
 
     # the settlement job's budget replaced it: an operator who still sets it is told
     monkeypatch.setenv("REFERRAL_SETTLEMENT_MAX_SECONDS", "540")
+    settings.REFERRALS = referral_settings()  # as a process started with it reads it
     [warning] = referrals_settings_check()
     assert warning.id == "referrals.W001"
     assert "REFERRAL_SETTLEMENT_MAX_SECONDS is no longer read" in warning.msg
+
+
+def test_the_defaults_pass_the_system_check():
+    from referrals.checks import referrals_settings_check
+
+    assert referrals_settings_check() == []

@@ -1,12 +1,13 @@
 """Property tests of the money invariants over random referral forests and sessions."""
 
 import datetime as dt
-import os
-from contextlib import contextmanager
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
+from django.conf import settings as django_settings
 from django.db import transaction
+from django.test import override_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,20 +27,6 @@ from referrals.services import (
 from tests.referrals.conftest import LINKED_AT, assert_ledger_consistent, at
 
 fees = st.decimals(min_value=0, max_value=Decimal("50"), places=2)
-
-
-@contextmanager
-def environment(**values: str):
-    old = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in old.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @pytest.mark.django_db
@@ -64,9 +51,12 @@ def test_rewards_follow_the_forest_and_settlement_pays_each_item_once(data):
     jobs_in_order = data.draw(st.permutations(["tier2", "tier3"]), label="job order")
 
     with (
-        environment(
-            REFERRAL_TIER_BATCH_SIZE=str(tier_batch),
-            REFERRAL_SETTLEMENT_BATCH_SIZE=str(settle_batch),
+        override_settings(
+            REFERRALS=replace(
+                django_settings.REFERRALS,
+                tier_batch_size=tier_batch,
+                settlement_batch_size=settle_batch,
+            )
         ),
         transaction.atomic(),
     ):

@@ -1,4 +1,5 @@
 import datetime as dt
+from dataclasses import replace
 from decimal import ROUND_HALF_EVEN, Decimal
 
 import pytest
@@ -165,8 +166,8 @@ def test_events_after_the_slot_wait_for_a_later_run(chain, play):
 
 
 @pytest.mark.django_db
-def test_batches_are_bounded_and_the_cursor_advances(chain, play, monkeypatch):
-    monkeypatch.setenv("REFERRAL_TIER_BATCH_SIZE", "2")
+def test_batches_are_bounded_and_the_cursor_advances(chain, play, settings):
+    settings.REFERRALS = replace(settings.REFERRALS, tier_batch_size=2)
     *_, bottom = chain(3)
     for minute in range(5):
         play(bottom, fee="1.00", when=at(2026, 3, 4, 10, minute))
@@ -185,8 +186,8 @@ def test_batches_are_bounded_and_the_cursor_advances(chain, play, monkeypatch):
 
 
 @pytest.mark.django_db
-def test_an_event_committed_late_within_the_lag_is_still_rewarded(chain, play, monkeypatch):
-    monkeypatch.setenv("REFERRAL_TIER_LAG_SECONDS", "600")
+def test_an_event_committed_late_within_the_lag_is_still_rewarded(chain, play, settings):
+    settings.REFERRALS = replace(settings.REFERRALS, tier_lag_seconds=600)
     *_, bottom = chain(3)
     referral_tier2_create(now=NOW)
     # given an event stamped 5 minutes before the last run, committed only now
@@ -198,10 +199,10 @@ def test_an_event_committed_late_within_the_lag_is_still_rewarded(chain, play, m
 
 
 @pytest.mark.django_db
-def test_the_rate_in_force_is_stored_on_each_reward(chain, play, monkeypatch):
+def test_the_rate_in_force_is_stored_on_each_reward(chain, play, settings):
     *_, bottom = chain(3)
-    monkeypatch.setenv("REFERRAL_TIER1_RATE", "0.2")
-    monkeypatch.setenv("REFERRAL_TIER2_RATE", "0.125")
+    rates = {**settings.REFERRALS.rates, 1: Decimal("0.2"), 2: Decimal("0.125")}
+    settings.REFERRALS = replace(settings.REFERRALS, rates=rates)
     session = play(bottom, fee="1.00")
     referral_tier2_create(now=NOW)
     rates = dict(ReferralReward.objects.filter(session=session).values_list("tier", "rate"))
@@ -210,9 +211,9 @@ def test_the_rate_in_force_is_stored_on_each_reward(chain, play, monkeypatch):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_processors_at_once_create_each_reward_once(chain, play, monkeypatch):
+def test_two_processors_at_once_create_each_reward_once(chain, play, settings):
     # given 60 events four levels down, processed in batches of 7
-    monkeypatch.setenv("REFERRAL_TIER_BATCH_SIZE", "7")
+    settings.REFERRALS = replace(settings.REFERRALS, tier_batch_size=7)
     *_, bottom = chain(4)
     for minute in range(60):
         play(bottom, fee="1.10", when=at(2026, 3, 4, 10, minute))
@@ -268,10 +269,10 @@ def test_backfilled_history_gets_all_three_tiers_although_the_jobs_are_past_it(c
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("job", [referral_tier2_create, referral_tier3_create])
-def test_one_unprocessable_event_does_not_stop_the_tier_job(chain, play, monkeypatch, job):
+def test_one_unprocessable_event_does_not_stop_the_tier_job(chain, play, settings, job):
     # given four events down a chain of four, the first one's upper-tier rewards cannot be
     # written (as with an amount that overflows its column)
-    monkeypatch.setenv("REFERRAL_ITEM_MAX_ATTEMPTS", "2")
+    settings.REFERRALS = replace(settings.REFERRALS, item_max_attempts=2)
     *_, bottom = chain(4)
     poisoned, *healthy = [play(bottom, fee="2.00", when=at(2026, 3, 4, 10, m)) for m in range(4)]
     fail_writes("referrals_referralreward", f"NEW.tier > 1 AND NEW.session_id = {poisoned.pk}")
@@ -312,10 +313,10 @@ def test_one_unprocessable_event_does_not_stop_the_tier_job(chain, play, monkeyp
 
 @pytest.mark.django_db
 def test_a_spent_budget_stops_the_tier_job_with_a_backlog_that_the_next_run_takes(
-    chain, play, monkeypatch
+    chain, play, settings
 ):
     # given five events, read two at a time
-    monkeypatch.setenv("REFERRAL_TIER_BATCH_SIZE", "2")
+    settings.REFERRALS = replace(settings.REFERRALS, tier_batch_size=2)
     *_, bottom = chain(3)
     for minute in range(5):
         play(bottom, fee="1.00", when=at(2026, 3, 4, 10, minute))

@@ -2,6 +2,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -114,8 +115,8 @@ def test_new_rewards_after_a_settlement_are_paid_by_the_next_one(earnings, play)
 
 
 @pytest.mark.django_db
-def test_batches_are_bounded_and_a_player_may_span_two(earnings, monkeypatch):
-    monkeypatch.setenv("REFERRAL_SETTLEMENT_BATCH_SIZE", "3")
+def test_batches_are_bounded_and_a_player_may_span_two(earnings, settings):
+    settings.REFERRALS = replace(settings.REFERRALS, settlement_batch_size=3)
     top, mid, _ = earnings
     counts = settlement_run(now=NOW)
     # 4 rewards: 3 in the first batch, 1 in the second
@@ -189,11 +190,14 @@ def test_one_failing_payout_does_not_block_the_others_and_is_retried_with_backof
 
 
 @pytest.mark.django_db
-def test_webhook_channel_pays_through_a_real_http_service(earnings, payout_service, monkeypatch):
+def test_webhook_channel_pays_through_a_real_http_service(earnings, payout_service, settings):
     _top, mid, _ = earnings
-    monkeypatch.setenv("REFERRAL_PAYOUT_CHANNEL", "referrals.payouts.WebhookPayout")
-    monkeypatch.setenv("REFERRAL_PAYOUT_WEBHOOK_URL", payout_service.url)
-    monkeypatch.setenv("REFERRAL_PAYOUT_WEBHOOK_SECRET", "s3cret")
+    settings.REFERRALS = replace(
+        settings.REFERRALS,
+        payout_channel="referrals.payouts.WebhookPayout",
+        webhook_url=payout_service.url,
+        webhook_secret="s3cret",
+    )
     # when settlement runs with the webhook channel
     settlement_run(now=NOW)
     # then the service got one signed request per player with the items as idempotency data
@@ -279,9 +283,9 @@ def test_the_database_refuses_an_unbalanced_or_edited_ledger(earnings):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_settlers_at_once_pay_each_item_once(chain, play, make_credit, monkeypatch):
+def test_two_settlers_at_once_pay_each_item_once(chain, play, make_credit, settings):
     # given 40 events under a chain of 4 (120 rewards for 3 players) and 10 prize credits
-    monkeypatch.setenv("REFERRAL_SETTLEMENT_BATCH_SIZE", "7")
+    settings.REFERRALS = replace(settings.REFERRALS, settlement_batch_size=7)
     players = chain(4)
     for minute in range(40):
         play(players[-1], fee="1.37", when=at(2026, 3, 4, 10, minute))
@@ -336,10 +340,10 @@ def test_a_settlement_that_cannot_be_opened_sets_its_items_aside_and_the_rest_is
 
 @pytest.mark.django_db
 def test_one_unpayable_item_is_held_after_its_limit_and_its_healthy_neighbours_are_paid(
-    earnings, make_credit, monkeypatch
+    earnings, make_credit, settings
 ):
     # given top's prize credit cannot be linked to any settlement (a row that breaks a rule)
-    monkeypatch.setenv("REFERRAL_ITEM_MAX_ATTEMPTS", "2")
+    settings.REFERRALS = replace(settings.REFERRALS, item_max_attempts=2)
     top, mid, _ = earnings
     bad = make_credit(top, "5.00")
     fail_writes("referrals_settlementitem", f"NEW.prize_credit_id = {bad.pk}")
@@ -431,10 +435,10 @@ def test_a_settlement_that_cannot_be_recorded_stays_sending_and_the_rest_is_reco
 
 @pytest.mark.django_db
 def test_a_spent_budget_stops_settlement_with_a_backlog_that_the_next_run_pays_once(
-    earnings, monkeypatch
+    earnings, settings
 ):
     # given 4 pending rewards, settled 2 at a time
-    monkeypatch.setenv("REFERRAL_SETTLEMENT_BATCH_SIZE", "2")
+    settings.REFERRALS = replace(settings.REFERRALS, settlement_batch_size=2)
     top, mid, _ = earnings
     # when the budget is spent after one batch (resume check, claim check, one payout)
     first = settlement_run(now=NOW, budget=StopAfter(3))
@@ -465,11 +469,11 @@ def test_a_budget_spent_before_the_payout_leaves_the_settlement_sending_for_the_
 
 @pytest.mark.django_db(transaction=True)
 def test_two_settlers_at_once_with_an_unopenable_settlement_pay_the_rest_once(
-    make_player, make_credit, chain, play, monkeypatch
+    make_player, make_credit, chain, play, settings
 ):
     # given a player whose prizes overflow a settlement's total, ahead of 30 events' rewards,
     # settled in small batches so that the two settlers interleave
-    monkeypatch.setenv("REFERRAL_SETTLEMENT_BATCH_SIZE", "7")
+    settings.REFERRALS = replace(settings.REFERRALS, settlement_batch_size=7)
     whale = make_player()
     big = [make_credit(whale, "6000000000.00") for _ in range(2)]
     players = chain(4)

@@ -17,6 +17,7 @@ from django_celery_results.models import TaskResult
 
 from ops.models import Incident
 from scheduler.budget import Budget
+from scheduler.conf import RetentionSettings
 from scheduler.locks import lease_acquire
 from scheduler.models import JobLease, JobRun
 from scheduler.registry import get_job
@@ -115,8 +116,14 @@ def test_pruning_twice_changes_nothing_the_second_time():
     }
 
 
-def test_the_test_profile_keeps_runs_for_an_hour(monkeypatch):
+def test_the_test_profile_keeps_runs_for_an_hour(monkeypatch, settings):
+    from jobsite.settings import scheduler_settings
+
     monkeypatch.setenv("JOBSITE_PROFILE", "test")
+    settings.SCHEDULER = scheduler_settings()  # as a process started with it would read it
+    assert settings.SCHEDULER.retention == RetentionSettings(
+        succeeded_seconds=3600, failed_seconds=86400
+    )
     gone = _run(timedelta(hours=2), Status.SUCCEEDED)
     kept_failed = _run(timedelta(hours=2), Status.FAILED)
 
@@ -128,10 +135,21 @@ def test_the_test_profile_keeps_runs_for_an_hour(monkeypatch):
 
 def test_an_unknown_profile_is_an_error_naming_the_variable(monkeypatch):
     from jobsite.env import ConfigError
+    from jobsite.settings import scheduler_settings
 
     monkeypatch.setenv("JOBSITE_PROFILE", "staging")
     with pytest.raises(ConfigError, match="JOBSITE_PROFILE='staging'"):
-        retention_prune(now=timezone.now())
+        scheduler_settings()
+
+
+def test_retention_variables_override_the_profile_defaults(monkeypatch):
+    from jobsite.settings import scheduler_settings
+
+    monkeypatch.setenv("JOBSITE_PROFILE", "test")
+    monkeypatch.setenv("RETENTION_FAILED_SECONDS", "7200")
+    assert scheduler_settings().retention == RetentionSettings(
+        succeeded_seconds=3600, failed_seconds=7200
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -51,9 +52,10 @@ def test_a_send_a_few_ms_before_the_boundary_belongs_to_the_coming_minute():
     assert prepared.kwargs["slot"] == "2026-11-23T12:00:55+00:00"
 
 
-def test_the_kill_switch_sends_every_job_at_the_boundary(monkeypatch):
+def test_the_kill_switch_sends_every_job_at_the_boundary(settings):
     schedules_apply(profile="test")
-    monkeypatch.setenv("JOB_STAGGER_ENABLED", "0")
+    stagger = replace(settings.SCHEDULER.stagger, enabled=False)
+    settings.SCHEDULER = replace(settings.SCHEDULER, stagger=stagger)
     prepared = _entry("retention-pruning").prepared(datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC))
     assert prepared.options["countdown"] == 0
     assert prepared.kwargs["slot"] == "2026-11-23T12:00:00+00:00"

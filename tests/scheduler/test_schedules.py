@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 import pytest
 from django.core.management import CommandError, call_command
 from django_celery_beat.models import PeriodicTask
 
 from jobsite.env import ConfigError
+from jobsite.settings import scheduler_settings
 from scheduler.cron import Cron
 from scheduler.models import JobSchedule
 from scheduler.registry import all_jobs
@@ -68,33 +70,47 @@ def test_the_test_profile_fires_every_job_every_minute_at_its_offset():
     assert len(offsets) == len(set(offsets))
 
 
-def test_stagger_variable_sets_the_default_offset(monkeypatch):
+def stagger_offsets(settings, **offsets: int) -> None:
+    stagger = replace(settings.SCHEDULER.stagger, offsets=offsets)
+    settings.SCHEDULER = replace(settings.SCHEDULER, stagger=stagger)
+
+
+def test_stagger_variable_sets_the_default_offset(monkeypatch, settings):
+    # the variable is read by settings at start ...
     monkeypatch.setenv("JOB_STAGGER_RETENTION_PRUNING", "12")
+    assert scheduler_settings().stagger.offsets == {"JOB_STAGGER_RETENTION_PRUNING": 12}
+    # ... and apply writes what settings hold
+    stagger_offsets(settings, JOB_STAGGER_RETENTION_PRUNING=12)
     schedules_apply(profile="production")
     assert PeriodicTask.objects.get(name="retention-pruning").job_schedule.offset_seconds == 12
 
 
 @pytest.mark.parametrize("value", ["60", "-1", "abc", "1000000000"])
 def test_a_bad_stagger_value_is_an_error_naming_the_variable(monkeypatch, value):
+    # settings refuse it at start (tests/test_foundation.py: the process stops with one line)
     monkeypatch.setenv("JOB_STAGGER_RETENTION_PRUNING", value)
-    errors = check_stagger_environment()
-    assert any("JOB_STAGGER_RETENTION_PRUNING" in e for e in errors)
     with pytest.raises(ConfigError, match="JOB_STAGGER_RETENTION_PRUNING"):
-        schedules_apply(profile="production")
-    assert not PeriodicTask.objects.exists()
+        scheduler_settings()
 
 
-def test_a_bad_kill_switch_and_an_unknown_job_variable_are_reported(monkeypatch):
+def test_a_bad_kill_switch_is_an_error_naming_the_variable(monkeypatch):
     monkeypatch.setenv("JOB_STAGGER_ENABLED", "maybe")
-    monkeypatch.setenv("JOB_STAGGER_NO_SUCH_JOB", "3")
-    errors = " | ".join(check_stagger_environment())
-    assert "JOB_STAGGER_ENABLED" in errors
-    assert "JOB_STAGGER_NO_SUCH_JOB names no registered job" in errors
+    with pytest.raises(ConfigError, match="JOB_STAGGER_ENABLED='maybe' is not a boolean"):
+        scheduler_settings()
 
 
-def test_system_check_reports_bad_stagger_values(monkeypatch):
-    monkeypatch.setenv("JOB_STAGGER_RETENTION_PRUNING", "abc")
-    with pytest.raises(Exception, match="JOB_STAGGER_RETENTION_PRUNING"):
+def test_an_unknown_job_variable_is_reported(settings):
+    stagger_offsets(settings, JOB_STAGGER_NO_SUCH_JOB=3, JOB_STAGGER_RETENTION_PRUNING=12)
+    assert check_stagger_environment() == [
+        "JOB_STAGGER_NO_SUCH_JOB names no registered job (known: "
+        + ", ".join(sorted(job.env_name for job in all_jobs()))
+        + ")"
+    ]
+
+
+def test_system_check_reports_an_unknown_job_variable(settings):
+    stagger_offsets(settings, JOB_STAGGER_RETENTION_PRUNNIG=12)
+    with pytest.raises(Exception, match="JOB_STAGGER_RETENTION_PRUNNIG names no registered job"):
         call_command("check")
 
 

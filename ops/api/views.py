@@ -16,14 +16,16 @@ from django_celery_beat.models import PeriodicTask
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ops.api.serializers import (
+    DryRunQuerySerializer,
     HistoryQuerySerializer,
     JobSerializer,
+    NoQuerySerializer,
     RetryResultSerializer,
     RetrySerializer,
     RunSerializer,
@@ -33,6 +35,7 @@ from ops.api.serializers import (
     ScheduleUpdateSerializer,
     TriggeredSerializer,
     TriggerSerializer,
+    query_valid,
 )
 from ops.selectors import jobs_overview
 from ops.services import (
@@ -55,7 +58,9 @@ from scheduler.services.schedules import effective_offset
 DRY_RUN = OpenApiParameter(
     "dry_run",
     OpenApiTypes.BOOL,
-    description="1: validate and answer the preview (next runs, collisions); write nothing.",
+    description="1 or true: validate and answer the preview (next runs, collisions); write "
+    "nothing. 0 or false (default): write. Any other value, or any other query parameter, is "
+    "refused with 400.",
 )
 
 
@@ -64,7 +69,13 @@ def _actor(request: Request) -> Actor:
 
 
 def _dry_run(request: Request) -> bool:
-    return request.query_params.get("dry_run", "").lower() in {"1", "true", "yes"}
+    """The write's `dry_run` flag; any other query parameter or value is a 400 (fails closed)."""
+    return query_valid(DryRunQuerySerializer, request.query_params)["dry_run"]
+
+
+def _no_query(request: Request) -> None:
+    """A write without query parameters: `?dry_run=1` here would otherwise be ignored."""
+    query_valid(NoQuerySerializer, request.query_params)
 
 
 def _refused(exc: OpsError) -> ValidationError:
@@ -105,9 +116,19 @@ def schedule_data(task: PeriodicTask) -> dict[str, Any]:
     }
 
 
+def _gone(name: str) -> NotFound:
+    # Deleted by a parallel request after this one found it: the same 404 as a late arrival.
+    return NotFound(f"schedule {name!r} was deleted meanwhile")
+
+
 def change_data(task: PeriodicTask | None, preview: Preview, *, dry_run: bool) -> dict[str, Any]:
     if task is not None and not dry_run:
-        task = PeriodicTask.objects.select_related("crontab", "job_schedule").get(pk=task.pk)
+        # Read after the commit; a parallel DELETE may have removed it since (then None).
+        task = (
+            PeriodicTask.objects.select_related("crontab", "job_schedule")
+            .filter(pk=task.pk)
+            .first()
+        )
     return {
         "dry_run": dry_run,
         "schedule": schedule_data(task) if task is not None and not dry_run else None,
@@ -175,6 +196,7 @@ class JobTriggerView(APIView):
     def post(self, request: Request, name: str) -> Response:
         if find_job(name) is None:
             raise ValidationError({"job": [f"unknown job {name!r}"]})
+        _no_query(request)
         data = _valid(TriggerSerializer, request.data or {})
         try:
             run = job_run_now(actor=_actor(request), job_name=name, reason=data.get("reason", ""))
@@ -199,7 +221,7 @@ class JobHistoryView(APIView):
         summary="Ledger rows, newest first",
     )
     def get(self, request: Request) -> Response:
-        query = _valid(HistoryQuerySerializer, request.query_params)
+        query = query_valid(HistoryQuerySerializer, request.query_params)
         rows = JobRun.objects.order_by("-slot", "-attempt", "-id")
         if query.get("job"):
             rows = rows.filter(job=query["job"])
@@ -295,11 +317,18 @@ class ScheduleDetailView(APIView):
             )
         except OpsError as exc:
             raise _refused(exc) from None
+        except PeriodicTask.DoesNotExist:
+            raise _gone(name) from None
         return Response(change_data(task, preview, dry_run=dry_run))
 
     @extend_schema(responses={204: None}, summary="Delete a schedule (its runs stay)")
     def delete(self, request: Request, name: str) -> Response:
-        schedule_delete(actor=_actor(request), task=_schedule(name))
+        task = _schedule(name)
+        _no_query(request)
+        try:
+            schedule_delete(actor=_actor(request), task=task)
+        except PeriodicTask.DoesNotExist:
+            raise _gone(name) from None
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -319,6 +348,8 @@ class ScheduleToggleView(APIView):
             )
         except OpsError as exc:
             raise _refused(exc) from None
+        except PeriodicTask.DoesNotExist:
+            raise _gone(name) from None
         return Response(change_data(task, preview, dry_run=dry_run))
 
 
@@ -334,6 +365,7 @@ class RetryView(APIView):
         summary="Retry failed, lost, missed or expired runs by id (next attempt, same slot)",
     )
     def post(self, request: Request) -> Response:
+        _no_query(request)
         data = _valid(RetrySerializer, request.data)
         ids = list(dict.fromkeys(data["ids"]))
         # All or nothing on bad input: unknown ids or runs that cannot be retried are refused

@@ -441,3 +441,66 @@ def test_five_parallel_creates_of_one_job_make_one_schedule(applied, admin_user)
     refusals = [r.json() for r in results if _status(r) == 400]
     assert all("already has a schedule" in refusal["job"][0] for refusal in refusals)
     assert PeriodicTask.objects.filter(name="cleanup").count() == 1
+
+
+# --- hardening ------------------------------------------------------------------------------------
+
+
+def test_thirty_wrong_passwords_then_the_right_one_is_refused_for_a_cool_off(client, admin_user):
+    from datetime import timedelta
+
+    from axes.models import AccessAttempt
+    from django.db.models import F
+
+    login = reverse("admin:login")
+    for _ in range(30):
+        client.post(login, {"username": admin_user.username, "password": "guess"})
+
+    refused = client.post(login, {"username": admin_user.username, "password": "password"})
+
+    assert refused.status_code == 429
+    assert "_auth_user_id" not in client.session
+    # once the cool-off (AXES_COOLOFF_MINUTES, 15 by default) has passed the right one works
+    AccessAttempt.objects.update(attempt_time=F("attempt_time") - timedelta(minutes=16))
+    accepted = client.post(login, {"username": admin_user.username, "password": "password"})
+    assert accepted.status_code == 302
+    assert client.session["_auth_user_id"] == str(admin_user.pk)
+
+
+def _a_failing_page(request: object, settings: object) -> str:
+    import sys
+
+    from django.views.debug import technical_500_response
+
+    broker_url = settings.CELERY_BROKER_URL  # a local variable of the failing frame
+    try:
+        raise RuntimeError(f"cannot reach {broker_url}")
+    except RuntimeError:
+        return technical_500_response(request, *sys.exc_info()).content.decode()
+
+
+def test_the_debug_error_page_hides_passwords_in_urls(rf, settings):
+    import uuid
+
+    # Made at run time: the page quotes the source lines around the failure.
+    db, redis, header = (uuid.uuid4().hex for _ in range(3))
+    settings.DEBUG = True
+    settings.DATABASE_URL = f"postgres://jobsite:{db}@postgres:5432/jobsite"
+    settings.REDIS_URL = settings.CELERY_BROKER_URL = f"redis://:{redis}@redis:6379/0"
+    request = rf.get("/boom", HTTP_X_DSN=f"postgres://u:{header}@h/db")
+
+    page = _a_failing_page(request, settings)
+
+    assert "postgres://jobsite:********@postgres:5432/jobsite" in page
+    assert "redis://:********@redis:6379/0" in page
+    for secret in (db, redis, header):
+        assert secret not in page
+
+
+def test_admin_pages_carry_a_content_security_policy(admin_client):
+    response = admin_client.get(reverse("admin:index"))
+
+    policy = response.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy
+    assert "'unsafe-inline'" not in policy.split("script-src")[1].split(";")[0]
+    assert "frame-ancestors 'none'" in policy

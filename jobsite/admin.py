@@ -1,4 +1,4 @@
-"""Admin building blocks shared by the apps."""
+"""Admin building blocks shared by the apps, and the admin site every app registers with."""
 
 from __future__ import annotations
 
@@ -45,7 +45,18 @@ class StrictLookupsMixin:
             )
 
 
-class ReadOnlyAdmin(StrictLookupsMixin, admin.ModelAdmin):
+class JobsiteAdminSite(admin.AdminSite):
+    """The default admin site (`jobsite.admin_config`): every ModelAdmin registered with it, ours
+    and third-party ones (django-celery-results, django-axes...), refuses bad filters with 400."""
+
+    def register(self, model_or_iterable: Any, admin_class: Any = None, **options: Any) -> None:
+        admin_class = admin_class or admin.ModelAdmin
+        if not issubclass(admin_class, StrictLookupsMixin):
+            admin_class = type(admin_class.__name__, (StrictLookupsMixin, admin_class), {})
+        super().register(model_or_iterable, admin_class, **options)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
     """Viewable, never added, changed or deleted from the admin: services own these rows."""
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:

@@ -39,7 +39,7 @@ INSTALLED_APPS = [
     # First: its templates override the admin's (header links) and its admin module replaces
     # django-celery-beat's PeriodicTask admin.
     "ops",
-    "django.contrib.admin",
+    "jobsite.admin_config.JobsiteAdminConfig",  # django.contrib.admin with our default site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

@@ -26,10 +26,9 @@ from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 from django_celery_beat.admin import CrontabScheduleAdmin, PeriodicTaskAdmin, PeriodicTaskForm
 from django_celery_beat.models import CrontabSchedule, PeriodicTask, PeriodicTasks
-from django_celery_results.admin import GroupResultAdmin, TaskResultAdmin
-from django_celery_results.models import GroupResult, TaskResult
+from django_celery_results.models import TaskResult
 
-from jobsite.admin import ReadOnlyAdmin, StrictLookupsMixin
+from jobsite.admin import ReadOnlyAdmin
 from ops.alerts import incidents_close, open_incidents
 from ops.models import AlertDelivery, AuditEvent, Incident
 from ops.services import (
@@ -764,10 +763,3 @@ class AuditEventAdmin(ReadOnlyAdmin):
 def _short(value: object) -> str:
     text = "-" if value is None else str(value)
     return text if len(text) <= 40 else text[:39] + "…"
-
-
-# django-celery-results' admins, with the same strict change-list filters as ours (a bad date in
-# the address is a 400, not a 500).
-for _model, _admin_class in ((TaskResult, TaskResultAdmin), (GroupResult, GroupResultAdmin)):
-    admin.site.unregister(_model)
-    admin.site.register(_model, type(_admin_class.__name__, (StrictLookupsMixin, _admin_class), {}))

@@ -14,7 +14,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
-from jobsite.admin import ReadOnlyAdmin, StrictLookupsMixin
+from jobsite.admin import ReadOnlyAdmin
 from referrals.models import (
     LedgerEntry,
     LedgerTransaction,
@@ -70,7 +70,7 @@ class ReferralForm(forms.ModelForm):
 
 
 @admin.register(Referral)
-class ReferralAdmin(StrictLookupsMixin, admin.ModelAdmin):
+class ReferralAdmin(admin.ModelAdmin):
     form = ReferralForm
     list_display = ["referee", "referrer", "created_at"]
     search_fields = ["referee__handle", "referrer__handle"]

@@ -316,9 +316,13 @@ def schedule_update(
     enabled: bool | None = None,
     queue: str | None = None,
     priority: int | None = None,
+    toggle: bool = False,
     dry_run: bool = False,
 ) -> tuple[PeriodicTask, Preview]:
-    """Change what operators own; `dry_run` answers the preview and writes nothing."""
+    """Change what operators own; `dry_run` answers the preview and writes nothing.
+
+    `toggle` flips `enabled` as it is under the lock, so two parallel toggles are two flips.
+    """
     # No join in the locking read: after waiting for a parallel writer, PostgreSQL re-checks the
     # locked row but keeps the joined rows of its old snapshot, so a crontab that writer just
     # created would come back as NULL. `task.crontab` is read afterwards, in a fresh snapshot.
@@ -329,6 +333,8 @@ def schedule_update(
     )
     new_queue = _check_queue(queue) if queue is not None else task.queue
     new_priority = _check_priority(priority) if priority is not None else task.priority
+    if toggle:
+        enabled = not task.enabled
     new_enabled = task.enabled if enabled is None else bool(enabled)
     current_cron = Cron.from_model(task.crontab) if task.crontab_id else None
     new_cron = cron or current_cron

@@ -428,6 +428,17 @@ def test_patch_delete_and_toggle_in_parallel_wait_for_each_other(applied, admin_
 
 
 @pytest.mark.django_db(transaction=True)
+def test_two_parallel_toggles_are_two_flips(applied, admin_user):
+    results = _in_parallel(
+        *(lambda: _client(admin_user).post("/api/schedules/cleanup/toggle"),) * 2
+    )
+
+    assert [_status(r) for r in results] == [200, 200]
+    assert PeriodicTask.objects.get(name="cleanup").enabled is True  # off, then on again
+    assert AuditEvent.objects.filter(object_repr="cleanup").count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
 def test_five_parallel_creates_of_one_job_make_one_schedule(applied, admin_user):
     PeriodicTask.objects.filter(name="cleanup").delete()
     body = {"job": "cleanup", "cron": "0 3 * * *", "offset": 35}

@@ -344,7 +344,7 @@ class ScheduleToggleView(APIView):
         dry_run = _dry_run(request)
         try:
             task, preview = schedule_update(
-                actor=_actor(request), task=task, enabled=not task.enabled, dry_run=dry_run
+                actor=_actor(request), task=task, toggle=True, dry_run=dry_run
             )
         except OpsError as exc:
             raise _refused(exc) from None

@@ -61,6 +61,9 @@ def page(browser, live_server, admin_user):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     page.set_default_timeout(15_000)
+    # Chromium reports every Content-Security-Policy refusal on the console.
+    refused: list[str] = []
+    page.on("console", lambda m: refused.append(m.text) if "Security Policy" in m.text else None)
     page.goto(f"{live_server.url}/admin/login/?next=/admin/")
     page.fill("#id_username", "admin")
     page.fill("#id_password", "password")
@@ -68,6 +71,7 @@ def page(browser, live_server, admin_user):
     page.wait_for_selector("#user-tools")
     yield page
     context.close()
+    assert refused == []  # every page of the flow worked under the CSP
 
 
 def wait_for_run(pk: int, timeout: float = 90) -> JobRun:

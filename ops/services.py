@@ -90,16 +90,18 @@ def client_ip(request: HttpRequest) -> str | None:
 
 
 def ip_address_of(text: str) -> str | None:
-    """`text` as a normalised IP address (port stripped), or None when it is not one."""
+    """`text` as a normalised IP address (port and IPv6 zone stripped), or None if it is none."""
     text = text.strip()
     if text.startswith("["):  # [v6]:port or [v6]
         text = text[1 : text.find("]")] if "]" in text else ""
     elif text.count(":") == 1:  # v4:port; a bare v6 address has two or more colons
         text = text.split(":", 1)[0]
     try:
-        return str(ipaddress.ip_address(text))
+        address = ipaddress.ip_address(text.split("%", 1)[0])  # PostgreSQL's inet takes no zone
     except ValueError:
         return None
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:1.2.3.4 is the client 1.2.3.4
+    return str(mapped or address)
 
 
 def audit_record(

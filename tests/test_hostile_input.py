@@ -311,6 +311,9 @@ def test_a_trigger_reason_too_long_for_the_ledger_is_refused_naming_reason(
         ("1.2.3.4:5678", "1.2.3.4"),
         ("[2001:db8::1]:443", "2001:db8::1"),
         ("2001:db8::2", "2001:db8::2"),
+        ("fe80::1%eth0", "fe80::1"),
+        ("[fe80::1%eth0]:80", "fe80::1"),
+        ("::ffff:1.2.3.4", "1.2.3.4"),
         ("not-an-ip", "127.0.0.1"),  # not an address: the proxy's own (REMOTE_ADDR) instead
         ("", "127.0.0.1"),
     ],
@@ -515,3 +518,10 @@ def test_admin_pages_carry_a_content_security_policy(admin_client):
     assert "script-src 'self'" in policy
     assert "'unsafe-inline'" not in policy.split("script-src")[1].split(";")[0]
     assert "frame-ancestors 'none'" in policy
+
+
+def test_a_misspelt_history_filter_is_refused_instead_of_listing_everything(api, applied):
+    response = api.get("/api/jobs/history", {"stauts": "failed"})
+
+    assert response.status_code == 400
+    assert "stauts" in response.json()

@@ -355,6 +355,23 @@ def test_an_impossible_date_filter_in_the_admin_is_a_400(admin_client, url_name,
     assert "Invalid filter" in response.content.decode()
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/schedules/%00/",
+        "/admin/scheduler/jobrun/?job=%00",
+        "/admin/scheduler/jobrun/?q=a%00b",
+        "/api/jobs/history?job=%00",
+    ],
+)
+def test_a_nul_byte_in_the_address_is_a_400(admin_client, applied, url):
+    # PostgreSQL text cannot hold NUL: it used to reach the database and fail there (500).
+    response = admin_client.get(url)
+
+    assert response.status_code == 400
+    assert "NUL" in response.content.decode()
+
+
 # --- the same write, many times at once -----------------------------------------------------------
 
 

@@ -453,7 +453,14 @@ def schedules_set_enabled(*, actor: Actor, tasks: QuerySet[PeriodicTask], enable
 
 @transaction.atomic
 def schedules_toggle(*, actor: Actor, tasks: QuerySet[PeriodicTask]) -> int:
-    ids = list(tasks.values_list("pk", flat=True))
+    # Every row locked first, in pk order, so "which are on" is read under the lock.
+    chosen = list(tasks.values_list("pk", flat=True))
+    ids = list(
+        PeriodicTask.objects.select_for_update()
+        .filter(pk__in=chosen)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
     on = list(PeriodicTask.objects.filter(pk__in=ids, enabled=True).values_list("pk", flat=True))
     switched = schedules_set_enabled(
         actor=actor, tasks=PeriodicTask.objects.filter(pk__in=on), enabled=False

@@ -459,6 +459,28 @@ def test_two_parallel_toggles_are_two_flips(applied, admin_user):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_two_parallel_admin_toggles_of_two_schedules_are_two_flips_each(applied, admin_user):
+    from django.test import Client
+
+    ids = [applied["cleanup"].pk, applied["settlement"].pk]
+    changelist = reverse("admin:django_celery_beat_periodictask_changelist")
+
+    def toggle(order: list[int]):
+        def post():
+            client = Client()
+            client.force_login(admin_user)
+            return client.post(changelist, {"action": "toggle_tasks", "_selected_action": order})
+
+        return post
+
+    results = _in_parallel(toggle(ids), toggle(ids[::-1]))
+
+    assert [_status(r) for r in results] == [302, 302]
+    assert PeriodicTask.objects.filter(pk__in=ids, enabled=True).count() == 2  # off, on again
+    assert AuditEvent.objects.filter(object_id__in=[str(i) for i in ids]).count() == 4
+
+
+@pytest.mark.django_db(transaction=True)
 def test_five_parallel_creates_of_one_job_make_one_schedule(applied, admin_user):
     PeriodicTask.objects.filter(name="cleanup").delete()
     body = {"job": "cleanup", "cron": "0 3 * * *", "offset": 35}

@@ -7,10 +7,12 @@ decide (SECRET_KEY when DEBUG is off). A bad value stops the process with a mess
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
+from csp.constants import NONE, SELF
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
@@ -46,7 +48,7 @@ INSTALLED_APPS = [
     # First: its templates override the admin's (header links) and its admin module replaces
     # django-celery-beat's PeriodicTask admin.
     "ops",
-    "django.contrib.admin",
+    "jobsite.admin_config.JobsiteAdminConfig",  # django.contrib.admin with our default site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -57,6 +59,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "axes",
     "scheduler",
     "games",
     "referrals",
@@ -64,6 +67,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "jobsite.middleware.refuse_nul_in_url",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -71,6 +75,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as its documentation asks: it turns a locked-out login into its 429 answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "jobsite.urls"
@@ -156,6 +163,46 @@ SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", not DEBUG)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 DATA_UPLOAD_MAX_MEMORY_SIZE = 256 * 1024  # the API takes small JSON bodies only
+# With DEBUG on, the error page lists settings, request data and local variables; these also mask
+# the password in every URL-shaped value (DATABASE_URL, REDIS_URL, CELERY_BROKER_URL...).
+DEFAULT_EXCEPTION_REPORTER_FILTER = "jobsite.redaction.UrlPasswordReporterFilter"
+DEFAULT_EXCEPTION_REPORTER = "jobsite.redaction.UrlPasswordExceptionReporter"
+
+# Content-Security-Policy on every page (django-csp; Django 5.2 has none of its own). Scripts only
+# from our own origin, never inline: the admin and our templates need none. Inline *styles* are
+# allowed: our templates and admin columns use style attributes, a far smaller risk than scripts.
+# https://django-csp.readthedocs.io/en/latest/configuration.html
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF, "'unsafe-inline'"],
+        "img-src": [SELF, "data:"],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
+
+# Login throttling (django-axes): after AXES_FAILURE_LIMIT failed logins from one client address
+# that address may not log in, even with the right password, for AXES_COOLOFF_MINUTES (answer
+# 429). Per address, not per username, so nobody can lock an operator out from elsewhere. The
+# address is the audit trail's (`ops.services.client_ip`: OPS_TRUSTED_PROXIES applies). Attempts
+# live in PostgreSQL, shared by every web process. Unlock early: `manage.py axes_reset`.
+# https://django-axes.readthedocs.io/en/latest/4_configuration.html
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 10, minimum=1, maximum=1000)
+AXES_COOLOFF_TIME = timedelta(
+    minutes=env_int("AXES_COOLOFF_MINUTES", 15, minimum=1, maximum=7 * 24 * 60)
+)
+AXES_LOCKOUT_PARAMETERS = ["ip_address"]
+AXES_CLIENT_IP_CALLABLE = "ops.services.client_ip"
+AXES_RESET_ON_SUCCESS = True
+AXES_ENABLED = env_bool("AXES_ENABLED", True)
 
 # ---------------------------------------------------------------------------------------------
 # Redis: Celery broker and job locks.

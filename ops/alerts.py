@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import urllib.error
 import urllib.request
@@ -448,7 +449,22 @@ def _send(delivery: AlertDelivery, config: conf.AlertSettings) -> None:
             connection=mail,
         )
         return
-    _post_webhook(config, _webhook_body(delivery.incident, delivery.event, text))
+    _post_webhook(config, _webhook_body(delivery.incident, delivery.event, chat_escaped(text)))
+
+
+_MENTION = re.compile(r"@(channel|here|all|everyone)\b", re.IGNORECASE)
+
+
+def chat_escaped(text: str) -> str:
+    """`text` as literal chat text: a job's error line must not ping a room or render markup.
+
+    Slack reads `<!channel>`, `<@U123>` and `<url|label>` as markup in a webhook's text and asks
+    for `&`, `<`, `>` to be escaped (https://api.slack.com/reference/surfaces/formatting#escaping);
+    Mattermost and Rocket.Chat ping on a bare `@channel`/`@here`/`@all`, which a zero-width space
+    after the `@` disarms.
+    """
+    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MENTION.sub("@\u200b\\1", escaped)
 
 
 def _webhook_body(incident: Incident, event: str, text: str) -> dict[str, Any]:

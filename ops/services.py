@@ -4,16 +4,22 @@ The admin and the API are thin interfaces over these functions, so both validate
 write the same audit rows and tell beat about a change the same way. Refused input raises
 `OpsError` naming the field, before anything is written. Runs go through the scheduler's own run
 path (`job_trigger`, `job_dispatch`): offsets, the slot claim, the lease and the ledger all apply.
+
+Lock order, the same in every schedule write so that parallel writes wait instead of deadlocking:
+the `PeriodicTask` rows first (one `select_for_update`, ascending pk, no joins), then their
+`JobSchedule` rows, then django-celery-beat's `PeriodicTasks` change marker (its signals and
+`update_changed`). A schedule deleted by a parallel request raises `PeriodicTask.DoesNotExist`.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
@@ -71,15 +77,32 @@ def client_ip(request: HttpRequest) -> str | None:
     """REMOTE_ADDR, or the proxy's X-Forwarded-For entry when OPS_TRUSTED_PROXIES > 0.
 
     Only the entries our own proxies appended can be trusted, so with N proxies the address is
-    the N-th from the right; anything further left is whatever the client chose to send.
+    the N-th from the right; anything further left is whatever the client chose to send. The
+    entry must be an IP address, with a port (`1.2.3.4:5678`, `[2001:db8::1]:443`) tolerated and
+    dropped; anything else (`not-an-ip`) is not an address, and REMOTE_ADDR is recorded instead.
     """
-    proxies = getattr(settings, "OPS_TRUSTED_PROXIES", 0)
+    proxies = settings.OPS_TRUSTED_PROXIES
     forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
     if proxies and forwarded:
-        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
-        if len(hops) >= proxies:
-            return hops[-proxies] or None
-    return request.META.get("REMOTE_ADDR") or None
+        hops = [hop.strip() for hop in forwarded.split(",")]
+        if len(hops) >= proxies and (address := ip_address_of(hops[-proxies])):
+            return address
+    return ip_address_of(request.META.get("REMOTE_ADDR", ""))
+
+
+def ip_address_of(text: str) -> str | None:
+    """`text` as a normalised IP address (port and IPv6 zone stripped), or None if it is none."""
+    text = text.strip()
+    if text.startswith("["):  # [v6]:port or [v6]
+        text = text[1 : text.find("]")] if "]" in text else ""
+    elif text.count(":") == 1:  # v4:port; a bare v6 address has two or more colons
+        text = text.split(":", 1)[0]
+    try:
+        address = ipaddress.ip_address(text.split("%", 1)[0])  # PostgreSQL's inet takes no zone
+    except ValueError:
+        return None
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:1.2.3.4 is the client 1.2.3.4
+    return str(mapped or address)
 
 
 def audit_record(
@@ -248,29 +271,35 @@ def schedule_create(
     preview = schedule_preview(name=job.name, cron=cron, offset=offset, enabled=enabled)
     if dry_run:
         return None, preview
-    with transaction.atomic():
-        task = PeriodicTask.objects.create(
-            name=job.name,
-            task=job.task,
-            crontab=crontab_for(cron),
-            queue=queue,
-            priority=priority,
-            description=job.description,
-            kwargs="{}",
-            enabled=enabled,
-        )
-        JobSchedule.objects.create(
-            periodic_task=task, offset_seconds=offset, tracked_since=timezone.now()
-        )
-        audit_record(
-            actor=actor,
-            action=AuditEvent.Action.SCHEDULE_CREATE,
-            object_type="schedule",
-            object_id=task.pk,
-            object_repr=task.name,
-            after=schedule_snapshot(task),
-        )
-        PeriodicTasks.update_changed()
+    try:
+        with transaction.atomic():
+            task = PeriodicTask.objects.create(
+                name=job.name,
+                task=job.task,
+                crontab=crontab_for(cron),
+                queue=queue,
+                priority=priority,
+                description=job.description,
+                kwargs="{}",
+                enabled=enabled,
+            )
+            JobSchedule.objects.create(
+                periodic_task=task, offset_seconds=offset, tracked_since=timezone.now()
+            )
+            audit_record(
+                actor=actor,
+                action=AuditEvent.Action.SCHEDULE_CREATE,
+                object_type="schedule",
+                object_id=task.pk,
+                object_repr=task.name,
+                after=schedule_snapshot(task),
+            )
+            PeriodicTasks.update_changed()
+    except IntegrityError:
+        # A parallel create won the unique name between our check and our insert.
+        if PeriodicTask.objects.filter(name=job.name).exists():
+            raise OpsError("job", f"{job.name} already has a schedule; update it instead") from None
+        raise
     return task, preview
 
 
@@ -284,20 +313,25 @@ def schedule_update(
     enabled: bool | None = None,
     queue: str | None = None,
     priority: int | None = None,
+    toggle: bool = False,
     dry_run: bool = False,
 ) -> tuple[PeriodicTask, Preview]:
-    """Change what operators own; `dry_run` answers the preview and writes nothing."""
-    task = (
-        PeriodicTask.objects.select_for_update(of=("self",))
-        .select_related("crontab")
-        .get(pk=task.pk)
-    )
+    """Change what operators own; `dry_run` answers the preview and writes nothing.
+
+    `toggle` flips `enabled` as it is under the lock, so two parallel toggles are two flips.
+    """
+    # No join in the locking read: after waiting for a parallel writer, PostgreSQL re-checks the
+    # locked row but keeps the joined rows of its old snapshot, so a crontab that writer just
+    # created would come back as NULL. `task.crontab` is read afterwards, in a fresh snapshot.
+    task = _locked(task.pk)
     stored = JobSchedule.objects.filter(periodic_task=task).first()
     new_offset = (
         check_offset(offset) if offset is not None else getattr(stored, "offset_seconds", 0)
     )
     new_queue = _check_queue(queue) if queue is not None else task.queue
     new_priority = _check_priority(priority) if priority is not None else task.priority
+    if toggle:
+        enabled = not task.enabled
     new_enabled = task.enabled if enabled is None else bool(enabled)
     current_cron = Cron.from_model(task.crontab) if task.crontab_id else None
     new_cron = cron or current_cron
@@ -346,9 +380,16 @@ def _offset_changed(stored: JobSchedule, offset: int, now: datetime) -> None:
     stored.save(update_fields=["offset_seconds", "tracked_since", "reconciled_until"])
 
 
+def _locked(pk: int) -> PeriodicTask:
+    """The schedule's row, locked: the first lock every schedule write takes (see above)."""
+    return PeriodicTask.objects.select_for_update().get(pk=pk)
+
+
 @transaction.atomic
 def schedule_delete(*, actor: Actor, task: PeriodicTask) -> None:
     """Remove a schedule; its run history stays in the ledger."""
+    # Locked first, like an update: the cascade would otherwise lock JobSchedule before it.
+    task = _locked(task.pk)
     before = schedule_snapshot(task)
     pk, name = task.pk, task.name
     task.delete()
@@ -372,7 +413,11 @@ def schedules_set_enabled(*, actor: Actor, tasks: QuerySet[PeriodicTask], enable
     """
     # The caller's queryset may carry joins (the admin's does); lock plain rows by id.
     ids = list(tasks.values_list("pk", flat=True))
-    targets = list(PeriodicTask.objects.select_for_update().filter(pk__in=ids, enabled=not enabled))
+    targets = list(
+        PeriodicTask.objects.select_for_update()
+        .filter(pk__in=ids, enabled=not enabled)
+        .order_by("pk")
+    )
     if not targets:
         return 0
     befores = {task.pk: schedule_snapshot(task) for task in targets}
@@ -403,7 +448,14 @@ def schedules_set_enabled(*, actor: Actor, tasks: QuerySet[PeriodicTask], enable
 
 @transaction.atomic
 def schedules_toggle(*, actor: Actor, tasks: QuerySet[PeriodicTask]) -> int:
-    ids = list(tasks.values_list("pk", flat=True))
+    # Every row locked first, in pk order, so "which are on" is read under the lock.
+    chosen = list(tasks.values_list("pk", flat=True))
+    ids = list(
+        PeriodicTask.objects.select_for_update()
+        .filter(pk__in=chosen)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
     on = list(PeriodicTask.objects.filter(pk__in=ids, enabled=True).values_list("pk", flat=True))
     switched = schedules_set_enabled(
         actor=actor, tasks=PeriodicTask.objects.filter(pk__in=on), enabled=False
@@ -430,6 +482,11 @@ def job_run_now(*, actor: Actor, job_name: str, reason: str = "") -> JobRun:
     """A manual run through the run path; the message leaves after this transaction commits."""
     job = _job_of(job_name)
     why = actor.describe() + (f": {reason}" if reason else "")
+    limit = JobRun._meta.get_field("reason").max_length
+    if len(why) > limit:
+        # The ledger keeps "<via> by <user> from <address>: <reason>" in one 255-char column.
+        room = max(limit - len(actor.describe()) - 2, 0)
+        raise OpsError("reason", f"at most {room} characters for this caller")
     run = job_trigger(job=job, trigger=_trigger_of(actor), user_id=actor.user_id, reason=why)
     audit_record(
         actor=actor,

@@ -3,11 +3,17 @@
 Celery's `crontab` expands each field into a set; a minute fires when its minute, hour, day of
 month, month and day of week are all in their sets (Celery ANDs day of month with day of week,
 unlike Vixie cron's OR). Everything here is UTC unless a schedule names another timezone.
+
+Stricter than Celery's parser, which takes what `int()` takes (`٣` is 3) and steps of any size
+(`*/61` is minute 0): a field is ASCII numbers, `*`, three-letter names, ranges, lists and steps
+within the field's range; no Quartz `#`, `L`, `W` or `?`. An expression must fire within five
+years of now: `0 0 29 2 1` (29 February that is a Monday, ANDed as beat does) is refused.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 import zoneinfo
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +32,19 @@ ALIASES = {
     "@hourly": "0 * * * *",
 }
 FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
+BOUNDS = {
+    "minute": (0, 59),
+    "hour": (0, 23),
+    "day_of_month": (1, 31),
+    "month_of_year": (1, 12),
+    "day_of_week": (0, 6),
+}
+# `*`, a number or a name; optionally a range; optionally a step; comma-separated. re.ASCII: `\d`
+# is 0-9 only.
+_ITEM = r"(?:\*|\d+|[a-z]{3})(?:-(?:\d+|[a-z]{3}))?(?:/\d+)?"
+_FIELD = re.compile(rf"{_ITEM}(?:,{_ITEM})*", re.ASCII | re.IGNORECASE)
+_STEP = re.compile(r"/(\d+)", re.ASCII)
+FIRES_WITHIN = timedelta(days=366 * 5)
 _LEAP_YEAR = 2024
 
 
@@ -100,6 +119,7 @@ class Cron:
 
     def _check(self) -> None:
         for name in FIELDS:
+            _check_syntax(name, getattr(self, name))
             try:
                 crontab(**{name: getattr(self, name)})
             except (ParseException, ValueError, IndexError, TypeError) as exc:
@@ -118,6 +138,12 @@ class Cron:
             for day in range(1, _days_in_month(_LEAP_YEAR, month) + 1)
         ):
             raise CronError(f"cron {self} never fires: no month has such a day")
+        now = datetime.now(UTC)
+        if not self.next_fire_times(now, 1):  # looks FIRES_WITHIN ahead
+            raise CronError(
+                f"cron {self} does not fire within five years (day of month and day of week must "
+                "both match)"
+            )
 
     def six_field(self, offset: int) -> str:
         """Seconds first, as operators read it in `schedules list`: `15 */5 * * * *`."""
@@ -156,7 +182,7 @@ class Cron:
         found: list[datetime] = []
         window = timedelta(days=2)
         start = after
-        horizon = after + timedelta(days=366 * 5)
+        horizon = after + FIRES_WITHIN
         while len(found) < count and start < horizon:
             for moment in self.fire_times(start, start + window):
                 if moment > after:
@@ -214,6 +240,21 @@ class Cron:
         for moment in self.fire_times(origin, origin + timedelta(days=days)):
             mask |= 1 << int((moment - origin).total_seconds() // 60)
         return mask
+
+
+def _check_syntax(name: str, text: str) -> None:
+    label = name.replace("_", "-")
+    if not _FIELD.fullmatch(text):
+        raise CronError(
+            f"cron field {label} {text!r} is invalid: use ASCII numbers, *, names, ranges (a-b), "
+            "lists (a,b) and steps (/n) only"
+        )
+    low, high = BOUNDS[name]
+    for step in _STEP.findall(text):
+        if not 1 <= int(step) <= high - low:
+            raise CronError(
+                f"cron field {label} {text!r} is invalid: a step must be between 1 and {high - low}"
+            )
 
 
 @functools.lru_cache(maxsize=4096)

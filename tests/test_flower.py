@@ -63,6 +63,11 @@ def test_flower_asks_for_credentials_and_listens_on_loopback_only():
         assert status == 401
         assert http_status(url, ("ops", "wrong")) == 401
         assert http_status(url, ("ops", "s3cret-pass")) == 200
+        # Flower 2.2 leaves these two open; flowerconfig.py closes them
+        for path in ("metrics", "healthcheck"):
+            assert http_status(url + path) == 401, path
+            assert http_status(url + path, ("ops", "wrong")) == 401, path
+            assert http_status(url + path, ("ops", "s3cret-pass")) == 200, path
         assert listening_addresses(port) == {"0100007F"}  # 127.0.0.1, nothing else
     finally:
         process.terminate()

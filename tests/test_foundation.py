@@ -106,7 +106,7 @@ def test_compose_gives_flower_its_credentials_through_the_environment_only():
     assert flower["command"][:4] == ["celery", "-A", "jobsite", "flower"]
     assert flower["environment"]["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
     # The shared Django environment reaches Flower too (it needs the broker and settings).
-    assert flower["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+    assert flower["environment"]["REDIS_URL"].startswith("redis://:${REDIS_PASSWORD:?")
     # Flower's password does not reach the other containers through .env.
     services = _compose()["services"]
     for name in ("migrate", "web", "worker", "worker-long", "beat"):
@@ -140,6 +140,18 @@ def test_compose_requires_the_secrets_and_starts_processes_in_order():
     assert "--queues=default" in services["worker"]["command"]
     assert "--queues=long" in services["worker-long"]["command"]
     assert set(_compose()["volumes"]) >= {"postgres-data", "redis-data"}
+
+
+def test_compose_redis_asks_for_a_password_that_every_client_sends():
+    services = _compose()["services"]
+    redis_service = services["redis"]
+    assert redis_service["environment"]["REDIS_PASSWORD"].startswith("${REDIS_PASSWORD:?")
+    assert "requirepass" in _commands(redis_service)
+    assert "--requirepass" not in _commands(redis_service)  # never on a command line (ps)
+    assert "REDISCLI_AUTH" in " ".join(redis_service["healthcheck"]["test"])
+    for name in ("migrate", "web", "worker", "worker-long", "beat", "flower"):
+        url = services[name]["environment"]["REDIS_URL"]
+        assert url == "redis://:${REDIS_PASSWORD:?set REDIS_PASSWORD in .env}@redis:6379/0", name
 
 
 def test_the_image_installs_the_lock_without_dev_tools_and_runs_as_a_normal_user():

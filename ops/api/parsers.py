@@ -26,6 +26,9 @@ class BoundedJSONParser(JSONParser):
             return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ParseError({"body": [f"malformed JSON: {exc}"]}) from None
+        except RecursionError:
+            # `[[[[...` 100k deep: Python's parser gives up with RecursionError, not ValueError.
+            raise ParseError({"body": ["JSON nested too deeply"]}) from None
 
 
 def _refuse_constant(name: str) -> None:

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from django.http import QueryDict
 from rest_framework import serializers
 
 from ops.services import OFFSET_ERROR, OpsError, parse_cron
@@ -113,6 +115,66 @@ class RetrySerializer(serializers.Serializer):
         max_length=500,
     )
     reason = StrictCharField(max_length=200, required=False, allow_blank=True)
+
+
+class QueryFlagField(serializers.Field):
+    """A boolean in a query string: exactly `1`, `0`, `true` or `false`.
+
+    A flag that guards a write (`dry_run`) must fail closed: `on`, `yes`, `null`, an empty value or
+    a typo is a 400, never silently "false" and a real write.
+    """
+
+    VALUES = {"1": True, "true": True, "0": False, "false": False}
+
+    def get_value(self, dictionary: Mapping[str, Any]) -> Any:
+        # DRF reads an empty `?dry_run=` of an optional field as "not given": refuse it instead.
+        if self.field_name in dictionary:
+            return dictionary[self.field_name]
+        return super().get_value(dictionary)
+
+    def to_internal_value(self, data: Any) -> bool:
+        if isinstance(data, str) and data.lower() in self.VALUES:
+            return self.VALUES[data.lower()]
+        raise serializers.ValidationError("Must be 1, 0, true or false.")
+
+    def to_representation(self, value: Any) -> bool:
+        return bool(value)
+
+
+def query_valid(
+    serializer_class: type[serializers.Serializer], params: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Validate a query string strictly: an unknown or repeated parameter is refused by name.
+
+    A misspelt flag (`?dryrun=1`) on a write would otherwise be ignored and the write would
+    happen; `?dry_run=1&dry_run=0` is ambiguous.
+    """
+    accepted = serializer_class().fields
+    errors: dict[str, list[str]] = {}
+    for name in params:
+        if name not in accepted:
+            allowed = ", ".join(accepted) or "none"
+            errors[name] = [f"Unknown query parameter; this endpoint accepts: {allowed}."]
+        elif isinstance(params, QueryDict) and len(params.getlist(name)) > 1:
+            errors[name] = ["Given more than once."]
+    if errors:
+        raise serializers.ValidationError(errors)
+    serializer = serializer_class(data=params)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+class NoQuerySerializer(serializers.Serializer):
+    """Write endpoints without query parameters (trigger, retry, delete)."""
+
+
+class DryRunQuerySerializer(serializers.Serializer):
+    dry_run = QueryFlagField(
+        required=False,
+        default=False,
+        help_text="1 or true: validate and answer the preview (next runs, collisions); write "
+        "nothing. 0 or false (the default): write. Any other value is refused (400).",
+    )
 
 
 class HistoryQuerySerializer(serializers.Serializer):

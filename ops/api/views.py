@@ -17,7 +17,7 @@ from django_celery_beat.models import PeriodicTask
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -35,8 +35,10 @@ from jobsite.permissions import (
 from ops.api.pagination import ListPage, paginate
 from ops.api.permissions import staff_with
 from ops.api.serializers import (
+    DryRunQuerySerializer,
     HistoryQuerySerializer,
     JobSerializer,
+    NoQuerySerializer,
     RetryResultSerializer,
     RetrySerializer,
     RunSerializer,
@@ -46,6 +48,7 @@ from ops.api.serializers import (
     ScheduleUpdateSerializer,
     TriggeredSerializer,
     TriggerSerializer,
+    query_valid,
 )
 from ops.selectors import JobView, jobs_overview
 from ops.services import (
@@ -68,7 +71,9 @@ from scheduler.services.schedules import effective_offset
 DRY_RUN = OpenApiParameter(
     "dry_run",
     OpenApiTypes.BOOL,
-    description="1: validate and answer the preview (next runs, collisions); write nothing.",
+    description="1 or true: validate and answer the preview (next runs, collisions); write "
+    "nothing. 0 or false (default): write. Any other value, or any other query parameter, is "
+    "refused with 400.",
 )
 
 
@@ -77,7 +82,13 @@ def _actor(request: Request) -> Actor:
 
 
 def _dry_run(request: Request) -> bool:
-    return request.query_params.get("dry_run", "").lower() in {"1", "true", "yes"}
+    """The write's `dry_run` flag; any other query parameter or value is a 400 (fails closed)."""
+    return query_valid(DryRunQuerySerializer, request.query_params)["dry_run"]
+
+
+def _no_query(request: Request) -> None:
+    """A write without query parameters: `?dry_run=1` here would otherwise be ignored."""
+    query_valid(NoQuerySerializer, request.query_params)
 
 
 def _refused(exc: OpsError) -> ValidationError:
@@ -118,9 +129,19 @@ def schedule_data(task: PeriodicTask) -> dict[str, Any]:
     }
 
 
+def _gone(name: str) -> NotFound:
+    # Deleted by a parallel request after this one found it: the same 404 as a late arrival.
+    return NotFound(f"schedule {name!r} was deleted meanwhile")
+
+
 def change_data(task: PeriodicTask | None, preview: Preview, *, dry_run: bool) -> dict[str, Any]:
     if task is not None and not dry_run:
-        task = PeriodicTask.objects.select_related("crontab", "job_schedule").get(pk=task.pk)
+        # Read after the commit; a parallel DELETE may have removed it since (then None).
+        task = (
+            PeriodicTask.objects.select_related("crontab", "job_schedule")
+            .filter(pk=task.pk)
+            .first()
+        )
     return {
         "dry_run": dry_run,
         "schedule": schedule_data(task) if task is not None and not dry_run else None,
@@ -196,6 +217,7 @@ class JobTriggerView(APIView):
     def post(self, request: Request, name: str) -> Response:
         if find_job(name) is None:
             raise ValidationError({"job": [f"unknown job {name!r}"]})
+        _no_query(request)
         data = _valid(TriggerSerializer, request.data or {})
         try:
             run = job_run_now(actor=_actor(request), job_name=name, reason=data.get("reason", ""))
@@ -222,7 +244,7 @@ class JobHistoryView(APIView):
         summary="Ledger rows, newest first",
     )
     def get(self, request: Request) -> Response:
-        query = _valid(HistoryQuerySerializer, request.query_params)
+        query = query_valid(HistoryQuerySerializer, request.query_params)
         rows = JobRun.objects.order_by("-slot", "-attempt", "-id")
         if query.get("job"):
             rows = rows.filter(job=query["job"])
@@ -332,11 +354,18 @@ class ScheduleDetailView(APIView):
             )
         except OpsError as exc:
             raise _refused(exc) from None
+        except PeriodicTask.DoesNotExist:
+            raise _gone(name) from None
         return Response(change_data(task, preview, dry_run=dry_run))
 
     @extend_schema(responses={204: None}, summary="Delete a schedule (its runs stay)")
     def delete(self, request: Request, name: str) -> Response:
-        schedule_delete(actor=_actor(request), task=_schedule(name))
+        task = _schedule(name)
+        _no_query(request)
+        try:
+            schedule_delete(actor=_actor(request), task=task)
+        except PeriodicTask.DoesNotExist:
+            raise _gone(name) from None
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -354,10 +383,12 @@ class ScheduleToggleView(APIView):
         dry_run = _dry_run(request)
         try:
             task, preview = schedule_update(
-                actor=_actor(request), task=task, enabled=not task.enabled, dry_run=dry_run
+                actor=_actor(request), task=task, toggle=True, dry_run=dry_run
             )
         except OpsError as exc:
             raise _refused(exc) from None
+        except PeriodicTask.DoesNotExist:
+            raise _gone(name) from None
         return Response(change_data(task, preview, dry_run=dry_run))
 
 
@@ -375,6 +406,7 @@ class RetryView(APIView):
         summary="Retry failed, lost, missed or expired runs by id (next attempt, same slot)",
     )
     def post(self, request: Request) -> Response:
+        _no_query(request)
         data = _valid(RetrySerializer, request.data)
         ids = list(dict.fromkeys(data["ids"]))
         # All or nothing on bad input: unknown ids or runs that cannot be retried are refused

@@ -41,15 +41,21 @@ def profile_cron(job: Job, profile: str) -> Cron:
 
 
 def crontab_for(cron: Cron) -> CrontabSchedule:
-    schedule, _ = CrontabSchedule.objects.get_or_create(
-        minute=cron.minute,
-        hour=cron.hour,
-        day_of_month=cron.day_of_month,
-        month_of_year=cron.month_of_year,
-        day_of_week=cron.day_of_week,
-        timezone=cron.timezone,
-    )
-    return schedule
+    """A CrontabSchedule row for `cron`, reused when one exists.
+
+    Not `get_or_create`: the table has no unique constraint, so two parallel writers can both
+    create one, and `get_or_create`'s `get` then raises MultipleObjectsReturned for ever after.
+    """
+    fields = {
+        "minute": cron.minute,
+        "hour": cron.hour,
+        "day_of_month": cron.day_of_month,
+        "month_of_year": cron.month_of_year,
+        "day_of_week": cron.day_of_week,
+        "timezone": cron.timezone,
+    }
+    existing = CrontabSchedule.objects.filter(**fields).order_by("pk").first()
+    return existing or CrontabSchedule.objects.create(**fields)
 
 
 @dataclass

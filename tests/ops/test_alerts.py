@@ -660,3 +660,19 @@ def test_an_operator_closes_an_incident_by_hand_with_a_notice_and_an_audit_row(
     # and one more failure does not reopen it: a new incident needs N newer failures
     fail(JOB, base + timedelta(minutes=4))
     assert alerts_evaluate(now=base + timedelta(minutes=5))["opened"] == 0
+
+
+def test_a_job_error_line_reaches_chat_as_literal_text(channels, mailoutbox, base):
+    # given three failures whose error line carries chat markup and a room mention
+    for minute in (0, 1, 2):
+        make_run(
+            JOB, base + timedelta(minutes=minute), "failed", error="<!channel> <@U123> & @here"
+        )
+
+    evaluate_and_deliver(base + timedelta(minutes=3))
+
+    # then the webhook text is escaped for Slack and the mention disarmed; mail stays plain
+    text = channels.bodies[0]["text"]
+    assert "&lt;!channel&gt; &lt;@U123&gt; &amp; @\u200bhere" in text
+    assert "<" not in text
+    assert "<!channel> <@U123> & @here" in mailoutbox[0].body

@@ -59,3 +59,44 @@ def test_fires_at_agrees_with_fire_times_across_dst_changes(expression, zone, da
 
     assert {m for m in minutes if cron.fires_at(m)} == expected
     assert not any(cron.fires_at(m + timedelta(seconds=1)) for m in expected)
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("٣ * * * *", "ASCII"),  # an Arabic-Indic three: int() takes it, we do not
+        ("0 0 * * MON-FRI#1", "ASCII"),  # Quartz "first weekday"
+        ("0 0 L * *", "ASCII"),  # Quartz "last day"
+        ("0 0 15W * *", "ASCII"),  # Quartz "nearest weekday"
+        ("0 0 ? * *", "ASCII"),
+        ("*/61 * * * *", "between 1 and 59"),
+        ("*/60 * * * *", "between 1 and 59"),
+        ("0 */0 * * *", "between 1 and 23"),
+        ("0 0 1-31/40 * *", "between 1 and 30"),
+        ("0 0 29 2 1", "does not fire within five years"),
+    ],
+)
+def test_the_parser_is_strict(expression, message):
+    with pytest.raises(CronError, match=message):
+        Cron.parse(expression)
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "*/59 * * * *",
+        "0 0 * * mon-fri",
+        "0 0 1 jan *",
+        "5,35 */2 1-15/7 1-12/3 0-6/2",
+        "0 0 29 2 *",  # every leap day: within four years
+        "0 0 13 * 5",  # Friday the 13th: ANDed, a few times a year
+    ],
+)
+def test_the_parser_takes_what_cron_means(expression):
+    assert str(Cron.parse(expression)) == expression
+
+
+def test_day_of_month_and_day_of_week_are_anded_as_beat_does():
+    # Vixie cron would fire every Friday and every 13th; Celery (beat) only on Friday the 13th.
+    times = Cron.parse("0 0 13 * 5").next_fire_times(datetime(2026, 1, 1, tzinfo=UTC), 2)
+    assert times == [datetime(2026, 2, 13, tzinfo=UTC), datetime(2026, 3, 13, tzinfo=UTC)]

@@ -1,0 +1,12 @@
+"""The admin app with jobsite's default site (Django's documented way to replace `admin.site`).
+
+A module of its own: INSTALLED_APPS imports it before the app registry is ready, so it must not
+import models or the admin's ModelAdmin machinery.
+https://docs.djangoproject.com/en/5.2/ref/contrib/admin/#overriding-the-default-admin-site
+"""
+
+from django.contrib.admin.apps import AdminConfig
+
+
+class JobsiteAdminConfig(AdminConfig):
+    default_site = "jobsite.admin.JobsiteAdminSite"

@@ -10,3 +10,14 @@ from django.contrib.admin.apps import AdminConfig
 
 class JobsiteAdminConfig(AdminConfig):
     default_site = "jobsite.admin.JobsiteAdminSite"
+
+    def ready(self) -> None:
+        super().ready()  # autodiscovers every app's admin, axes' included
+        from django.apps import apps
+
+        if apps.is_installed("axes"):
+            from axes.admin import AccessAttemptAdmin
+
+            # django-axes' action deletes rows but declares no permission, so Django would offer
+            # it to anyone who may view the attempts: it needs the delete permission.
+            AccessAttemptAdmin.cleanup_expired_attempts.allowed_permissions = ("delete",)

@@ -33,12 +33,20 @@ from jobsite.permissions import (
     ADD_SCHEDULE,
     CHANGE_SCHEDULE,
     CLOSE_INCIDENT,
+    DASHBOARD,
     RETRY_RUN,
     RUN_JOB,
     VIEW_INCIDENT,
     VIEW_SCHEDULE,
 )
 from ops.alerts import incidents_close, open_incidents
+from ops.job_page import (
+    job_page_link,
+    job_page_url,
+    job_page_view,
+    job_run_now_view,
+    job_set_enabled_view,
+)
 from ops.models import AlertDelivery, AuditEvent, Incident
 from ops.services import (
     OFFSET_ERROR,
@@ -55,9 +63,10 @@ from ops.services import (
     schedules_set_enabled,
     schedules_toggle,
 )
+from ops.timefmt import at_second
 from scheduler.cron import Cron, CronError
 from scheduler.models import OFFSET_HELP, JobLease, JobRun, JobSchedule
-from scheduler.registry import all_jobs
+from scheduler.registry import all_jobs, find_job, job_for_task
 from scheduler.services.schedules import crontab_for, effective_offset, schedule_problems
 
 STATUS_COLOURS = {
@@ -87,6 +96,18 @@ def status_badge(status: str | None) -> str:
 
 admin.site.site_header = "jobsite operations"
 admin.site.site_title = "jobsite"
+
+
+def moment_column(field: str, description: str) -> Any:
+    """A list column or read-only field showing a moment to the second (ops.timefmt): Django's
+    locale format would write "6:21 a.m.", hiding the offset."""
+
+    @admin.display(description=description, ordering=field)
+    def column(self: Any, obj: Any) -> str:
+        return at_second(getattr(obj, field))
+
+    column.__name__ = f"{field}_at_second"
+    return column
 
 
 def _actor(request: HttpRequest) -> Actor:
@@ -269,6 +290,7 @@ class OpsPeriodicTaskAdmin(PeriodicTaskAdmin):
         "last_status",
         "last_lateness",
         "queue",
+        "job_page",
     )
     list_filter = ["enabled", "queue", "task"]
     actions = ("enable_tasks", "disable_tasks", "toggle_tasks", "run_now")
@@ -336,7 +358,20 @@ class OpsPeriodicTaskAdmin(PeriodicTaskAdmin):
             slots = next_slots(Cron.from_model(obj.crontab), offset, now=timezone.now())
         except CronError as exc:
             return format_html('<span style="color:#c62828">{}</span>', exc)
-        return format_html_join(", ", "<span>{}</span>", ((f"{s:%d %H:%M:%S}",) for s in slots))
+        now = timezone.now()
+        return format_html_join(
+            ", ", '<span class="ops-start">{}</span>', ((at_second(s, now=now),) for s in slots)
+        )
+
+    def get_list_display(self, request: HttpRequest) -> Any:
+        shown = super().get_list_display(request)
+        # The per-job page needs the dashboard's permissions: no link a user cannot follow.
+        return shown if request.user.has_perms(DASHBOARD) else [c for c in shown if c != "job_page"]
+
+    @admin.display(description="job page")
+    def job_page(self, obj: PeriodicTask) -> str:
+        job = job_for_task(obj.task)
+        return job_page_link(job.name) if job is not None else "-"
 
     @admin.display(description="last status", ordering="last_status")
     def last_status(self, obj: PeriodicTask) -> str:
@@ -473,18 +508,34 @@ class OpsPeriodicTaskAdmin(PeriodicTaskAdmin):
         form_url: str = "",
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
-        task = PeriodicTask.objects.filter(pk=object_id).only("name").first()
+        task = PeriodicTask.objects.filter(pk=object_id).only("name", "task").first()
         extra_context = {
             **(extra_context or {}),
             "can_run_now": self.has_run_job_permission(request),
         }
         if task is not None:
+            job = find_job(task.name)
+            if job is not None and request.user.has_perms(DASHBOARD):
+                extra_context["job_page_url"] = job_page_url(job.name)
             extra_context["open_incidents"] = _open_incidents(request, [task.name])
             extra_context["incidents_scope"] = task.name
         return super().change_view(request, object_id, form_url, extra_context)
 
     def get_urls(self) -> list[Any]:
+        view = self.admin_site.admin_view
         return [
+            # The per-job page (ops.job_page), by job name; before the catch-all object URLs.
+            path("job/<str:name>/", view(job_page_view), name="ops_job"),
+            path(
+                "job/<str:name>/run-now/",
+                view(require_POST(job_run_now_view)),
+                name="ops_job_run_now",
+            ),
+            path(
+                "job/<str:name>/enabled/",
+                view(require_POST(job_set_enabled_view)),
+                name="ops_job_set_enabled",
+            ),
             path(
                 "<int:object_id>/run-now/",
                 self.admin_site.admin_view(require_POST(self.run_now_view)),
@@ -525,8 +576,8 @@ class JobRunAdmin(ReadOnlyAdmin):
     change_list_template = "admin/ops/jobrun/change_list.html"
     list_display = (
         "id",
-        "job",
-        "slot",
+        "job_link",
+        "slot_at_second",
         "attempt",
         "status_badge",
         "trigger",
@@ -535,15 +586,15 @@ class JobRunAdmin(ReadOnlyAdmin):
         "worker",
         "user",
     )
-    list_display_links = ("id", "job")
+    list_display_links = ("id",)
     list_filter = (JobNameFilter, "status", "trigger", ("slot", DateFieldListFilter))
     search_fields = ("job", "task_id", "worker", "reason", "error")
     list_select_related = ("user",)
     date_hierarchy = "slot"
     actions = ("retry_runs",)
     fields = (
-        "job",
-        "slot",
+        "job_link",
+        "slot_at_second",
         "attempt",
         "status",
         "trigger",
@@ -554,17 +605,42 @@ class JobRunAdmin(ReadOnlyAdmin):
         "celery_result",
         "worker",
         "fence",
-        "created_at",
-        "started_at",
-        "heartbeat_at",
-        "finished_at",
+        "created_at_at_second",
+        "started_at_at_second",
+        "heartbeat_at_at_second",
+        "finished_at_at_second",
         "duration_ms",
         "lateness_ms",
         "result",
         "error",
         "traceback_text",
     )
-    readonly_fields = ("celery_result", "traceback_text")
+    readonly_fields = (
+        "job_link",
+        "slot_at_second",
+        "created_at_at_second",
+        "started_at_at_second",
+        "heartbeat_at_at_second",
+        "finished_at_at_second",
+        "celery_result",
+        "traceback_text",
+    )
+    slot_at_second = moment_column("slot", "slot (UTC)")
+    created_at_at_second = moment_column("created_at", "created at")
+    started_at_at_second = moment_column("started_at", "started at")
+    heartbeat_at_at_second = moment_column("heartbeat_at", "heartbeat at")
+    finished_at_at_second = moment_column("finished_at", "finished at")
+
+    @admin.display(description="job", ordering="job")
+    def job_link(self, obj: JobRun) -> str:
+        return job_page_link(obj.job)
+
+    # The job links to its page for those who may open it (the dashboard's permissions).
+    def get_list_display(self, request: HttpRequest) -> Any:
+        return _job_column(request, super().get_list_display(request))
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return _job_column(request, super().get_fields(request, obj))
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: JobRun) -> str:
@@ -646,6 +722,12 @@ class JobRunAdmin(ReadOnlyAdmin):
         return super().changelist_view(request, extra_context)
 
 
+def _job_column(request: HttpRequest, columns: Any) -> list[Any]:
+    if request.user.has_perms(DASHBOARD):
+        return list(columns)
+    return ["job" if column == "job_link" else column for column in columns]
+
+
 @admin.register(JobLease)
 class JobLeaseAdmin(ReadOnlyAdmin):
     list_display = ("job", "token", "holder", "expires_at")
@@ -684,15 +766,17 @@ class AlertDeliveryInline(admin.TabularInline):
 @admin.register(Incident)
 class IncidentAdmin(ReadOnlyAdmin):
     list_display = (
-        "opened_at",
+        "opened_at_at_second",
         "job",
         "kind",
         "state",
         "summary",
         "occurrences",
-        "resolved_at",
+        "resolved_at_at_second",
         "runs",
     )
+    opened_at_at_second = moment_column("opened_at", "opened (UTC)")
+    resolved_at_at_second = moment_column("resolved_at", "resolved (UTC)")
     list_filter = (JobNameFilter, "kind", IncidentStateFilter, ("opened_at", DateFieldListFilter))
     search_fields = ("job", "summary", "detail", "resolution")
     date_hierarchy = "opened_at"
@@ -769,7 +853,16 @@ class AlertDeliveryAdmin(ReadOnlyAdmin):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
-    list_display = ("created_at", "username", "ip", "via", "action", "object_repr", "changes")
+    list_display = (
+        "created_at_at_second",
+        "username",
+        "ip",
+        "via",
+        "action",
+        "object_repr",
+        "changes",
+    )
+    created_at_at_second = moment_column("created_at", "when (UTC)")
     list_filter = ("action", "via", "object_type", ("created_at", DateFieldListFilter))
     search_fields = ("username", "object_repr", "reason")
     date_hierarchy = "created_at"

@@ -9,6 +9,7 @@ the ledger.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from datetime import datetime
 from typing import Any
@@ -41,6 +42,7 @@ from jobsite.permissions import (
 )
 from ops.alerts import incidents_close, open_incidents
 from ops.job_page import (
+    cron_in_words,
     job_page_link,
     job_page_url,
     job_page_view,
@@ -201,6 +203,41 @@ class JobScheduleInline(admin.StackedInline):
         return False
 
 
+# Ours, in place of django-celery-beat's ("Short Description For This Task", ...): what each field
+# means for jobsite. Fields not listed keep Django's default (none).
+SCHEDULE_HELP = {
+    "name": "The job's name for registered jobs (the ledger, alerts and the API use it); any "
+    "unique name for other tasks.",
+    "regtask": "The Celery task to send. A registered job's task runs through the job wrapper "
+    "(slot claim, lock, ledger).",
+    "task": "Only for a task not in the list above (its dotted Celery name).",
+    "enabled": "Off: beat sends nothing for this schedule (the per-job page records who and why).",
+    "description": "What the schedule is for, shown in the admin only.",
+    "crontab": "The crontab row (UTC) this schedule fires on; easier: type a cron above.",
+    "interval": "Only for tasks that are not jobs: fire every N seconds/minutes/...",
+    "solar": "Only for tasks that are not jobs: fire at a solar event (needs the ephem package).",
+    "clocked": "Only for tasks that are not jobs: fire once at a given moment (set one-off too).",
+    "start_time": "Nothing is sent before this moment (UTC). Empty: from now.",
+    "one_off": "Disable the schedule after its first send.",
+    "args": "JSON list of positional arguments. Jobs take none.",
+    "kwargs": "JSON object of keyword arguments. Jobs take none (beat adds the slot).",
+    "expires": "The message is dropped (recorded expired) if not started by this moment.",
+    "expire_seconds": "The message is dropped (recorded expired) if not started within this many "
+    "seconds after it is sent. Only one of the two expiry fields.",
+    "queue": "Celery queue the message goes to; registered jobs have their own (default, long).",
+    "exchange": "Leave empty: jobsite routes by queue.",
+    "routing_key": "Leave empty: jobsite routes by queue.",
+    "priority": "0 (highest) to 9. Empty: the queue's default.",
+    "headers": "JSON object of extra message headers. Usually empty.",
+}
+SOLAR_REFUSED = (
+    "Solar schedules need the ephem package, which jobsite does not install; use a crontab (or "
+    "an interval) instead."
+)
+# The schedule fields jobs never use; hidden from a job's change form.
+NON_JOB_SCHEDULES = ("interval", "solar", "clocked")
+
+
 class OpsPeriodicTaskForm(PeriodicTaskForm):
     cron_expression = forms.CharField(
         label="Cron (UTC)",
@@ -219,9 +256,25 @@ class OpsPeriodicTaskForm(PeriodicTaskForm):
         super().__init__(*args, **kwargs)
         if self.instance.pk and self.instance.crontab_id:
             self.fields["cron_expression"].initial = str(Cron.from_model(self.instance.crontab))
+        for name, text in SCHEDULE_HELP.items():
+            if name in self.fields:
+                self.fields[name].help_text = text
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
+        job = job_for_task(data.get("task") or "")
+        if job is not None:
+            # A job's slots are cron boundaries plus its offset: the ledger, the reconciler and
+            # the collision check know no other kind of schedule.
+            for other in ("interval", "solar", "clocked"):
+                if data.get(other):
+                    self.add_error(
+                        other,
+                        f"{data['task']} is the job {job.name}: jobs run on a crontab (with their "
+                        "offset); give a cron instead.",
+                    )
+        if data.get("solar") and importlib.util.find_spec("ephem") is None:
+            self.add_error("solar", SOLAR_REFUSED)
         if "cron_expression" in self.changed_data and data.get("cron_expression"):
             try:
                 cron = Cron.parse(data["cron_expression"])
@@ -294,26 +347,16 @@ class OpsPeriodicTaskAdmin(PeriodicTaskAdmin):
     )
     list_filter = ["enabled", "queue", "task"]
     actions = ("enable_tasks", "disable_tasks", "toggle_tasks", "run_now")
+    # The offset inline is drawn right after "Schedule", next to the cron (change_form.html).
     fieldsets = (
         (None, {"fields": ("name", "regtask", "task", "enabled", "description")}),
+        ("Schedule", {"fields": ("cron_expression", "crontab", "schedule_words")}),
+        ("Next starts and collisions", {"fields": ("schedule_preview", "accept_collision")}),
         (
-            "Schedule",
-            {
-                "fields": (
-                    "cron_expression",
-                    "crontab",
-                    "crontab_translation",
-                    "interval",
-                    "solar",
-                    "clocked",
-                    "start_time",
-                    "last_run_at",
-                    "one_off",
-                    "schedule_preview",
-                    "accept_collision",
-                )
-            },
+            "Other schedule types (tasks that are not jobs)",
+            {"fields": ("interval", "solar", "clocked")},
         ),
+        ("Timing", {"fields": ("start_time", "one_off", "last_run_at")}),
         ("Arguments", {"fields": ("args", "kwargs"), "classes": ("collapse",)}),
         (
             "Execution options",
@@ -331,7 +374,27 @@ class OpsPeriodicTaskAdmin(PeriodicTaskAdmin):
             },
         ),
     )
-    readonly_fields = ("last_run_at", "crontab_translation", "schedule_preview")
+    readonly_fields = ("last_run_at", "schedule_words", "schedule_preview")
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        """A job's form offers only the crontab: interval, solar and clocked are for other tasks
+        (shown anyway while a job's row still carries one, so it can be cleared)."""
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or job_for_task(obj.task) is None:
+            return fieldsets
+        if any(getattr(obj, f"{name}_id") for name in NON_JOB_SCHEDULES):
+            return fieldsets
+        return [(name, opts) for name, opts in fieldsets if "interval" not in opts["fields"]]
+
+    @admin.display(description="in words")
+    def schedule_words(self, obj: PeriodicTask) -> str:
+        if not obj or not obj.pk or not obj.crontab_id:
+            return "-"
+        offset = getattr(getattr(obj, "job_schedule", None), "offset_seconds", 0)
+        try:
+            return cron_in_words(Cron.from_model(obj.crontab), offset)
+        except CronError as exc:
+            return str(exc)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[PeriodicTask]:
         newest = JobRun.objects.filter(job=OuterRef("name"), duplicate_of__isnull=True).order_by(

@@ -227,3 +227,89 @@ def test_the_job_page_shows_a_run_queued_for_a_slot_ahead_apart_from_the_last_ru
     assert reverse("admin:scheduler_jobrun_change", args=[done.pk]) in last
     assert "queued:" in body
     assert f"#{ahead.pk}" in body
+
+
+# -- the schedule change form ------------------------------------------------------------------
+
+
+def test_a_jobs_form_offers_only_a_crontab_with_the_offset_next_to_the_cron(
+    admin_client, schedules
+):
+    task = schedules["prediction-matcher"]
+    body = admin_client.get(_change_url(task)).content.decode()
+    assert 'name="interval"' not in body
+    assert 'name="solar"' not in body
+    assert 'name="clocked"' not in body
+    assert "every 5 minutes at second 25" in body
+    # The offset comes right after the cron, before the next starts and the arguments.
+    assert body.index('id="id_cron_expression"') < body.index(
+        'id="id_job_schedule-0-offset_seconds"'
+    )
+    assert body.index('id="id_job_schedule-0-offset_seconds"') < body.index(
+        "Next starts and collisions"
+    )
+    # Our help texts, not django-celery-beat's.
+    assert "Short Description For This Task" not in body
+    assert "jobs run on a crontab" not in body
+    assert "Only for a task not in the list above" in body
+
+
+def test_a_task_that_is_not_a_job_keeps_interval_solar_and_clocked(admin_client, schedules):
+    from django_celery_beat.models import IntervalSchedule
+
+    every = IntervalSchedule.objects.create(every=30, period="seconds")
+    other = PeriodicTask.objects.create(
+        name="celery backend cleanup", task="celery.backend_cleanup", interval=every
+    )
+    body = admin_client.get(_change_url(other)).content.decode()
+    assert 'name="interval"' in body
+    assert 'name="solar"' in body
+    assert 'name="clocked"' in body
+
+
+def test_a_job_cannot_be_given_an_interval_and_solar_is_refused_clearly(admin_client, schedules):
+    from django_celery_beat.models import IntervalSchedule, SolarSchedule
+
+    from tests.ops.test_admin import _form_data
+
+    every = IntervalSchedule.objects.create(every=30, period="seconds")
+    sunrise = SolarSchedule.objects.create(event="sunrise", latitude=51.5, longitude=0)
+    add = reverse("admin:django_celery_beat_periodictask_add")
+    job = schedules["cleanup"]
+    response = admin_client.post(
+        add,
+        {
+            **_form_data(job, name="cleanup-2", crontab="", cron_expression="", interval=every.pk),
+            "job_schedule-INITIAL_FORMS": "0",
+            "job_schedule-0-id": "",
+            "job_schedule-0-periodic_task": "",
+        },
+    )
+    assert response.status_code == 200
+    assert "jobs run on a crontab" in response.content.decode()
+    assert not PeriodicTask.objects.filter(name="cleanup-2").exists()
+
+    response = admin_client.post(
+        add,
+        {
+            **_form_data(job, name="at sunrise", crontab="", cron_expression="", solar=sunrise.pk),
+            "regtask": "celery.backend_cleanup",
+            "task": "celery.backend_cleanup",
+            "job_schedule-INITIAL_FORMS": "0",
+            "job_schedule-0-id": "",
+            "job_schedule-0-periodic_task": "",
+        },
+    )
+    assert response.status_code == 200
+    assert "Solar schedules need the ephem package" in response.content.decode()
+    assert not PeriodicTask.objects.filter(name="at sunrise").exists()
+
+
+def _change_url(task: PeriodicTask) -> str:
+    return reverse("admin:django_celery_beat_periodictask_change", args=[task.pk])
+
+
+def test_payout_retries_are_spelt_properly_in_the_admin(admin_client):
+    index = admin_client.get(reverse("admin:index")).content.decode()
+    assert "Payout retries" in index
+    assert "retrys" not in index

@@ -112,6 +112,11 @@ def moment_column(field: str, description: str) -> Any:
     return column
 
 
+# The schedule list and the ledger are wide tables: without the app list beside them (the header
+# links to the dashboard, schedules and runs) they fit a 1280 px window with their filters.
+WIDE_LIST = {"is_nav_sidebar_enabled": False}
+
+
 def _actor(request: HttpRequest) -> Actor:
     return Actor.from_request(request, via="admin")
 
@@ -341,7 +346,6 @@ class OpsPeriodicTaskAdmin(PeriodicTaskAdmin):
         _six_field,
         "next_starts",
         "last_status",
-        "last_lateness",
         "queue",
         "job_page",
     )
@@ -426,6 +430,11 @@ class OpsPeriodicTaskAdmin(PeriodicTaskAdmin):
             ", ", '<span class="ops-start">{}</span>', ((at_second(s, now=now),) for s in slots)
         )
 
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        return super().changelist_view(request, {**(extra_context or {}), **WIDE_LIST})
+
     def get_list_display(self, request: HttpRequest) -> Any:
         shown = super().get_list_display(request)
         # The per-job page needs the dashboard's permissions: no link a user cannot follow.
@@ -438,7 +447,12 @@ class OpsPeriodicTaskAdmin(PeriodicTaskAdmin):
 
     @admin.display(description="last status", ordering="last_status")
     def last_status(self, obj: PeriodicTask) -> str:
-        return status_badge(getattr(obj, "last_status", None))
+        # Status and lateness in one cell: a column less keeps the list inside 1280 px.
+        badge = status_badge(getattr(obj, "last_status", None))
+        late = getattr(obj, "last_lateness_ms", None)
+        return (
+            badge if late is None else format_html("{}<br><small>{} ms late</small>", badge, late)
+        )
 
     @admin.display(description="last lateness", ordering="last_lateness_ms")
     def last_lateness(self, obj: PeriodicTask) -> str:
@@ -779,6 +793,7 @@ class JobRunAdmin(ReadOnlyAdmin):
         job = request.GET.get("job", "")
         extra_context = {
             **(extra_context or {}),
+            **WIDE_LIST,
             "open_incidents": _open_incidents(request, [job] if job else None),
             "incidents_scope": job,
         }

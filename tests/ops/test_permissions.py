@@ -491,3 +491,22 @@ def test_a_scraper_with_only_view_metrics_reads_metrics_and_nothing_else(world, 
     assert client.get("/metrics").status_code == 200
     assert client.get("/api/jobs/").status_code == 403
     assert client.get("/api/jobs/history").status_code == 403
+
+
+def test_a_ledger_reader_without_schedule_access_gets_no_job_page_links(world, django_user_model):
+    reader = django_user_model.objects.create_user("ledger-reader", is_staff=True)
+    app_label, codename = perms.VIEW_RUN.split(".")
+    reader.user_permissions.add(
+        Permission.objects.get(content_type__app_label=app_label, codename=codename)
+    )
+    client = _admin_client(reader)
+    job_page = reverse("admin:ops_job", args=[world.failed.job])
+
+    ledger = client.get(reverse("admin:scheduler_jobrun_changelist"))
+    detail = client.get(reverse("admin:scheduler_jobrun_change", args=[world.failed.pk]))
+
+    assert ledger.status_code == detail.status_code == 200
+    assert job_page not in ledger.content.decode()
+    assert job_page not in detail.content.decode()
+    assert world.failed.job in detail.content.decode()
+    assert client.get(job_page).status_code == 403

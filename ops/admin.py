@@ -65,7 +65,7 @@ from ops.services import (
     schedules_set_enabled,
     schedules_toggle,
 )
-from ops.timefmt import at_second
+from ops.timefmt import ago, at_second
 from scheduler.cron import Cron, CronError
 from scheduler.models import OFFSET_HELP, JobLease, JobRun, JobSchedule
 from scheduler.registry import all_jobs, find_job, job_for_task
@@ -360,7 +360,7 @@ class OpsPeriodicTaskAdmin(PeriodicTaskAdmin):
             "Other schedule types (tasks that are not jobs)",
             {"fields": ("interval", "solar", "clocked")},
         ),
-        ("Timing", {"fields": ("start_time", "one_off", "last_run_at")}),
+        ("Timing", {"fields": ("last_run_ledger", "start_time", "one_off", "last_run_at")}),
         ("Arguments", {"fields": ("args", "kwargs"), "classes": ("collapse",)}),
         (
             "Execution options",
@@ -378,7 +378,28 @@ class OpsPeriodicTaskAdmin(PeriodicTaskAdmin):
             },
         ),
     )
-    readonly_fields = ("last_run_at", "schedule_words", "schedule_preview")
+    readonly_fields = ("last_run_ledger", "last_run_at", "schedule_words", "schedule_preview")
+
+    @admin.display(description="last run (ledger)")
+    def last_run_ledger(self, obj: PeriodicTask) -> str:
+        # From the ledger, not beat's last_run_at (which lags by up to beat's sync interval).
+        run = (
+            JobRun.objects.filter(job=obj.name, duplicate_of__isnull=True, slot__lte=timezone.now())
+            .order_by("-slot", "-attempt")
+            .first()
+            if obj and obj.pk
+            else None
+        )
+        if run is None:
+            return "-"
+        url = reverse("admin:scheduler_jobrun_change", args=[run.pk])
+        return format_html(
+            '<a href="{}">{}</a>, slot {} ({})',
+            url,
+            status_badge(run.status),
+            at_second(run.slot),
+            ago(run.slot, now=timezone.now()),
+        )
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         """A job's form offers only the crontab: interval, solar and clocked are for other tasks

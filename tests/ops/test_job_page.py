@@ -241,6 +241,7 @@ def test_a_jobs_form_offers_only_a_crontab_with_the_offset_next_to_the_cron(
     assert 'name="solar"' not in body
     assert 'name="clocked"' not in body
     assert "every 5 minutes at second 25" in body
+    assert "Last run (ledger)" in body
     # The offset comes right after the cron, before the next starts and the arguments.
     assert body.index('id="id_cron_expression"') < body.index(
         'id="id_job_schedule-0-offset_seconds"'
@@ -252,6 +253,15 @@ def test_a_jobs_form_offers_only_a_crontab_with_the_offset_next_to_the_cron(
     assert "Short Description For This Task" not in body
     assert "jobs run on a crontab" not in body
     assert "Only for a task not in the list above" in body
+
+
+def test_the_schedule_form_shows_the_last_run_from_the_ledger(admin_client, runs, schedules):
+    failed = JobRun.objects.get(status="failed")
+    body = admin_client.get(_change_url(schedules["live-stats-sync"])).content.decode()
+    field = re.search(r"field-last_run_ledger.*?</div>\s*</div>", body, re.S).group(0)
+    assert 'data-status="failed"' in field
+    assert at_second(failed.slot) in field
+    assert " ago)" in field
 
 
 def test_a_task_that_is_not_a_job_keeps_interval_solar_and_clocked(admin_client, schedules):

@@ -323,3 +323,15 @@ def test_payout_retries_are_spelt_properly_in_the_admin(admin_client):
     index = admin_client.get(reverse("admin:index")).content.decode()
     assert "Payout retries" in index
     assert "retrys" not in index
+
+
+def test_the_page_of_a_job_without_a_schedule_says_so_and_offers_no_switch(admin_client, runs):
+    PeriodicTask.objects.filter(name="referral-tier3").delete()
+    body = admin_client.get(_page("referral-tier3")).content.decode()
+    assert "no schedule" in body
+    assert 'id="ops-switch"' not in body
+    assert body.count('class="ops-cell"') == 50  # its history stays in the ledger
+    response = admin_client.post(
+        reverse("admin:ops_job_set_enabled", args=["referral-tier3"]), {"enabled": "1"}
+    )
+    assert response.status_code == 404

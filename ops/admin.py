@@ -9,6 +9,7 @@ the ledger.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from datetime import datetime
 from typing import Any
@@ -33,12 +34,21 @@ from jobsite.permissions import (
     ADD_SCHEDULE,
     CHANGE_SCHEDULE,
     CLOSE_INCIDENT,
+    DASHBOARD,
     RETRY_RUN,
     RUN_JOB,
     VIEW_INCIDENT,
     VIEW_SCHEDULE,
 )
 from ops.alerts import incidents_close, open_incidents
+from ops.job_page import (
+    cron_in_words,
+    job_page_link,
+    job_page_url,
+    job_page_view,
+    job_run_now_view,
+    job_set_enabled_view,
+)
 from ops.models import AlertDelivery, AuditEvent, Incident
 from ops.services import (
     OFFSET_ERROR,
@@ -55,9 +65,10 @@ from ops.services import (
     schedules_set_enabled,
     schedules_toggle,
 )
+from ops.timefmt import ago, at_second
 from scheduler.cron import Cron, CronError
 from scheduler.models import OFFSET_HELP, JobLease, JobRun, JobSchedule
-from scheduler.registry import all_jobs
+from scheduler.registry import all_jobs, find_job, job_for_task
 from scheduler.services.schedules import (
     broken_schedules,
     crontab_for,
@@ -93,6 +104,23 @@ def status_badge(status: str | None) -> str:
 
 admin.site.site_header = "jobsite operations"
 admin.site.site_title = "jobsite"
+
+
+def moment_column(field: str, description: str) -> Any:
+    """A list column or read-only field showing a moment to the second (ops.timefmt): Django's
+    locale format would write "6:21 a.m.", hiding the offset."""
+
+    @admin.display(description=description, ordering=field)
+    def column(self: Any, obj: Any) -> str:
+        return at_second(getattr(obj, field))
+
+    column.__name__ = f"{field}_at_second"
+    return column
+
+
+# The schedule list and the ledger are wide tables: without the app list beside them (the header
+# links to the dashboard, schedules and runs) they fit a 1280 px window with their filters.
+WIDE_LIST = {"is_nav_sidebar_enabled": False}
 
 
 def _actor(request: HttpRequest) -> Actor:
@@ -186,6 +214,41 @@ class JobScheduleInline(admin.StackedInline):
         return False
 
 
+# Ours, in place of django-celery-beat's ("Short Description For This Task", ...): what each field
+# means for jobsite. Fields not listed keep Django's default (none).
+SCHEDULE_HELP = {
+    "name": "The job's name for registered jobs (the ledger, alerts and the API use it); any "
+    "unique name for other tasks.",
+    "regtask": "The Celery task to send. A registered job's task runs through the job wrapper "
+    "(slot claim, lock, ledger).",
+    "task": "Only for a task not in the list above (its dotted Celery name).",
+    "enabled": "Off: beat sends nothing for this schedule (the per-job page records who and why).",
+    "description": "What the schedule is for, shown in the admin only.",
+    "crontab": "The crontab row (UTC) this schedule fires on; easier: type a cron above.",
+    "interval": "Only for tasks that are not jobs: fire every N seconds/minutes/...",
+    "solar": "Only for tasks that are not jobs: fire at a solar event (needs the ephem package).",
+    "clocked": "Only for tasks that are not jobs: fire once at a given moment (set one-off too).",
+    "start_time": "Nothing is sent before this moment (UTC). Empty: from now.",
+    "one_off": "Disable the schedule after its first send.",
+    "args": "JSON list of positional arguments. Jobs take none.",
+    "kwargs": "JSON object of keyword arguments. Jobs take none (beat adds the slot).",
+    "expires": "The message is dropped (recorded expired) if not started by this moment.",
+    "expire_seconds": "The message is dropped (recorded expired) if not started within this many "
+    "seconds after it is sent. Only one of the two expiry fields.",
+    "queue": "Celery queue the message goes to; registered jobs have their own (default, long).",
+    "exchange": "Leave empty: jobsite routes by queue.",
+    "routing_key": "Leave empty: jobsite routes by queue.",
+    "priority": "0 (highest) to 9. Empty: the queue's default.",
+    "headers": "JSON object of extra message headers. Usually empty.",
+}
+SOLAR_REFUSED = (
+    "Solar schedules need the ephem package, which jobsite does not install; use a crontab (or "
+    "an interval) instead."
+)
+# The schedule fields jobs never use; hidden from a job's change form.
+NON_JOB_SCHEDULES = ("interval", "solar", "clocked")
+
+
 class OpsPeriodicTaskForm(PeriodicTaskForm):
     cron_expression = forms.CharField(
         label="Cron (UTC)",
@@ -204,9 +267,25 @@ class OpsPeriodicTaskForm(PeriodicTaskForm):
         super().__init__(*args, **kwargs)
         if self.instance.pk and self.instance.crontab_id:
             self.fields["cron_expression"].initial = str(Cron.from_model(self.instance.crontab))
+        for name, text in SCHEDULE_HELP.items():
+            if name in self.fields:
+                self.fields[name].help_text = text
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
+        job = job_for_task(data.get("task") or "")
+        if job is not None:
+            # A job's slots are cron boundaries plus its offset: the ledger, the reconciler and
+            # the collision check know no other kind of schedule.
+            for other in ("interval", "solar", "clocked"):
+                if data.get(other):
+                    self.add_error(
+                        other,
+                        f"{data['task']} is the job {job.name}: jobs run on a crontab (with their "
+                        "offset); give a cron instead.",
+                    )
+        if data.get("solar") and importlib.util.find_spec("ephem") is None:
+            self.add_error("solar", SOLAR_REFUSED)
         if "cron_expression" in self.changed_data and data.get("cron_expression"):
             try:
                 cron = Cron.parse(data["cron_expression"])
@@ -273,31 +352,21 @@ class OpsPeriodicTaskAdmin(PeriodicTaskAdmin):
         _six_field,
         "next_starts",
         "last_status",
-        "last_lateness",
         "queue",
+        "job_page",
     )
     list_filter = ["enabled", "queue", "task"]
     actions = ("enable_tasks", "disable_tasks", "toggle_tasks", "run_now")
+    # The offset inline is drawn right after "Schedule", next to the cron (change_form.html).
     fieldsets = (
         (None, {"fields": ("name", "regtask", "task", "enabled", "description")}),
+        ("Schedule", {"fields": ("cron_expression", "crontab", "schedule_words")}),
+        ("Next starts and collisions", {"fields": ("schedule_preview", "accept_collision")}),
         (
-            "Schedule",
-            {
-                "fields": (
-                    "cron_expression",
-                    "crontab",
-                    "crontab_translation",
-                    "interval",
-                    "solar",
-                    "clocked",
-                    "start_time",
-                    "last_run_at",
-                    "one_off",
-                    "schedule_preview",
-                    "accept_collision",
-                )
-            },
+            "Other schedule types (tasks that are not jobs)",
+            {"fields": ("interval", "solar", "clocked")},
         ),
+        ("Timing", {"fields": ("last_run_ledger", "start_time", "one_off", "last_run_at")}),
         ("Arguments", {"fields": ("args", "kwargs"), "classes": ("collapse",)}),
         (
             "Execution options",
@@ -315,7 +384,48 @@ class OpsPeriodicTaskAdmin(PeriodicTaskAdmin):
             },
         ),
     )
-    readonly_fields = ("last_run_at", "crontab_translation", "schedule_preview")
+    readonly_fields = ("last_run_ledger", "last_run_at", "schedule_words", "schedule_preview")
+
+    @admin.display(description="last run (ledger)")
+    def last_run_ledger(self, obj: PeriodicTask) -> str:
+        # From the ledger, not beat's last_run_at (which lags by up to beat's sync interval).
+        run = (
+            JobRun.objects.filter(JobRun.SLOT_OWNERS, job=obj.name, slot__lte=timezone.now())
+            .order_by("-slot", "-attempt")
+            .first()
+            if obj and obj.pk
+            else None
+        )
+        if run is None:
+            return "-"
+        url = reverse("admin:scheduler_jobrun_change", args=[run.pk])
+        return format_html(
+            '<a href="{}">{}</a>, slot {} ({})',
+            url,
+            status_badge(run.status),
+            at_second(run.slot),
+            ago(run.slot, now=timezone.now()),
+        )
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        """A job's form offers only the crontab: interval, solar and clocked are for other tasks
+        (shown anyway while a job's row still carries one, so it can be cleared)."""
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or job_for_task(obj.task) is None:
+            return fieldsets
+        if any(getattr(obj, f"{name}_id") for name in NON_JOB_SCHEDULES):
+            return fieldsets
+        return [(name, opts) for name, opts in fieldsets if "interval" not in opts["fields"]]
+
+    @admin.display(description="in words")
+    def schedule_words(self, obj: PeriodicTask) -> str:
+        if not obj or not obj.pk or not obj.crontab_id:
+            return "-"
+        offset = getattr(getattr(obj, "job_schedule", None), "offset_seconds", 0)
+        try:
+            return cron_in_words(Cron.from_model(obj.crontab), offset)
+        except CronError as exc:
+            return str(exc)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[PeriodicTask]:
         newest = JobRun.objects.filter(JobRun.SLOT_OWNERS, job=OuterRef("name")).order_by(
@@ -352,11 +462,34 @@ class OpsPeriodicTaskAdmin(PeriodicTaskAdmin):
             slots = next_slots(Cron.from_model(obj.crontab), offset, now=timezone.now())
         except CronError as exc:
             return format_html('<span style="color:#c62828">{}</span>', exc)
-        return format_html_join(", ", "<span>{}</span>", ((f"{s:%d %H:%M:%S}",) for s in slots))
+        now = timezone.now()
+        return format_html_join(
+            ", ", '<span class="ops-start">{}</span>', ((at_second(s, now=now),) for s in slots)
+        )
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        return super().changelist_view(request, {**(extra_context or {}), **WIDE_LIST})
+
+    def get_list_display(self, request: HttpRequest) -> Any:
+        shown = super().get_list_display(request)
+        # The per-job page needs the dashboard's permissions: no link a user cannot follow.
+        return shown if request.user.has_perms(DASHBOARD) else [c for c in shown if c != "job_page"]
+
+    @admin.display(description="job page")
+    def job_page(self, obj: PeriodicTask) -> str:
+        job = job_for_task(obj.task)
+        return job_page_link(job.name) if job is not None else "-"
 
     @admin.display(description="last status", ordering="last_status")
     def last_status(self, obj: PeriodicTask) -> str:
-        return status_badge(getattr(obj, "last_status", None))
+        # Status and lateness in one cell: a column less keeps the list inside 1280 px.
+        badge = status_badge(getattr(obj, "last_status", None))
+        late = getattr(obj, "last_lateness_ms", None)
+        return (
+            badge if late is None else format_html("{}<br><small>{} ms late</small>", badge, late)
+        )
 
     @admin.display(description="last lateness", ordering="last_lateness_ms")
     def last_lateness(self, obj: PeriodicTask) -> str:
@@ -489,18 +622,34 @@ class OpsPeriodicTaskAdmin(PeriodicTaskAdmin):
         form_url: str = "",
         extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
-        task = PeriodicTask.objects.filter(pk=object_id).only("name").first()
+        task = PeriodicTask.objects.filter(pk=object_id).only("name", "task").first()
         extra_context = {
             **(extra_context or {}),
             "can_run_now": self.has_run_job_permission(request),
         }
         if task is not None:
+            job = find_job(task.name)
+            if job is not None and request.user.has_perms(DASHBOARD):
+                extra_context["job_page_url"] = job_page_url(job.name)
             extra_context["open_incidents"] = _open_incidents(request, [task.name])
             extra_context["incidents_scope"] = task.name
         return super().change_view(request, object_id, form_url, extra_context)
 
     def get_urls(self) -> list[Any]:
+        view = self.admin_site.admin_view
         return [
+            # The per-job page (ops.job_page), by job name; before the catch-all object URLs.
+            path("job/<str:name>/", view(job_page_view), name="ops_job"),
+            path(
+                "job/<str:name>/run-now/",
+                view(require_POST(job_run_now_view)),
+                name="ops_job_run_now",
+            ),
+            path(
+                "job/<str:name>/enabled/",
+                view(require_POST(job_set_enabled_view)),
+                name="ops_job_set_enabled",
+            ),
             path(
                 "<int:object_id>/run-now/",
                 self.admin_site.admin_view(require_POST(self.run_now_view)),
@@ -541,8 +690,8 @@ class JobRunAdmin(ReadOnlyAdmin):
     change_list_template = "admin/ops/jobrun/change_list.html"
     list_display = (
         "id",
-        "job",
-        "slot",
+        "job_link",
+        "slot_at_second",
         "attempt",
         "status_badge",
         "trigger",
@@ -551,15 +700,15 @@ class JobRunAdmin(ReadOnlyAdmin):
         "worker",
         "user",
     )
-    list_display_links = ("id", "job")
+    list_display_links = ("id",)
     list_filter = (JobNameFilter, "status", "trigger", ("slot", DateFieldListFilter))
     search_fields = ("job", "task_id", "worker", "reason", "error")
     list_select_related = ("user",)
     date_hierarchy = "slot"
     actions = ("retry_runs",)
     fields = (
-        "job",
-        "slot",
+        "job_link",
+        "slot_at_second",
         "attempt",
         "status",
         "trigger",
@@ -570,17 +719,42 @@ class JobRunAdmin(ReadOnlyAdmin):
         "celery_result",
         "worker",
         "fence",
-        "created_at",
-        "started_at",
-        "heartbeat_at",
-        "finished_at",
+        "created_at_at_second",
+        "started_at_at_second",
+        "heartbeat_at_at_second",
+        "finished_at_at_second",
         "duration_ms",
         "lateness_ms",
         "result",
         "error",
         "traceback_text",
     )
-    readonly_fields = ("celery_result", "traceback_text")
+    readonly_fields = (
+        "job_link",
+        "slot_at_second",
+        "created_at_at_second",
+        "started_at_at_second",
+        "heartbeat_at_at_second",
+        "finished_at_at_second",
+        "celery_result",
+        "traceback_text",
+    )
+    slot_at_second = moment_column("slot", "slot (UTC)")
+    created_at_at_second = moment_column("created_at", "created at")
+    started_at_at_second = moment_column("started_at", "started at")
+    heartbeat_at_at_second = moment_column("heartbeat_at", "heartbeat at")
+    finished_at_at_second = moment_column("finished_at", "finished at")
+
+    @admin.display(description="job", ordering="job")
+    def job_link(self, obj: JobRun) -> str:
+        return job_page_link(obj.job)
+
+    # The job links to its page for those who may open it (the dashboard's permissions).
+    def get_list_display(self, request: HttpRequest) -> Any:
+        return _job_column(request, super().get_list_display(request))
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return _job_column(request, super().get_fields(request, obj))
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: JobRun) -> str:
@@ -656,10 +830,17 @@ class JobRunAdmin(ReadOnlyAdmin):
         job = request.GET.get("job", "")
         extra_context = {
             **(extra_context or {}),
+            **WIDE_LIST,
             "open_incidents": _open_incidents(request, [job] if job else None),
             "incidents_scope": job,
         }
         return super().changelist_view(request, extra_context)
+
+
+def _job_column(request: HttpRequest, columns: Any) -> list[Any]:
+    if request.user.has_perms(DASHBOARD):
+        return list(columns)
+    return ["job" if column == "job_link" else column for column in columns]
 
 
 @admin.register(JobLease)
@@ -700,15 +881,17 @@ class AlertDeliveryInline(admin.TabularInline):
 @admin.register(Incident)
 class IncidentAdmin(ReadOnlyAdmin):
     list_display = (
-        "opened_at",
+        "opened_at_at_second",
         "job",
         "kind",
         "state",
         "summary",
         "occurrences",
-        "resolved_at",
+        "resolved_at_at_second",
         "runs",
     )
+    opened_at_at_second = moment_column("opened_at", "opened (UTC)")
+    resolved_at_at_second = moment_column("resolved_at", "resolved (UTC)")
     list_filter = (JobNameFilter, "kind", IncidentStateFilter, ("opened_at", DateFieldListFilter))
     search_fields = ("job", "summary", "detail", "resolution")
     date_hierarchy = "opened_at"
@@ -785,7 +968,16 @@ class AlertDeliveryAdmin(ReadOnlyAdmin):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
-    list_display = ("created_at", "username", "ip", "via", "action", "object_repr", "changes")
+    list_display = (
+        "created_at_at_second",
+        "username",
+        "ip",
+        "via",
+        "action",
+        "object_repr",
+        "changes",
+    )
+    created_at_at_second = moment_column("created_at", "when (UTC)")
     list_filter = ("action", "via", "object_type", ("created_at", DateFieldListFilter))
     search_fields = ("username", "object_repr", "reason")
     date_hierarchy = "created_at"

@@ -405,8 +405,11 @@ def schedule_delete(*, actor: Actor, task: PeriodicTask) -> None:
 
 
 @transaction.atomic
-def schedules_set_enabled(*, actor: Actor, tasks: QuerySet[PeriodicTask], enabled: bool) -> int:
-    """Bulk enable/disable (admin actions, API toggle) with one audit row per schedule changed.
+def schedules_set_enabled(
+    *, actor: Actor, tasks: QuerySet[PeriodicTask], enabled: bool, reason: str = ""
+) -> int:
+    """Bulk enable/disable (admin actions, API toggle) with one audit row per schedule changed;
+    `reason` (the per-job page's note: why) goes into each of those rows.
 
     A bulk `.update()` skips model signals, so this does what they would have done: tell beat
     (`PeriodicTasks.update_changed`) and restart slot tracking of schedules switched on.
@@ -441,6 +444,7 @@ def schedules_set_enabled(*, actor: Actor, tasks: QuerySet[PeriodicTask], enable
             object_repr=task.name,
             before=befores[task.pk],
             after=schedule_snapshot(task),
+            reason=reason,
         )
     PeriodicTasks.update_changed()
     return len(ids)

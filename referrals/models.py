@@ -298,6 +298,10 @@ class PayoutRetry(models.Model):
     next_attempt_at = models.DateTimeField()
     last_error = models.TextField()
 
+    class Meta:
+        verbose_name = "payout retry"
+        verbose_name_plural = "payout retries"
+
     def __str__(self) -> str:
         return f"{self.player_id}: {self.failures} failures, next {self.next_attempt_at}"
 

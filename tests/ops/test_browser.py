@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from django_celery_beat.models import PeriodicTask
 
 from scheduler.models import JobRun
 from scheduler.registry import all_jobs
@@ -162,9 +163,62 @@ def test_an_operator_disables_reoffsets_runs_and_reads_the_dashboard(
         "svg[data-chart=starts-per-second] rect.bar", "bars => bars.map(b => b.getBBox().height)"
     )
     assert sum(1 for h in heights if h > 0) >= 12  # twelve jobs, twelve seconds
+
+    # The dashboard links each job to its page: the outcome strip and both trends drew.
+    page.click("#ops-job-table a.ops-job-link:text-is('prediction-matcher')")
+    page.wait_for_selector("#ops-strip")
+    assert page.locator("#ops-strip a.ops-cell").count() == 50
+    assert page.locator("#ops-strip a.ops-cell[data-status]").first.get_attribute("title")
+    widths = page.eval_on_selector_all(
+        "#ops-strip a.ops-cell", "cells => cells.map(c => c.getBoundingClientRect().width)"
+    )
+    assert all(w > 0 for w in widths)
+    for chart in ("job-duration", "job-lateness"):
+        heights = page.eval_on_selector_all(
+            f"svg[data-chart={chart}] rect.bar", "bars => bars.map(b => b.getBBox().height)"
+        )
+        assert len(heights) == 50
+        assert any(h > 0 for h in heights), chart
+    assert "every minute at second 25" in page.inner_text("#ops-job-schedule")
+    assert "ago" in page.inner_text("#ops-job-last")
+
+    # Disable with a note: the page says who and why, and so does the audit trail.
+    page.fill("#ops-note", "feed provider maintenance until 10:00")
+    page.click("#ops-switch")
+    page.wait_for_selector("#ops-job-enabled[data-enabled=no]")
+    assert "feed provider maintenance until 10:00" in page.inner_text("#ops-job-switched")
+    assert "by admin" in page.inner_text("#ops-job-switched")
+
+    # No page the operator works in overflows a 1280 px window.
+    page.set_viewport_size({"width": 1280, "height": 1000})
+    cleanup = JobRun.objects.filter(job="cleanup").values_list("pk", flat=True).first()
+    schedule = PeriodicTask.objects.get(name="cleanup").pk
+    for url in (
+        "/admin/django_celery_beat/periodictask/",
+        f"/admin/django_celery_beat/periodictask/{schedule}/change/",
+        "/admin/scheduler/jobrun/",
+        f"/admin/scheduler/jobrun/{cleanup}/change/",
+        "/admin/jobs-dashboard/",
+        "/admin/django_celery_beat/periodictask/job/prediction-matcher/",
+    ):
+        page.goto(f"{base}{url}")
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 1280, f"{url} is {width} px wide at 1280"
+        # Nor does a table scroll sideways inside its box (the admin's `.results` would).
+        hidden = page.evaluate(
+            "[...document.querySelectorAll('#content .results, #content table')]"
+            ".map(e => [e.id || e.className || e.tagName, e.scrollWidth - e.clientWidth])"
+            ".filter(([, extra]) => extra > 1)"
+        )
+        assert not hidden, f"{url}: {hidden} scroll sideways at 1280"
+
     if os.environ.get("JOBSITE_SCREENSHOTS") or not (DOCS / "dashboard.png").exists():
         DOCS.mkdir(exist_ok=True)
         page.goto(f"{base}/admin/jobs-dashboard/?window=1h")
         page.screenshot(path=str(DOCS / "dashboard.png"), full_page=True)
         page.goto(f"{base}/admin/django_celery_beat/periodictask/")
+        page.set_viewport_size({"width": 1280, "height": 1000})
         page.screenshot(path=str(DOCS / "admin-schedules.png"), full_page=True)
+    if os.environ.get("JOBSITE_SCREENSHOTS") or not (DOCS / "admin-job-page.png").exists():
+        page.goto(f"{base}/admin/django_celery_beat/periodictask/job/prediction-matcher/")
+        page.screenshot(path=str(DOCS / "admin-job-page.png"), full_page=True)

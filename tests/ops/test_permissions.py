@@ -362,6 +362,14 @@ PAGES = [
         "302 302 403 403 302 302", lambda w: _form_data(w.schedule, enabled="")),
     Page("dashboard", "get", lambda w: reverse("ops-dashboard"),
         "302 302 403 200 200 200"),
+    Page("job page", "get", lambda w: reverse("admin:ops_job", args=[w.schedule.name]),
+        "302 302 403 200 200 200"),
+    Page("job page run now", "post", lambda w: reverse(
+        "admin:ops_job_run_now", args=[w.schedule.name]),
+        "302 302 403 403 302 302"),
+    Page("job page disable with a note", "post", lambda w: reverse(
+        "admin:ops_job_set_enabled", args=[w.schedule.name]),
+        "302 302 403 403 302 302", lambda w: {"enabled": "0", "note": "maintenance"}),
 ]
 # fmt: on
 
@@ -405,7 +413,11 @@ def test_buttons_show_only_to_roles_that_may_press_them(
     ).content.decode()
     ledger = client.get(reverse("admin:scheduler_jobrun_changelist")).content.decode()
 
+    job_page = client.get(reverse("admin:ops_job", args=[world.schedule.name])).content.decode()
+
     assert ('id="ops-run-now"' in schedule_page) is run_now
+    assert ('id="ops-run-now"' in job_page) is run_now
+    assert ('id="ops-switch"' in job_page) is run_now  # operators may also disable
     assert ('id="ops-retry"' in run_page) is retry
     assert ('id="ops-open-incidents"' in ledger) is incidents
 
@@ -479,3 +491,22 @@ def test_a_scraper_with_only_view_metrics_reads_metrics_and_nothing_else(world, 
     assert client.get("/metrics").status_code == 200
     assert client.get("/api/jobs/").status_code == 403
     assert client.get("/api/jobs/history").status_code == 403
+
+
+def test_a_ledger_reader_without_schedule_access_gets_no_job_page_links(world, django_user_model):
+    reader = django_user_model.objects.create_user("ledger-reader", is_staff=True)
+    app_label, codename = perms.VIEW_RUN.split(".")
+    reader.user_permissions.add(
+        Permission.objects.get(content_type__app_label=app_label, codename=codename)
+    )
+    client = _admin_client(reader)
+    job_page = reverse("admin:ops_job", args=[world.failed.job])
+
+    ledger = client.get(reverse("admin:scheduler_jobrun_changelist"))
+    detail = client.get(reverse("admin:scheduler_jobrun_change", args=[world.failed.pk]))
+
+    assert ledger.status_code == detail.status_code == 200
+    assert job_page not in ledger.content.decode()
+    assert job_page not in detail.content.decode()
+    assert world.failed.job in detail.content.decode()
+    assert client.get(job_page).status_code == 403

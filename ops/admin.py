@@ -444,16 +444,6 @@ class OpsPeriodicTaskAdmin(PeriodicTaskAdmin):
     # -- columns ------------------------------------------------------------------------------
 
     @admin.display(description="next five starts (UTC)")
-    def changelist_view(
-        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
-    ) -> HttpResponse:
-        # What beat leaves out (the rows check W003 reports), where staff edit schedules: a row
-        # written around the admin's validation is otherwise only in beat's log.
-        if request.method == "GET":
-            for name, problems in broken_schedules().items():
-                messages.warning(request, f"Beat does not send {name}: {'; '.join(problems)}")
-        return super().changelist_view(request, extra_context)
-
     def next_starts(self, obj: PeriodicTask) -> str:
         if not obj.enabled or not obj.crontab_id:
             return "-"
@@ -470,6 +460,11 @@ class OpsPeriodicTaskAdmin(PeriodicTaskAdmin):
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
+        # What beat leaves out (the rows check W003 reports), where staff edit schedules: a row
+        # written around the admin's validation is otherwise only in beat's log.
+        if request.method == "GET":
+            for name, problems in broken_schedules().items():
+                messages.warning(request, f"Beat does not send {name}: {'; '.join(problems)}")
         return super().changelist_view(request, {**(extra_context or {}), **WIDE_LIST})
 
     def get_list_display(self, request: HttpRequest) -> Any:

@@ -307,9 +307,9 @@ def test_a_bad_value_stops_celery_with_one_line_naming_the_variable(command):
 _MAY_READ_THE_ENVIRONMENT = {
     "jobsite/settings.py",
     "jobsite/env.py",
-    "jobsite/embedded.py",
-    "jobsite/launcher.py",
-    "jobsite/pytest_plugin.py",
+    "devtools/embedded.py",
+    "devtools/launcher.py",
+    "devtools/pytest_plugin.py",
     "flowerconfig.py",
 }
 _ENVIRONMENT_READ = re.compile(
@@ -345,7 +345,7 @@ def test_diffsettings_shows_every_settings_group():
     assert "session_expiry_minutes=30" in shown["GAMES"]
     assert "rates={1: Decimal('0.10')" in shown["REFERRALS"]
     assert "failures=3" in shown["ALERTS"]
-    for flat in ("OPS_TRUSTED_PROXIES", "HEALTH_BEAT_GRACE", "HEALTH_BEAT_REQUIRED"):
+    for flat in ("OPS_TRUSTED_PROXIES", "HEALTH_BEAT_DOWN_AFTER", "HEALTH_BEAT_REQUIRED"):
         assert flat in shown
 
 

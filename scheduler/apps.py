@@ -6,7 +6,7 @@ class SchedulerConfig(AppConfig):
     verbose_name = "Scheduler"
 
     def ready(self) -> None:
-        from scheduler import checks, registry, signals, tasks  # noqa: F401
+        from scheduler import checks, registry, shadow, signals, tasks  # noqa: F401
 
         registry.discover()
         tasks.register_job_tasks()

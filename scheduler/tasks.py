@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import select
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -168,7 +167,8 @@ class JobTask(Task):
         if refused is not None:
             logger.warning("job %s: message %s %s", self.job.name, delivery.task_id, refused.error)
             return _returned(refused)
-        delivery = replace(delivery, store_with_success=self._result_writer())
+        writer = self._result_writer()
+        delivery = replace(delivery, store_with_success=writer)
         outcome = job_execute(delivery)
         kwargs = {"slot": delivery.slot.isoformat(), "user_id": user_id, "reason": reason}
         if outcome.wait_in is not None:
@@ -186,17 +186,29 @@ class JobTask(Task):
                 max_retries=None,
             )
         run = outcome.run
-        if delivery.store_with_success and run.status == run.Status.SUCCEEDED:
+        if writer is not None and writer.built and run.status == run.Status.SUCCEEDED:
             setattr(self.request, STORED_WITH_RUN, True)
         return _returned(run)
 
-    def _result_writer(self) -> Callable[[Any], tuple[str, dict[str, Any]]] | None:
+    def _result_writer(self) -> _ResultWriter | None:
         """The Celery result's row, for the run path to write with the success (one commit)."""
         backend = self.backend
         if not isinstance(backend, JobResultBackend) or self.request.ignore_result:
             return None
-        request, task_id = self.request, self.request.id
-        return lambda run: backend.success_row(task_id, _returned(run), request)
+        return _ResultWriter(backend, self.request)
+
+
+class _ResultWriter:
+    """Builds the result row for the success statement and remembers whether it could: when
+    the seam cannot build it (scheduler.results), Celery stores the result after the task."""
+
+    def __init__(self, backend: JobResultBackend, request: Any) -> None:
+        self.backend, self.request, self.built = backend, request, False
+
+    def __call__(self, run: Any) -> tuple[str, dict[str, Any]] | None:
+        row = self.backend.success_row(self.request.id, _returned(run), self.request)
+        self.built = row is not None
+        return row
 
 
 def _returned(run: Any) -> dict[str, Any]:

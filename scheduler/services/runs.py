@@ -61,8 +61,8 @@ class Delivery:
     user_id: int | None = None
     reason: str = ""
     # SQL and parameters written in the success's own statement (and commit), given the run as
-    # it will be recorded: the task's Celery result (scheduler.results).
-    store_with_success: Callable[[JobRun], tuple[str, dict[str, Any]]] | None = None
+    # it will be recorded: the task's Celery result (scheduler.results), or None to write nothing.
+    store_with_success: Callable[[JobRun], tuple[str, dict[str, Any]] | None] | None = None
 
 
 @dataclass(frozen=True)

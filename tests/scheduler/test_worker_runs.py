@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from datetime import timedelta
 
@@ -13,8 +14,10 @@ from django.utils import timezone
 from django_celery_results.models import TaskResult
 
 from jobsite.celery import app
+from scheduler import results
 from scheduler.models import JobRun
 from scheduler.registry import get_job
+from scheduler.results import JobResultBackend
 from scheduler.services.dispatch import job_dispatch, job_trigger
 from tests.scheduler.beat_slots import schedule_slot
 from tests.scheduler.conftest import close_other_connections
@@ -80,6 +83,26 @@ def test_a_manual_run_goes_through_the_worker_with_its_result_stored(worker):
     assert result.task_name == "tests.sample_noop"
     returned = {"run_id": run.pk, "job": job.name, "status": "succeeded", "result": run.result}
     assert AsyncResult(run.task_id, app=app).get(timeout=10) == returned
+
+
+def test_a_run_whose_result_row_the_seam_cannot_build_still_stores_its_result(
+    worker, monkeypatch, caplog
+):
+    # As after an upgrade of django-celery-results that changed a private helper's signature.
+    monkeypatch.setattr(JobResultBackend, "_get_extended_properties", lambda self, request: {})
+    monkeypatch.setattr(results, "_warned", False)
+    caplog.set_level(logging.WARNING, logger="scheduler.results")
+    job = get_job("sample-noop")
+    run = job_trigger(job=job, trigger="api", reason="test")
+    _wait_for(lambda: TaskResult.objects.filter(task_id=run.task_id).exists())
+
+    run.refresh_from_db()
+    assert run.status == Status.SUCCEEDED
+    result = TaskResult.objects.get(task_id=run.task_id)
+    assert (result.status, result.task_name) == ("SUCCESS", "tests.sample_noop")
+    returned = {"run_id": run.pk, "job": job.name, "status": "succeeded", "result": run.result}
+    assert AsyncResult(run.task_id, app=app).get(timeout=10) == returned
+    assert "stock (slower) way" in caplog.text
 
 
 def test_the_same_slot_sent_twice_runs_once(worker):

@@ -103,9 +103,12 @@ def test_the_counted_forecast_equals_enumerating_every_start(seed):
     assert_same_as_enumeration(MOMENTS[0], hours=3)
 
 
-def test_with_the_stagger_off_every_schedule_starts_at_second_zero(monkeypatch):
+def test_with_the_stagger_off_every_schedule_starts_at_second_zero(settings):
+    from dataclasses import replace
+
     random_schedules(random.Random(7), count=40)
-    monkeypatch.setenv("JOB_STAGGER_ENABLED", "0")
+    stagger = replace(settings.SCHEDULER.stagger, enabled=False)
+    settings.SCHEDULER = replace(settings.SCHEDULER, stagger=stagger)
     assert_same_as_enumeration(MOMENTS[0])
     assert {moment.second for moment, _ in forecast(now=MOMENTS[0]).next_starts} == {0}
 

@@ -350,6 +350,33 @@ def test_badges_stop_at_their_budget_and_the_next_run_goes_on(make_player, play)
     assert (second["awarded"], second["backlog"]) == (1, 0)  # "snake-1000"
 
 
+@pytest.mark.django_db
+def test_a_badge_with_a_large_backlog_progresses_chunk_by_chunk_on_a_tiny_budget(
+    make_player, play, monkeypatch
+):
+    # given five players who earn "first-game", awarded two players per chunk
+    monkeypatch.setenv("GAMES_BADGE_BATCH_SIZE", "2")
+    players = [make_player() for _ in range(5)]
+    for player in players:
+        play(player, "pong", score=3, when=NOW - dt.timedelta(hours=1))
+    active = Badge.objects.filter(active=True).count()
+    # when each run's budget is spent after its first chunk
+    runs = [badge_auto_unlock(now=NOW, budget=budget_of_rows(1)) for _ in range(3)]
+    # then every run awards one chunk, reports the badge as backlog until it is done
+    assert [(r["awarded"], r["backlog"]) for r in runs] == [
+        (2, active),
+        (2, active),
+        (1, active - 1),
+    ]
+    awarded = PlayerBadge.objects.filter(badge__code="first-game")
+    assert sorted(awarded.values_list("player_id", flat=True)) == [p.pk for p in players]
+    assert Notification.objects.filter(kind="badge").count() == 5
+    # and a run with time left finishes the rest and awards nothing twice
+    assert badge_auto_unlock(now=NOW)["backlog"] == 0
+    assert badge_auto_unlock(now=NOW)["awarded"] == 0
+    assert awarded.count() == 5
+
+
 # --- prediction-matcher ----------------------------------------------------------------------
 
 

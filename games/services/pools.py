@@ -32,19 +32,21 @@ def prize_pool_lock(
 ) -> PrizePool | None:
     """The pool row, locked FOR UPDATE until the transaction ends; created on demand.
 
-    INSERT ... ON CONFLICT DO NOTHING first, so two creators never collide on the unique key.
-    Must run inside a transaction.
+    A missing pool is created with INSERT ... ON CONFLICT DO NOTHING, so two creators never
+    collide on the unique key; an existing one (the common case: every finish of the day after
+    the first) costs one query. Must run inside a transaction.
     """
-    if create:
+    pools = PrizePool.objects.select_for_update().filter(
+        game=game, period=period, period_start=period_start
+    )
+    pool = pools.first()
+    if pool is None and create:
         PrizePool.objects.bulk_create(
             [PrizePool(game=game, period=period, period_start=period_start)],
             ignore_conflicts=True,
         )
-    return (
-        PrizePool.objects.select_for_update()
-        .filter(game=game, period=period, period_start=period_start)
-        .first()
-    )
+        pool = pools.first()
+    return pool
 
 
 def prize_pool_add(

@@ -41,6 +41,7 @@ from games.services import (
 )
 from games.services.notifications import InboxChannel
 from scheduler.budget import Budget
+from scheduler.errors import RUN_INTERRUPTS
 from tests.games.conftest import at
 
 NOW = at(2026, 3, 4, 12, 0, 10)
@@ -450,17 +451,23 @@ def test_the_matcher_stops_at_its_budget_and_the_next_run_goes_on(make_player, p
 
 
 class InterruptedChannel:
+    def __init__(self, interrupt=SoftTimeLimitExceeded):
+        self.interrupt = interrupt
+
     def send(self, notification, *, now):
-        raise SoftTimeLimitExceeded()
+        raise self.interrupt("run over")
 
 
 @pytest.mark.django_db
-def test_the_soft_time_limit_ends_the_run_and_blames_no_row(make_player):
-    # a run interrupted by Celery's soft limit is not a row's failure: it propagates
+@pytest.mark.parametrize("interrupt", RUN_INTERRUPTS)
+def test_the_soft_time_limit_ends_the_run_and_blames_no_row(make_player, interrupt):
+    # a run interrupted by Celery's soft limit (or a lost lease) inside a send is not that
+    # row's failure: it propagates, and the row is untouched for the next run
     due_notifications(make_player(), ["n"])
-    with pytest.raises(SoftTimeLimitExceeded):
-        notifications_deliver(now=NOW, channel=InterruptedChannel())
+    with pytest.raises(interrupt):
+        notifications_deliver(now=NOW, channel=InterruptedChannel(interrupt))
     assert Notification.objects.get(title="n").attempts == 0
+    assert not RowFailure.objects.exists()
 
 
 # --- prize-pool-finalisation (bounded, not a batch job: fails loudly after the others) ---------

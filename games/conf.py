@@ -41,6 +41,9 @@ class GamesSettings:
     notification_channel: str
     # Ids the stuck-session finisher reads per query; its job's budget ends a run.
     stuck_batch_size: int
+    # Players awarded per badge-auto-unlock chunk (two statements, one transaction); the job's
+    # budget is checked between chunks.
+    badge_batch_size: int
     # A row a batch job failed on this often is left for staff (games.RowFailure).
     row_max_attempts: int
     live_stats_retention_hours: int

@@ -419,6 +419,8 @@ def games_settings() -> games_conf.GamesSettings:
             "GAMES_NOTIFICATION_CHANNEL", "games.services.notifications.InboxChannel"
         ),
         stuck_batch_size=env_int("GAMES_STUCK_BATCH_SIZE", 500, minimum=1),
+        # Players awarded per badge-auto-unlock chunk (two statements, one transaction).
+        badge_batch_size=env_int("GAMES_BADGE_BATCH_SIZE", 5_000, minimum=1, maximum=100_000),
         row_max_attempts=env_int("GAMES_ROW_MAX_ATTEMPTS", 5, minimum=1),
         live_stats_retention_hours=env_int("GAMES_LIVE_STATS_RETENTION_HOURS", 48, minimum=1),
     )

@@ -22,6 +22,24 @@ REPLACEMENT = "\ufffd"
 RUN_INTERRUPTS: tuple[type[BaseException], ...] = (SoftTimeLimitExceeded, LeaseLost)
 
 
+def soft_time_limit_reached(exc: BaseException) -> bool:
+    """True when `exc` is Celery's soft time limit, or was raised while handling it: a soft
+    limit raised inside a query leaves the connection busy, and the next statement (a rollback,
+    a row's failure record) fails with "another command is already in progress" or a
+    TransactionManagementError that hides the real cause."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        if isinstance(current, SoftTimeLimitExceeded):
+            return True
+        seen.add(id(current))
+        pending += [current.__cause__, current.__context__]
+    return False
+
+
 def error_text(exc: BaseException, *, limit: int = 2000) -> str:
     """`"<ExceptionType>: <message>"`, storable in any text column: a NUL byte becomes U+FFFD,
     a lone surrogate "?", and the result is at most `limit` characters (cut with a trailing "…").

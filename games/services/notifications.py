@@ -172,6 +172,8 @@ def _send_each(
         except Exception as exc:  # any failure of one row is recorded on that row
             try:
                 gave_up = _failure_record(notification, exc, now=now, settings=settings)
+            except RUN_INTERRUPTS:
+                raise
             except Exception:  # cannot happen with a clean text; never stop the batch for it
                 logger.exception("notification %s: failure not recorded", notification.pk)
                 continue

@@ -32,19 +32,30 @@ def prize_pool_lock(
 ) -> PrizePool | None:
     """The pool row, locked FOR UPDATE until the transaction ends; created on demand.
 
-    INSERT ... ON CONFLICT DO NOTHING first, so two creators never collide on the unique key.
-    Must run inside a transaction.
+    A missing pool is created with INSERT ... ON CONFLICT DO NOTHING, so two creators never
+    collide on the unique key; an existing one (the common case: every finish of the day after
+    the first) costs one query. Must run inside a transaction.
     """
-    if create:
+    pools = PrizePool.objects.select_for_update().filter(
+        game=game, period=period, period_start=period_start
+    )
+    pool = pools.first()
+    if pool is None and create:
         PrizePool.objects.bulk_create(
             [PrizePool(game=game, period=period, period_start=period_start)],
             ignore_conflicts=True,
         )
-    return (
-        PrizePool.objects.select_for_update()
-        .filter(game=game, period=period, period_start=period_start)
-        .first()
-    )
+        pool = pools.first()
+    return pool
+
+
+_ADD_TO_OPEN = f"""
+UPDATE {PrizePool._meta.db_table}
+SET amount = amount + %(amount)s, carried_in = carried_in + %(carried)s
+WHERE game = %(game)s AND period = %(period)s AND period_start = %(start)s
+  AND status = '{PrizePool.Status.OPEN}'
+RETURNING *
+"""  # noqa: S608 -- table name and status are ours, values are parameters
 
 
 def prize_pool_add(
@@ -56,6 +67,18 @@ def prize_pool_add(
     forward, like a rollover, instead of changing a paid-out pool. Must run inside a transaction.
     """
     amount = to_money(amount)
+    # The common case in one statement: the period's pool exists and is open. The UPDATE locks
+    # the row and re-checks `open` on its latest version (a finaliser that closed it first makes
+    # it match nothing), so it is the lock-then-add below in one round trip.
+    params = {
+        "amount": amount,
+        "carried": amount if carried else ZERO,
+        "game": game,
+        "period": period,
+        "start": period_start,
+    }
+    for pool in PrizePool.objects.raw(_ADD_TO_OPEN, params):
+        return pool
     start = period_start
     step = period_length(period)
     while True:

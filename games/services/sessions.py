@@ -69,13 +69,19 @@ def _entry_fee_into_pools(session: GameSession, now: dt.datetime) -> list[str]:
     periods = []
     for period, share in ((PoolPeriod.DAILY, daily_share), (PoolPeriod.WEEKLY, weekly_share)):
         start = period_start(period, now)
-        pool = prize_pool_lock(
-            game=session.game, period=period, period_start=start, create=share > ZERO
-        )
-        if pool is None or pool.status == PrizePool.Status.OPEN:
-            periods.append(period)
         if share > ZERO:
-            prize_pool_add(game=session.game, period=period, period_start=start, amount=share)
+            # Locks (creates) the pool of `start` first; it took the share iff it is open.
+            pool = prize_pool_add(
+                game=session.game, period=period, period_start=start, amount=share
+            )
+            board_open = pool.period_start == start
+        else:
+            pool = prize_pool_lock(
+                game=session.game, period=period, period_start=start, create=False
+            )
+            board_open = pool is None or pool.status == PrizePool.Status.OPEN
+        if board_open:
+            periods.append(period)
     return periods
 
 

@@ -14,13 +14,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from billiard.exceptions import SoftTimeLimitExceeded
 from django.db import connection, transaction
 from django.db.models import QuerySet
 
 from referrals import conf
 from referrals.models import FailedItem
-from scheduler.errors import error_text
+from scheduler.errors import RUN_INTERRUPTS, error_text
 
 _TABLE = FailedItem._meta.db_table
 
@@ -48,10 +47,11 @@ ON CONFLICT ({column}, job) DO UPDATE SET
 
 
 def raise_unless_row_fault(exc: BaseException) -> None:
-    """Re-raise `exc` when no row is to blame: Celery's soft time limit (the run must end), or a
-    transaction that a savepoint could not roll back (a lost connection; the job's retry policy
-    takes over). Call it first in every `except` that records a row's failure."""
-    if isinstance(exc, SoftTimeLimitExceeded) or connection.needs_rollback:
+    """Re-raise `exc` when no row is to blame: what ends a run (`scheduler.errors.RUN_INTERRUPTS`:
+    Celery's soft time limit, a lost lease), or a transaction that a savepoint could not roll
+    back (a lost connection; the job's retry policy takes over). Call it first in every `except`
+    that records a row's failure."""
+    if isinstance(exc, RUN_INTERRUPTS) or connection.needs_rollback:
         raise exc
 
 

@@ -62,7 +62,7 @@ from referrals.services.failures import (
     raise_unless_row_fault,
 )
 from scheduler.budget import Budget
-from scheduler.errors import error_text
+from scheduler.errors import RUN_INTERRUPTS, error_text
 from scheduler.locks import fence_check
 
 _JOB = "settlement"
@@ -394,6 +394,10 @@ def _pay(works: list[_Work], *, channel: PayoutChannel, now: dt.datetime, budget
         except PayoutError as exc:  # certainly not paid
             work.outcome = "failed"
             work.error = error_text(exc)
+        except RUN_INTERRUPTS:
+            # The run ends: this settlement and the ones not asked stay `sending` and the next
+            # run asks again under the same keys, as after a crash here.
+            raise
         except Exception as exc:  # may have been paid: same settlement, same key, later
             work.outcome = "unknown"
             work.error = "outcome unknown: " + error_text(exc, limit=1980)

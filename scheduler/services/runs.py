@@ -25,6 +25,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from scheduler.errors import soft_time_limit_reached
 from scheduler.locks import (
     Lease,
     LeaseLost,
@@ -394,9 +395,15 @@ def _failed(
 ) -> Outcome:
     _drop_broken_connection()
     now = timezone.now()
-    error = f"{type(exc).__name__}: {exc}"[:4000]
+    error = f"{type(exc).__name__}: {exc}"
+    # Out of time is not a transient error: a retry would meet the same backlog and limit.
+    # Whatever the soft limit broke on its way out (the connection, mid-query) is named after it.
+    out_of_time = soft_time_limit_reached(exc)
+    if out_of_time:
+        error = f"soft time limit ({job.soft_time_limit} s) reached before the run ended: {error}"
+    error = error[:4000]
     trace = traceback.format_exc()[-20000:]
-    retryable = isinstance(exc, job.retry.retry_on) if job.retry.retry_on else False
+    retryable = not out_of_time and bool(job.retry.retry_on) and isinstance(exc, job.retry.retry_on)
     if retryable and run.attempt <= job.retry.max_retries:
         delay = job.retry.delay(run.attempt - 1, rng.random)
         _finish(run, Status.RETRYING, now, error=error, traceback=trace)

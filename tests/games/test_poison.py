@@ -42,6 +42,7 @@ from games.services import (
 )
 from games.services.notifications import InboxChannel
 from scheduler.budget import Budget
+from scheduler.errors import RUN_INTERRUPTS
 from tests.games.conftest import at
 
 NOW = at(2026, 3, 4, 12, 0, 10)
@@ -351,6 +352,35 @@ def test_badges_stop_at_their_budget_and_the_next_run_goes_on(make_player, play)
     assert (second["awarded"], second["backlog"]) == (1, 0)  # "snake-1000"
 
 
+@pytest.mark.django_db
+def test_a_badge_with_a_large_backlog_progresses_chunk_by_chunk_on_a_tiny_budget(
+    make_player, play, settings
+):
+    from dataclasses import replace
+
+    # given five players who earn "first-game", awarded two players per chunk
+    settings.GAMES = replace(settings.GAMES, badge_batch_size=2)
+    players = [make_player() for _ in range(5)]
+    for player in players:
+        play(player, "pong", score=3, when=NOW - dt.timedelta(hours=1))
+    active = Badge.objects.filter(active=True).count()
+    # when each run's budget is spent after its first chunk
+    runs = [badge_auto_unlock(now=NOW, budget=budget_of_rows(1)) for _ in range(3)]
+    # then every run awards one chunk, reports the badge as backlog until it is done
+    assert [(r["awarded"], r["backlog"]) for r in runs] == [
+        (2, active),
+        (2, active),
+        (1, active - 1),
+    ]
+    awarded = PlayerBadge.objects.filter(badge__code="first-game")
+    assert sorted(awarded.values_list("player_id", flat=True)) == [p.pk for p in players]
+    assert Notification.objects.filter(kind="badge").count() == 5
+    # and a run with time left finishes the rest and awards nothing twice
+    assert badge_auto_unlock(now=NOW)["backlog"] == 0
+    assert badge_auto_unlock(now=NOW)["awarded"] == 0
+    assert awarded.count() == 5
+
+
 # --- prediction-matcher ----------------------------------------------------------------------
 
 
@@ -424,17 +454,23 @@ def test_the_matcher_stops_at_its_budget_and_the_next_run_goes_on(make_player, p
 
 
 class InterruptedChannel:
+    def __init__(self, interrupt=SoftTimeLimitExceeded):
+        self.interrupt = interrupt
+
     def send(self, notification, *, now):
-        raise SoftTimeLimitExceeded()
+        raise self.interrupt("run over")
 
 
 @pytest.mark.django_db
-def test_the_soft_time_limit_ends_the_run_and_blames_no_row(make_player):
-    # a run interrupted by Celery's soft limit is not a row's failure: it propagates
+@pytest.mark.parametrize("interrupt", RUN_INTERRUPTS)
+def test_the_soft_time_limit_ends_the_run_and_blames_no_row(make_player, interrupt):
+    # a run interrupted by Celery's soft limit (or a lost lease) inside a send is not that
+    # row's failure: it propagates, and the row is untouched for the next run
     due_notifications(make_player(), ["n"])
-    with pytest.raises(SoftTimeLimitExceeded):
-        notifications_deliver(now=NOW, channel=InterruptedChannel())
+    with pytest.raises(interrupt):
+        notifications_deliver(now=NOW, channel=InterruptedChannel(interrupt))
     assert Notification.objects.get(title="n").attempts == 0
+    assert not RowFailure.objects.exists()
 
 
 # --- prize-pool-finalisation (bounded, not a batch job: fails loudly after the others) ---------

@@ -495,3 +495,38 @@ def test_a_finalisation_during_the_midnight_ranking_waits_and_finds_the_board_ra
     assert finaliser_ranked == []
     board = LeaderboardEntry.objects.filter(period="daily", period_start=WEDNESDAY)
     assert list(board.order_by("rank").values_list("score", "rank")) == [(9, 1), (7, 2), (5, 3)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_finish_waiting_on_a_pool_its_finaliser_closes_pays_into_the_next_pool_once(
+    make_player, play
+):
+    from games.services import game_session_finish, game_session_start
+
+    # given Wednesday's pool with a winner, and a late session of Wednesday 23:59
+    play(score=5, when=at(2026, 3, 4, 12), fee="2.00")
+    late = game_session_start(
+        player_id=make_player().pk, game="snake", entry_fee="2.00", now=at(2026, 3, 4, 23, 50)
+    )
+    finished = threading.Event()
+
+    def finish() -> None:
+        try:
+            game_session_finish(session_id=late.pk, score=999, now=at(2026, 3, 4, 23, 59))
+        finally:
+            finished.set()
+            connection.close()
+
+    # when it finishes while the finaliser holds the pool's row (it waits on the lock)
+    with transaction.atomic():
+        assert prize_pool_finalise(pool_id=daily_pool().pk, now=at(2026, 3, 5, 0, 1)) == (
+            "finalised"
+        )
+        thread = threading.Thread(target=finish)
+        thread.start()
+        assert not finished.wait(0.5)  # blocked on Wednesday's pool row
+    thread.join(timeout=30)
+    # then the paid-out pool is unchanged and Thursday's took the share, once
+    assert daily_pool().amount == Decimal("1.00")
+    assert daily_pool(day=dt.date(2026, 3, 5)).amount == Decimal("1.00")
+    assert GameSession.objects.get(pk=late.pk).status == "finished"

@@ -28,7 +28,8 @@ from referrals.services import (
     referral_tier3_create,
     settlement_run,
 )
-from referrals.services.failures import failed_items_retry
+from referrals.services.failures import failed_items_retry, raise_unless_row_fault
+from scheduler.errors import RUN_INTERRUPTS
 from tests.referrals.conftest import (
     StopAfter,
     at,
@@ -524,3 +525,38 @@ def test_the_payout_backoff_written_in_sql_is_core_backoff_term_for_term(make_pl
             # +-20 % around 600 s x 2**(failures - 1), capped at a day
             nominal = min(86400, 600 * 2 ** (failures - 1))
             assert 0.8 * nominal <= wait < 1.2 * nominal
+
+
+class InterruptedChannel(WalletPayout):
+    """The run ends while the provider is asked (Celery's soft limit, or the lease lost)."""
+
+    def __init__(self, interrupt: BaseException) -> None:
+        self.interrupt = interrupt
+
+    def pay(self, payout, *, now):
+        raise self.interrupt
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("interrupt", RUN_INTERRUPTS)
+def test_a_run_interrupted_inside_a_payout_ends_and_blames_no_settlement(earnings, interrupt):
+    top, mid, _ = earnings
+    # when the run's soft limit (or a lost lease) arrives inside the first payout call
+    with pytest.raises(interrupt):
+        settlement_run(now=NOW, channel=InterruptedChannel(interrupt("run over")))
+    # then no settlement is recorded as unknown or failed, and nobody is backed off
+    assert set(Settlement.objects.values_list("status", "error")) == {("sending", "")}
+    assert not PayoutRetry.objects.exists()
+    assert not FailedItem.objects.exists()
+    keys = set(Settlement.objects.values_list("id", "payout_key"))
+    # and the next run resumes them under the same keys and pays each once
+    second = settlement_run(now=NOW + dt.timedelta(minutes=10), channel=WalletPayout())
+    assert second["paid_settlements"] == 2
+    assert set(Settlement.objects.values_list("id", "payout_key")) == keys
+    assert player_balance(player_id=top.pk) + player_balance(player_id=mid.pk) == Decimal("3.00")
+
+
+@pytest.mark.parametrize("interrupt", RUN_INTERRUPTS)
+def test_what_ends_a_run_is_never_a_rows_fault(interrupt):
+    with pytest.raises(interrupt):
+        raise_unless_row_fault(interrupt("run over"))

@@ -283,3 +283,59 @@ def test_taking_and_releasing_a_lease_updates_its_row_in_place(register_job):
         updated, hot = cursor.fetchone()
     assert updated >= 5  # released once, then taken and released twice
     assert hot == updated
+
+
+def _soft_limit_inside_a_query(swallowed: bool) -> None:
+    """SoftTimeLimitExceeded raised by a signal handler while psycopg waits for the server, as
+    the worker's SIGUSR1 handler does. `swallowed`: the service takes it for a row's error and
+    writes on (as batch services did before RUN_INTERRUPTS), meeting the busy connection."""
+    import signal
+
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    def soft_limit(signum, frame):
+        raise SoftTimeLimitExceeded()
+
+    previous = signal.signal(signal.SIGALRM, soft_limit)
+    signal.setitimer(signal.ITIMER_REAL, 0.3)
+    try:
+        with connection.cursor() as cursor:
+            try:
+                cursor.execute("SELECT pg_sleep(3)")
+            except Exception:
+                if not swallowed:
+                    raise
+                cursor.execute("SELECT 1")  # "another command is already in progress"
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def soft_limited(*, now: datetime) -> dict[str, int]:
+    _soft_limit_inside_a_query(swallowed=False)
+    return {}
+
+
+def soft_limited_swallowed(*, now: datetime) -> dict[str, int]:
+    _soft_limit_inside_a_query(swallowed=True)
+    return {}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("service", [soft_limited, soft_limited_swallowed])
+def test_a_run_stopped_by_its_soft_time_limit_mid_query_fails_and_is_not_retried(
+    register_job, monkeypatch, service
+):
+    from tests.scheduler import sample_jobs
+
+    # given a job that retries OperationalError, whose run reaches its soft limit in a query
+    monkeypatch.setattr(sample_jobs, service.__name__, service, raising=False)
+    job = register_job("soft-limited-job", service.__name__)
+    # when it runs
+    outcome = job_execute(_delivery(job))
+    # then the run failed for its time limit and is not retried
+    assert outcome.run.status == Status.FAILED, outcome.run.error
+    assert outcome.retry_in is None
+    assert outcome.run.error.startswith(f"soft time limit ({job.soft_time_limit} s) reached")
+    # and the ledger says so, through a connection that works again
+    assert JobRun.objects.get(pk=outcome.run.pk).status == Status.FAILED

@@ -1,9 +1,9 @@
 """Alerts without Prometheus: incidents of a job, notified once through e-mail and a webhook.
 
-Evaluated by beat right after each reconciler pass (every 30 s, through the scheduler's
-`ledger_reconciled` signal), so alerts fire when every worker is dead or the broker is down —
-exactly when slots go missed — and need no process of their own. `alerts_evaluate` may also be
-called from a shell; it only reads the ledger and writes incidents.
+Evaluated by the watchdog (ops.watchdog, `manage.py watchdog`) right after each reconciler pass,
+every 30 s, in a process of its own: alerts fire when beat, every worker or the broker is dead —
+exactly when slots go missed. `alerts_evaluate` may also be called from a shell; it only reads
+the ledger and writes incidents.
 
 Conditions, per job, over ledger rows whose slot is in the last day (`LOOKBACK`):
 - `failures`: the last N runs of the job to finish (succeeded, failed or lost; retrying attempts
@@ -17,24 +17,23 @@ once. While it is open, further rows showing it are counted into it (`occurrence
 new notification. It resolves when a run of the job succeeds after it opened (for `late`: a
 beat-sent run on time), or when an operator closes it in the admin, with a "resolved" notice.
 A later problem opens a new incident: rows up to an incident's `last_run_id` belong to it, never
-to the next one. One open incident per (job, kind) is a database constraint, so two beats
+to the next one. One open incident per (job, kind) is a database constraint, so two watchdogs
 evaluating at once notify once.
 
-Delivery happens on a background thread, not inline: the evaluation itself is a few indexed
-queries, but an SMTP server or chat webhook that hangs (likely during the very outage being
-reported) would otherwise hold beat, and beat's sends at the next minute boundary, for
-timeout x channels x incidents. Notifications are rows (`AlertDelivery`, `pending` first), so
-nothing is lost when the thread is still busy or beat stops: the next pass sends what is
-pending, retries a failed delivery up to `MAX_ATTEMPTS` times, `RETRY_AFTER` apart, and sends
-again a delivery left `sending` by a process that died mid-send. Each claim is a conditional
-UPDATE, so two beats never send the same notification twice.
+Delivery (`alerts_deliver`) follows evaluation in the watchdog's pass, within a time budget, so
+an SMTP server or chat webhook that hangs (likely during the very outage being reported) delays
+the next pass by at most that budget and one channel timeout. Notifications are rows
+(`AlertDelivery`, `pending` first), so nothing is lost when the budget runs out or the watchdog
+stops: the next pass sends what is pending, retries a failed delivery up to `MAX_ATTEMPTS`
+times, `RETRY_AFTER` apart, and sends again a delivery left `sending` by a process that died
+mid-send. Each claim is a conditional UPDATE, so two watchdogs never send one twice.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
@@ -44,7 +43,7 @@ from typing import Any
 
 from django.conf import settings as django_settings
 from django.core.mail import get_connection, send_mail
-from django.db import IntegrityError, connections, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Max, Q, QuerySet
 from django.urls import reverse
 from django.utils import timezone
@@ -234,7 +233,7 @@ def _incident_open(
             )
             _queue(incident, AlertDelivery.Event.OPENED, config)
     except IntegrityError:
-        return False  # another evaluation (a second beat) opened it first, and notifies
+        return False  # another evaluation (a second watchdog) opened it first, and notifies
     logger.warning("alert: %s", incident.summary)
     return True
 
@@ -362,11 +361,13 @@ class DeliveryError(Exception):
     """A channel did not take the notification; the message is recorded on the delivery."""
 
 
-def alerts_deliver(*, now: datetime | None = None) -> dict[str, int]:
+def alerts_deliver(*, now: datetime | None = None, until: float | None = None) -> dict[str, int]:
     """Send pending notifications (and retry failed or interrupted ones); returns counts.
 
     Every delivery is claimed with a conditional UPDATE before it is sent, so two callers at
-    once send it once. Channel errors are recorded on the row, never raised.
+    once send it once. Channel errors are recorded on the row, never raised. With `until` (a
+    `time.monotonic()` moment) no delivery is started after it: the rest stay pending for the
+    next call.
     """
     now = now or timezone.now()
     config = conf.load()
@@ -385,6 +386,8 @@ def alerts_deliver(*, now: datetime | None = None) -> dict[str, int]:
     )
     counts = {"sent": 0, "failed": 0}
     for delivery in due:
+        if until is not None and time.monotonic() >= until:
+            break
         claimed = AlertDelivery.objects.filter(
             pk=delivery.pk, status=delivery.status, attempts=delivery.attempts
         ).update(
@@ -488,47 +491,6 @@ def _post_webhook(config: conf.AlertSettings, body: dict[str, Any]) -> None:
     except (urllib.error.URLError, OSError) as exc:  # refused, unknown host, timeout, reset
         reason = getattr(exc, "reason", exc)
         raise DeliveryError(f"webhook unreachable: {reason!r}") from None
-
-
-# ---------------------------------------------------------------------------------------------
-# Beat's hook
-# ---------------------------------------------------------------------------------------------
-
-_sender: threading.Thread | None = None
-_sender_lock = threading.Lock()
-
-
-def alerts_after_reconcile(**_: Any) -> None:
-    """Receiver of `scheduler.signals.ledger_reconciled`, in beat: evaluate, then deliver on a
-    thread. Never raises, and never waits for a channel."""
-    try:
-        counts = alerts_evaluate()
-        if any(counts.values()):
-            logger.info("alerts: %s", counts)
-    except Exception:
-        logger.exception("alert evaluation failed; it runs again after the next reconciler pass")
-    alerts_deliver_in_background()
-
-
-def alerts_deliver_in_background() -> threading.Thread | None:
-    """Start the delivery thread unless the previous one is still sending (the next pass then
-    picks up whatever it leaves pending). Returns the started thread, for tests."""
-    global _sender
-    with _sender_lock:
-        if _sender is not None and _sender.is_alive():
-            return None
-        _sender = threading.Thread(target=_deliver_then_close, name="jobsite-alerts", daemon=True)
-        _sender.start()
-        return _sender
-
-
-def _deliver_then_close() -> None:
-    try:
-        alerts_deliver()
-    except Exception:
-        logger.exception("alert delivery failed; pending notifications are tried again later")
-    finally:
-        connections.close_all()  # this thread's own connection, opened by the queries above
 
 
 # ---------------------------------------------------------------------------------------------

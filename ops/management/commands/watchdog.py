@@ -1,0 +1,67 @@
+"""`manage.py watchdog [--once] [--interval N]`: reconcile the ledger, evaluate and deliver alerts.
+
+The only process that runs the reconciler and alerts (ops.watchdog); beat only sends. Run one
+beside beat (Procfile, compose.yaml); a second one is harmless (it skips the passes the first
+holds the lock for). SIGTERM or SIGINT ends it after the pass in progress.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from argparse import ArgumentParser
+from types import FrameType
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from django.db import connections
+
+from ops.watchdog import watchdog_pass
+
+logger = logging.getLogger("ops.watchdog")
+
+
+class Command(BaseCommand):
+    help = (
+        "Every WATCHDOG_INTERVAL seconds: run the reconciler, evaluate alerts (beat down, broker "
+        "down, per-job failures, missed and late runs) and deliver notifications. Runs until "
+        "SIGTERM or SIGINT; --once does one pass and exits."
+    )
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("--once", action="store_true", help="one pass, then exit")
+        parser.add_argument(
+            "--interval",
+            type=float,
+            default=None,
+            help="seconds between two passes (default: WATCHDOG_INTERVAL, "
+            f"{settings.WATCHDOG_INTERVAL} s)",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["once"]:
+            report = watchdog_pass()
+            logger.info("watchdog pass: %s", report.describe())
+            connections.close_all()
+            return
+        interval = options["interval"] or float(settings.WATCHDOG_INTERVAL)
+        stop = threading.Event()
+
+        def request_stop(signum: int, _frame: FrameType | None) -> None:
+            logger.info("watchdog: %s received; stopping after this pass", signal.strsignal(signum))
+            stop.set()
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+        logger.info("watchdog started (pid %s): a pass every %.0f s", os.getpid(), interval)
+        while not stop.is_set():
+            report = watchdog_pass()
+            # Every pass that did something says what; a quiet one is one line at DEBUG.
+            level = logging.INFO if report.eventful or report.skipped else logging.DEBUG
+            logger.log(level, "watchdog pass: %s", report.describe())
+            stop.wait(max(0.0, interval - report.seconds))
+        connections.close_all()
+        logger.info("watchdog stopped")

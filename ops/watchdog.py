@@ -1,8 +1,10 @@
 """The watchdog: the one process that looks at the platform from outside (`manage.py watchdog`).
 
 Every WATCHDOG_INTERVAL seconds (30) one pass
-1. runs the reconciler (scheduler.services.reconcile): lost runs, slots nobody ran, stale queues;
-2. evaluates alerts (ops.alerts) and delivers pending notifications, for at most
+1. looks for outages (ops.outages): beat's heartbeat older than HEALTH_BEAT_DOWN_AFTER, a broker
+   that does not answer; one incident per outage, with the slots it cost counted into it;
+2. runs the reconciler (scheduler.services.reconcile): lost runs, slots nobody ran, stale queues;
+3. evaluates per-job alerts (ops.alerts) and delivers pending notifications, for at most
    DELIVERY_BUDGET seconds (a chat webhook that hangs during the very outage it reports must
    not hold the next pass for timeout x channels x incidents).
 
@@ -58,10 +60,14 @@ class WatchdogPass:
         return f"{'; '.join(parts) or 'nothing to do'} ({self.seconds:.2f} s)"
 
 
-def watchdog_pass(*, delivery_budget: float = DELIVERY_BUDGET) -> WatchdogPass:
-    """One pass: reconcile, evaluate alerts, deliver. Never raises for a failed step: the step
-    is logged and runs again at the next pass, and the steps after it still run."""
+def watchdog_pass(
+    *, delivery_budget: float = DELIVERY_BUDGET, judge_beat: bool = True
+) -> WatchdogPass:
+    """One pass: outages, reconcile, evaluate alerts, deliver. Never raises for a failed step:
+    the step is logged and runs again at the next pass, and the steps after it still run.
+    `judge_beat=False` leaves beat's liveness unjudged (see `manage.py watchdog`)."""
     from ops.alerts import alerts_deliver, alerts_evaluate
+    from ops.outages import outages_evaluate
     from scheduler.services.reconcile import ledger_reconcile
 
     started = time.monotonic()
@@ -73,6 +79,7 @@ def watchdog_pass(*, delivery_budget: float = DELIVERY_BUDGET) -> WatchdogPass:
                 report.skipped = True
                 return report
             steps: list[tuple[str, Callable[[], dict[str, int]]]] = [
+                ("outages", lambda: outages_evaluate(judge_beat=judge_beat)),
                 ("reconciler", ledger_reconcile),
                 ("alerts", alerts_evaluate),
                 ("deliveries", lambda: alerts_deliver(until=started + delivery_budget)),

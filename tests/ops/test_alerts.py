@@ -442,8 +442,11 @@ def test_a_webhook_that_is_down_is_a_recorded_failure(monkeypatch, channels, bas
 @pytest.mark.django_db(transaction=True)
 def test_a_webhook_that_hangs_holds_a_watchdog_pass_only_for_its_budget(channels, mailoutbox, base):
     from ops.watchdog import watchdog_pass
+    from scheduler.heartbeat import beat_heartbeat_stamp
 
-    # given a chat tool that answers after 5 s, a 1 s timeout, and two jobs failing three times
+    # given a live beat, a chat tool that answers after 5 s, a 1 s timeout, and two jobs failing
+    # three times
+    beat_heartbeat_stamp(force=True)
     channels.delay = 5
     for job in (JOB, "cleanup"):
         for minute in range(3):

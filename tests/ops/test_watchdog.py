@@ -37,7 +37,7 @@ def test_a_pass_reconciles_then_evaluates_and_delivers():
     beat_heartbeat_stamp(force=True)
     report = watchdog_pass()
     assert not report.skipped
-    assert list(report.steps) == ["reconciler", "alerts", "deliveries"]
+    assert list(report.steps) == ["outages", "reconciler", "alerts", "deliveries"]
     assert all(counts is not None for counts in report.steps.values())
     # calling it twice changes nothing
     assert not watchdog_pass().eventful

@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from argparse import ArgumentParser
 from types import FrameType
 from typing import Any
@@ -26,9 +27,10 @@ logger = logging.getLogger("ops.watchdog")
 
 class Command(BaseCommand):
     help = (
-        "Every WATCHDOG_INTERVAL seconds: run the reconciler, evaluate alerts (beat down, broker "
-        "down, per-job failures, missed and late runs) and deliver notifications. Runs until "
-        "SIGTERM or SIGINT; --once does one pass and exits."
+        "Every WATCHDOG_INTERVAL seconds: look for outages (beat down, broker down), run the "
+        "reconciler, evaluate per-job alerts (failures, missed and late runs) and deliver "
+        "notifications. Runs until SIGTERM or SIGINT; --once does one pass (beat judged at "
+        "once) and exits."
     )
 
     def add_arguments(self, parser: ArgumentParser) -> None:
@@ -57,8 +59,12 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
         logger.info("watchdog started (pid %s): a pass every %.0f s", os.getpid(), interval)
+        # A beat started beside the watchdog (make run, compose up) may take a few seconds to
+        # stamp its first heartbeat: beat is judged once the watchdog has been up as long as beat
+        # may go without one, so a deploy does not page "beat down" for a beat still starting.
+        judge_beat_from = time.monotonic() + settings.HEALTH_BEAT_DOWN_AFTER
         while not stop.is_set():
-            report = watchdog_pass()
+            report = watchdog_pass(judge_beat=time.monotonic() >= judge_beat_from)
             # Every pass that did something says what; a quiet one is one line at DEBUG.
             level = logging.INFO if report.eventful or report.skipped else logging.DEBUG
             logger.log(level, "watchdog pass: %s", report.describe())

@@ -78,6 +78,14 @@ def test_help_names_the_options():
     assert "--interval" in result.stdout
 
 
+@pytest.mark.parametrize("value", ["0", "-5", "abc", "3601"])
+def test_a_bad_interval_is_refused_by_name(value):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="--interval"):
+        call_command("watchdog", "--interval", value)
+
+
 @pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
 def test_the_watchdog_runs_passes_until_sigterm(tmp_path):

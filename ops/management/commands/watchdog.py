@@ -12,7 +12,7 @@ import os
 import signal
 import threading
 import time
-from argparse import ArgumentParser
+from argparse import ArgumentParser, ArgumentTypeError
 from types import FrameType
 from typing import Any
 
@@ -37,7 +37,7 @@ class Command(BaseCommand):
         parser.add_argument("--once", action="store_true", help="one pass, then exit")
         parser.add_argument(
             "--interval",
-            type=float,
+            type=_seconds,
             default=None,
             help="seconds between two passes (default: WATCHDOG_INTERVAL, "
             f"{settings.WATCHDOG_INTERVAL} s)",
@@ -71,3 +71,13 @@ class Command(BaseCommand):
             stop.wait(max(0.0, interval - report.seconds))
         connections.close_all()
         logger.info("watchdog stopped")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 1 <= value <= 300:
+        raise ArgumentTypeError(f"{text} is outside 1..300 seconds")
+    return value

@@ -4,8 +4,8 @@
 
 Starts embedded PostgreSQL and Redis under var/ (unless DATABASE_URL / REDIS_URL are set),
 migrates, creates a development superuser, applies the schedules, loads demo data into an empty
-database, then runs web, workers, beat, Flower and simulated players (`manage.py simulate`, not
-with --no-demo) under honcho (Procfile). Ctrl-C or SIGTERM stops
+database, then runs web, workers, beat, the watchdog, Flower and simulated players
+(`manage.py simulate`, not with --no-demo) under honcho (Procfile). Ctrl-C or SIGTERM stops
 everything it started; the data stays under var/ for the next run.
 """
 
@@ -173,8 +173,8 @@ def _run_processes(creds: dict[str, str], *, demo: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="make run",
-        description="Run web, workers, beat and Flower on this machine; embedded PostgreSQL and "
-        "Redis when DATABASE_URL / REDIS_URL are unset.",
+        description="Run web, workers, beat, the watchdog and Flower on this machine; embedded "
+        "PostgreSQL and Redis when DATABASE_URL / REDIS_URL are unset.",
     )
     parser.add_argument(
         "--profile",

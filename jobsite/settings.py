@@ -310,6 +310,9 @@ if HEALTH_BEAT_DOWN_AFTER < 3 * CELERY_BEAT_MAX_LOOP_INTERVAL:
         "would be reported down"
     )
 HEALTH_BEAT_REQUIRED = env_bool("HEALTH_BEAT_REQUIRED", False)
+# The watchdog (`manage.py watchdog`, ops.watchdog) runs the reconciler and alerts every this many
+# seconds; a dead beat is paged within HEALTH_BEAT_DOWN_AFTER + this.
+WATCHDOG_INTERVAL = env_int("WATCHDOG_INTERVAL", 30, minimum=1, maximum=300)
 
 # ---------------------------------------------------------------------------------------------
 # E-mail: Django's backend, used by alerts (ops.alerts; recipients in JOBSITE_ALERT_EMAILS, in

@@ -939,7 +939,9 @@ class IncidentAdmin(ReadOnlyAdmin):
         return _run_link(obj.last_run_id, obj.last_slot)
 
 
-def _run_link(run_id: int, slot: datetime) -> str:
+def _run_link(run_id: int | None, slot: datetime | None) -> str:
+    if run_id is None or slot is None:
+        return "-"  # an outage that has cost no slot (yet)
     # The ledger row may have been pruned by retention; the slot is kept on the incident.
     when = f"{slot:%Y-%m-%d %H:%M:%S} UTC"
     if not JobRun.objects.filter(pk=run_id).exists():

@@ -1,9 +1,9 @@
 """Alerts without Prometheus: incidents of a job, notified once through e-mail and a webhook.
 
-Evaluated by beat right after each reconciler pass (every 30 s, through the scheduler's
-`ledger_reconciled` signal), so alerts fire when every worker is dead or the broker is down —
-exactly when slots go missed — and need no process of their own. `alerts_evaluate` may also be
-called from a shell; it only reads the ledger and writes incidents.
+Evaluated by the watchdog (ops.watchdog, `manage.py watchdog`) right after each reconciler pass,
+every 30 s, in a process of its own: alerts fire when beat, every worker or the broker is dead —
+exactly when slots go missed. `alerts_evaluate` may also be called from a shell; it only reads
+the ledger and writes incidents.
 
 Conditions, per job, over ledger rows whose slot is in the last day (`LOOKBACK`):
 - `failures`: the last N runs of the job to finish (succeeded, failed or lost; retrying attempts
@@ -17,17 +17,16 @@ once. While it is open, further rows showing it are counted into it (`occurrence
 new notification. It resolves when a run of the job succeeds after it opened (for `late`: a
 beat-sent run on time), or when an operator closes it in the admin, with a "resolved" notice.
 A later problem opens a new incident: rows up to an incident's `last_run_id` belong to it, never
-to the next one. One open incident per (job, kind) is a database constraint, so two beats
+to the next one. One open incident per (job, kind) is a database constraint, so two watchdogs
 evaluating at once notify once.
 
-Delivery happens on a background thread, not inline: the evaluation itself is a few indexed
-queries, but an SMTP server or chat webhook that hangs (likely during the very outage being
-reported) would otherwise hold beat, and beat's sends at the next minute boundary, for
-timeout x channels x incidents. Notifications are rows (`AlertDelivery`, `pending` first), so
-nothing is lost when the thread is still busy or beat stops: the next pass sends what is
-pending, retries a failed delivery up to `MAX_ATTEMPTS` times, `RETRY_AFTER` apart, and sends
-again a delivery left `sending` by a process that died mid-send. Each claim is a conditional
-UPDATE, so two beats never send the same notification twice.
+Delivery (`alerts_deliver`) follows evaluation in the watchdog's pass, within a time budget, so
+an SMTP server or chat webhook that hangs (likely during the very outage being reported) delays
+the next pass by at most that budget and one channel timeout. Notifications are rows
+(`AlertDelivery`, `pending` first), so nothing is lost when the budget runs out or the watchdog
+stops: the next pass sends what is pending, retries a failed delivery up to `MAX_ATTEMPTS`
+times, `RETRY_AFTER` apart, and sends again a delivery left `sending` by a process that died
+mid-send. Each claim is a conditional UPDATE, so two watchdogs never send one twice.
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
@@ -45,13 +44,14 @@ from typing import Any
 
 from django.conf import settings as django_settings
 from django.core.mail import get_connection, send_mail
-from django.db import IntegrityError, connections, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Max, Q, QuerySet
 from django.urls import reverse
 from django.utils import timezone
 
 from ops import conf
-from ops.models import AlertDelivery, AuditEvent, Incident
+from ops.models import JOB_KINDS, AlertDelivery, AuditEvent, Incident
+from ops.outages import outage_slots, outage_windows
 from ops.services import Actor, audit_record
 from scheduler.models import JobRun
 
@@ -94,15 +94,18 @@ def alerts_evaluate(*, now: datetime | None = None) -> dict[str, int]:
     config = conf.load()
     since = now - LOOKBACK
     counts = {"opened": 0, "updated": 0, "resolved": 0}
-    open_incidents = {(i.job, i.kind): i for i in Incident.objects.filter(resolved_at=None)}
+    incidents = Incident.objects.filter(kind__in=JOB_KINDS)  # outages are ops.outages'
+    open_incidents = {(i.job, i.kind): i for i in incidents.filter(resolved_at=None)}
     # Rows up to an incident's last row, and missed or late slots up to the run that resolved
     # it, belong to it: only what comes after may open the next incident.
     cursors = {
-        (row["job"], row["kind"]): (row["cursor"], row["after_slot"])
-        for row in Incident.objects.values("job", "kind").annotate(
+        (row["job"], row["kind"]): (row["cursor"] or 0, row["after_slot"])
+        for row in incidents.values("job", "kind").annotate(
             cursor=Max("last_run_id"), after_slot=Max("resolved_by_slot")
         )
     }
+    # Missed and late slots of an outage (beat or broker down) belong to its incident.
+    in_outage = outage_slots(outage_windows(since=since, now=now))
     # One grouped scan of the day's rows finds, per job, the newest row showing each condition;
     # only a job with a row newer than its cursor is looked at closer, so a healthy ledger costs
     # this one statement (~25 ms over a day of 12 every-minute jobs, 17k rows, on 2 cores).
@@ -113,26 +116,33 @@ def alerts_evaluate(*, now: datetime | None = None) -> dict[str, int]:
         .values("job")
         .annotate(
             failures=Max("id", filter=Q(status__in=FAILED)),
-            missed=Max("id", filter=Q(status__in=MISSED)),
+            missed=Max("id", filter=Q(status__in=MISSED) & ~in_outage),
             late=Max(
                 "id",
                 filter=Q(
                     trigger=JobRun.Trigger.BEAT,
                     attempt=1,
                     lateness_ms__gt=config.lateness_seconds * 1000,
-                ),
+                )
+                & ~in_outage,
             ),
         )
     }
     for job in sorted(set(newest) | {job for job, _ in open_incidents}):
-        for kind in Kind.values:
+        for kind in JOB_KINDS:
             incident = open_incidents.get((job, kind))
             cursor, after_slot = cursors.get((job, kind), (0, None))
             latest = newest.get(job, {}).get(kind)
             finding = None
             if latest is not None and latest > cursor:
                 finding = _find(
-                    job, kind, after_id=cursor, after_slot=after_slot, since=since, config=config
+                    job,
+                    kind,
+                    after_id=cursor,
+                    after_slot=after_slot,
+                    since=since,
+                    config=config,
+                    in_outage=in_outage,
                 )
             if incident is None:
                 if finding and finding.complete and _incident_open(job, kind, finding, now, config):
@@ -140,18 +150,23 @@ def alerts_evaluate(*, now: datetime | None = None) -> dict[str, int]:
                 continue
             recovery = _recovery(incident, now, config)
             rows = _before(recovery, finding.rows, kind) if finding else []
-            if rows and _incident_extend(incident, rows, finding, config):
+            if rows and _incident_extend(incident, rows, finding, config, in_outage):
                 counts["updated"] += 1
             if recovery is not None and _incident_resolve(incident, recovery, now, config):
                 counts["resolved"] += 1
     return counts
 
 
-def _condition_rows(job: str, kind: str, config: conf.AlertSettings) -> QuerySet[JobRun]:
-    """The job's ledger rows that show the condition of `kind` (any age)."""
+def _condition_rows(
+    job: str, kind: str, config: conf.AlertSettings, in_outage: Q | None = None
+) -> QuerySet[JobRun]:
+    """The job's ledger rows that show the condition of `kind` (any age); missed and late rows
+    of an outage (`in_outage`) are the outage's, not the job's."""
     runs = JobRun.objects.filter(job=job, duplicate_of=None)
     if kind == Kind.FAILURES:
         return runs.filter(status__in=FAILED)
+    if in_outage is not None:
+        runs = runs.exclude(in_outage)
     if kind == Kind.MISSED:
         return runs.filter(status__in=MISSED)
     return runs.filter(
@@ -167,6 +182,7 @@ def _find(
     after_slot: datetime | None = None,
     since: datetime,
     config: conf.AlertSettings,
+    in_outage: Q | None = None,
 ) -> Finding | None:
     """Rows newer than `after_id` showing the condition; for `failures` only while the streak
     holds (a new incident needs N failures newer than the previous incident)."""
@@ -194,10 +210,14 @@ def _find(
             detail=f"last: run #{last.pk} ({last.status}) for slot {_when(last.slot)}: "
             f"{_first_line(last.error) or 'no error recorded'}",
         )
-    candidates = _condition_rows(job, kind, config).filter(pk__gt=after_id, slot__gte=since)
+    candidates = _condition_rows(job, kind, config, in_outage).filter(
+        pk__gt=after_id, slot__gte=since
+    )
     if after_slot is not None:
         candidates = candidates.filter(slot__gt=after_slot)
     rows = list(candidates.order_by("id"))
+    if kind == Kind.MISSED:
+        rows = _not_caught_up(job, rows)
     if not rows:
         return None
     first = rows[0]
@@ -233,9 +253,9 @@ def _incident_open(
                 summary=finding.summary[:255],
                 detail=finding.detail,
             )
-            _queue(incident, AlertDelivery.Event.OPENED, config)
+            alerts_queue(incident, AlertDelivery.Event.OPENED, config)
     except IntegrityError:
-        return False  # another evaluation (a second beat) opened it first, and notifies
+        return False  # another evaluation (a second watchdog) opened it first, and notifies
     logger.warning("alert: %s", incident.summary)
     return True
 
@@ -268,16 +288,46 @@ def _before(recovery: JobRun | None, rows: list[JobRun], kind: str) -> list[JobR
     return [r for r in rows if r.slot < recovery.slot]
 
 
+def _not_caught_up(job: str, rows: list[JobRun]) -> list[JobRun]:
+    """The missed rows that are a page: those the reconciler's catch-up does not cover.
+
+    After downtime the reconciler re-sends a job's newest missed slot once, within its starting
+    deadline (`catch_up="once"`), and records the older ones `missed`, often in the same pass:
+    the job runs once for all of them. A missed row older than such a re-send is not paged
+    while the re-send is queued or running (it waits for what the reconciler does), nor once it
+    succeeded (the job caught up). If the re-send fails or is missed itself, the rows page.
+    """
+    if not rows:
+        return rows
+    catch_ups = list(
+        JobRun.objects.filter(
+            job=job,
+            trigger=JobRun.Trigger.RECONCILER,
+            duplicate_of=None,
+            slot__gt=min(r.slot for r in rows),
+            status__in=(Status.QUEUED, Status.RUNNING, Status.RETRYING, Status.SUCCEEDED),
+        ).values_list("slot", flat=True)
+    )
+    if not catch_ups:
+        return rows
+    newest = max(catch_ups)
+    return [r for r in rows if r.slot >= newest]
+
+
 def _incident_extend(
-    incident: Incident, rows: list[JobRun], finding: Finding, config: conf.AlertSettings
+    incident: Incident,
+    rows: list[JobRun],
+    finding: Finding,
+    config: conf.AlertSettings,
+    in_outage: Q | None = None,
 ) -> bool:
     """Count newer rows showing the condition into the open incident; no notification."""
     last = rows[-1]
     # Counted on from the stored count, not recounted from first_run_id: retention prunes the
     # oldest rows of an incident that stays open longer than failed runs are kept.
     newer = (
-        _condition_rows(incident.job, incident.kind, config)
-        .filter(pk__gt=incident.last_run_id, pk__lte=last.pk)
+        _condition_rows(incident.job, incident.kind, config, in_outage)
+        .filter(pk__gt=incident.last_run_id or 0, pk__lte=last.pk)
         .count()
     )
     return bool(
@@ -303,13 +353,14 @@ def _incident_resolve(
         )
         if won:
             incident.refresh_from_db()
-            _queue(incident, AlertDelivery.Event.RESOLVED, config)
+            alerts_queue(incident, AlertDelivery.Event.RESOLVED, config)
     if won:
         logger.info("alert resolved: %s: %s", incident.summary, resolution)
     return bool(won)
 
 
-def _queue(incident: Incident, event: str, config: conf.AlertSettings) -> None:
+def alerts_queue(incident: Incident, event: str, config: conf.AlertSettings) -> None:
+    """One pending delivery of `event` per configured channel (sent by `alerts_deliver`)."""
     targets = {
         AlertDelivery.Channel.EMAIL: ", ".join(config.emails),
         AlertDelivery.Channel.WEBHOOK: config.webhook_target,
@@ -340,7 +391,7 @@ def incidents_close(
             ):
                 continue
             incident.refresh_from_db()
-            _queue(incident, AlertDelivery.Event.RESOLVED, config)
+            alerts_queue(incident, AlertDelivery.Event.RESOLVED, config)
             audit_record(
                 actor=actor,
                 action=AuditEvent.Action.INCIDENT_CLOSE,
@@ -363,11 +414,13 @@ class DeliveryError(Exception):
     """A channel did not take the notification; the message is recorded on the delivery."""
 
 
-def alerts_deliver(*, now: datetime | None = None) -> dict[str, int]:
+def alerts_deliver(*, now: datetime | None = None, until: float | None = None) -> dict[str, int]:
     """Send pending notifications (and retry failed or interrupted ones); returns counts.
 
     Every delivery is claimed with a conditional UPDATE before it is sent, so two callers at
-    once send it once. Channel errors are recorded on the row, never raised.
+    once send it once. Channel errors are recorded on the row, never raised. With `until` (a
+    `time.monotonic()` moment) no delivery is started after it: the rest stay pending for the
+    next call.
     """
     now = now or timezone.now()
     config = conf.load()
@@ -386,6 +439,8 @@ def alerts_deliver(*, now: datetime | None = None) -> dict[str, int]:
     )
     counts = {"sent": 0, "failed": 0}
     for delivery in due:
+        if until is not None and time.monotonic() >= until:
+            break
         claimed = AlertDelivery.objects.filter(
             pk=delivery.pk, status=delivery.status, attempts=delivery.attempts
         ).update(
@@ -480,8 +535,9 @@ def _webhook_body(incident: Incident, event: str, text: str) -> dict[str, Any]:
             "opened_at": incident.opened_at.isoformat(),
             "resolved_at": incident.resolved_at.isoformat() if incident.resolved_at else None,
             "occurrences": incident.occurrences,
-            "first_slot": incident.first_slot.isoformat(),
-            "last_slot": incident.last_slot.isoformat(),
+            "first_slot": incident.first_slot.isoformat() if incident.first_slot else None,
+            "last_slot": incident.last_slot.isoformat() if incident.last_slot else None,
+            "down_since": incident.down_since.isoformat() if incident.down_since else None,
         },
     }
 
@@ -504,47 +560,6 @@ def _post_webhook(config: conf.AlertSettings, body: dict[str, Any]) -> None:
     except (urllib.error.URLError, OSError) as exc:  # refused, unknown host, timeout, reset
         reason = getattr(exc, "reason", exc)
         raise DeliveryError(f"webhook unreachable: {reason!r}") from None
-
-
-# ---------------------------------------------------------------------------------------------
-# Beat's hook
-# ---------------------------------------------------------------------------------------------
-
-_sender: threading.Thread | None = None
-_sender_lock = threading.Lock()
-
-
-def alerts_after_reconcile(**_: Any) -> None:
-    """Receiver of `scheduler.signals.ledger_reconciled`, in beat: evaluate, then deliver on a
-    thread. Never raises, and never waits for a channel."""
-    try:
-        counts = alerts_evaluate()
-        if any(counts.values()):
-            logger.info("alerts: %s", counts)
-    except Exception:
-        logger.exception("alert evaluation failed; it runs again after the next reconciler pass")
-    alerts_deliver_in_background()
-
-
-def alerts_deliver_in_background() -> threading.Thread | None:
-    """Start the delivery thread unless the previous one is still sending (the next pass then
-    picks up whatever it leaves pending). Returns the started thread, for tests."""
-    global _sender
-    with _sender_lock:
-        if _sender is not None and _sender.is_alive():
-            return None
-        _sender = threading.Thread(target=_deliver_then_close, name="jobsite-alerts", daemon=True)
-        _sender.start()
-        return _sender
-
-
-def _deliver_then_close() -> None:
-    try:
-        alerts_deliver()
-    except Exception:
-        logger.exception("alert delivery failed; pending notifications are tried again later")
-    finally:
-        connections.close_all()  # this thread's own connection, opened by the queries above
 
 
 # ---------------------------------------------------------------------------------------------

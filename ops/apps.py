@@ -12,11 +12,7 @@ class OpsConfig(AppConfig):
         from django.db.models.signals import post_migrate
 
         from jobsite.permissions import jobsite_groups_sync
-        from ops.alerts import alerts_after_reconcile
-        from scheduler.signals import ledger_reconciled
 
-        # Beat evaluates alerts right after each reconciler pass (see ops.alerts).
-        ledger_reconciled.connect(alerts_after_reconcile, dispatch_uid="ops.alerts")
         # The two ready groups follow the code after every migrate; a data migration would run
         # once, before Django's own receiver has created the permissions it must grant, and a
         # test database's flush would leave no groups behind (see jobsite.permissions).

@@ -5,8 +5,8 @@ CELERY_BEAT_MAX_LOOP_INTERVAL (5 s) even with nothing due, so a live beat's newe
 most ~10 s old. Judged by PostgreSQL's clock (the clock the stamp used):
 
 - ok: newer than twice that normal gap (20 s by default);
-- stale: older, but not yet HEALTH_BEAT_DOWN_AFTER (60 s): a slow tick (a reconciler pass after
-  an outage, a burst of sends) or a beat about to be declared down;
+- stale: older, but not yet HEALTH_BEAT_DOWN_AFTER (60 s): a slow tick (a slow database, a burst
+  of sends) or a beat about to be declared down;
 - down: older than HEALTH_BEAT_DOWN_AFTER, or no beat ever stamped.
 
 60 s is six normal gaps, so a slow tick does not flap the page, and beat's death turns red within

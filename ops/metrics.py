@@ -28,7 +28,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from ops.health import beat_liveness
-from ops.models import Incident
+from ops.models import JOB_KINDS, OUTAGE_JOB, OUTAGE_KINDS, Incident
 from ops.selectors import job_backlogs
 from scheduler.models import JobRun
 from scheduler.registry import QUEUES, all_jobs
@@ -131,14 +131,18 @@ class JobsCollector(Collector):
 
         incidents = GaugeMetricFamily(
             "jobsite_job_open_incidents",
-            "Open alert incidents (ops.alerts) by job and kind; 0 when none is open.",
+            'Open alert incidents by job and kind (outages: job_name="*"); 0 when none is open.',
             labels=["job_name", "kind"],
         )
         open_now = set(Incident.objects.filter(resolved_at=None).values_list("job", "kind"))
-        kinds = {*Incident.Kind.values, *(kind for _, kind in open_now)}
-        for job in sorted({*jobs, *(job for job, _ in open_now)}):
+        per_job = {(job, kind) for job, kind in open_now if job != OUTAGE_JOB}
+        kinds = {*JOB_KINDS, *(kind for _, kind in per_job)}
+        for job in sorted({*jobs, *(job for job, _ in per_job)}):
             for kind in sorted(kinds):
                 incidents.add_metric([job, kind], 1 if (job, kind) in open_now else 0)
+        # Outages of the platform (beat down, broker down) are one series each, job_name="*".
+        for kind in OUTAGE_KINDS:
+            incidents.add_metric([OUTAGE_JOB, kind], 1 if (OUTAGE_JOB, kind) in open_now else 0)
         yield incidents
 
         backlog = GaugeMetricFamily(

@@ -68,32 +68,61 @@ class IncidentKind(models.TextChoices):
     FAILURES = "failures", "failed several times in a row"
     MISSED = "missed", "missed a run"
     LATE = "late", "started late"
+    # Outages of the platform (ops.outages): job `*`, one incident for every job's slots.
+    BEAT_DOWN = "beat_down", "beat down"
+    BROKER_DOWN = "broker_down", "broker down"
+
+
+# Per-job incidents name a registered job; an outage incident names this instead (and the
+# `job_name` label of jobsite_job_open_incidents is `*` for it).
+OUTAGE_JOB = "*"
+JOB_KINDS = (IncidentKind.FAILURES, IncidentKind.MISSED, IncidentKind.LATE)
+OUTAGE_KINDS = (IncidentKind.BEAT_DOWN, IncidentKind.BROKER_DOWN)
 
 
 class Incident(models.Model):
-    """One problem of one job, from the run that showed it until a later run succeeded.
+    """One problem of one job, from the run that showed it until a later run succeeded; or one
+    outage of the platform (beat down, broker down: job `*`), from the watchdog pass that saw it
+    until the one that saw it end, with every job's slots it cost counted into it.
 
-    At most one open incident per (job, kind) — a partial unique constraint — so two beats
+    At most one open incident per (job, kind) — a partial unique constraint — so two watchdogs
     evaluating at once open it, and notify, once. Ledger rows are referred to by id and copied
     slot (not by foreign key): retention pruning deletes old runs with plain SQL.
     """
 
     Kind = IncidentKind
 
-    job = models.CharField(max_length=100, help_text="Registered job name.")
+    job = models.CharField(
+        max_length=100, help_text="Registered job name, or * for an outage of the platform."
+    )
     kind = models.CharField(max_length=20, choices=IncidentKind.choices)
     opened_at = models.DateTimeField(help_text="When the alert evaluation saw the condition.")
     resolved_at = models.DateTimeField(
         null=True, blank=True, help_text="Empty while open: no run has succeeded since."
     )
-    first_run_id = models.BigIntegerField(help_text="Ledger row that opened the incident.")
-    first_slot = models.DateTimeField()
-    last_run_id = models.BigIntegerField(
-        help_text="Newest ledger row showing the condition; rows up to it belong to this incident."
+    down_since = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Outages only: beat's last heartbeat, or the last watchdog pass that reached "
+        "the broker. Missed and late slots from then until it resolved belong to the outage.",
     )
-    last_slot = models.DateTimeField()
+    first_run_id = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Ledger row that opened the incident (an outage's first slot it cost; empty "
+        "while it has cost none).",
+    )
+    first_slot = models.DateTimeField(null=True, blank=True)
+    last_run_id = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Newest ledger row showing the condition; rows up to it belong to this incident.",
+    )
+    last_slot = models.DateTimeField(null=True, blank=True)
     occurrences = models.PositiveIntegerField(
-        default=1, help_text="Ledger rows showing the condition while it was open."
+        default=1,
+        help_text="Ledger rows showing the condition while it was open (an outage's: the slots "
+        "it cost).",
     )
     summary = models.CharField(max_length=255, help_text="What the notification said.")
     detail = models.TextField(blank=True, help_text="The last error, or the lateness.")
@@ -118,6 +147,13 @@ class Incident(models.Model):
             ),
             models.CheckConstraint(
                 condition=models.Q(kind__in=IncidentKind.values), name="incident_kind_valid"
+            ),
+            # An outage is the platform's (job *); a job's incident is never named *.
+            models.CheckConstraint(
+                condition=models.Q(kind__in=OUTAGE_KINDS, job=OUTAGE_JOB)
+                | (~models.Q(kind__in=OUTAGE_KINDS) & ~models.Q(job=OUTAGE_JOB)),
+                name="incident_outage_is_job_star",
+                violation_error_message="Outage incidents, and only they, have the job *.",
             ),
         ]
         indexes = [models.Index(fields=["job", "kind", "-last_run_id"], name="incident_cursor")]

@@ -5,8 +5,12 @@
 - Rows that beat could not send (malformed JSON, a cron that never fires, an unknown task) are
   left out of the heap and logged, instead of blocking every other entry until the next resync.
 - At start it waits for PostgreSQL (celery beat would exit on a database error while loading the
-  schedule), logs the offset distribution and any collisions; every 30 s it runs the reconciler,
-  then sends `ledger_reconciled` (ops evaluates alerts on it).
+  schedule) and logs the offset distribution and any collisions.
+- Every tick stamps beat's heartbeat row (scheduler.heartbeat).
+
+Beat only sends: the reconciler and alerts run in the watchdog (`manage.py watchdog`,
+ops.watchdog), so that a dead or stuck beat is reported by a process that is not itself, and a
+slow database or alert channel never delays a send.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from celery import schedules
-from django.db import DatabaseError, close_old_connections, connection
+from django.db import DatabaseError, connection
 from django_celery_beat.schedulers import DatabaseScheduler, ModelEntry
 from kombu.exceptions import OperationalError as KombuOperationalError
 
@@ -27,10 +31,8 @@ from scheduler.cron import Cron
 from scheduler.heartbeat import beat_heartbeat_stamp
 from scheduler.registry import job_for_task
 from scheduler.services.schedules import effective_offset, enabled_plans, schedule_problems
-from scheduler.signals import ledger_reconciled
 
 logger = logging.getLogger(__name__)
-RECONCILE_EVERY = 30.0
 DATABASE_WAIT_CAP = 30.0
 SEND_TOLERANCE = timedelta(seconds=2)  # beat may fire a few ms before the boundary
 
@@ -89,7 +91,6 @@ class JobEntry(ModelEntry):
 
 class JobScheduler(DatabaseScheduler):
     Entry = JobEntry
-    _last_reconcile = 0.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         if not kwargs.get("lazy"):
@@ -139,9 +140,9 @@ class JobScheduler(DatabaseScheduler):
     def _ensure_connected(self) -> Any:
         # Celery retries beat's first broker connection `broker_connection_max_retries` times
         # (100, minutes on end) inside beat's loop: a beat that starts during a broker outage
-        # would neither send, reconcile nor alert until the broker is back. One short try
+        # would neither send nor stamp its heartbeat until the broker is back. One short try
         # instead; a tick that cannot connect is logged (`tick` below) and tried again at the
-        # next one, and the reconciler accounts for what was due meanwhile.
+        # next one, and the watchdog's reconciler accounts for what was due meanwhile.
         return self.connection.ensure_connection(
             max_retries=1, interval_start=1, interval_step=1, interval_max=1
         )
@@ -155,9 +156,6 @@ class JobScheduler(DatabaseScheduler):
             # advanced, as for any failed send, and its slot is the reconciler's to account for.
             logger.error("beat cannot reach the broker (%s); trying again at the next tick", exc)
             delay = 1.0
-        if time.monotonic() - self._last_reconcile >= RECONCILE_EVERY:
-            self._last_reconcile = time.monotonic()
-            reconcile_safely()
         return delay
 
 
@@ -215,20 +213,3 @@ def log_stagger() -> None:
             collision.seconds,
             collision.first.isoformat(),
         )
-
-
-def reconcile_safely() -> None:
-    from scheduler.services.reconcile import ledger_reconcile
-
-    summary = None
-    try:
-        close_old_connections()
-        summary = ledger_reconcile()
-        if any(summary.values()):
-            logger.info("reconciler: %s", summary)
-    except Exception:
-        logger.exception("reconciler failed; it runs again in %s s", RECONCILE_EVERY)
-    # Other apps' receivers (ops' alerts) are logged, never raised into beat's loop.
-    for receiver, error in ledger_reconciled.send_robust(sender=JobScheduler, summary=summary):
-        if isinstance(error, Exception):
-            logger.error("%r after the reconciler failed", receiver, exc_info=error)

@@ -1,8 +1,4 @@
-"""Keep JobSchedule.tracked_since honest: slots are expected only while a schedule is enabled.
-
-Also `ledger_reconciled`, sent by beat after each reconciler pass, for other apps to look at the
-ledger right then (ops' alerts) without the scheduler knowing about them.
-"""
+"""Keep JobSchedule.tracked_since honest: slots are expected only while a schedule is enabled."""
 
 from __future__ import annotations
 
@@ -11,17 +7,12 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models.signals import pre_save
-from django.dispatch import Signal, receiver
+from django.dispatch import receiver
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask, PeriodicTasks
 
 from scheduler.cron import Cron, CronError
 from scheduler.models import JobSchedule
-
-# Sent by beat (`scheduler.schedulers.reconcile_safely`) every 30 s, after the reconciler, whether
-# or not it succeeded; kwargs: `summary` (its counts, or None when it failed). Receivers run in
-# beat's loop: they must be quick and never block on the network.
-ledger_reconciled = Signal()
 
 
 @receiver(pre_save, sender=PeriodicTask)

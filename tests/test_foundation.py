@@ -100,6 +100,17 @@ def test_compose_runs_exactly_one_beat():
     assert services["beat"]["deploy"]["replicas"] == 1
 
 
+def test_compose_runs_the_watchdog_beside_beat():
+    services = _compose()["services"]
+    watchdogs = [name for name, s in services.items() if "watchdog" in _commands(s)]
+    assert watchdogs == ["watchdog"]
+    assert services["watchdog"]["command"] == ["python", "manage.py", "watchdog"]
+    assert services["watchdog"]["depends_on"]["migrate"]["condition"] == (
+        "service_completed_successfully"
+    )
+    assert "watchdog: python manage.py watchdog" in (ROOT / "Procfile").read_text()
+
+
 def test_compose_gives_flower_its_credentials_through_the_environment_only():
     flower = _compose()["services"]["flower"]
     assert "basic" not in _commands(flower).lower()  # never on the command line (ps shows it)
@@ -109,13 +120,13 @@ def test_compose_gives_flower_its_credentials_through_the_environment_only():
     assert flower["environment"]["REDIS_URL"].startswith("redis://:${REDIS_PASSWORD:?")
     # Flower's password does not reach the other containers through .env.
     services = _compose()["services"]
-    for name in ("migrate", "web", "worker", "worker-long", "beat"):
+    for name in ("migrate", "web", "worker", "worker-long", "beat", "watchdog"):
         assert services[name]["environment"]["FLOWER_BASIC_AUTH"] == "", name
 
 
 def test_compose_requires_the_secrets_and_starts_processes_in_order():
     services = _compose()["services"]
-    django = ["migrate", "web", "worker", "worker-long", "beat", "flower"]
+    django = ["migrate", "web", "worker", "worker-long", "beat", "watchdog", "flower"]
     for name in django:
         env = services[name]["environment"]
         assert env["SECRET_KEY"].startswith("${SECRET_KEY:?"), name

@@ -191,7 +191,7 @@ def _expect_every_process(children: dict[int, str]) -> None:
     """The snapshot of children is what 'all gone' is checked against: it must be complete."""
     commands = " | ".join(children.values())
     needles = ["postgres", "redis-server", "honcho", "gunicorn jobsite.wsgi", "--queues default",
-               "--queues long", "jobsite beat", "jobsite flower"]  # fmt: skip
+               "--queues long", "jobsite beat", "manage.py watchdog", "jobsite flower"]  # fmt: skip
     for needle in needles:
         assert needle in commands, f"{needle!r} not among the launcher's children: {commands}"
     assert "manage.py simulate" not in commands  # --no-demo: no simulated players either

@@ -1,6 +1,6 @@
 """The reconciler: every expected slot ends with a ledger row, even when nothing ran it.
 
-Run by beat every 30 s (and callable from the shell). It
+Run by the watchdog every 30 s (ops.watchdog; callable from the shell). It
 - marks `running` rows whose heartbeat went stale (worker died) as `lost`, and sends the job's
   newest lost slot again once, so that it completes;
 - for each enabled job, compares the cron's slots since its watermark with the ledger: a slot
@@ -9,7 +9,7 @@ Run by beat every 30 s (and callable from the shell). It
   job's newest slot and still within its starting deadline; older ones are recorded `missed`;
   a re-send the broker refuses (it is down) leaves no row and does not end the pass;
 - marks `queued` rows that never started before their deadline as `missed`.
-Everything it writes is guarded by the ledger's unique constraint, so two beats are harmless.
+Everything it writes is guarded by the ledger's unique constraint, so two watchdogs are harmless.
 """
 
 from __future__ import annotations

@@ -76,14 +76,18 @@ def terminate_backends(application: str, *, query_like: str = "%") -> int:
 
 
 class Proc:
-    """One `celery` subprocess, with the signals a test does to it."""
+    """One `celery` (or, with `manage`, `manage.py`) subprocess, with the signals a test does
+    to it."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self, name: str, argv: list[str], env: dict[str, str], log: Path, *, manage: bool = False
+    ) -> None:
         self.name = name
         self.log = log
         self._out = log.open("ab")
+        program = [str(ROOT / "manage.py")] if manage else ["-m", "celery", "-A", "jobsite"]
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "jobsite", *argv],
+            [sys.executable, *program, *argv],
             stdout=self._out,
             stderr=subprocess.STDOUT,
             env=env,
@@ -326,6 +330,15 @@ class Cluster:
         ]
         proc = Proc(name, argv, self._environment(name, env), self.tmp / f"{name}.log")
         self.procs.append(proc)
+        return proc
+
+    def watchdog(self, name: str = "watchdog", *, interval: float = 5, **env: str) -> Proc:
+        """`manage.py watchdog`: the reconciler and alerts, every `interval` seconds (30 in
+        production; shorter here so a test waits less for what a pass does)."""
+        argv = ["watchdog", "--interval", str(interval)]
+        proc = Proc(name, argv, self._environment(name, env), self.tmp / f"{name}.log", manage=True)
+        self.procs.append(proc)
+        proc.wait_log("watchdog started", timeout=60)
         return proc
 
     def send(

@@ -23,7 +23,7 @@ from django.utils import timezone
 from jobsite.env import ConfigError
 from jobsite.settings import alert_settings
 from ops import alerts, conf
-from ops.alerts import alerts_after_reconcile, alerts_deliver, alerts_evaluate
+from ops.alerts import alerts_deliver, alerts_evaluate
 from ops.models import AlertDelivery, AuditEvent, Incident
 from scheduler.models import JobRun
 from tests.ops.conftest import make_run
@@ -446,43 +446,51 @@ def test_a_webhook_that_is_down_is_a_recorded_failure(settings, channels, base):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_beat_is_not_held_by_a_webhook_that_hangs(channels, mailoutbox, base):
-    from scheduler.schedulers import reconcile_safely
+def test_a_webhook_that_hangs_holds_a_watchdog_pass_only_for_its_budget(channels, mailoutbox, base):
+    from ops.watchdog import watchdog_pass
+    from scheduler.heartbeat import beat_heartbeat_stamp
 
-    # given a chat tool that answers after 5 s, a 1 s timeout, and three failures
+    # given a live beat, a chat tool that answers after 5 s, a 1 s timeout, and two jobs failing
+    # three times
+    beat_heartbeat_stamp(force=True)
     channels.delay = 5
-    for minute in range(3):
-        fail(JOB, base + timedelta(minutes=minute))
+    for job in (JOB, "cleanup"):
+        for minute in range(3):
+            fail(job, base + timedelta(minutes=minute))
 
-    # when beat runs its reconciler pass (which sends ledger_reconciled)
-    started = time.monotonic()
-    reconcile_safely()
-    elapsed = time.monotonic() - started
+    # when the watchdog runs a pass with a 0.5 s delivery budget
+    report = watchdog_pass(delivery_budget=0.5)
 
-    # then beat went on at once; the delivery thread records the timeout on its own
-    assert elapsed < 1.0, elapsed
-    sender = alerts._sender
-    assert sender is not None
-    sender.join(timeout=15)
-    assert not sender.is_alive()
-    hook = AlertDelivery.objects.get(channel="webhook")
-    assert hook.status == "failed"
-    assert "timed out" in hook.error
-    assert AlertDelivery.objects.get(channel="email").status == "sent"
-    assert len(mailoutbox) == 1
+    # then the pass opened both incidents, sent the first mail, gave up on the first webhook
+    # after its timeout and left the second incident's notifications for the next pass
+    assert report.steps["alerts"]["opened"] == 2
+    assert report.seconds < 3.0, report.seconds
+    rows = AlertDelivery.objects.order_by("id").values_list("channel", "status")
+    assert list(rows) == [
+        ("email", "sent"),
+        ("webhook", "failed"),
+        ("email", "pending"),
+        ("webhook", "pending"),
+    ]
+    # and the next pass sends what was left
+    channels.delay = 0
+    watchdog_pass()
+    assert AlertDelivery.objects.filter(status="sent").count() == 3
+    assert len(mailoutbox) == 2
 
 
-def test_an_evaluation_error_in_beat_is_logged_not_raised(monkeypatch, caplog):
-    # (a bad setting cannot get this far any more: settings refuse it when beat starts)
+def test_an_evaluation_error_in_the_watchdog_is_logged_not_raised(monkeypatch, caplog):
+    # (a bad setting cannot get this far any more: settings refuse it when the process starts)
+    from ops.watchdog import watchdog_pass
+
     def broken(**_: object) -> None:
         raise RuntimeError("ledger unreadable")
 
     monkeypatch.setattr(alerts, "alerts_evaluate", broken)
-    alerts_after_reconcile()  # what beat calls after its reconciler pass
-    assert "alert evaluation failed" in caplog.text
+    report = watchdog_pass()  # what `manage.py watchdog` does every 30 s
     assert "ledger unreadable" in caplog.text
-    if alerts._sender is not None:
-        alerts._sender.join(timeout=10)
+    assert report.steps["alerts"] is None
+    assert report.steps["reconciler"] is not None  # the other steps still ran
 
 
 # ---------------------------------------------------------------------------------------------
@@ -593,38 +601,38 @@ def test_metrics_count_open_incidents(api, open_incident):
 
 
 # ---------------------------------------------------------------------------------------------
-# In a real beat process: no worker, no schedule, only the ledger and beat's reconciler pass
+# In a real watchdog process: no beat work, no worker, only the ledger and one watchdog pass
 # ---------------------------------------------------------------------------------------------
 
 
 @pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
-def test_a_real_beat_alone_alerts_a_missed_run_by_webhook_and_mail(tmp_path, webhook, base):
+def test_a_real_watchdog_alerts_a_missed_run_by_webhook_and_mail(tmp_path, webhook, base):
+    from scheduler.heartbeat import beat_heartbeat_stamp
     from tests.scheduler.conftest import close_other_connections
-    from tests.scheduler.processes import beat_args, celery_process
+    from tests.scheduler.processes import manage_process
 
-    # given the ledger of a platform whose workers are all dead: a slot recorded missed
+    # given the ledger of a platform whose workers are all dead: a slot recorded missed (and a
+    # beat that is alive, so that the only problem is the job's)
     missed(JOB, base)
-    # when beat runs (its first tick runs the reconciler, then the alert evaluation)
-    with celery_process(
-        beat_args(tmp_path),
-        tmp_path / "beat.log",
+    beat_heartbeat_stamp(force=True)
+    # when the watchdog runs one pass (reconciler, alert evaluation, delivery)
+    with manage_process(
+        ["watchdog", "--once"],
+        tmp_path / "watchdog.log",
         JOBSITE_ALERT_WEBHOOK_URL=webhook.url,
         JOBSITE_ALERT_EMAILS="ops@example.com",
         EMAIL_BACKEND="django.core.mail.backends.console.EmailBackend",
-    ):
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (
-            webhook.bodies and AlertDelivery.objects.filter(status="sent").count() == 2
-        ):
-            time.sleep(0.5)
+    ) as process:
+        assert process.wait(60) == 0
     close_other_connections()
 
     # then the chat tool and the mailbox were told once, and the ledger's job view has it
-    log = (tmp_path / "beat.log").read_text()
+    log = (tmp_path / "watchdog.log").read_text()
     assert [b["incident"]["kind"] for b in webhook.bodies] == ["missed"], log[-3000:]
     assert webhook.paths == ["/services/T0/B0/secret-token"]
     assert f"Subject: [jobsite] ALERT {JOB} missed its run" in log
+    assert "watchdog pass: alerts opened 1; deliveries sent 2" in log
     incident = Incident.objects.get()
     assert incident.is_open
     assert set(incident.deliveries.values_list("channel", "status")) == {

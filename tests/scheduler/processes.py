@@ -17,20 +17,36 @@ def test_environment(**extra: str) -> dict[str, str]:
     db = connection.settings_dict
     env = dict(os.environ)
     env.update(
-        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        JOBSITE_JOB_MODULES="tests.scheduler.registered_sample_jobs",
-        LOG_LEVEL="INFO",
-        PYTHONUNBUFFERED="1",
-        **extra,
+        {
+            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+            "JOBSITE_JOB_MODULES": "tests.scheduler.registered_sample_jobs",
+            "LOG_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
+            **extra,
+        }
     )
     return env
 
 
 @contextmanager
 def celery_process(args: list[str], log: Path, **env: str) -> Iterator[subprocess.Popen[bytes]]:
+    with _process([sys.executable, "-m", "celery", "-A", "jobsite", *args], log, env) as process:
+        yield process
+
+
+@contextmanager
+def manage_process(args: list[str], log: Path, **env: str) -> Iterator[subprocess.Popen[bytes]]:
+    """`manage.py <args>` (e.g. the watchdog), stopped with SIGTERM at the end like the others."""
+    root = Path(__file__).resolve().parents[2]
+    with _process([sys.executable, str(root / "manage.py"), *args], log, env) as process:
+        yield process
+
+
+@contextmanager
+def _process(argv: list[str], log: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "jobsite", *args],
+            argv,
             stdout=out,
             stderr=subprocess.STDOUT,
             env=test_environment(**env),

@@ -1,0 +1,216 @@
+"""Outage incidents: one "beat down" or "broker down" incident per outage, with every job's slots
+it cost counted into it, instead of one `missed` (or `late`) incident per job.
+
+Evaluated by the watchdog (ops.watchdog) at the start of each pass, before the reconciler:
+
+- **beat down**: beat's heartbeat (ops.health.beat_liveness, judged by PostgreSQL's clock) is
+  older than HEALTH_BEAT_DOWN_AFTER (60 s), or no beat ever stamped one. `down_since` is beat's
+  last heartbeat. It resolves at the first pass that sees a fresh heartbeat.
+- **broker down**: the broker does not accept a connection within BROKER_TIMEOUT. `down_since` is
+  the last pass of this process that reached it (or this pass, for the first one). It resolves at
+  the first pass that reaches it again.
+
+A slot whose `missed`, `expired` or late (`late` condition) row has its slot between an outage's
+`down_since` and its resolution belongs to the outage: it is counted into it (`occurrences`,
+first and last run) and opens no per-job incident (ops.alerts leaves those rows out). Rows the
+reconciler records after the outage resolved (90 s or more after their slot) are still counted
+into it: one outage, one alert. Per-job failures (`failures`) are never grouped.
+
+The outage incident is opened (and notified) once: the partial unique constraint on open
+(job, kind) holds for job `*` too, so two watchdogs open it once.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from django.db import IntegrityError, transaction
+from django.db.models import Max, Q
+from django.utils import timezone
+
+from ops import conf
+from ops.health import beat_liveness
+from ops.models import OUTAGE_JOB, OUTAGE_KINDS, AlertDelivery, Incident
+from scheduler.models import JobRun
+
+logger = logging.getLogger(__name__)
+
+BROKER_TIMEOUT = 3.0  # seconds for the broker to accept a connection
+LOOKBACK = timedelta(days=1)  # as ops.alerts: older slots are no incident's any more
+Kind = Incident.Kind
+Status = JobRun.Status
+
+
+class _State:
+    """This process's memory between passes (a `--once` pass has none)."""
+
+    broker_last_ok: datetime | None = None
+
+
+def outages_evaluate(*, now: datetime | None = None, judge_beat: bool = True) -> dict[str, int]:
+    """Open or resolve the beat-down and broker-down incidents, then count the slots outages
+    cost into them. With `judge_beat` off (the watchdog's first minute, while a beat started
+    beside it may not have stamped yet) beat is not judged. Calling it twice changes nothing."""
+    now = now or timezone.now()
+    config = conf.load()
+    counts = {"opened": 0, "resolved": 0, "grouped": 0}
+    if judge_beat:
+        beat = beat_liveness()
+        if beat.healthy:
+            summary = f"beat is back: {beat.describe()}"
+            counts["resolved"] += _resolve(Kind.BEAT_DOWN, summary, now, config)
+        else:
+            since = beat.last_seen or now
+            detail = beat.describe()
+            summary = (
+                f"beat down: no heartbeat since {_when(beat.last_seen)}; no job is being sent"
+                if beat.last_seen
+                else "beat down: no beat has ever stamped a heartbeat; no job is being sent"
+            )
+            counts["opened"] += _open(Kind.BEAT_DOWN, since, summary, detail, now, config)
+    error = _broker_error()
+    if error is None:
+        _State.broker_last_ok = now
+        counts["resolved"] += _resolve(Kind.BROKER_DOWN, "the broker answers again", now, config)
+    else:
+        since = _State.broker_last_ok or now
+        summary = "broker down: beat's sends and the reconciler's re-sends fail"
+        counts["opened"] += _open(Kind.BROKER_DOWN, since, summary, error, now, config)
+    counts["grouped"] = outage_slots_group(now=now, config=config)
+    return counts
+
+
+def outage_windows(
+    *, since: datetime, now: datetime | None = None
+) -> list[tuple[datetime, datetime]]:
+    """(down_since, resolved_at or now) of every outage incident that overlaps [since, now]."""
+    now = now or timezone.now()
+    rows = Incident.objects.filter(kind__in=OUTAGE_KINDS, down_since__isnull=False).filter(
+        Q(resolved_at=None) | Q(resolved_at__gte=since)
+    )
+    return [(r.down_since, r.resolved_at or now) for r in rows.order_by("down_since")]
+
+
+def outage_slots(windows: list[tuple[datetime, datetime]]) -> Q:
+    """Ledger rows whose slot lies in one of `windows` (matches nothing for no window)."""
+    condition = Q(pk__in=[])
+    for start, end in windows:
+        condition |= Q(slot__gte=start, slot__lte=end)
+    return condition
+
+
+def outage_cost_rows(config: conf.AlertSettings) -> Q:
+    """Rows an outage costs: nothing started for the slot, or a beat-sent first attempt late."""
+    late = Q(
+        trigger=JobRun.Trigger.BEAT,
+        attempt=1,
+        lateness_ms__gt=config.lateness_seconds * 1000,
+    )
+    return Q(status__in=(Status.MISSED, Status.EXPIRED)) | late
+
+
+def outage_slots_group(*, now: datetime | None = None, config: conf.AlertSettings) -> int:
+    """Count the rows each outage cost, recorded since its last count, into its incident."""
+    now = now or timezone.now()
+    grouped = 0
+    outages = Incident.objects.filter(kind__in=OUTAGE_KINDS, down_since__isnull=False).filter(
+        Q(resolved_at=None) | Q(resolved_at__gte=now - LOOKBACK)
+    )
+    for incident in outages:
+        end = incident.resolved_at or now
+        rows = JobRun.objects.filter(
+            outage_cost_rows(config),
+            duplicate_of=None,
+            slot__gte=incident.down_since,
+            slot__lte=end,
+            pk__gt=incident.last_run_id or 0,
+        )
+        found = rows.aggregate(n=Max("id"))["n"]
+        if found is None:
+            continue
+        new = list(rows.filter(pk__lte=found).order_by("id").values("id", "slot"))
+        first, last = new[0], new[-1]
+        newest_slot = max(r["slot"] for r in new)
+        updates = {
+            "last_run_id": last["id"],
+            "last_slot": max(newest_slot, incident.last_slot or newest_slot),
+            "occurrences": incident.occurrences + len(new),
+        }
+        if incident.first_run_id is None:
+            updates.update(first_run_id=first["id"], first_slot=min(r["slot"] for r in new))
+        # Conditional on the cursor it read: a second watchdog counting at once counts once.
+        won = Incident.objects.filter(pk=incident.pk, last_run_id=incident.last_run_id).update(
+            **updates
+        )
+        if won:
+            grouped += len(new)
+            logger.info(
+                "%s: %s more slot(s) it cost counted into it (%s in all)",
+                incident.summary,
+                len(new),
+                updates["occurrences"],
+            )
+    return grouped
+
+
+def _open(
+    kind: str, since: datetime, summary: str, detail: str, now: datetime, config: conf.AlertSettings
+) -> int:
+    from ops.alerts import alerts_queue
+
+    if Incident.objects.filter(job=OUTAGE_JOB, kind=kind, resolved_at=None).exists():
+        return 0
+    try:
+        with transaction.atomic():
+            incident = Incident.objects.create(
+                job=OUTAGE_JOB,
+                kind=kind,
+                opened_at=now,
+                down_since=since,
+                occurrences=0,
+                summary=summary[:255],
+                detail=detail,
+            )
+            alerts_queue(incident, AlertDelivery.Event.OPENED, config)
+    except IntegrityError:
+        return 0  # another watchdog opened it first, and notifies
+    logger.warning("alert: %s", incident.summary)
+    return 1
+
+
+def _resolve(kind: str, resolution: str, now: datetime, config: conf.AlertSettings) -> int:
+    from ops.alerts import alerts_queue
+
+    incident = Incident.objects.filter(job=OUTAGE_JOB, kind=kind, resolved_at=None).first()
+    if incident is None:
+        return 0
+    with transaction.atomic():
+        won = Incident.objects.filter(pk=incident.pk, resolved_at=None).update(
+            resolved_at=now, resolution=resolution[:255]
+        )
+        if won:
+            incident.refresh_from_db()
+            alerts_queue(incident, AlertDelivery.Event.RESOLVED, config)
+    if won:
+        logger.info("alert resolved: %s: %s", incident.summary, resolution)
+    return won
+
+
+def _broker_error() -> str | None:
+    """None when the broker accepts a connection, else what went wrong (one line)."""
+    from jobsite.celery import app
+
+    try:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(
+                max_retries=1, interval_start=0.5, interval_step=0.5, timeout=BROKER_TIMEOUT
+            )
+    except Exception as exc:
+        message = (str(exc).strip().splitlines() or [""])[0]
+        return f"{type(exc).__name__}: {message}"[:500]
+    return None
+
+
+def _when(moment: datetime | None) -> str:
+    return f"{moment:%Y-%m-%d %H:%M:%S} UTC" if moment else "-"

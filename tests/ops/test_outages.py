@@ -36,8 +36,10 @@ def missed(job: str, slot, trigger: str = "beat") -> JobRun:
 
 
 @pytest.fixture
-def channels(monkeypatch, mailoutbox):
-    monkeypatch.setenv("JOBSITE_ALERT_EMAILS", "ops@example.com")
+def channels(settings, mailoutbox):
+    from dataclasses import replace
+
+    settings.ALERTS = replace(settings.ALERTS, emails=("ops@example.com",))
     return mailoutbox
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+
+NUL_REFUSED = "The address contains a NUL character."
 
 
 def refuse_nul_in_url(
@@ -14,17 +16,22 @@ def refuse_nul_in_url(
 
     PostgreSQL text cannot hold NUL, so `/api/schedules/%00/` or an admin filter `?job=%00` would
     reach the database and fail there with a 500. Forms and serializers already refuse NUL in
-    bodies (Django's and DRF's ProhibitNullCharactersValidator); this covers the URL.
+    bodies (Django's and DRF's ProhibitNullCharactersValidator); this covers the URL. Under /api/
+    the refusal is the API's own 400 body (ops/api/exceptions.py), naming `path` or the parameter.
     """
 
     def middleware(request: HttpRequest) -> HttpResponse:
         query = request.GET
-        if "\x00" in request.path or any(
-            "\x00" in key or any("\x00" in value for value in query.getlist(key)) for key in query
-        ):
-            return HttpResponseBadRequest(
-                "The address contains a NUL character.", content_type="text/plain; charset=utf-8"
-            )
-        return get_response(request)
+        refused = ["path"] if "\x00" in request.path else []
+        refused += [
+            key
+            for key in query
+            if "\x00" in key or any("\x00" in value for value in query.getlist(key))
+        ]
+        if not refused:
+            return get_response(request)
+        if request.path.startswith("/api/"):
+            return JsonResponse({name: [NUL_REFUSED] for name in refused}, status=400)
+        return HttpResponseBadRequest(NUL_REFUSED, content_type="text/plain; charset=utf-8")
 
     return middleware

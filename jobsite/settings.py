@@ -276,7 +276,8 @@ REST_FRAMEWORK = {
     # Bodies are capped at DATA_UPLOAD_MAX_MEMORY_SIZE while read (DRF streams past Django's check).
     "DEFAULT_PARSER_CLASSES": ["ops.api.parsers.BoundedJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Documents every operation's error responses too (ops/api/schema.py).
+    "DEFAULT_SCHEMA_CLASS": "ops.api.schema.OpsAutoSchema",
     "EXCEPTION_HANDLER": "ops.api.exceptions.api_exception_handler",
     # Lists answer a page (?limit=, default 50, at most 500; ?offset=) with count/next/previous.
     "DEFAULT_PAGINATION_CLASS": "ops.api.pagination.ListPage",

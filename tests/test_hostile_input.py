@@ -501,8 +501,8 @@ def test_five_parallel_creates_of_one_job_make_one_schedule(applied, admin_user)
     )
 
     statuses = sorted(_status(r) for r in results)
-    assert statuses == [201, 400, 400, 400, 400], results
-    refusals = [r.json() for r in results if _status(r) == 400]
+    assert statuses == [201, 409, 409, 409, 409], results
+    refusals = [r.json() for r in results if _status(r) == 409]
     assert all("already has a schedule" in refusal["job"][0] for refusal in refusals)
     assert PeriodicTask.objects.filter(name="cleanup").count() == 1
 

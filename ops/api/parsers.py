@@ -10,6 +10,8 @@ from django.conf import settings
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
+from ops.api.exceptions import PayloadTooLarge
+
 
 class BoundedJSONParser(JSONParser):
     def parse(
@@ -21,7 +23,7 @@ class BoundedJSONParser(JSONParser):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE or 2_621_440
         raw = stream.read(limit + 1) if stream is not None else b""
         if len(raw) > limit:
-            raise ParseError({"body": [f"larger than {limit} bytes"]})
+            raise PayloadTooLarge(limit)
         try:
             return json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
         except (ValueError, UnicodeDecodeError) as exc:

@@ -7,12 +7,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.http import QueryDict
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
 
 from ops.services import OFFSET_ERROR, OpsError, parse_cron
 from scheduler.cron import Cron
 from scheduler.models import JobRun
-from scheduler.registry import QUEUES, find_job
+from scheduler.registry import QUEUES, all_jobs, find_job
 
 
 class StrictIntegerField(serializers.IntegerField):
@@ -66,6 +68,54 @@ class CronField(StrictCharField):
         return str(value)
 
 
+class JobNameField(StrictCharField):
+    """A job's name. The schema lists the registered jobs (an enum, read when the schema is
+    generated); the serializer using it checks the name (`validate_job`)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=100, **kwargs)
+
+
+def job_names() -> list[str]:
+    return sorted(job.name for job in all_jobs())
+
+
+class JobNameSchema(OpenApiSerializerFieldExtension):
+    target_class = JobNameField
+
+    def map_serializer_field(self, auto_schema: Any, direction: str) -> dict[str, Any]:
+        return {"type": "string", "enum": job_names()}
+
+
+class JobNameParameter(OpenApiParameter):
+    """An OpenApiParameter whose enum is the registered jobs, read when the schema is generated
+    (jobs register when their app loads, after this module may have been imported)."""
+
+    @property
+    def enum(self) -> list[str]:
+        return job_names()
+
+    @enum.setter
+    def enum(self, value: Any) -> None:
+        pass  # OpenApiParameter.__init__ assigns one; the registry is the owner
+
+
+# The `{name}` of /api/jobs/{name}/…: a registered job; any other is 404.
+job_name_in_path = JobNameParameter(
+    "name", str, OpenApiParameter.PATH, description="A registered job; any other is 404."
+)
+
+# The `{name}` of /api/schedules/{name}/…: one path segment; a name without a schedule is 404.
+# Not an enum: schedules come and go (create, delete) while the schema stays.
+schedule_name_in_path = OpenApiParameter(
+    "name",
+    str,
+    OpenApiParameter.PATH,
+    pattern=r"^[^/]+$",
+    description="A schedule's name (a job's name for job schedules); none such is 404.",
+)
+
+
 def offset_field(**kwargs: Any) -> StrictIntegerField:
     return StrictIntegerField(
         message=OFFSET_ERROR,
@@ -94,7 +144,7 @@ class ScheduleUpdateSerializer(serializers.Serializer):
 
 
 class ScheduleCreateSerializer(ScheduleUpdateSerializer):
-    job = StrictCharField(max_length=100, help_text="A registered job name.")
+    job = JobNameField(help_text="A registered job without a schedule (one that has: 409).")
     cron = CronField()
     offset = offset_field()
 
@@ -133,8 +183,9 @@ class QueryFlagField(serializers.Field):
         return super().get_value(dictionary)
 
     def to_internal_value(self, data: Any) -> bool:
-        if isinstance(data, str) and data.lower() in self.VALUES:
-            return self.VALUES[data.lower()]
+        # Exactly the schema's enum: `True` or `TRUE` is refused like any other value.
+        if isinstance(data, str) and data in self.VALUES:
+            return self.VALUES[data]
         raise serializers.ValidationError("Must be 1, 0, true or false.")
 
     def to_representation(self, value: Any) -> bool:
@@ -144,7 +195,8 @@ class QueryFlagField(serializers.Field):
 def query_valid(
     serializer_class: type[serializers.Serializer], params: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """Validate a query string strictly: an unknown or repeated parameter is refused by name.
+    """Validate a query string strictly: an unknown, repeated or empty parameter is refused by
+    name.
 
     A misspelt flag (`?dryrun=1`) on a write would otherwise be ignored and the write would
     happen; `?dry_run=1&dry_run=0` is ambiguous.
@@ -157,6 +209,9 @@ def query_valid(
             errors[name] = [f"Unknown query parameter; this endpoint accepts: {allowed}."]
         elif isinstance(params, QueryDict) and len(params.getlist(name)) > 1:
             errors[name] = ["Given more than once."]
+        elif params[name] == "":
+            # DRF reads `?offset=` of an optional field as "not given": the schema says a value.
+            errors[name] = ["Given without a value."]
     if errors:
         raise serializers.ValidationError(errors)
     serializer = serializer_class(data=params)
@@ -178,7 +233,11 @@ class DryRunQuerySerializer(serializers.Serializer):
 
 
 class HistoryQuerySerializer(serializers.Serializer):
-    job = serializers.CharField(required=False, max_length=100)
+    job = JobNameField(
+        required=False,
+        help_text="A registered job. (A job no longer registered whose runs are still in the "
+        "ledger is also accepted; any other name is 400.)",
+    )
     status = serializers.ChoiceField(choices=JobRun.Status.choices, required=False)
     limit = serializers.IntegerField(required=False, min_value=1, max_value=500, default=50)
     offset = serializers.IntegerField(required=False, min_value=0, max_value=10**9, default=0)

@@ -15,7 +15,12 @@ from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
@@ -32,6 +37,7 @@ from jobsite.permissions import (
     VIEW_RUN,
     VIEW_SCHEDULE,
 )
+from ops.api.exceptions import Conflict, FieldErrorsSerializer
 from ops.api.pagination import ListPage, paginate
 from ops.api.permissions import staff_with
 from ops.api.serializers import (
@@ -39,6 +45,7 @@ from ops.api.serializers import (
     HistoryQuerySerializer,
     JobSerializer,
     NoQuerySerializer,
+    QueryFlagField,
     RetryResultSerializer,
     RetrySerializer,
     RunSerializer,
@@ -48,7 +55,9 @@ from ops.api.serializers import (
     ScheduleUpdateSerializer,
     TriggeredSerializer,
     TriggerSerializer,
+    job_name_in_path,
     query_valid,
+    schedule_name_in_path,
 )
 from ops.selectors import JobView, jobs_overview
 from ops.services import (
@@ -70,7 +79,8 @@ from scheduler.services.schedules import effective_offset
 
 DRY_RUN = OpenApiParameter(
     "dry_run",
-    OpenApiTypes.BOOL,
+    OpenApiTypes.STR,
+    enum=list(QueryFlagField.VALUES),
     description="1 or true: validate and answer the preview (next runs, collisions); write "
     "nothing. 0 or false (default): write. Any other value, or any other query parameter, is "
     "refused with 400.",
@@ -211,14 +221,15 @@ class JobTriggerView(APIView):
 
     @extend_schema(
         request=TriggerSerializer,
+        parameters=[job_name_in_path],
         responses={202: TriggeredSerializer},
         summary="Run a job now through the run path",
     )
     def post(self, request: Request, name: str) -> Response:
         if find_job(name) is None:
-            raise ValidationError({"job": [f"unknown job {name!r}"]})
+            raise NotFound(f"unknown job {name!r}")
         _no_query(request)
-        data = _valid(TriggerSerializer, request.data or {})
+        data = _valid(TriggerSerializer, request.data)
         try:
             run = job_run_now(actor=_actor(request), job_name=name, reason=data.get("reason", ""))
         except OpsError as exc:
@@ -290,7 +301,11 @@ class ScheduleListView(APIView):
     @extend_schema(
         request=ScheduleCreateSerializer,
         parameters=[DRY_RUN],
-        responses={201: ScheduleChangeSerializer, 200: ScheduleChangeSerializer},
+        responses={
+            201: ScheduleChangeSerializer,
+            200: ScheduleChangeSerializer,
+            409: OpenApiResponse(FieldErrorsSerializer, "The job already has a schedule."),
+        },
         summary="Create the schedule of a registered job",
     )
     def post(self, request: Request) -> Response:
@@ -308,6 +323,8 @@ class ScheduleListView(APIView):
                 dry_run=dry_run,
             )
         except OpsError as exc:
+            if exc.field == "job" and PeriodicTask.objects.filter(name=data["job"]).exists():
+                raise Conflict(exc.field, exc.message) from None
             raise _refused(exc) from None
         return Response(
             change_data(task, preview, dry_run=dry_run),
@@ -322,13 +339,15 @@ class ScheduleDetailView(APIView):
         )
     ]
 
-    @extend_schema(responses=ScheduleSerializer, summary="One schedule")
+    @extend_schema(
+        parameters=[schedule_name_in_path], responses=ScheduleSerializer, summary="One schedule"
+    )
     def get(self, request: Request, name: str) -> Response:
         return Response(ScheduleSerializer(schedule_data(_schedule(name))).data)
 
     @extend_schema(
         request=ScheduleUpdateSerializer,
-        parameters=[DRY_RUN],
+        parameters=[schedule_name_in_path, DRY_RUN],
         responses=ScheduleChangeSerializer,
         summary="Change cron, offset, enabled, queue or priority (all optional)",
     )
@@ -337,7 +356,7 @@ class ScheduleDetailView(APIView):
 
     @extend_schema(
         request=ScheduleUpdateSerializer,
-        parameters=[DRY_RUN],
+        parameters=[schedule_name_in_path, DRY_RUN],
         responses=ScheduleChangeSerializer,
         summary="Same as PATCH: fields left out keep their value",
     )
@@ -358,7 +377,11 @@ class ScheduleDetailView(APIView):
             raise _gone(name) from None
         return Response(change_data(task, preview, dry_run=dry_run))
 
-    @extend_schema(responses={204: None}, summary="Delete a schedule (its runs stay)")
+    @extend_schema(
+        parameters=[schedule_name_in_path],
+        responses={204: None},
+        summary="Delete a schedule (its runs stay)",
+    )
     def delete(self, request: Request, name: str) -> Response:
         task = _schedule(name)
         _no_query(request)
@@ -374,7 +397,7 @@ class ScheduleToggleView(APIView):
 
     @extend_schema(
         request=None,
-        parameters=[DRY_RUN],
+        parameters=[schedule_name_in_path, DRY_RUN],
         responses=ScheduleChangeSerializer,
         summary="Enable a disabled schedule or disable an enabled one",
     )

@@ -106,11 +106,19 @@ def test_trigger_queues_a_run_through_the_run_path(api, schedules):
     )
 
 
-def test_trigger_of_an_unknown_job_is_400_naming_job(api, schedules):
+def test_trigger_of_an_unknown_job_is_404_naming_it(api, schedules):
     before = state()
     response = send(api, "post", "/api/jobs/no-such-job/trigger", {})
+    assert response.status_code == 404
+    assert response.json() == {"detail": "unknown job 'no-such-job'"}
+    assert state() == before
+
+
+def test_a_trigger_body_that_is_not_an_object_is_400(api, schedules):
+    before = state()
+    response = send(api, "post", "/api/jobs/cleanup/trigger", "[]")
     assert response.status_code == 400
-    assert "job" in response.json()
+    assert "non_field_errors" in response.json()
     assert state() == before
 
 
@@ -224,12 +232,14 @@ def test_delete_then_create_a_schedule(api, schedules):
     ]
 
 
-def test_creating_a_schedule_that_exists_is_400(api, schedules):
+def test_creating_a_schedule_that_exists_is_409_naming_job(api, schedules):
+    before = state()
     response = send(
         api, "post", "/api/schedules/", {"job": "cleanup", "cron": "@daily", "offset": 1}
     )
-    assert response.status_code == 400
-    assert "job" in response.json()
+    assert response.status_code == 409
+    assert "already has a schedule" in response.json()["job"][0]
+    assert state() == before
 
 
 @pytest.mark.parametrize(
@@ -273,12 +283,20 @@ def test_malformed_json_is_400_and_writes_nothing(api, schedules, body):
     assert state() == before
 
 
-def test_a_body_over_the_upload_limit_is_400(api, schedules, settings):
+def test_a_body_over_the_upload_limit_is_413_naming_body(api, schedules, settings):
     before = state()
     huge = json.dumps({"offset": 5, "padding": "x" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 10)})
     response = send(api, "patch", "/api/schedules/cleanup/", huge)
-    assert response.status_code == 400
+    assert response.status_code == 413
     assert "body" in response.json()
+    assert state() == before
+
+
+def test_a_body_that_is_not_json_is_415(api, schedules):
+    before = state()
+    response = api.patch("/api/schedules/cleanup/", "offset=5", content_type="text/plain")
+    assert response.status_code == 415
+    assert "detail" in response.json()
     assert state() == before
 
 

@@ -54,7 +54,8 @@ def ledger_reconcile(*, now: datetime | None = None) -> dict[str, int]:
 def _newest_slot(job: Job) -> datetime | None:
     return (
         JobRun.objects.filter(job=job.name)
-        .exclude(status=Status.REFUSED)  # a forged future slot is not the job's newest
+        # a forged future slot, or a message overtaken by a change, is not the job's newest
+        .exclude(status__in=JobRun.NOT_ADMITTED)
         .order_by("-slot")
         .values_list("slot", flat=True)
         .first()
@@ -134,17 +135,26 @@ def _account_slots(schedule: JobSchedule, job: Job, now: datetime, counts: dict[
     start = max(
         schedule.reconciled_until or schedule.tracked_since, schedule.tracked_since, lookback_start
     )
-    # Slots are boundary + offset; a boundary b is due at b + offset.
+    # Slots are boundary + offset; a boundary b is due at b + offset. Beat sends a slot at its
+    # boundary, so only a boundary at or after the change (`tracked_since`) was sent under the
+    # current cron and offset: a slot of the new settings whose boundary came before the change
+    # was never sent (the message beat sent then carries the old slot and is recorded
+    # `superseded`), so it is not expected either; the same for a schedule created or enabled
+    # between a boundary and its offset.
     expected = [
         b + offset
-        for b in cron.fire_times(start - offset, now - grace - offset + timedelta(microseconds=1))
+        for b in cron.fire_times(
+            max(start - offset, schedule.tracked_since),
+            now - grace - offset + timedelta(microseconds=1),
+        )
     ]
     expected = [slot for slot in expected if slot > start]
     if not expected:
         return
     present = set(
         JobRun.objects.filter(job=job.name, slot__in=expected)
-        .exclude(status=Status.REFUSED)  # a refused message did not account for its slot
+        # a message turned away (refused, skipped, superseded) did not account for its slot
+        .exclude(status__in=JobRun.NOT_ADMITTED)
         .values_list("slot", flat=True)
     )
     missing = [slot for slot in expected if slot not in present]

@@ -3,6 +3,7 @@
 - JobSchedule: the second offset of a job's PeriodicTask (and since when its slots are expected).
 - JobRun: the ledger: one row per (job, slot, attempt), plus rows for deliveries that did not run.
 - JobLease: a job's lock, with a fencing token that grows at every acquisition.
+- CatchUpStart: the seconds late runs are sent to start at, one per second.
 """
 
 from __future__ import annotations
@@ -276,3 +277,21 @@ class JobRunTally(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job} {self.status}: {self.runs}"
+
+
+class CatchUpStart(models.Model):
+    """A second taken by a late run (beat's catch-up at start, the reconciler's re-send), so that
+    two of them never start in the same second (scheduler.services.catchup). Rows older than an
+    hour are pruned at the next reservation."""
+
+    second = models.DateTimeField(
+        primary_key=True, help_text="The whole second the late run is sent to start at."
+    )
+    job = models.CharField(max_length=100, help_text="Registered job name.")
+    slot = models.DateTimeField(help_text="The slot the late run is for.")
+
+    class Meta:
+        verbose_name = "catch-up start"
+
+    def __str__(self) -> str:
+        return f"{self.job} @ {self.second:%Y-%m-%d %H:%M:%S} for {self.slot:%H:%M:%S}"

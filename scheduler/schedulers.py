@@ -26,6 +26,7 @@ from scheduler.collisions import analyse
 from scheduler.cron import Cron
 from scheduler.heartbeat import beat_heartbeat_stamp
 from scheduler.registry import job_for_task
+from scheduler.services.catchup import catch_up_start, is_late
 from scheduler.services.schedules import effective_offset, enabled_plans, schedule_problems
 from scheduler.signals import ledger_reconciled
 
@@ -51,17 +52,35 @@ class JobEntry(ModelEntry):
             logger.exception("schedule %s cannot be evaluated; skipping it", self.name)
             return schedules.schedstate(False, 60.0)
 
-    def prepared(self, now: datetime) -> JobEntry:
-        """A copy whose options and kwargs carry this send's slot, countdown and expiry."""
+    def prepared(self, now: datetime) -> JobEntry | None:
+        """A copy whose options and kwargs carry this send's slot, countdown and expiry; None
+        when a late send (beat started after its slot) is better left to the job's regular run
+        (scheduler.services.catchup)."""
         if self.job is None or self.cron is None:
             return self
+        offset = effective_offset(self.offset)
         boundary = self.cron.latest_fire_time(now + SEND_TOLERANCE) or now
-        slot = boundary + timedelta(seconds=effective_offset(self.offset))
+        slot = boundary + timedelta(seconds=offset)
+        start = slot
+        if is_late(slot, now):
+            # Beat's catch-up at start: at the job's own second, one start per second.
+            start = catch_up_start(
+                schedule_name=self.name,
+                job_name=self.job.name,
+                offset=offset,
+                slot=slot,
+                deadline=timedelta(seconds=self.job.starting_deadline),
+                now=now,
+                beat_running=True,
+            )
+            if start is None:
+                logger.info("%s: late slot %s left to the regular run", self.name, slot)
+                return None
         entry = object.__new__(type(self))  # copy.copy would go through __reduce__ and re-init
         entry.__dict__.update(self.__dict__)
         entry.options = {
             **self.options,
-            "countdown": max(0.0, (slot - now).total_seconds()),
+            "countdown": max(0.0, (start - now).total_seconds()),
             "expires": slot + timedelta(seconds=self.job.starting_deadline),
             "headers": {
                 **self.options.get("headers", {}),
@@ -126,7 +145,12 @@ class JobScheduler(DatabaseScheduler):
 
     def apply_async(self, entry: Any, producer: Any = None, advance: bool = True, **kwargs: Any):
         if isinstance(entry, JobEntry):
-            entry = entry.prepared(self.app.now())
+            prepared = entry.prepared(self.app.now())
+            if prepared is None:
+                if advance:
+                    self.reserve(entry)
+                return None
+            entry = prepared
         return super().apply_async(entry, producer, advance, **kwargs)
 
     def setup_schedule(self) -> None:

@@ -7,7 +7,8 @@ Run by beat every 30 s (and callable from the shell). It
   with no row past its grace (beat down, message lost, worker killed while holding a countdown
   message, which Redis then hides for a whole visibility timeout) is sent again once if it is the
   job's newest slot and still within its starting deadline (to start at the job's own second,
-  one late start per second: scheduler.services.catchup); older ones are recorded `missed`;
+  one late start per second: scheduler.services.catchup); older ones are recorded `missed`
+  at once (only the newest is ever re-sent), the newest at its deadline;
   a re-send the broker refuses (it is down) leaves no row and does not end the pass;
 - marks `queued` rows that never started before their deadline as `missed`.
 Everything it writes is guarded by the ledger's unique constraint, so two beats are harmless.
@@ -196,7 +197,9 @@ def _account_slots(schedule: JobSchedule, job: Job, now: datetime, counts: dict[
             reason = "re-sent: no run started within the grace period"
             if _resend(job, slot, schedule, now, attempt=1, reason=reason):
                 counts["redispatched"] += 1
-        elif slot <= final or not within_deadline:
+        elif slot <= final or not within_deadline or not is_newest:
+            # Only the newest slot is ever re-sent, and a slot that is not the newest now never
+            # will be: it is recorded now rather than at its deadline (hours, for a daily job).
             created = JobRun.objects.bulk_create(
                 [
                     JobRun(

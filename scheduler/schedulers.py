@@ -54,8 +54,8 @@ class JobEntry(ModelEntry):
 
     def prepared(self, now: datetime) -> JobEntry | None:
         """A copy whose options and kwargs carry this send's slot, countdown and expiry; None
-        when a late send (beat started after its slot) is better left to the job's regular run
-        (scheduler.services.catchup)."""
+        when a late send (beat started after its slot) finds no free second within the job's
+        starting deadline, or was sent already (scheduler.services.catchup)."""
         if self.job is None or self.cron is None:
             return self
         offset = effective_offset(self.offset)
@@ -74,7 +74,7 @@ class JobEntry(ModelEntry):
                 beat_running=True,
             )
             if start is None:
-                logger.info("%s: late slot %s left to the regular run", self.name, slot)
+                logger.info("%s: late slot %s not sent (sent, or no free second)", self.name, slot)
                 return None
         entry = object.__new__(type(self))  # copy.copy would go through __reduce__ and re-init
         entry.__dict__.update(self.__dict__)

@@ -5,17 +5,18 @@ once) and when the reconciler re-sends a slot nobody ran (or a lost attempt). Se
 countdown, every job's late run of a restart started within the same second or two. Instead a
 late run starts at
 
-1. its job's own second (the effective offset) in the current or next minute, at least
-   `LEAD` from now; or, when that second is taken, the next free one;
-2. a second is taken when another late run reserved it (`CatchUpStart`, whose primary key is the
+1. its job's own second (the effective offset) in the current or next minute, at least `LEAD`
+   from now, or the next free second after it;
+2. the soonest free second from now on instead, when that own second is where the job's own
+   regular run starts (an every-minute job: its catch-up would meet its own next run, at its
+   lock) or lies past the slot's starting deadline (beat's message would expire unrun);
+3. a second is taken when another late run reserved it (`CatchUpStart`, whose primary key is the
    second: `INSERT ... ON CONFLICT DO NOTHING`, so beat and the reconciler, in any process, never
-   pick the same second) or, while beat runs, when a job's regular slot starts in it;
-3. no late run when its job's own regular slot starts at the chosen second while beat runs: that
-   run, a moment later than the late one could have been, does what the late run would have
-   done (every service catches up on all that is due by its `now`), and two runs of one job in
-   one second would only meet at its lock. The slot is then accounted by the reconciler
-   (missed), exactly once;
-4. no late run past the slot's starting deadline (beat's message would expire unrun).
+   pick the same second) or, while beat runs, when any job's regular slot starts in it;
+4. nothing is sent when no second is free within the starting deadline (the slot is then recorded
+   `missed` by the reconciler), or when the slot was already sent late: beat's catch-up at start
+   has no ledger row until it starts, so the reconciler's pass right after it would send the same
+   slot again; its reservation says it is on its way.
 
 With beat down (the reconciler runs elsewhere), no regular slot starts, so only reservations take
 seconds. "Beat runs": a beat heartbeat younger than BEAT_ALIVE_WITHIN.
@@ -100,7 +101,8 @@ def catch_up_start(
     now: datetime | None = None,
     beat_running: bool | None = None,
 ) -> datetime | None:
-    """Reserve the second a late run of `slot` starts at (rules 1-4 above); None: send nothing.
+    """Reserve the second a late run of `slot` starts at (rules 1-4 above); None: send nothing
+    (no free second within the deadline, or already sent late).
 
     `schedule_name` is the PeriodicTask whose slot it is, `offset` its effective offset (0-59).
     """
@@ -113,16 +115,17 @@ def catch_up_start(
     if first < earliest:
         first += timedelta(minutes=1)
     CatchUpStart.objects.filter(second__lt=now - KEEP).delete()  # one index range, rarely rows
+    if CatchUpStart.objects.filter(job=job_name[:100], slot=slot).exists():
+        return None  # rule 4: already sent late
+    latest = slot + deadline - LEAD  # a start after this would meet an expired message
+    own_regular = beat_running and schedule_name in regular_starts(first)
+    start = earliest if own_regular or first > latest else first  # rule 2
     for step in range(SEARCH):
-        second = first + timedelta(seconds=step)
-        if second + LEAD > slot + deadline:
+        second = start + timedelta(seconds=step)
+        if second > latest:
             return None
-        if beat_running:
-            taken_by = regular_starts(second)
-            if step == 0 and schedule_name in taken_by:
-                return None  # rule 3: the job's own regular run starts then
-            if taken_by:
-                continue
+        if beat_running and regular_starts(second):
+            continue  # rule 3
         with connection.cursor() as cursor:
             cursor.execute(_RESERVE, [second, job_name[:100], slot])
             if cursor.fetchone() is not None:

@@ -63,13 +63,19 @@ def test_beat_starting_after_a_daily_slot_sends_it_at_the_jobs_own_second():
     assert CatchUpStart.objects.get().second == datetime(2026, 11, 24, 0, 3, 50, tzinfo=UTC)
 
 
-def test_an_every_minute_job_late_at_beats_start_is_left_to_its_regular_run():
-    schedules_apply(profile="test")  # every job every minute
+def test_an_every_minute_jobs_catch_up_starts_at_the_soonest_free_second():
+    schedules_apply(profile="test")  # every job every minute, offsets of their own
     entry = _entries()["scheduled-notifications"]  # :30
     now = datetime(2026, 11, 23, 12, 0, 40, tzinfo=UTC)  # its 12:00:30 slot passed 10 s ago
 
-    # its own second next is 12:01:30, where its regular run starts: no second run then
-    assert entry.prepared(now) is None
+    # its own second next is 12:01:30, where its own next run starts: the catch-up goes at the
+    # soonest second no regular start takes instead
+    prepared = entry.prepared(now)
+
+    start = now + timedelta(seconds=prepared.options["countdown"])
+    assert prepared.kwargs["slot"] == "2026-11-23T12:00:30+00:00"
+    assert now + timedelta(seconds=1) <= start < datetime(2026, 11, 23, 12, 1, 30, tzinfo=UTC)
+    assert not regular_starts(start)
     # a send a few seconds late (a slow tick) still goes at once, as before
     assert entry.prepared(now - timedelta(seconds=7)).options["countdown"] == 0
 
@@ -113,13 +119,19 @@ def test_two_late_runs_wanting_one_second_take_the_next_free_one():
     assert not regular_starts(third)
 
 
-def test_no_late_run_past_the_starting_deadline():
+def test_a_late_run_whose_own_second_is_past_its_deadline_goes_sooner_or_not_at_all():
     schedules_apply(profile="test")
     now = datetime(2026, 11, 23, 12, 0, 20, tzinfo=UTC)
     slot = datetime(2026, 11, 23, 11, 59, 50, tzinfo=UTC)
 
-    assert _late("a", slot, now, offset=50, beat=False, deadline=timedelta(seconds=55)) is None
-    assert _late("a", slot, now, offset=50, beat=False, deadline=timedelta(seconds=300))
+    # own second 12:00:50 is past 11:59:50 + 55 s: the soonest free second instead
+    soon = _late("a", slot, now, offset=50, beat=False, deadline=timedelta(seconds=55))
+    assert soon == now + timedelta(seconds=1)
+    # nothing free before the deadline: not sent
+    assert _late("b", slot, now, offset=50, beat=False, deadline=timedelta(seconds=30)) is None
+    assert _late("c", slot, now, offset=50, beat=False, deadline=HOUR) == slot + timedelta(
+        minutes=1
+    )
 
 
 def test_old_reservations_are_pruned():
@@ -156,3 +168,12 @@ def test_the_reconcilers_resend_starts_at_the_jobs_own_second():
     run = JobRun.objects.get(status=JobRun.Status.QUEUED)
     assert run.slot == start.slot
     assert f"starts at {start.second:%H:%M:%S}" in run.reason
+
+
+def test_a_slot_already_sent_late_is_not_sent_again():
+    schedules_apply(profile="test")
+    now = datetime(2026, 11, 23, 12, 0, 20, tzinfo=UTC)
+    slot = now - timedelta(minutes=5)
+
+    assert _late("a", slot, now, offset=30, beat=False)
+    assert _late("a", slot, now + timedelta(seconds=2), offset=30, beat=False) is None

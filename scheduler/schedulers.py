@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -26,7 +27,7 @@ from scheduler.collisions import analyse
 from scheduler.cron import Cron
 from scheduler.heartbeat import beat_heartbeat_stamp
 from scheduler.registry import job_for_task
-from scheduler.services.catchup import catch_up_start, is_late
+from scheduler.services.catchup import catch_up_release, catch_up_start, is_late
 from scheduler.services.schedules import effective_offset, enabled_plans, schedule_problems
 from scheduler.signals import ledger_reconciled
 
@@ -78,6 +79,8 @@ class JobEntry(ModelEntry):
                 return None
         entry = object.__new__(type(self))  # copy.copy would go through __reduce__ and re-init
         entry.__dict__.update(self.__dict__)
+        entry.slot = slot
+        entry.late_start = start if start != slot else None
         entry.options = {
             **self.options,
             "countdown": max(0.0, (start - now).total_seconds()),
@@ -151,7 +154,14 @@ class JobScheduler(DatabaseScheduler):
                     self.reserve(entry)
                 return None
             entry = prepared
-        return super().apply_async(entry, producer, advance, **kwargs)
+        try:
+            return super().apply_async(entry, producer, advance, **kwargs)
+        except Exception:
+            late = getattr(entry, "late_start", None)
+            if late is not None:  # never sent: the reconciler may send the slot late instead
+                with contextlib.suppress(DatabaseError):
+                    catch_up_release(second=late, job_name=entry.job.name, slot=entry.slot)
+            raise
 
     def setup_schedule(self) -> None:
         super().setup_schedule()

@@ -133,6 +133,12 @@ def catch_up_start(
     return None
 
 
+def catch_up_release(*, second: datetime, job_name: str, slot: datetime) -> None:
+    """Give a reserved second back: its message was never sent (the broker refused it), so the
+    slot may be sent late again by a later pass."""
+    CatchUpStart.objects.filter(second=second, job=job_name[:100], slot=slot).delete()
+
+
 # The primary key is the second: of two processes reserving it, one gets the row back.
 _RESERVE = """
 INSERT INTO scheduler_catchupstart (second, job, slot) VALUES (%s, %s, %s)

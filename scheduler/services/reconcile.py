@@ -27,7 +27,7 @@ from scheduler.conf import reconcile_grace_seconds, reconcile_lookback_seconds
 from scheduler.cron import Cron, CronError
 from scheduler.models import JobRun, JobSchedule
 from scheduler.registry import Job, find_job, job_for_task
-from scheduler.services.catchup import catch_up_start
+from scheduler.services.catchup import catch_up_release, catch_up_start
 from scheduler.services.dispatch import job_dispatch
 from scheduler.services.schedules import effective_offset
 
@@ -137,6 +137,7 @@ def _resend(
     except KombuError as exc:
         if queued is not None:
             JobRun.objects.filter(pk=queued.pk, status=Status.QUEUED).delete()
+        catch_up_release(second=start_at, job_name=job.name, slot=slot)
         logger.warning("job %s slot %s not re-sent, the broker refused it: %s", job.name, slot, exc)
         return False
     return True

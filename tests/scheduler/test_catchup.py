@@ -177,3 +177,16 @@ def test_a_slot_already_sent_late_is_not_sent_again():
 
     assert _late("a", slot, now, offset=30, beat=False)
     assert _late("a", slot, now + timedelta(seconds=2), offset=30, beat=False) is None
+
+
+def test_a_second_given_back_after_a_refused_send_lets_the_slot_go_late_again():
+    from scheduler.services.catchup import catch_up_release
+
+    schedules_apply(profile="test")
+    now = datetime(2026, 11, 23, 12, 0, 20, tzinfo=UTC)
+    slot = now - timedelta(minutes=5)
+    second = _late("a", slot, now, offset=30, beat=False)
+
+    catch_up_release(second=second, job_name="a", slot=slot)  # the broker refused the message
+
+    assert _late("a", slot, now + timedelta(seconds=5), offset=30, beat=False) == second

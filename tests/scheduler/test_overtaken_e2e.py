@@ -75,6 +75,7 @@ def _rows(name: str, since: datetime, until: datetime) -> list[tuple[int, str, s
     return [(int((r.slot - since).total_seconds()), r.status, r.trigger) for r in rows]
 
 
+@pytest.mark.timeout(360)  # up to a minute to the first boundary, then two minutes
 def test_disable_and_offset_or_cron_changes_overtake_queued_messages(tmp_path):
     # given three every-minute jobs, beat and a worker
     _setup({"sample-noop": 40, "sample-slow": 45, "sample-sleeper": 20})
@@ -118,6 +119,7 @@ def test_disable_and_offset_or_cron_changes_overtake_queued_messages(tmp_path):
     assert not JobRun.objects.filter(status__in=[Status.MISSED, Status.REFUSED]).exists()
 
 
+@pytest.mark.timeout(480)  # up to a minute to the first boundary, then four and a half
 def test_a_restart_after_an_outage_keeps_one_start_per_second(tmp_path):
     # given one every-minute job and two every-other-minute jobs at the same second (even and
     # odd minutes: their regular starts never meet), the reconciler with a 5 s grace
@@ -141,7 +143,8 @@ def test_a_restart_after_an_outage_keeps_one_start_per_second(tmp_path):
             # (a reconciler that runs before beat's first heartbeat takes beat for down, and
             # then sees no regular start to keep clear of)
             _until(restarted + timedelta(seconds=30), until=beat_alive)
-            _until(up + timedelta(minutes=5, seconds=15), reconcile=True)
+            # the next minute's runs (:10, :20) and the late one (:21), then a reconciler pass
+            _until(up + timedelta(minutes=4, seconds=30), reconcile=True)
     close_other_connections()
     ledger_reconcile()
 

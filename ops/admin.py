@@ -85,6 +85,8 @@ STATUS_COLOURS = {
     "skipped_lock": "#ef6c00",
     "duplicate": "#757575",
     "refused": "#c62828",  # a message nobody should have sent: look at it
+    "skipped_disabled": "#757575",  # staff disabled the schedule while the message waited
+    "superseded": "#757575",  # staff changed the cron or offset while the message waited
     "retrying": "#ef6c00",
     "running": "#1565c0",
     "queued": "#1565c0",

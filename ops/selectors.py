@@ -51,7 +51,8 @@ class JobStats:
 
 _STATS_SQL = """
 SELECT job,
-    count(*) FILTER (WHERE status NOT IN ('duplicate', 'skipped_lock', 'refused')),
+    count(*) FILTER (WHERE status NOT IN (
+        'duplicate', 'skipped_lock', 'refused', 'skipped_disabled', 'superseded')),
     count(*) FILTER (WHERE status = 'succeeded'),
     count(*) FILTER (WHERE status IN ('failed', 'lost', 'missed', 'expired')),
     percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms) FILTER (WHERE status = 'succeeded'),
@@ -99,7 +100,8 @@ def _num(value: object) -> float | None:
 _LAST_RUN_SQL = """
 SELECT (
     SELECT r.id FROM scheduler_jobrun r
-    WHERE r.job = name AND r.duplicate_of_id IS NULL AND r.status <> 'refused'
+    WHERE r.job = name AND r.duplicate_of_id IS NULL
+        AND r.status NOT IN ('refused', 'skipped_disabled', 'superseded')
     ORDER BY r.slot DESC, r.attempt DESC
     LIMIT 1
 )
@@ -108,8 +110,8 @@ FROM unnest(%s::text[]) AS name
 
 
 def last_runs(names: list[str] | None = None) -> dict[str, JobRun]:
-    """The newest slot-owning run (`JobRun.SLOT_OWNERS`: no duplicate delivery, no refused
-    message) of each named job (default: every registered job). Per job one walk down the
+    """The newest slot-owning run (`JobRun.SLOT_OWNERS`: no duplicate delivery, no message the
+    worker turned away) of each named job (default: every registered job). Per job one walk down the
     (job, -slot) index, so a long ledger costs nothing more; DISTINCT ON read every row of it."""
     if names is None:
         names = [job.name for job in all_jobs()]

@@ -3,6 +3,7 @@
 - JobSchedule: the second offset of a job's PeriodicTask (and since when its slots are expected).
 - JobRun: the ledger: one row per (job, slot, attempt), plus rows for deliveries that did not run.
 - JobLease: a job's lock, with a fencing token that grows at every acquisition.
+- CatchUpStart: the seconds late runs are sent to start at, one per second.
 """
 
 from __future__ import annotations
@@ -71,12 +72,21 @@ class RunStatus(models.TextChoices):
     LOST = "lost", "lost (worker died)"
     # A message the worker did not believe (scheduler.services.deliveries); it never ran.
     REFUSED = "refused", "refused (not a due slot)"
+    # A real beat message overtaken by a staff change while it waited for its offset: the
+    # schedule was disabled, or its cron or offset moved (scheduler.services.deliveries).
+    SKIPPED_DISABLED = "skipped_disabled", "skipped: schedule disabled"
+    SUPERSEDED = "superseded", "superseded by a schedule change"
 
+
+# Deliveries the worker turned away before the run path: they ran nothing and claim no slot.
+NOT_ADMITTED = (RunStatus.REFUSED, RunStatus.SKIPPED_DISABLED, RunStatus.SUPERSEDED)
 
 # The rows that own their slot (one per job, slot and attempt): not a duplicate delivery, and not
-# a refused one, which claims nothing (a forged message naming a real future slot must not take
-# that slot from the run beat sends for it later). Every "the slot's run" query filters on it.
-SLOT_OWNERS = Q(duplicate_of__isnull=True) & ~Q(status=RunStatus.REFUSED)
+# one the worker turned away (NOT_ADMITTED), which claims nothing: a forged message naming a real
+# future slot must not take that slot from the run beat sends for it later, and a message
+# overtaken by a change must not take a slot the new settings may still fire. Every "the slot's
+# run" query filters on it.
+SLOT_OWNERS = Q(duplicate_of__isnull=True) & ~Q(status__in=NOT_ADMITTED)
 
 
 class RunTrigger(models.TextChoices):
@@ -92,6 +102,7 @@ class JobRun(models.Model):
     Status = RunStatus
     Trigger = RunTrigger
     SLOT_OWNERS = SLOT_OWNERS
+    NOT_ADMITTED = NOT_ADMITTED
 
     TERMINAL = frozenset(
         {
@@ -104,6 +115,8 @@ class JobRun(models.Model):
             Status.LOST,
             Status.RETRYING,
             Status.REFUSED,
+            Status.SKIPPED_DISABLED,
+            Status.SUPERSEDED,
         }
     )
 
@@ -149,7 +162,7 @@ class JobRun(models.Model):
     class Meta:
         constraints = [
             # The slot claim: a delivery that did not win it is stored with duplicate_of set; a
-            # refused one claims nothing (SLOT_OWNERS).
+            # delivery the worker turned away claims nothing (SLOT_OWNERS).
             models.UniqueConstraint(
                 fields=["job", "slot", "attempt"],
                 condition=SLOT_OWNERS,
@@ -264,3 +277,21 @@ class JobRunTally(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job} {self.status}: {self.runs}"
+
+
+class CatchUpStart(models.Model):
+    """A second taken by a late run (beat's catch-up at start, the reconciler's re-send), so that
+    two of them never start in the same second (scheduler.services.catchup). Rows older than an
+    hour are pruned at the next reservation."""
+
+    second = models.DateTimeField(
+        primary_key=True, help_text="The whole second the late run is sent to start at."
+    )
+    job = models.CharField(max_length=100, help_text="Registered job name.")
+    slot = models.DateTimeField(help_text="The slot the late run is for.")
+
+    class Meta:
+        verbose_name = "catch-up start"
+
+    def __str__(self) -> str:
+        return f"{self.job} @ {self.second:%Y-%m-%d %H:%M:%S} for {self.slot:%H:%M:%S}"

@@ -15,6 +15,7 @@ slow database or alert channel never delays a send.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -30,6 +31,7 @@ from scheduler.collisions import analyse
 from scheduler.cron import Cron
 from scheduler.heartbeat import beat_heartbeat_stamp
 from scheduler.registry import job_for_task
+from scheduler.services.catchup import catch_up_release, catch_up_start, is_late
 from scheduler.services.schedules import effective_offset, enabled_plans, schedule_problems
 
 logger = logging.getLogger(__name__)
@@ -53,17 +55,37 @@ class JobEntry(ModelEntry):
             logger.exception("schedule %s cannot be evaluated; skipping it", self.name)
             return schedules.schedstate(False, 60.0)
 
-    def prepared(self, now: datetime) -> JobEntry:
-        """A copy whose options and kwargs carry this send's slot, countdown and expiry."""
+    def prepared(self, now: datetime) -> JobEntry | None:
+        """A copy whose options and kwargs carry this send's slot, countdown and expiry; None
+        when a late send (beat started after its slot) finds no free second within the job's
+        starting deadline, or was sent already (scheduler.services.catchup)."""
         if self.job is None or self.cron is None:
             return self
+        offset = effective_offset(self.offset)
         boundary = self.cron.latest_fire_time(now + SEND_TOLERANCE) or now
-        slot = boundary + timedelta(seconds=effective_offset(self.offset))
+        slot = boundary + timedelta(seconds=offset)
+        start = slot
+        if is_late(slot, now):
+            # Beat's catch-up at start: at the job's own second, one start per second.
+            start = catch_up_start(
+                schedule_name=self.name,
+                job_name=self.job.name,
+                offset=offset,
+                slot=slot,
+                deadline=timedelta(seconds=self.job.starting_deadline),
+                now=now,
+                beat_running=True,
+            )
+            if start is None:
+                logger.info("%s: late slot %s not sent (sent, or no free second)", self.name, slot)
+                return None
         entry = object.__new__(type(self))  # copy.copy would go through __reduce__ and re-init
         entry.__dict__.update(self.__dict__)
+        entry.slot = slot
+        entry.late_start = start if start != slot else None
         entry.options = {
             **self.options,
-            "countdown": max(0.0, (slot - now).total_seconds()),
+            "countdown": max(0.0, (start - now).total_seconds()),
             "expires": slot + timedelta(seconds=self.job.starting_deadline),
             "headers": {
                 **self.options.get("headers", {}),
@@ -127,8 +149,20 @@ class JobScheduler(DatabaseScheduler):
 
     def apply_async(self, entry: Any, producer: Any = None, advance: bool = True, **kwargs: Any):
         if isinstance(entry, JobEntry):
-            entry = entry.prepared(self.app.now())
-        return super().apply_async(entry, producer, advance, **kwargs)
+            prepared = entry.prepared(self.app.now())
+            if prepared is None:
+                if advance:
+                    self.reserve(entry)
+                return None
+            entry = prepared
+        try:
+            return super().apply_async(entry, producer, advance, **kwargs)
+        except Exception:
+            late = getattr(entry, "late_start", None)
+            if late is not None:  # never sent: the reconciler may send the slot late instead
+                with contextlib.suppress(DatabaseError):
+                    catch_up_release(second=late, job_name=entry.job.name, slot=entry.slot)
+            raise
 
     def setup_schedule(self) -> None:
         super().setup_schedule()

@@ -14,16 +14,34 @@ a job message runs (`JobTask.run_job`), and before an expired one is recorded, i
   of the same message, or the task's own retry (Celery keeps the task id), finds it running,
   lost or retrying, and the run path's claim decides as before.
 
-Anything else is refused: recorded as a `refused` JobRun whose `error` says why, and nothing runs.
-A refused row claims nothing (`JobRun.SLOT_OWNERS`), so a forged message naming a real future
-slot does not keep the real run out of it. What the message claimed about a user and a reason is
-not trusted enough to be stored in those columns; it is quoted in `error`.
+A beat message that fails the schedule check only because staff changed the schedule while it
+waited for its offset (beat sends at the minute boundary with a countdown) is not a forgery and
+is not called one (`beat_verdict`, a decision table):
+
+| the job's schedules now                                              | status             |
+|----------------------------------------------------------------------|--------------------|
+| an enabled one fires at the slot (its cron + offset)                 | runs               |
+| a disabled one fires at the slot, or changed while the message waited | `skipped_disabled` |
+| an enabled one changed (cron, offset) while the message waited       | `superseded`       |
+| anything else                                                        | `refused`          |
+
+"Changed while the message waited": the schedule's `tracked_since` (stamped at every change of
+cron, offset or enabled) lies after the slot's boundary (the slot floored to the minute: beat sent
+it then, as offsets are whole seconds below 60) and no later than the message could still have
+been waiting (boundary + 59 s + the job's starting deadline, its expiry). A forged message can
+only earn `superseded` for the minute(s) just before a real change; like a refused one, it runs
+nothing and claims nothing. Every turned-away delivery (`JobRun.NOT_ADMITTED`) is recorded with
+its status and, in `error`, why; it claims no slot (`JobRun.SLOT_OWNERS`), so a forged message
+naming a real future slot does not keep the real run out of it, and a superseded one leaves the
+slot to whatever the new settings send. What a message claimed about a user and a reason is not
+trusted enough to be stored in those columns; it is quoted in `error`.
 
 `manage.py runjob --sync` calls the run path in-process, with no message, so nothing to check.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.utils import timezone
@@ -42,46 +60,98 @@ Status = JobRun.Status
 # minute) and any period a money job closes, so it cannot move a run into a later slot; and the
 # run path never gives a service a `now` past the wall clock (`job_execute`).
 FUTURE_TOLERANCE = timedelta(seconds=5)
+# Beat may send a boundary's messages a few ms early (scheduler.schedulers.SEND_TOLERANCE), under
+# the settings it read then: a change committed that close before the boundary may still have
+# been overtaken by the message.
+CHANGE_TOLERANCE = timedelta(seconds=2)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Why a delivery must not run, and the status its ledger row records."""
+
+    status: str  # one of JobRun.NOT_ADMITTED
+    error: str
+
+
+def delivery_verdict(delivery: Delivery, *, now: datetime) -> Verdict | None:
+    """None when the message names a really due slot; otherwise what it is and why."""
+    if delivery.slot > now + FUTURE_TOLERANCE:
+        return Verdict(
+            Status.REFUSED,
+            f"slot {delivery.slot.isoformat()} lies in the future "
+            f"({(delivery.slot - now).total_seconds():.0f} s after the worker's clock)",
+        )
+    if delivery.trigger == JobRun.Trigger.BEAT:
+        return beat_verdict(delivery)
+    if delivery.trigger not in JobRun.Trigger.values:
+        error = f"trigger {delivery.trigger!r} is not one of {', '.join(JobRun.Trigger.values)}"
+        return Verdict(Status.REFUSED, error)
+    error = _dispatched_refusal(delivery)
+    return None if error is None else Verdict(Status.REFUSED, error)
 
 
 def delivery_refusal(delivery: Delivery, *, now: datetime) -> str | None:
-    """Why this job message must not run, or None when it names a really due slot."""
-    if delivery.slot > now + FUTURE_TOLERANCE:
-        return (
-            f"slot {delivery.slot.isoformat()} lies in the future "
-            f"({(delivery.slot - now).total_seconds():.0f} s after the worker's clock)"
-        )
-    if delivery.trigger == JobRun.Trigger.BEAT:
-        return _beat_refusal(delivery)
-    if delivery.trigger not in JobRun.Trigger.values:
-        return f"trigger {delivery.trigger!r} is not one of {', '.join(JobRun.Trigger.values)}"
-    return _dispatched_refusal(delivery)
+    """Why this job message must not run (whatever its status), or None when it may."""
+    verdict = delivery_verdict(delivery, now=now)
+    return None if verdict is None else verdict.error
 
 
-def _beat_refusal(delivery: Delivery) -> str | None:
+def beat_verdict(delivery: Delivery) -> Verdict | None:
+    """The decision table of the module's docstring for a `beat` message."""
     if delivery.run_id is not None or delivery.user_id is not None or delivery.reason:
-        return "a beat message names no run, user or reason; this one does"
+        return Verdict(Status.REFUSED, "a beat message names no run, user or reason; this one does")
     if delivery.attempt != 1:
-        return f"a beat message is attempt 1; this one says {delivery.attempt}"
+        error = f"a beat message is attempt 1; this one says {delivery.attempt}"
+        return Verdict(Status.REFUSED, error)
     schedules = PeriodicTask.objects.filter(
-        task=delivery.job.task, enabled=True, crontab__isnull=False
+        task=delivery.job.task, crontab__isnull=False
     ).select_related("crontab", "job_schedule")
+    # Beat sent the message at its boundary, with a countdown of the offset it had then (0-59 s).
+    sent_at = delivery.slot.replace(second=0, microsecond=0)
+    # After this, Celery no longer runs beat's message (its `expires`): a later change did not
+    # overtake it.
+    waited_until = sent_at + timedelta(seconds=59 + delivery.job.starting_deadline)
+    disabled: str | None = None
+    changed: str | None = None
     # The row `schedules apply` made is named after the job: found by its unique index. Other
     # rows of the job (staff may add some) need a scan of the table (~7 ms at 10,000 schedules),
-    # which only their own runs and refused messages pay.
+    # which only their own runs and turned-away messages pay.
     named = delivery.job.name
     for rows in (schedules.filter(name=named), schedules.exclude(name=named)):
         for schedule in rows:
-            stored = getattr(getattr(schedule, "job_schedule", None), "offset_seconds", 0)
-            boundary = delivery.slot - timedelta(seconds=effective_offset(stored))
+            tracking = getattr(schedule, "job_schedule", None)
+            offset = effective_offset(getattr(tracking, "offset_seconds", 0))
             try:
-                if Cron.from_model(schedule.crontab).fires_at(boundary):
-                    return None
+                fires = Cron.from_model(schedule.crontab).fires_at(
+                    delivery.slot - timedelta(seconds=offset)
+                )
             except CronError:
-                continue  # a broken crontab row fires nothing (beat leaves it out too)
-    return (
+                fires = False  # a broken crontab row fires nothing (beat leaves it out too)
+            if schedule.enabled and fires:
+                return None
+            since = getattr(tracking, "tracked_since", None)
+            overtaken = since is not None and sent_at - CHANGE_TOLERANCE < since <= waited_until
+            if not schedule.enabled and (fires or overtaken):
+                disabled = disabled or schedule.name
+            elif schedule.enabled and overtaken:
+                changed = changed or f"{schedule.name} at {since.isoformat()}"
+    if disabled:
+        return Verdict(
+            Status.SKIPPED_DISABLED,
+            f"schedule {disabled!r} is disabled: slot {delivery.slot.isoformat()} was sent "
+            "before staff disabled it",
+        )
+    if changed:
+        return Verdict(
+            Status.SUPERSEDED,
+            f"slot {delivery.slot.isoformat()} is no longer a fire time plus offset: schedule "
+            f"{changed} changed after beat sent it",
+        )
+    return Verdict(
+        Status.REFUSED,
         f"slot {delivery.slot.isoformat()} is not a fire time plus offset of any enabled "
-        f"schedule of job {delivery.job.name!r}"
+        f"schedule of job {delivery.job.name!r}",
     )
 
 
@@ -106,31 +176,40 @@ def _dispatched_refusal(delivery: Delivery) -> str | None:
     return None
 
 
-def delivery_refuse(delivery: Delivery, *, error: str, now: datetime | None = None) -> JobRun:
-    """Record a refused delivery; it claims no slot and runs nothing."""
+def delivery_refuse(
+    delivery: Delivery,
+    *,
+    error: str,
+    now: datetime | None = None,
+    status: str = Status.REFUSED,
+) -> JobRun:
+    """Record a delivery turned away (`status`: one of JobRun.NOT_ADMITTED); it claims no slot
+    and runs nothing."""
     claimed = ""
     if delivery.user_id is not None or delivery.reason:
         claimed = f" (the message claimed user {delivery.user_id!r}, reason {delivery.reason!r})"
     trigger = delivery.trigger
     if trigger not in JobRun.Trigger.values:
         trigger = JobRun.Trigger.MANUAL  # not beat, whatever it is; the value is in `error`
+    prefix = {Status.REFUSED: "refused"}.get(status, status.replace("_", " "))
     return JobRun.objects.create(
         job=delivery.job.name,
         slot=delivery.slot,
         attempt=min(max(delivery.attempt, 1), 32767),
-        status=Status.REFUSED,
+        status=status,
         trigger=trigger,
         task_id=delivery.task_id[:255],
         worker=delivery.worker[:255],
         finished_at=now or timezone.now(),
-        error=f"refused: {error}{claimed}"[:4000],
+        error=f"{prefix}: {error}{claimed}"[:4000],
     )
 
 
 def delivery_admit(delivery: Delivery) -> JobRun | None:
-    """None when the message may run; otherwise its `refused` ledger row."""
+    """None when the message may run; otherwise its ledger row (refused, skipped_disabled or
+    superseded)."""
     now = timezone.now()
-    error = delivery_refusal(delivery, now=now)
-    if error is None:
+    verdict = delivery_verdict(delivery, now=now)
+    if verdict is None:
         return None
-    return delivery_refuse(delivery, error=error, now=now)
+    return delivery_refuse(delivery, error=verdict.error, now=now, status=verdict.status)

@@ -25,8 +25,11 @@ def job_dispatch(
     attempt: int = 1,
     user_id: int | None = None,
     reason: str = "",
+    start_at: datetime | None = None,
 ) -> JobRun:
-    """Queue one run of `job` for `slot`; a slot already claimed yields a duplicate row."""
+    """Queue one run of `job` for `slot`; a slot already claimed yields a duplicate row.
+
+    `start_at`: when the message is to start (a countdown from now); default at once."""
     task_id = new_task_id()
     try:
         with transaction.atomic():
@@ -65,11 +68,14 @@ def job_dispatch(
         "user_id": user_id,
         "reason": reason,
     }
-    transaction.on_commit(
-        lambda: app.send_task(
-            job.task, kwargs=kwargs, task_id=task_id, queue=job.queue, priority=job.priority
-        )
-    )
+
+    def send() -> None:
+        options: dict[str, object] = {"queue": job.queue, "priority": job.priority}
+        if start_at is not None:  # counted from the send, after the commit
+            options["countdown"] = max(0.0, (start_at - timezone.now()).total_seconds())
+        app.send_task(job.task, kwargs=kwargs, task_id=task_id, **options)
+
+    transaction.on_commit(send)
     return run
 
 

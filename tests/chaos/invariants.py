@@ -24,6 +24,7 @@ from tests.chaos.report import REPORT
 from tests.referrals.conftest import assert_ledger_consistent
 
 Status = JobRun.Status
+NOT_ADMITTED = JobRun.NOT_ADMITTED
 OPEN = {Status.QUEUED, Status.RUNNING}
 SUPERSEDED = {Status.LOST, Status.RETRYING}
 NOT_EXECUTED = {
@@ -32,6 +33,8 @@ NOT_EXECUTED = {
     Status.EXPIRED,
     Status.MISSED,
     Status.REFUSED,
+    Status.SKIPPED_DISABLED,
+    Status.SUPERSEDED,
 }
 
 _DOUBLES = {
@@ -84,7 +87,7 @@ def _slot_problems(key: tuple[str, datetime], rows: list[JobRun]) -> list[str]:
     # The suite sends only what beat or the dispatch path would: a refused message is a fault.
     problems = [f"{name}: {r.error}" for r in rows if r.status == Status.REFUSED]
     owners = sorted(
-        (r for r in rows if r.duplicate_of_id is None and r.status != Status.REFUSED),
+        (r for r in rows if r.duplicate_of_id is None and r.status not in NOT_ADMITTED),
         key=lambda r: r.attempt,
     )
     if not owners:

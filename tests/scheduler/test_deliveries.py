@@ -19,6 +19,7 @@ from scheduler.services.deliveries import (
     delivery_admit,
     delivery_refusal,
     delivery_refuse,
+    delivery_verdict,
 )
 from scheduler.services.dispatch import job_dispatch
 from scheduler.services.reconcile import ledger_reconcile
@@ -69,7 +70,9 @@ def test_a_beat_message_for_a_real_slot_still_to_come_is_refused(register_job):
     assert delivery_refusal(_beat(job, next_slot), now=next_slot - FUTURE_TOLERANCE) is None
 
 
-def test_a_beat_message_for_a_disabled_or_other_schedule_is_refused(register_job):
+def test_a_beat_message_for_a_disabled_schedule_is_skipped_and_for_another_job_refused(
+    register_job,
+):
     job = register_job("beat-disabled")
     task = _schedule(job, "0 0 * * *", offset=50)
     midnight = datetime(2026, 3, 4, 0, 0, 50, tzinfo=UTC)
@@ -77,7 +80,7 @@ def test_a_beat_message_for_a_disabled_or_other_schedule_is_refused(register_job
 
     PeriodicTask.objects.filter(pk=task.pk).update(enabled=False)
 
-    assert "not a fire time" in delivery_refusal(_beat(job, midnight), now=NOW)
+    assert delivery_verdict(_beat(job, midnight), now=NOW).status == Status.SKIPPED_DISABLED
     assert "not a fire time" in delivery_refusal(_beat(register_job("other"), midnight), now=NOW)
 
 
@@ -227,3 +230,98 @@ def test_a_beat_message_may_name_a_fire_time_of_any_enabled_schedule_of_the_job(
     )
     assert delivery_refusal(_beat(job, datetime(2026, 3, 4, 0, 0, 50, tzinfo=UTC)), now=NOW) is None
     assert delivery_refusal(_beat(job, datetime(2026, 3, 4, 0, 0, 9, tzinfo=UTC)), now=NOW)
+
+
+# The decision table of scheduler.services.deliveries for beat messages overtaken by a change.
+# The job is every minute at :20; beat sent the 12:30 boundary's message with a countdown of 20 s.
+BOUNDARY = datetime(2026, 3, 4, 12, 30, tzinfo=UTC)
+OLD_SLOT = BOUNDARY + timedelta(seconds=20)
+
+
+def _overtaken(register_job, name: str, *, enabled: bool = True, **change) -> str | None:
+    """The status of beat's OLD_SLOT message after `change` (cron, offset, changed_at)."""
+    job = register_job(name)
+    task = _schedule(job, "* * * * *", offset=20)
+    changed_at = change.get("changed_at", BOUNDARY + timedelta(seconds=10))
+    if "cron" in change:
+        task.crontab = crontab_for(Cron.parse(change["cron"]))
+    task.enabled = enabled
+    task.save()
+    JobSchedule.objects.filter(periodic_task=task).update(
+        offset_seconds=change.get("offset", 20), tracked_since=changed_at
+    )
+    verdict = delivery_verdict(_beat(job, OLD_SLOT), now=OLD_SLOT + timedelta(seconds=1))
+    return None if verdict is None else verdict.status
+
+
+@pytest.mark.parametrize(
+    ("change", "enabled", "status"),
+    [
+        # nothing changed: the message runs
+        ({"changed_at": BOUNDARY - timedelta(hours=1)}, True, None),
+        # disabled between the boundary and the offset: skipped, whatever else changed
+        ({}, False, Status.SKIPPED_DISABLED),
+        ({"offset": 40}, False, Status.SKIPPED_DISABLED),
+        # disabled long ago, and its old slot still fires: skipped (the job is off)
+        ({"changed_at": BOUNDARY - timedelta(days=3)}, False, Status.SKIPPED_DISABLED),
+        # offset moved later or earlier, cron changed, after beat sent the message: superseded
+        ({"offset": 45}, True, Status.SUPERSEDED),
+        ({"offset": 5}, True, Status.SUPERSEDED),
+        ({"cron": "*/7 * * * *"}, True, Status.SUPERSEDED),
+        # a change just before the boundary (beat may fire a few ms early): superseded still
+        ({"offset": 45, "changed_at": BOUNDARY - timedelta(seconds=1)}, True, Status.SUPERSEDED),
+        # a slot that was no fire time before the change either: refused
+        ({"offset": 45, "changed_at": BOUNDARY - timedelta(minutes=5)}, True, Status.REFUSED),
+        # a change after the message would have expired did not overtake it: refused
+        ({"offset": 45, "changed_at": BOUNDARY + timedelta(hours=2)}, True, Status.REFUSED),
+    ],
+    ids=[
+        "unchanged",
+        "disabled",
+        "disabled-and-moved",
+        "disabled-long-ago",
+        "offset-later",
+        "offset-earlier",
+        "cron",
+        "changed-just-before-boundary",
+        "changed-before-the-slot-was-sent",
+        "changed-after-expiry",
+    ],
+)
+def test_a_beat_message_overtaken_by_a_change_gets_its_own_status(
+    register_job, change, enabled, status
+):
+    assert _overtaken(register_job, "overtaken", enabled=enabled, **change) == status
+
+
+def test_a_message_turned_away_by_a_change_runs_nothing_and_claims_no_slot(register_job):
+    job = register_job("moved-later")
+    task = _schedule(job, "* * * * *", offset=20)
+    now = timezone.now()
+    boundary = now.replace(second=0, microsecond=0) - timedelta(minutes=1)
+    # given beat sent the :20 message at the boundary, then staff moved the offset to :20 -> :45
+    JobSchedule.objects.filter(periodic_task=task).update(
+        offset_seconds=45, tracked_since=boundary + timedelta(seconds=10)
+    )
+    old = boundary + timedelta(seconds=20)
+
+    # when the old message is delivered
+    row = delivery_admit(_beat(job, old))
+
+    # then it is superseded, with a reason, ran nothing and claims no slot
+    assert row.status == Status.SUPERSEDED
+    assert "changed after beat sent it" in row.error
+    assert not JobRun.objects.filter(JobRun.SLOT_OWNERS, job=job.name).exists()
+    from tests.scheduler.sample_jobs import CALLS
+
+    assert CALLS == []
+    # and the reconciler expects neither the old slot nor the new one of that minute (its
+    # boundary came before the change: beat never sent it), so nothing is missed
+    counts = ledger_reconcile(now=boundary + timedelta(seconds=45 + 100))
+    assert counts == {"lost": 0, "redispatched": 0, "missed": 0}
+    assert list(JobRun.objects.filter(job=job.name).values_list("status", flat=True)) == [
+        Status.SUPERSEDED
+    ]
+    # the next minute's new slot is expected again
+    counts = ledger_reconcile(now=boundary + timedelta(minutes=1, seconds=45 + 100))
+    assert counts["redispatched"] + counts["missed"] == 1

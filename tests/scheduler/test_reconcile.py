@@ -39,7 +39,9 @@ def test_slots_nobody_ran_are_missed_and_the_newest_is_sent_again_once(only_samp
     assert queued[0].trigger == "reconciler"
     assert queued[0].slot > missed[-1].slot
     assert all(r.slot.second == 3 for r in rows)
-    assert all(r.slot <= now - timedelta(seconds=300) for r in missed)  # past the deadline
+    # older ones are recorded at once, though within their deadline: only the newest would
+    # ever be re-sent
+    assert any(r.slot > now - timedelta(seconds=300) for r in missed)
 
     second = ledger_reconcile(now=now)
     assert second == {"lost": 0, "redispatched": 0, "missed": 0}

@@ -575,3 +575,36 @@ def test_a_misspelt_history_filter_is_refused_instead_of_listing_everything(api,
 
     assert response.status_code == 400
     assert "stauts" in response.json()
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "problem"),
+    [
+        ("kwargs", "{bad json", "kwargs is not valid JSON"),
+        ("args", '{"a": 1}', "args must be a JSON list"),
+        ("task", "no.such.task", "is not registered with Celery"),
+        ("headers", "[]", "headers must be a JSON object"),
+    ],
+)
+def test_a_change_to_a_row_broken_in_the_database_is_a_400_naming_the_schedule(
+    applied, admin_user, column, value, problem
+):
+    # given a schedule row written around every form
+    PeriodicTask.objects.filter(name="cleanup").update(**{column: value})
+    before = PeriodicTask.objects.values().get(name="cleanup")
+    client = _client(admin_user)
+
+    # when staff change it through the API
+    changes = [
+        client.patch("/api/schedules/cleanup/", {"offset": 36}, format="json"),
+        client.post("/api/schedules/cleanup/toggle"),
+    ]
+
+    # then each is refused naming the schedule and what is wrong with it, and nothing is written
+    for response in changes:
+        assert response.status_code == 400, response.content
+        assert problem in response.json()["schedule"][0]
+    assert PeriodicTask.objects.values().get(name="cleanup") == before
+    # and it can still be read and deleted
+    assert client.get("/api/schedules/cleanup/").status_code == 200
+    assert client.delete("/api/schedules/cleanup/").status_code == 204

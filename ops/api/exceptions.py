@@ -14,6 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.extensions import OpenApiSerializerExtension
 from rest_framework import serializers, status
 from rest_framework.exceptions import APIException
@@ -41,9 +42,32 @@ class Conflict(APIException):
         super().__init__({field: [message]})
 
 
+class StoredScheduleBroken(APIException):
+    """400 naming `schedule`: the row as stored cannot be saved again (written around every form,
+    e.g. bad kwargs JSON straight into the database), so a change to it is refused, not a 500."""
+
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_code = "invalid"
+
+    def __init__(self, problems: list[str]) -> None:
+        why = "; ".join(problems)
+        super().__init__(
+            {
+                "schedule": [
+                    f"the stored schedule is broken ({why}): fix it in the "
+                    "admin or delete it, then try again"
+                ]
+            }
+        )
+
+
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, RequestDataTooBig):
         exc = PayloadTooLarge(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+    elif isinstance(exc, DjangoValidationError):
+        # Raised by the schedule's pre_save validation (scheduler.signals) inside a service's
+        # transaction, which rolled back: nothing was written.
+        exc = StoredScheduleBroken(exc.messages)
     return exception_handler(exc, context)
 
 

@@ -61,9 +61,10 @@ def _start(cluster: Cluster, beat_name: str = "beat", **worker_env: str) -> tupl
     return worker, beat
 
 
-def _received(worker: Proc, task: str) -> int:
-    """Messages of `task` the worker has received so far (held or run)."""
-    return len(re.findall(rf"Task {re.escape(task)}\[[^\]]+\] received", worker.text()))
+def _received(worker: Proc, job: str) -> int:
+    """Messages of `job` the worker has received so far (held or run); the worker logs a job's
+    task by the job's name, its Celery `shadow` (scheduler.shadow)."""
+    return len(re.findall(rf"Task {re.escape(job)}\[[^\]]+\] received", worker.text()))
 
 
 def _succeeded(job: str, slot: datetime) -> JobRun | None:
@@ -108,13 +109,12 @@ def test_beat_killed_after_sending_with_poisoned_rows(cluster, chaos_ledger, cha
     # already sent that minute once (a catch-up, at its first tick), which is not the send here.
     _sleep_until(boundary - timedelta(seconds=1))
     sent = {name: beat.count(f"Sending due task {name} ") for name in GOOD}
-    held = {name: _received(worker, chaos_jobs[name].task) for name in GOOD}
+    held = {name: _received(worker, name) for name in GOOD}
     for name in GOOD:
         beat.wait_log(f"Sending due task {name} ", timeout=30, count=sent[name] + 1)
     # Beat logs "Sending due task" before it publishes: kill it once the worker holds all three.
     for name in GOOD:
-        task = chaos_jobs[name].task
-        wait_for(lambda t=task, n=name: _received(worker, t) > held[n], 10, f"{name} received")
+        wait_for(lambda n=name: _received(worker, n) > held[n], 10, f"{name} received")
     beat.kill()  # before its next sync: last_run_at in the database still says "not sent"
     # Beat writes last_run_at at its first sleep after starting, then every 3 minutes (or right
     # after its first send, when that is a catch-up at its first tick): every send at this

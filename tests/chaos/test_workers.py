@@ -55,7 +55,7 @@ def test_redis_restarted_while_a_worker_holds_a_countdown_task(cluster, chaos_le
     slot = _scheduled_slot(job.name, lead=12)
     chaos_ledger.expect(job.name, slot)
     cluster.send(job, slot, countdown=(slot - timezone.now()).total_seconds())
-    worker.wait_log(f"Task {job.task}[", timeout=10)
+    worker.wait_log(f"Task {job.name}[", timeout=10)  # logged by job name
     assert cluster.unacked() == 1  # held by the worker, unacknowledged, until its ETA
 
     cluster.stop_redis()

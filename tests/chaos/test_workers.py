@@ -42,7 +42,10 @@ def _scheduled_slot(job: str, lead: float) -> datetime:
     PeriodicTask.objects.exclude(name=job).update(enabled=False)
     JobSchedule.objects.filter(periodic_task__name=job).update(
         offset_seconds=slot.second,
-        tracked_since=slot - timedelta(seconds=1),
+        # Tracked from just before the slot's minute boundary: the reconciler expects the slots of
+        # boundaries at or after `tracked_since` (a schedule changed within a minute restarts
+        # tracking at the next boundary).
+        tracked_since=slot.replace(second=0) - timedelta(seconds=3),
         reconciled_until=None,
     )
     return slot
@@ -67,7 +70,9 @@ def test_redis_restarted_while_a_worker_holds_a_countdown_task(cluster, chaos_le
         ledger_reconcile()  # beat's reconciler: re-sends the newest slot with no run
         return _done(job.name, slot)
 
-    wait_for(accounted, 60, "the slot to run", every=0.5)
+    # The re-send keeps the stagger: it starts at the next free second that is the job's own or,
+    # for an every-minute job, the soonest one no other start takes (scheduler.services.catchup).
+    wait_for(accounted, 150, "the slot to run", every=0.5)
     time.sleep(2)  # a second run of the slot would show up now
     rows = _rows(job.name, slot)
     assert [r.status for r in rows if not r.duplicate_of_id] == [Status.SUCCEEDED]

@@ -326,11 +326,8 @@ def soft_limited_swallowed(*, now: datetime) -> dict[str, int]:
 def test_a_run_stopped_by_its_soft_time_limit_mid_query_fails_and_is_not_retried(
     register_job, monkeypatch, service
 ):
-    from tests.scheduler import sample_jobs
-
     # given a job that retries OperationalError, whose run reaches its soft limit in a query
-    monkeypatch.setattr(sample_jobs, service.__name__, service, raising=False)
-    job = register_job("soft-limited-job", service.__name__)
+    job = register_job("soft-limited-job", service)
     # when it runs
     outcome = job_execute(_delivery(job))
     # then the run failed for its time limit and is not retried

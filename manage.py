@@ -9,7 +9,7 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jobsite.settings")
     from django.core.management import execute_from_command_line
 
-    from jobsite.env import ConfigError
+    from core.env import ConfigError
 
     try:
         execute_from_command_line(sys.argv)

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+from core.env import ConfigError, env_int
 from devtools.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
@@ -29,7 +30,6 @@ from devtools.embedded import (
     log,
     port_is_free,
 )
-from jobsite.env import ConfigError, env_int
 
 ROOT = Path(__file__).resolve().parent.parent
 # Fixed in the Procfile (the URLs a newcomer is told); checked before anything starts.

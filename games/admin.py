@@ -14,6 +14,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
+from core.admin import ReadOnlyAdmin
+from core.permissions import REQUEUE_NOTIFICATION, VOID_SESSION
 from games.models import (
     Badge,
     GameSession,
@@ -29,8 +31,6 @@ from games.models import (
     RowFailure,
 )
 from games.services import SessionStateError, game_session_void
-from jobsite.admin import ReadOnlyAdmin
-from jobsite.permissions import REQUEUE_NOTIFICATION, VOID_SESSION
 
 
 @admin.register(Player)

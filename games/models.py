@@ -13,7 +13,7 @@ from decimal import Decimal
 from django.db import models
 from django.db.models import F, Q
 
-from jobsite.permissions import REQUEUE_NOTIFICATION, VOID_SESSION, meta_permissions
+from core.permissions import REQUEUE_NOTIFICATION, VOID_SESSION, meta_permissions
 
 # All-time boards need a period_start too so that one unique key covers every board.
 ALL_TIME_START = dt.date(2000, 1, 1)

@@ -9,7 +9,7 @@ from django.contrib.admin.apps import AdminConfig
 
 
 class JobsiteAdminConfig(AdminConfig):
-    default_site = "jobsite.admin.JobsiteAdminSite"
+    default_site = "core.admin.JobsiteAdminSite"
 
     def ready(self) -> None:
         super().ready()  # autodiscovers every app's admin, axes' included

@@ -4,8 +4,8 @@ import os
 
 from celery import Celery
 
+from core.env import install_config_error_hook
 from jobsite import redaction  # noqa: F401  (connects the publish signal)
-from jobsite.env import install_config_error_hook
 
 install_config_error_hook()
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jobsite.settings")

@@ -16,8 +16,7 @@ from csp.constants import NONE, SELF
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
-from games import conf as games_conf
-from jobsite.env import (
+from core.env import (
     ConfigError,
     env_bool,
     env_decimal,
@@ -27,6 +26,7 @@ from jobsite.env import (
     env_url,
     redis_db_number,
 )
+from games import conf as games_conf
 from ops import conf as ops_conf
 from referrals import conf as referrals_conf
 from scheduler import conf as scheduler_conf

@@ -29,8 +29,8 @@ from django_celery_beat.admin import CrontabScheduleAdmin, PeriodicTaskAdmin, Pe
 from django_celery_beat.models import CrontabSchedule, PeriodicTask, PeriodicTasks
 from django_celery_results.models import TaskResult
 
-from jobsite.admin import ReadOnlyAdmin
-from jobsite.permissions import (
+from core.admin import ReadOnlyAdmin
+from core.permissions import (
     ADD_SCHEDULE,
     CHANGE_SCHEDULE,
     CLOSE_INCIDENT,
@@ -301,7 +301,7 @@ class OpsPeriodicTaskForm(PeriodicTaskForm):
         super()._post_clean()
         # What the model's pre_save would refuse (arguments that are not a JSON list/object, an
         # unknown task) is said on the form, next to its field, instead of failing the save.
-        from jobsite.celery import app
+        from celery import current_app as app
 
         for problem in schedule_problems(self.instance, set(app.tasks), check_crontab=False):
             field = problem.split(" ", 1)[0]

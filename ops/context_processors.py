@@ -7,7 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest
 
-from jobsite.permissions import VIEW_RUN
+from core.permissions import VIEW_RUN
 
 
 def ops_links(request: HttpRequest) -> dict[str, Any]:

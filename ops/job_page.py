@@ -33,7 +33,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django_celery_beat.models import PeriodicTask
 
-from jobsite.permissions import CHANGE_SCHEDULE, DASHBOARD, RUN_JOB, VIEW_INCIDENT
+from core.permissions import CHANGE_SCHEDULE, DASHBOARD, RUN_JOB, VIEW_INCIDENT
 from ops import charts
 from ops.alerts import open_incidents
 from ops.models import AuditEvent, Incident

@@ -11,7 +11,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
-from jobsite.permissions import CLOSE_INCIDENT, VIEW_METRICS, meta_permissions
+from core.permissions import CLOSE_INCIDENT, VIEW_METRICS, meta_permissions
 
 
 class AuditAction(models.TextChoices):

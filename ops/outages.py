@@ -199,7 +199,7 @@ def _resolve(kind: str, resolution: str, now: datetime, config: conf.AlertSettin
 
 def _broker_error() -> str | None:
     """None when the broker accepts a connection, else what went wrong (one line)."""
-    from jobsite.celery import app
+    from celery import current_app as app
 
     try:
         with app.connection_for_write() as connection:

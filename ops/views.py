@@ -14,7 +14,7 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from jobsite.permissions import DASHBOARD, VIEW_INCIDENT
+from core.permissions import DASHBOARD, VIEW_INCIDENT
 from ops import charts
 from ops.alerts import open_incidents
 from ops.health import beat_liveness, beat_processes

@@ -15,8 +15,8 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from jobsite.admin import ReadOnlyAdmin
-from jobsite.permissions import HOLD_PAYOUT
+from core.admin import ReadOnlyAdmin
+from core.permissions import HOLD_PAYOUT
 from referrals.models import (
     FailedItem,
     LedgerEntry,

@@ -14,8 +14,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 
+from core.permissions import HOLD_PAYOUT, meta_permissions
 from games.models import GameSession, Player, PrizeCredit
-from jobsite.permissions import HOLD_PAYOUT, meta_permissions
 
 
 def _money(**kwargs: object) -> models.DecimalField:

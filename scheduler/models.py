@@ -15,7 +15,7 @@ from django.db import models
 from django.db.models import Q
 from django_celery_beat.models import PeriodicTask
 
-from jobsite.permissions import RETRY_RUN, RUN_JOB, meta_permissions
+from core.permissions import RETRY_RUN, RUN_JOB, meta_permissions
 
 OFFSET_HELP = (
     "Seconds after the minute boundary at which this job starts (0-59). Jobs that share a minute "

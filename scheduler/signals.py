@@ -41,7 +41,8 @@ def _validate_crontab(sender: type, instance: CrontabSchedule, **_: Any) -> None
 @receiver(pre_save, sender=PeriodicTask)
 def _validate_periodic_task(sender: type, instance: PeriodicTask, **_: Any) -> None:
     """Malformed arguments or an unknown task would only fail later, in beat or on a worker."""
-    from jobsite.celery import app
+    from celery import current_app as app
+
     from scheduler.services.schedules import schedule_problems
 
     problems = schedule_problems(instance, set(app.tasks.keys()), check_crontab=False)

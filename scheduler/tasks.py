@@ -14,12 +14,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from celery import Task, shared_task
+from celery import current_app as app
 from celery.signals import task_revoked
 from django.db import close_old_connections, connection
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from jobsite.celery import app
 from scheduler.registry import Job, all_jobs, job_for_task
 from scheduler.results import STORED_WITH_RUN, JobResultBackend, job_result_backend
 

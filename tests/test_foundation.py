@@ -317,7 +317,7 @@ def test_a_bad_value_stops_celery_with_one_line_naming_the_variable(command):
 # jobsite/celery.py, wsgi.py, asgi.py and manage.py only default DJANGO_SETTINGS_MODULE.
 _MAY_READ_THE_ENVIRONMENT = {
     "jobsite/settings.py",
-    "jobsite/env.py",
+    "core/env.py",
     "devtools/embedded.py",
     "devtools/launcher.py",
     "devtools/pytest_plugin.py",

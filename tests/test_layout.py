@@ -54,3 +54,17 @@ def test_core_is_the_bottom_and_imports_nothing_of_ours():
         if module.split(".")[0] in OURS and module.split(".")[0] != "core"
     ]
     assert offenders == []
+
+
+@pytest.mark.parametrize("package", ["scheduler", "games", "referrals", "ops", "devtools"])
+def test_apps_never_import_the_project_package(package):
+    """`jobsite` is the top: settings, URLs, the Celery app. Apps reach the Celery app through
+    `celery.current_app` / `shared_task` and shared helpers through `core`, so the project package
+    can import any app without a cycle."""
+    offenders = [
+        f"{path.relative_to(ROOT)}: {module}"
+        for path in sorted((ROOT / package).rglob("*.py"))
+        for module in imported_modules(path)
+        if module == "jobsite" or module.startswith("jobsite.")
+    ]
+    assert offenders == []

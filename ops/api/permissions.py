@@ -1,5 +1,5 @@
 """The ops API's permission classes: each view names, per HTTP method, the permissions a caller
-needs (jobsite.permissions). Active staff is the login gate; the permissions decide.
+needs (core.permissions). Active staff is the login gate; the permissions decide.
 
 Anonymous callers get 401 (DRF turns a refusal into 401 when no credentials came), authenticated
 callers who are not staff or lack a permission 403. A refusal happens in `APIView.initial`,

@@ -27,7 +27,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from jobsite.permissions import (
+from core.permissions import (
     ADD_SCHEDULE,
     CHANGE_SCHEDULE,
     DELETE_SCHEDULE,

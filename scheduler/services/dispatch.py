@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from celery import current_app as app
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from jobsite.celery import app
 from scheduler.models import JobRun
 from scheduler.registry import Job
 from scheduler.services.runs import new_task_id, slot_of

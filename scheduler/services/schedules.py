@@ -246,7 +246,7 @@ def check_stagger_environment() -> list[str]:
 
 def broken_schedules() -> dict[str, list[str]]:
     """Every enabled periodic task beat cannot send, with what is wrong with it."""
-    from jobsite.celery import app
+    from celery import current_app as app
 
     registered = set(app.tasks.keys())
     enabled = PeriodicTask.objects.filter(enabled=True)

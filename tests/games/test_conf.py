@@ -3,9 +3,9 @@ from dataclasses import replace
 
 import pytest
 
+from core.env import ConfigError
 from games.checks import games_settings_check
 from games.models import Game
-from jobsite.env import ConfigError
 from jobsite.settings import games_settings
 
 

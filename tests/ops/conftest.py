@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django_celery_beat.models import PeriodicTask
 
-from jobsite.permissions import OPERATORS
+from core.permissions import OPERATORS
 from scheduler.models import JobRun, JobSchedule
 from scheduler.services.schedules import schedules_apply
 

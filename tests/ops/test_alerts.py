@@ -20,7 +20,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from jobsite.env import ConfigError
+from core.env import ConfigError
 from jobsite.settings import alert_settings
 from ops import alerts, conf
 from ops.alerts import alerts_deliver, alerts_evaluate

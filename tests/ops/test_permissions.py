@@ -1,5 +1,5 @@
 """The role matrix: who may do what, in the API, the admin's actions, buttons and custom views,
-the dashboard and /metrics (jobsite.permissions, docs/security.md).
+the dashboard and /metrics (core.permissions, docs/security.md).
 
 Each table row names a request and the status each role gets, in the order of ROLES. A refused
 request must leave everything as it was; an allowed write must change something.
@@ -24,9 +24,9 @@ from django_celery_beat.models import PeriodicTask
 from rest_framework.authtoken.models import Token
 from rest_framework.views import APIView
 
+from core import permissions as perms
 from games.models import GameSession, Notification
 from games.services import game_session_finish, game_session_start, player_create
-from jobsite import permissions as perms
 from ops.api.permissions import StaffWith
 from ops.models import AuditEvent, Incident
 from ops.urls import urlpatterns as ops_urls

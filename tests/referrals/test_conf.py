@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from jobsite.env import ConfigError
+from core.env import ConfigError
 from jobsite.settings import referral_settings
 from referrals import conf
 

@@ -134,7 +134,7 @@ def test_the_test_profile_keeps_runs_for_an_hour(monkeypatch, settings):
 
 
 def test_an_unknown_profile_is_an_error_naming_the_variable(monkeypatch):
-    from jobsite.env import ConfigError
+    from core.env import ConfigError
     from jobsite.settings import scheduler_settings
 
     monkeypatch.setenv("JOBSITE_PROFILE", "staging")

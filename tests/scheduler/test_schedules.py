@@ -9,7 +9,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django_celery_beat.models import PeriodicTask
 
-from jobsite.env import ConfigError
+from core.env import ConfigError
 from jobsite.settings import scheduler_settings
 from scheduler.cron import Cron
 from scheduler.models import JobSchedule

@@ -57,7 +57,6 @@ from ops.services import (
     OpsError,
     audit_record,
     job_run_now_for_task,
-    next_slots,
     runs_retry,
     schedule_delete,
     schedule_preview,
@@ -69,6 +68,7 @@ from ops.timefmt import ago, at_second
 from scheduler.cron import Cron, CronError
 from scheduler.models import OFFSET_HELP, JobLease, JobRun, JobSchedule
 from scheduler.registry import all_jobs, find_job, job_for_task
+from scheduler.selectors import next_starts as next_slots
 from scheduler.services.schedules import (
     broken_schedules,
     crontab_for,

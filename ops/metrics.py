@@ -29,9 +29,9 @@ from prometheus_client.registry import Collector
 
 from ops.health import beat_liveness
 from ops.models import JOB_KINDS, OUTAGE_JOB, OUTAGE_KINDS, Incident
-from ops.selectors import job_backlogs
 from scheduler.models import JobRun
 from scheduler.registry import QUEUES, all_jobs
+from scheduler.selectors import job_backlogs
 from scheduler.tally import Histogram, job_tallies
 
 # Statuses a run ends in (every status but queued and running): each job has a counter sample

@@ -1,7 +1,7 @@
 """The jobs dashboard (an admin page): statistics per job over a chosen window and three charts.
 
-Everything is computed by `ops.selectors` and drawn as inline SVG by `ops.charts`; the page makes
-no request to anything but this server.
+Everything is computed by `scheduler.selectors` and drawn as inline SVG by `ops.charts`; the page
+makes no request to anything but this server.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from core.permissions import DASHBOARD, VIEW_INCIDENT
 from ops import charts
 from ops.alerts import open_incidents
 from ops.health import beat_liveness, beat_processes
-from ops.selectors import concurrency_series, forecast, jobs_overview, starts_per_second
+from scheduler.selectors import concurrency_series, forecast, jobs_overview, starts_per_second
 
 WINDOWS = {
     "1h": timedelta(hours=1),

@@ -1,4 +1,4 @@
-"""The ops API: thin views over `ops.selectors` (reads) and `ops.services` (writes).
+"""The ops API: thin views over `scheduler.selectors` (reads) and `ops.services` (writes).
 
 Authentication comes from settings (REST_FRAMEWORK): per-user tokens or the admin session. Each
 view declares the permissions each method needs (`staff_with`, ops.api.permissions); anonymous
@@ -59,14 +59,12 @@ from ops.api.serializers import (
     query_valid,
     schedule_name_in_path,
 )
-from ops.selectors import JobView, jobs_overview
 from ops.services import (
     RETRYABLE,
     Actor,
     OpsError,
     Preview,
     job_run_now,
-    next_slots,
     runs_retry,
     schedule_create,
     schedule_delete,
@@ -75,6 +73,8 @@ from ops.services import (
 from scheduler.cron import Cron, CronError
 from scheduler.models import JobRun
 from scheduler.registry import find_job, job_for_task
+from scheduler.selectors import JobView, jobs_overview
+from scheduler.selectors import next_starts as next_slots
 from scheduler.services.schedules import effective_offset
 
 DRY_RUN = OpenApiParameter(

@@ -10,9 +10,9 @@ import pytest
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
-from ops.selectors import concurrency_series, forecast
 from scheduler.cron import Cron, CronError
 from scheduler.models import JobSchedule
+from scheduler.selectors import concurrency_series, forecast
 from scheduler.services.schedules import enabled_plans
 from tests.ops.conftest import make_run
 

@@ -2,7 +2,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from scheduler.cron import Cron, CronError
+from scheduler.cron import FIRES_WITHIN, Cron, CronError
 
 
 @pytest.mark.parametrize(
@@ -100,3 +100,51 @@ def test_day_of_month_and_day_of_week_are_anded_as_beat_does():
     # Vixie cron would fire every Friday and every 13th; Celery (beat) only on Friday the 13th.
     times = Cron.parse("0 0 13 * 5").next_fire_times(datetime(2026, 1, 1, tzinfo=UTC), 2)
     assert times == [datetime(2026, 2, 13, tzinfo=UTC), datetime(2026, 3, 13, tzinfo=UTC)]
+
+
+def _enumerated(cron: Cron, after: datetime, count: int) -> list[datetime]:
+    """The definition: the first `count` of `fire_times` in (after, after + FIRES_WITHIN)."""
+    span = timedelta(days=2)
+    while True:
+        span = min(span, FIRES_WITHIN)
+        found = [t for t in cron.fire_times(after, after + span) if t > after][:count]
+        if len(found) == count or span == FIRES_WITHIN:
+            return found
+        span *= 4
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_next_fire_times_of_a_utc_cron_are_the_first_of_fire_times(seed):
+    """The UTC fast path (one datetime per fire time) against `fire_times` (every minute of every
+    day), at boundaries, just after them, at month, leap-day and year ends."""
+    import random
+
+    rng = random.Random(seed)
+    pools = (
+        ["*", "*/5", "*/7", "0", "15,45", "10-20", "5-50/15", "59"],
+        ["*", "*/3", "0", "3", "22-23", "9-17", "23"],
+        ["*", "*", "1", "28-31", "*/2", "15", "29", "31"],
+        ["*", "*", "*", "2", "3", "1-6", "12", "2,8"],
+        ["*", "*", "*", "0", "1-5", "6", "mon"],
+    )
+    moments = [
+        datetime(2026, 12, 31, 23, 59, tzinfo=UTC),
+        datetime(2026, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+        datetime(2028, 2, 28, 23, 0, 30, tzinfo=UTC),
+        datetime(2026, 3, 29, 0, 30, tzinfo=UTC),
+        datetime(2026, 1, 31, 12, 15, 0, 1, tzinfo=UTC),
+    ]
+    checked = 0
+    while checked < 25:
+        cron = Cron(*(rng.choice(pool) for pool in pools))
+        try:
+            cron.validate()
+        except CronError:
+            continue
+        checked += 1
+        for after in moments:
+            for count in (1, 5):
+                assert cron.next_fire_times(after, count) == _enumerated(cron, after, count), (
+                    str(cron),
+                    after,
+                )

@@ -39,8 +39,11 @@ def next_starts(cron: Cron, offset: int, *, now: datetime, count: int = 5) -> li
     """The next `count` start moments after `now`: fire time (minute boundary) + effective offset.
 
     The one implementation of "next start": between a boundary and boundary + offset the start
-    of that boundary is still ahead, so the search begins `offset` seconds before `now`.
+    of that boundary is still ahead, so the search begins `offset` seconds before `now`. A cron
+    beat cannot send (a row written around validation) raises CronError naming the problem.
+    Cheap enough for every row of a list (`Cron.next_fire_times`: microseconds for a UTC cron).
     """
+    cron.validate()  # once per distinct cron, then a cache lookup
     shift = timedelta(seconds=effective_offset(offset))
     return [boundary + shift for boundary in cron.next_fire_times(now - shift, count)]
 

@@ -11,7 +11,7 @@ from django_celery_beat.models import PeriodicTask
 
 from scheduler.collisions import analyse
 from scheduler.conf import profile
-from scheduler.cron import Cron
+from scheduler.cron import Cron, CronError
 from scheduler.models import JobRun
 from scheduler.registry import RegistryError, all_jobs, get_job
 from scheduler.selectors import next_starts
@@ -93,7 +93,16 @@ class Command(BaseCommand):
             cron = Cron.from_model(task.crontab)
             stored = getattr(getattr(task, "job_schedule", None), "offset_seconds", 0)
             offset = effective_offset(stored)
-            upcoming = next_starts(cron, stored, now=now, count=options["next"])
+            # As the admin, the API and the job page: a disabled schedule has no next start.
+            try:
+                upcoming = (
+                    next_starts(cron, stored, now=now, count=options["next"])
+                    if task.enabled
+                    else []
+                )
+            except CronError as exc:
+                self.stdout.write(f"{job.name:26} {'yes' if task.enabled else 'no':3} {exc}")
+                continue
             last = JobRun.objects.filter(JobRun.SLOT_OWNERS, job=job.name).first()
             drift = []
             if cron != profile_cron(job, options["profile"]):
@@ -102,7 +111,7 @@ class Command(BaseCommand):
                 drift.append(f"offset differs from default {default_offset(job)}")
             self.stdout.write(
                 f"{job.name:26} {'yes' if task.enabled else 'no':3} {cron.six_field(offset):30} "
-                f"{' '.join(t.strftime('%d %H:%M:%S') for t in upcoming):40} "
+                f"{' '.join(t.strftime('%d %H:%M:%S') for t in upcoming) or '-':40} "
                 f"{last.status if last else '-'}" + (f"  [{'; '.join(drift)}]" if drift else "")
             )
 

@@ -68,3 +68,65 @@ def test_apps_never_import_the_project_package(package):
         if module == "jobsite" or module.startswith("jobsite.")
     ]
     assert offenders == []
+
+
+# -- the scheduler's read model (issue 15 item 3) ----------------------------------------------
+
+
+def test_the_read_model_lives_in_the_scheduler_not_in_ops():
+    """`ops` is interfaces only: the job overview, statistics, chart series, forecast and next
+    starts are `scheduler.selectors`; no re-export is left behind in ops."""
+    assert not (ROOT / "ops" / "selectors.py").exists()
+    assert not (ROOT / "ops" / "selectors").exists()
+
+
+def test_the_scheduler_never_imports_ops():
+    """The scheduler's read model (and everything else in it) needs nothing `ops` defines: ops sits
+    above the scheduler and may import it, never the other way round."""
+    offenders = [
+        f"{path.relative_to(ROOT)}: {module}"
+        for path in sorted((ROOT / "scheduler").rglob("*.py"))
+        for module in imported_modules(path)
+        if module == "ops" or module.startswith("ops.")
+    ]
+    assert offenders == []
+
+
+def _calls(path: Path, names: set[str]) -> set[str]:
+    """The names in `names` that `path` calls as a function or a method (`x.name(...)`)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+            if name in names:
+                found.add(name)
+    return found
+
+
+def test_one_next_starts_implementation():
+    """Every next start shown (CLI, admin, API, job page, dashboard, edit preview) comes from
+    `scheduler.selectors.next_starts`: it alone asks a cron for its next fire times, and nothing
+    imports a copy or an alias of it from ops or uses croniter."""
+    askers = sorted(
+        str(path.relative_to(ROOT))
+        for package in PRODUCTION
+        for path in (ROOT / package).rglob("*.py")
+        if _calls(path, {"next_fire_times"})
+    )
+    assert askers == ["scheduler/cron.py", "scheduler/selectors.py"]  # cron.py: its own check
+    interfaces = [*(ROOT / "ops").rglob("*.py"), *(ROOT / "scheduler" / "management").rglob("*.py")]
+    expanding = [
+        str(path.relative_to(ROOT))
+        for path in interfaces
+        if _calls(path, {"fire_times", "latest_fire_time", "week_mask", "remaining_estimate"})
+    ]
+    assert expanding == []
+    imports = [
+        f"{path.relative_to(ROOT)}: {module}"
+        for package in (*PRODUCTION, "tests", "bench")
+        for path in sorted((ROOT / package).rglob("*.py"))
+        for module in imported_modules(path)
+        if module == "ops.services.next_slots" or module.split(".")[0] == "croniter"
+    ]
+    assert imports == []

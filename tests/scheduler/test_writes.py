@@ -28,6 +28,7 @@ from scheduler.services.writes import (
     crontab_save,
     schedule_update,
     schedules_apply,
+    schedules_remove,
     schedules_set_enabled,
 )
 from scheduler.validators import OFFSET_ERROR, WriteRefused, check_offset, validate_offset
@@ -219,3 +220,64 @@ def test_a_refused_update_writes_nothing():
     assert refused.value.field == "offset"
     assert JobSchedule.objects.get(periodic_task=task).offset_seconds == 35
     assert not AuditEvent.objects.exists()
+
+
+def test_a_schedule_added_in_the_admin_is_created_with_its_offset_and_audited(admin_client):
+    from tests.ops.test_admin import _form_data
+
+    # given cleanup's schedule was removed
+    schedules_apply(profile="production")
+    removed = PeriodicTask.objects.select_related("crontab", "job_schedule").get(name="cleanup")
+    form = _form_data(removed, **{"job_schedule-0-offset_seconds": "36"})
+    schedules_remove(names=["cleanup"])
+    before = timezone.now()
+
+    # when staff add it again in the admin
+    response = admin_client.post(
+        reverse("admin:django_celery_beat_periodictask_add"),
+        {
+            **form,
+            "job_schedule-INITIAL_FORMS": "0",
+            "job_schedule-0-id": "",
+            "job_schedule-0-periodic_task": "",
+        },
+        REMOTE_ADDR="10.0.0.8",
+    )
+
+    # then it exists with its offset, expects slots from now, and one audit row says who
+    assert response.status_code == 302, list(response.context["errors"])
+    stored = JobSchedule.objects.get(periodic_task__name="cleanup")
+    assert stored.offset_seconds == 36
+    assert stored.tracked_since >= before
+    event = AuditEvent.objects.get()
+    assert (event.action, event.username, event.ip) == ("schedule.create", "admin", "10.0.0.8")
+    assert event.before is None
+    assert event.after["offset"] == 36
+
+
+def test_enabling_a_schedule_in_its_admin_form_restarts_tracking(admin_client):
+    from tests.ops.test_admin import _form_data
+
+    schedules_apply(profile="production")
+    task = PeriodicTask.objects.get(name="cleanup")
+    schedules_set_enabled(
+        actor=Actor.system("test"), tasks=PeriodicTask.objects.filter(pk=task.pk), enabled=False
+    )
+    JobSchedule.objects.update(tracked_since=LONG_AGO)
+    task = PeriodicTask.objects.select_related("crontab", "job_schedule").get(pk=task.pk)
+
+    response = admin_client.post(
+        reverse("admin:django_celery_beat_periodictask_change", args=[task.pk]),
+        _form_data(task, enabled="on"),
+    )
+
+    assert response.status_code == 302, list(response.context["errors"])
+    stored = JobSchedule.objects.get(periodic_task=task)
+    assert stored.tracked_since > LONG_AGO
+    assert stored.reconciled_until is None
+    event = AuditEvent.objects.get(via="admin")
+    assert (event.action, event.before["enabled"], event.after["enabled"]) == (
+        "schedule.update",
+        False,
+        True,
+    )

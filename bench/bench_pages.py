@@ -49,7 +49,7 @@ def seed(count: int, ledger_days: int) -> None:
     from scheduler.cron import Cron
     from scheduler.models import JobSchedule
     from scheduler.registry import all_jobs
-    from scheduler.services.schedules import crontab_for, schedules_apply
+    from scheduler.services.writes import crontab_for, schedules_apply
 
     with connection.cursor() as cursor:
         # A scratch database (as every benchmark assumes); the ORM's delete of a 120k-row ledger

@@ -115,7 +115,7 @@ class _Senders:
         from bench.scheduler_tasks import SLOTS_SINCE
         from scheduler.cron import Cron
         from scheduler.models import JobSchedule
-        from scheduler.services.schedules import crontab_for
+        from scheduler.services.writes import crontab_for
 
         now = datetime.now(UTC)
         self.base = now.replace(second=0, microsecond=0) - SLOTS_SINCE
@@ -231,7 +231,7 @@ def start_precision(minutes: float, tmp: Path) -> None:
     from django.utils import timezone
 
     from scheduler.models import JobRun
-    from scheduler.services.schedules import schedules_apply
+    from scheduler.services.writes import schedules_apply
 
     schedules_apply(profile="test", reset=True)
     from django_celery_beat.models import PeriodicTask

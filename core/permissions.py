@@ -22,7 +22,7 @@ CHANGE_SCHEDULE = "django_celery_beat.change_periodictask"  # edit, enable, disa
 DELETE_SCHEDULE = "django_celery_beat.delete_periodictask"
 VIEW_RUN = "scheduler.view_jobrun"
 VIEW_INCIDENT = "ops.view_incident"
-VIEW_AUDIT = "ops.view_auditevent"
+VIEW_AUDIT = "scheduler.view_auditevent"
 
 # -- Named permissions: actions that are not an edit of a row ---------------------------------
 

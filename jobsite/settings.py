@@ -30,6 +30,7 @@ from games import conf as games_conf
 from ops import conf as ops_conf
 from referrals import conf as referrals_conf
 from scheduler import conf as scheduler_conf
+from scheduler.validators import OFFSET_MAX, OFFSET_MIN
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -188,7 +189,7 @@ CONTENT_SECURITY_POLICY = {
 # Login throttling (django-axes): after AXES_FAILURE_LIMIT failed logins from one client address
 # that address may not log in, even with the right password, for AXES_COOLOFF_MINUTES (answer
 # 429). Per address, not per username, so nobody can lock an operator out from elsewhere. The
-# address is the audit trail's (`ops.services.client_ip`: OPS_TRUSTED_PROXIES applies). Attempts
+# address is the audit trail's (`ops.actors.client_ip`: OPS_TRUSTED_PROXIES applies). Attempts
 # live in PostgreSQL, shared by every web process. Unlock early: `manage.py axes_reset`.
 # https://django-axes.readthedocs.io/en/latest/4_configuration.html
 AUTHENTICATION_BACKENDS = [
@@ -200,7 +201,7 @@ AXES_COOLOFF_TIME = timedelta(
     minutes=env_int("AXES_COOLOFF_MINUTES", 15, minimum=1, maximum=7 * 24 * 60)
 )
 AXES_LOCKOUT_PARAMETERS = ["ip_address"]
-AXES_CLIENT_IP_CALLABLE = "ops.services.client_ip"
+AXES_CLIENT_IP_CALLABLE = "ops.actors.client_ip"
 AXES_RESET_ON_SUCCESS = True
 AXES_ENABLED = env_bool("AXES_ENABLED", True)
 
@@ -375,7 +376,7 @@ def scheduler_settings() -> scheduler_conf.SchedulerSettings:
         )
     ages = scheduler_conf.DEFAULT_RETENTION_SECONDS[profile]
     offsets = {
-        name: env_int(name, 0, minimum=0, maximum=59)
+        name: env_int(name, 0, minimum=OFFSET_MIN, maximum=OFFSET_MAX)
         for name in sorted(os.environ)
         if name.startswith("JOB_STAGGER_") and name != "JOB_STAGGER_ENABLED"
     }

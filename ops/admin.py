@@ -1,10 +1,11 @@
 """Admin for the scheduler: schedules (django-celery-beat's admin, extended), the run ledger, the
 audit trail, job leases and alert incidents (open ones are shown above a job's runs).
 
-The admin is an interface: every write goes through `ops.services` (which audits it and tells
-beat) or through the scheduler's run path. django-celery-beat's own "Run selected tasks" action
-is replaced: it calls `apply_async` directly, bypassing offsets, the slot claim, the lease and
-the ledger.
+The admin is an interface: every write — a schedule's form, its delete, the enable/disable/toggle
+actions, a crontab row's form, run now and retry — is one call of a scheduler service
+(`scheduler.services.writes`, `scheduler.services.manual_runs`), which validates, audits and
+tells beat. django-celery-beat's own "Run selected tasks" action is replaced: it calls
+`apply_async` directly, bypassing offsets, the slot claim, the lease and the ledger.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 from django_celery_beat.admin import CrontabScheduleAdmin, PeriodicTaskAdmin, PeriodicTaskForm
-from django_celery_beat.models import CrontabSchedule, PeriodicTask, PeriodicTasks
+from django_celery_beat.models import CrontabSchedule, PeriodicTask
 from django_celery_results.models import TaskResult
 
 from core.admin import ReadOnlyAdmin
@@ -40,6 +41,7 @@ from core.permissions import (
     VIEW_INCIDENT,
     VIEW_SCHEDULE,
 )
+from ops.actors import actor_from_request
 from ops.alerts import incidents_close, open_incidents
 from ops.job_page import (
     cron_in_words,
@@ -49,32 +51,26 @@ from ops.job_page import (
     job_run_now_view,
     job_set_enabled_view,
 )
-from ops.models import AlertDelivery, AuditEvent, Incident
-from ops.services import (
-    OFFSET_ERROR,
-    RETRYABLE,
-    Actor,
-    OpsError,
-    audit_record,
-    job_run_now_for_task,
-    runs_retry,
+from ops.models import AlertDelivery, Incident
+from ops.timefmt import ago, at_second
+from scheduler.audit import Actor
+from scheduler.cron import Cron, CronError
+from scheduler.models import OFFSET_HELP, AuditEvent, JobLease, JobRun, JobSchedule
+from scheduler.preview import schedule_preview
+from scheduler.registry import all_jobs, find_job, job_for_task
+from scheduler.selectors import next_starts
+from scheduler.services.manual_runs import RETRYABLE, job_run_now_for_task, runs_retry
+from scheduler.services.schedules import broken_schedules, effective_offset, schedule_problems
+from scheduler.services.writes import (
+    crontab_delete,
+    crontab_for,
+    crontab_save,
     schedule_delete,
-    schedule_preview,
-    schedule_snapshot,
+    schedule_save,
     schedules_set_enabled,
     schedules_toggle,
 )
-from ops.timefmt import ago, at_second
-from scheduler.cron import Cron, CronError
-from scheduler.models import OFFSET_HELP, JobLease, JobRun, JobSchedule
-from scheduler.registry import all_jobs, find_job, job_for_task
-from scheduler.selectors import next_starts as next_slots
-from scheduler.services.schedules import (
-    broken_schedules,
-    crontab_for,
-    effective_offset,
-    schedule_problems,
-)
+from scheduler.validators import OFFSET_ERROR, WriteRefused, validate_offset
 
 STATUS_COLOURS = {
     "succeeded": "#2e7d32",
@@ -126,7 +122,7 @@ WIDE_LIST = {"is_nav_sidebar_enabled": False}
 
 
 def _actor(request: HttpRequest) -> Actor:
-    return Actor.from_request(request, via="admin")
+    return actor_from_request(request, via="admin")
 
 
 def _open_incidents(request: HttpRequest, jobs: list[str] | None) -> list[Any] | None:
@@ -146,17 +142,12 @@ class JobScheduleForm(forms.ModelForm):
         label="Offset (seconds)",
         help_text=OFFSET_HELP,
         error_messages={"invalid": OFFSET_ERROR, "required": OFFSET_ERROR},
+        validators=[validate_offset],
     )
 
     class Meta:
         model = JobSchedule
         fields = ("offset_seconds",)
-
-    def clean_offset_seconds(self) -> int:
-        value = self.cleaned_data["offset_seconds"]
-        if not 0 <= value <= 59:
-            raise forms.ValidationError(OFFSET_ERROR, code="offset_range")
-        return value
 
 
 class JobScheduleFormSet(BaseInlineFormSet):
@@ -325,7 +316,21 @@ admin.site.unregister(CrontabSchedule)
 
 @admin.register(CrontabSchedule)
 class OpsCrontabScheduleAdmin(CrontabScheduleAdmin):
+    """A crontab row may be shared by several schedules: its saves and deletes go through the
+    scheduler's services, which restart slot tracking of (or delete, audited) every schedule on
+    it."""
+
     form = CronValidatingForm
+
+    def save_model(self, request: HttpRequest, obj: CrontabSchedule, form: Any, change: bool):
+        crontab_save(actor=_actor(request), crontab=obj)
+
+    def delete_model(self, request: HttpRequest, obj: CrontabSchedule) -> None:
+        crontab_delete(actor=_actor(request), crontab=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[CrontabSchedule]) -> None:
+        for crontab in queryset:
+            crontab_delete(actor=_actor(request), crontab=crontab)
 
 
 @admin.display(description="schedule (s m h dom mon dow)")
@@ -451,7 +456,7 @@ class OpsPeriodicTaskAdmin(PeriodicTaskAdmin):
             return "-"
         offset = getattr(getattr(obj, "job_schedule", None), "offset_seconds", 0)
         try:
-            slots = next_slots(Cron.from_model(obj.crontab), offset, now=timezone.now())
+            slots = next_starts(Cron.from_model(obj.crontab), offset, now=timezone.now())
         except CronError as exc:
             return format_html('<span style="color:#c62828">{}</span>', exc)
         now = timezone.now()
@@ -528,44 +533,28 @@ class OpsPeriodicTaskAdmin(PeriodicTaskAdmin):
             format_html('<ul class="ops-collisions">{}</ul>', clash) if clash else "no collision",
         )
 
-    # -- writes, all audited ------------------------------------------------------------------
+    # -- writes: each one call of a scheduler service, which audits it -------------------------
 
     def save_model(self, request: HttpRequest, obj: PeriodicTask, form: Any, change: bool) -> None:
-        request._ops_before = schedule_snapshot(obj) if change else None  # type: ignore[attr-defined]
-        super().save_model(request, obj, form, change)
-
-    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
-        if formset.model is not JobSchedule:
-            return super().save_formset(request, form, formset, change)
-        now = timezone.now()
-        for schedule in formset.save(commit=False):
-            # The offset is the only editable field: a changed row has new slots, so the
-            # reconciler must not look for the old ones (see ops.services._offset_changed).
-            schedule.tracked_since = now
-            schedule.reconciled_until = None
-            schedule.save()
-        return None
+        """Nothing yet: the schedule and its offset are one write (`schedule_save`, called from
+        `save_related`, which Django calls next in the same transaction)."""
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
-        super().save_related(request, form, formsets, change)
-        task = form.instance
-        before = getattr(request, "_ops_before", None)
-        after = schedule_snapshot(task)
-        if before != after:
-            audit_record(
-                actor=_actor(request),
-                action=AuditEvent.Action.SCHEDULE_UPDATE
-                if change
-                else AuditEvent.Action.SCHEDULE_CREATE,
-                object_type="schedule",
-                object_id=task.pk,
-                object_repr=task.name,
-                before=before,
-                after=after,
-            )
-        # After the inline too: an offset-only change does not touch the PeriodicTask row's
-        # signal at the right moment, and beat re-reads offsets only when this moves.
-        PeriodicTasks.update_changed()
+        offset = None
+        others = []
+        for formset in formsets:
+            if formset.model is JobSchedule:
+                formset.save(commit=False)  # writes nothing; Django's change message reads it
+                offset = next(
+                    (f.cleaned_data["offset_seconds"] for f in formset.forms if f.cleaned_data),
+                    None,
+                )
+            else:
+                others.append(formset)
+        schedule_save(actor=_actor(request), task=form.instance, offset=offset)
+        form.save_m2m()
+        for formset in others:
+            self.save_formset(request, form, formset, change=change)
 
     def delete_model(self, request: HttpRequest, obj: PeriodicTask) -> None:
         schedule_delete(actor=_actor(request), task=obj)
@@ -603,7 +592,7 @@ class OpsPeriodicTaskAdmin(PeriodicTaskAdmin):
     def _run_one(self, request: HttpRequest, task: PeriodicTask) -> None:
         try:
             run = job_run_now_for_task(actor=_actor(request), task=task)
-        except OpsError as exc:
+        except WriteRefused as exc:
             self.message_user(request, exc.message, level=messages.ERROR)
             return
         url = reverse("admin:scheduler_jobrun_change", args=[run.pk])

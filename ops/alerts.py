@@ -50,10 +50,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from ops import conf
-from ops.models import JOB_KINDS, AlertDelivery, AuditEvent, Incident
+from ops.models import JOB_KINDS, AlertDelivery, Incident
 from ops.outages import outage_slots, outage_windows
-from ops.services import Actor, audit_record
-from scheduler.models import JobRun
+from scheduler.audit import Actor, audit_record
+from scheduler.models import AuditEvent, JobRun
 
 logger = logging.getLogger(__name__)
 

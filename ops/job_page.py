@@ -4,9 +4,9 @@ job on one screen, and its two day-to-day buttons.
 Read: its schedule in words and as a 6-field cron, enabled (and who switched it, when and why),
 the next five starts (`scheduler.selectors.next_starts`), the last run from the ledger, a strip of
 the last 50 outcomes, duration and lateness trends (inline SVG, `ops.charts`), open incidents.
-Write: **Run now** (`ops.services.job_run_now`) and **Disable / Enable with a note**
-(`ops.services.schedules_set_enabled`, which writes the note into the audit row). The views only
-translate the request and call those services; they never write a row themselves.
+Write: **Run now** (`scheduler.services.manual_runs.job_run_now`) and **Disable / Enable with a
+note** (`scheduler.services.writes.schedules_set_enabled`, which writes the note into the audit
+row). The views only translate the request and call those services; they never write a row.
 
 Cost: it reads one job, so it stays fast at 10,000 schedules and a million ledger rows — one
 schedule by its unique name, the newest 50 runs through the (job, -slot) index, the newest
@@ -35,15 +35,18 @@ from django_celery_beat.models import PeriodicTask
 
 from core.permissions import CHANGE_SCHEDULE, DASHBOARD, RUN_JOB, VIEW_INCIDENT
 from ops import charts
+from ops.actors import actor_from_request
 from ops.alerts import open_incidents
-from ops.models import AuditEvent, Incident
-from ops.services import Actor, OpsError, job_run_now, schedules_set_enabled
+from ops.models import Incident
 from ops.timefmt import at_second
 from scheduler.cron import Cron, CronError
-from scheduler.models import JobRun
+from scheduler.models import AuditEvent, JobRun
 from scheduler.registry import Job, find_job
 from scheduler.selectors import next_starts
+from scheduler.services.manual_runs import job_run_now
 from scheduler.services.schedules import effective_offset
+from scheduler.services.writes import schedules_set_enabled
+from scheduler.validators import WriteRefused
 
 STRIP_LENGTH = 50
 NOTE_MAX = 255  # AuditEvent.reason
@@ -270,9 +273,9 @@ def job_run_now_view(request: HttpRequest, name: str) -> HttpResponse:
     reason = request.POST.get("reason", "").strip()[:NOTE_MAX]
     try:
         run = job_run_now(
-            actor=Actor.from_request(request, via="admin"), job_name=job.name, reason=reason
+            actor=actor_from_request(request, via="admin"), job_name=job.name, reason=reason
         )
-    except OpsError as exc:
+    except WriteRefused as exc:
         messages.error(request, exc.message)
     else:
         url = reverse("admin:scheduler_jobrun_change", args=[run.pk])
@@ -308,7 +311,7 @@ def job_set_enabled_view(request: HttpRequest, name: str) -> HttpResponse:
     if not tasks.exists():
         raise Http404(f"{job.name} has no schedule")
     count = schedules_set_enabled(
-        actor=Actor.from_request(request, via="admin"), tasks=tasks, enabled=enabled, reason=note
+        actor=actor_from_request(request, via="admin"), tasks=tasks, enabled=enabled, reason=note
     )
     state = "enabled" if enabled else "disabled"
     if count:

@@ -4,18 +4,20 @@
 - JobRun: the ledger: one row per (job, slot, attempt), plus rows for deliveries that did not run.
 - JobLease: a job's lock, with a fencing token that grows at every acquisition.
 - CatchUpStart: the seconds late runs are sent to start at, one per second.
+- AuditEvent: the audit trail: who changed which schedule, ran or retried what, closed which
+  incident (written through `scheduler.audit.audit_record` only, never edited).
 """
 
 from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
-from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django_celery_beat.models import PeriodicTask
 
 from core.permissions import RETRY_RUN, RUN_JOB, meta_permissions
+from scheduler.validators import OFFSET_MAX, OFFSET_MIN, validate_offset
 
 OFFSET_HELP = (
     "Seconds after the minute boundary at which this job starts (0-59). Jobs that share a minute "
@@ -32,7 +34,7 @@ class JobSchedule(models.Model):
     )
     offset_seconds = models.PositiveSmallIntegerField(
         default=0,
-        validators=[MinValueValidator(0), MaxValueValidator(59)],
+        validators=[validate_offset],
         help_text=OFFSET_HELP,
     )
     tracked_since = models.DateTimeField(
@@ -48,7 +50,7 @@ class JobSchedule(models.Model):
     class Meta:
         constraints = [
             models.CheckConstraint(
-                condition=Q(offset_seconds__gte=0, offset_seconds__lte=59),
+                condition=Q(offset_seconds__gte=OFFSET_MIN, offset_seconds__lte=OFFSET_MAX),
                 name="jobschedule_offset_0_59",
                 violation_error_message="The offset must be between 0 and 59 seconds.",
             ),
@@ -295,3 +297,68 @@ class CatchUpStart(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job} @ {self.second:%Y-%m-%d %H:%M:%S} for {self.slot:%H:%M:%S}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The audit trail (scheduler.audit): every schedule write, manual run and retry, whoever asked
+# ---------------------------------------------------------------------------------------------
+
+
+class AuditAction(models.TextChoices):
+    SCHEDULE_CREATE = "schedule.create", "schedule created"
+    SCHEDULE_UPDATE = "schedule.update", "schedule changed"
+    SCHEDULE_DELETE = "schedule.delete", "schedule deleted"
+    SCHEDULE_ENABLE = "schedule.enable", "schedule enabled"
+    SCHEDULE_DISABLE = "schedule.disable", "schedule disabled"
+    CRONTAB_SAVE = "crontab.save", "crontab saved"
+    CRONTAB_DELETE = "crontab.delete", "crontab deleted"
+    JOB_RUN = "job.run", "job run by hand"
+    RUN_RETRY = "run.retry", "failed run retried"
+    INCIDENT_CLOSE = "incident.close", "alert incident closed by hand"
+
+
+class AuditEvent(models.Model):
+    """One audited write. Rows are written by `scheduler.audit.audit_record` inside the write's
+    own transaction, never edited: the admin shows them read-only. `username` is copied so that a
+    row still says who acted after the user is deleted.
+
+    The table keeps its first name (`ops_auditevent`): the model moved from ops without a copy.
+    """
+
+    Action = AuditAction
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        help_text="Who acted (empty for the system or a deleted user; see username).",
+    )
+    username = models.CharField(max_length=150, blank=True, help_text="Copied at the time.")
+    ip = models.GenericIPAddressField(
+        null=True, blank=True, help_text="Client address of the request that made the change."
+    )
+    via = models.CharField(max_length=20, help_text="admin, api, cli or system.")
+    action = models.CharField(max_length=30, choices=AuditAction.choices)
+    object_type = models.CharField(max_length=50, help_text="e.g. schedule, crontab, job, run.")
+    object_id = models.CharField(max_length=100, blank=True)
+    object_repr = models.CharField(max_length=200, help_text="e.g. the job name.")
+    before = models.JSONField(null=True, blank=True, help_text="State before the change.")
+    after = models.JSONField(null=True, blank=True, help_text="State after the change.")
+    reason = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        db_table = "ops_auditevent"
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(
+                fields=["object_type", "object_repr", "-created_at"],
+                name="ops_auditev_object__1a94fa_idx",
+            )
+        ]
+        verbose_name = "audit event"
+
+    def __str__(self) -> str:
+        when = f"{self.created_at:%Y-%m-%d %H:%M:%S}" if self.created_at else "-"
+        return f"{when} {self.username or '-'} {self.action} {self.object_repr}"

@@ -25,6 +25,7 @@ from django.utils.module_loading import autodiscover_modules
 
 from core.backoff import backoff
 from scheduler.budget import Budget
+from scheduler.validators import OFFSET_MAX, OFFSET_MIN, is_offset
 
 JOB_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 QUEUES = ("default", "long")
@@ -91,8 +92,8 @@ class Job:
             problems.append(f"task {self.task!r} is not an explicit dotted name like 'app.verb'")
         if len(self.cron.split()) != 5:
             problems.append(f"cron {self.cron!r} does not have 5 fields")
-        if not 0 <= self.offset <= 59:
-            problems.append(f"offset {self.offset} is outside 0..59")
+        if not is_offset(self.offset):
+            problems.append(f"offset {self.offset} is outside {OFFSET_MIN}..{OFFSET_MAX}")
         if self.queue not in QUEUES:
             problems.append(f"queue {self.queue!r} is not one of {', '.join(QUEUES)}")
         if not 0 <= self.priority <= 9:

@@ -24,9 +24,8 @@ from django.urls import reverse
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from games.models import GameSession, Player
-from ops.models import AuditEvent
-from scheduler.models import JobRun, JobSchedule
-from scheduler.services.schedules import schedules_apply
+from scheduler.models import AuditEvent, JobRun, JobSchedule
+from scheduler.services.writes import schedules_apply
 from tests.ops.test_admin import _form_data
 from tests.scheduler.processes import test_environment as subprocess_environment
 

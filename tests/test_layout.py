@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -130,3 +131,50 @@ def test_one_next_starts_implementation():
         if module == "ops.services.next_slots" or module.split(".")[0] == "croniter"
     ]
     assert imports == []
+
+
+APPS = ("scheduler", "ops", "games", "referrals")
+
+
+def _lines_matching(pattern: str) -> set[tuple[str, str]]:
+    """(module, line) of every code line of the apps matching `pattern` (migrations and comments
+    left out)."""
+    found = set()
+    for package in APPS:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if "migrations" in path.parts:
+                continue
+            for line in path.read_text().splitlines():
+                code = line.split("#", 1)[0]
+                if re.search(pattern, code):
+                    found.add((str(path.relative_to(ROOT)), code.strip()))
+    return found
+
+
+def test_slot_tracking_and_beat_s_change_marker_are_written_in_one_module():
+    """One owner per rule (STYLE.md): `schedule_tracking_restart` stamps `tracked_since`, and
+    `schedules_changed` tells beat; every interface reaches them through a scheduler service.
+    (bench/ keeps its own bulk seeding; the model's field definition is not a write.)"""
+    tracking = {
+        module
+        for module, code in _lines_matching(r"\btracked_since\s*=(?!=)")
+        if not code.startswith("tracked_since = models.")
+    }
+    assert tracking == {"scheduler/services/writes.py"}
+    assert {module for module, _ in _lines_matching(r"update_changed\(")} == {
+        "scheduler/services/writes.py"
+    }
+
+
+def test_ops_writes_no_schedule_row_itself():
+    """The admin, the API and the per-job page call scheduler services; ops holds no write of
+    a schedule, its offset or the audit trail."""
+    writes = r"\.(save|delete|update|create|bulk_create|get_or_create|update_or_create)\("
+    offenders = {
+        (module, code)
+        for module, code in _lines_matching(
+            r"(PeriodicTask|PeriodicTasks|JobSchedule|CrontabSchedule|AuditEvent)\b.*" + writes
+        )
+        if module.startswith("ops/")
+    }
+    assert offenders == set()

@@ -11,10 +11,17 @@ from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
 
-from ops.services import OFFSET_ERROR, OpsError, parse_cron
 from scheduler.cron import Cron
 from scheduler.models import JobRun
 from scheduler.registry import QUEUES, all_jobs, find_job
+from scheduler.services.writes import parse_cron
+from scheduler.validators import (
+    OFFSET_ERROR,
+    OFFSET_MAX,
+    OFFSET_MIN,
+    WriteRefused,
+    validate_offset,
+)
 
 
 class StrictIntegerField(serializers.IntegerField):
@@ -61,7 +68,7 @@ class CronField(StrictCharField):
             raise serializers.ValidationError("Longer than 200 characters.")
         try:
             return parse_cron(text)
-        except OpsError as exc:
+        except WriteRefused as exc:
             raise serializers.ValidationError(exc.message) from None
 
     def to_representation(self, value: Any) -> str:
@@ -119,8 +126,9 @@ schedule_name_in_path = OpenApiParameter(
 def offset_field(**kwargs: Any) -> StrictIntegerField:
     return StrictIntegerField(
         message=OFFSET_ERROR,
-        min_value=0,
-        max_value=59,
+        min_value=OFFSET_MIN,  # also the schema's minimum and maximum
+        max_value=OFFSET_MAX,
+        validators=[validate_offset],
         help_text="Seconds after the minute boundary at which the job starts (0-59).",
         **kwargs,
     )

@@ -1,4 +1,5 @@
-"""The ops API: thin views over `scheduler.selectors` (reads) and `ops.services` (writes).
+"""The ops API: thin views over the selectors (reads) and the scheduler's services (writes:
+`scheduler.services.writes`, `scheduler.services.manual_runs`, each audited).
 
 Authentication comes from settings (REST_FRAMEWORK): per-user tokens or the admin session. Each
 view declares the permissions each method needs (`staff_with`, ops.api.permissions); anonymous
@@ -37,6 +38,7 @@ from core.permissions import (
     VIEW_RUN,
     VIEW_SCHEDULE,
 )
+from ops.actors import actor_from_request
 from ops.api.exceptions import Conflict, FieldErrorsSerializer
 from ops.api.pagination import ListPage, paginate
 from ops.api.permissions import staff_with
@@ -59,23 +61,16 @@ from ops.api.serializers import (
     query_valid,
     schedule_name_in_path,
 )
-from ops.services import (
-    RETRYABLE,
-    Actor,
-    OpsError,
-    Preview,
-    job_run_now,
-    runs_retry,
-    schedule_create,
-    schedule_delete,
-    schedule_update,
-)
+from scheduler.audit import Actor
 from scheduler.cron import Cron, CronError
 from scheduler.models import JobRun
+from scheduler.preview import Preview
 from scheduler.registry import find_job, job_for_task
-from scheduler.selectors import JobView, jobs_overview
-from scheduler.selectors import next_starts as next_slots
+from scheduler.selectors import JobView, jobs_overview, next_starts
+from scheduler.services.manual_runs import RETRYABLE, job_run_now, runs_retry
 from scheduler.services.schedules import effective_offset
+from scheduler.services.writes import schedule_create, schedule_delete, schedule_update
+from scheduler.validators import WriteRefused
 
 DRY_RUN = OpenApiParameter(
     "dry_run",
@@ -88,7 +83,7 @@ DRY_RUN = OpenApiParameter(
 
 
 def _actor(request: Request) -> Actor:
-    return Actor.from_request(request, via="api")
+    return actor_from_request(request, via="api")
 
 
 def _dry_run(request: Request) -> bool:
@@ -101,7 +96,7 @@ def _no_query(request: Request) -> None:
     query_valid(NoQuerySerializer, request.query_params)
 
 
-def _refused(exc: OpsError) -> ValidationError:
+def _refused(exc: WriteRefused) -> ValidationError:
     return ValidationError({exc.field: [exc.message]})
 
 
@@ -121,7 +116,7 @@ def schedule_data(task: PeriodicTask) -> dict[str, Any]:
         cron = Cron.from_model(task.crontab)
         if task.enabled:
             try:
-                upcoming = next_slots(cron, offset or 0, now=timezone.now(), count=5)
+                upcoming = next_starts(cron, offset or 0, now=timezone.now(), count=5)
             except CronError:
                 upcoming = []
     return {
@@ -232,7 +227,7 @@ class JobTriggerView(APIView):
         data = _valid(TriggerSerializer, request.data)
         try:
             run = job_run_now(actor=_actor(request), job_name=name, reason=data.get("reason", ""))
-        except OpsError as exc:
+        except WriteRefused as exc:
             raise _refused(exc) from None
         body = {"run_id": run.pk, "job": run.job, "status": run.status, "slot": run.slot}
         return Response(TriggeredSerializer(body).data, status=status.HTTP_202_ACCEPTED)
@@ -322,7 +317,7 @@ class ScheduleListView(APIView):
                 priority=data.get("priority"),
                 dry_run=dry_run,
             )
-        except OpsError as exc:
+        except WriteRefused as exc:
             if exc.field == "job" and PeriodicTask.objects.filter(name=data["job"]).exists():
                 raise Conflict(exc.field, exc.message) from None
             raise _refused(exc) from None
@@ -371,7 +366,7 @@ class ScheduleDetailView(APIView):
             task, preview = schedule_update(
                 actor=_actor(request), task=task, dry_run=dry_run, **data
             )
-        except OpsError as exc:
+        except WriteRefused as exc:
             raise _refused(exc) from None
         except PeriodicTask.DoesNotExist:
             raise _gone(name) from None
@@ -408,7 +403,7 @@ class ScheduleToggleView(APIView):
             task, preview = schedule_update(
                 actor=_actor(request), task=task, toggle=True, dry_run=dry_run
             )
-        except OpsError as exc:
+        except WriteRefused as exc:
             raise _refused(exc) from None
         except PeriodicTask.DoesNotExist:
             raise _gone(name) from None

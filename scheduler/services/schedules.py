@@ -1,25 +1,21 @@
-"""Schedules in the database: apply the registry's jobs as PeriodicTasks, list, remove, validate.
+"""Schedules in the database, read: defaults of the registry's jobs, effective offsets, the
+enabled plans, and what would make beat unable to send a schedule.
 
-`schedules_apply` upserts; it never deletes run history or `last_run_at`, and keeps what staff
-changed in the admin (cron, offset, enabled) unless `reset=True`.
+Every write is in `scheduler.services.writes` (audited there).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
 from django.db.models import Q
-from django.utils import timezone
-from django_celery_beat.models import CrontabSchedule, PeriodicTask, PeriodicTasks
+from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from scheduler import conf
 from scheduler.collisions import Planned
 from scheduler.conf import PROFILES, stagger_enabled
 from scheduler.cron import Cron, CronError
-from scheduler.models import JobSchedule
 from scheduler.registry import Job, all_jobs, job_for_task
 
 TEST_CRON = "* * * * *"
@@ -38,120 +34,6 @@ def profile_cron(job: Job, profile: str) -> Cron:
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
     return Cron.parse(TEST_CRON if profile == "test" else job.cron)
-
-
-def crontab_for(cron: Cron) -> CrontabSchedule:
-    """A CrontabSchedule row for `cron`, reused when one exists.
-
-    Not `get_or_create`: the table has no unique constraint, so two parallel writers can both
-    create one, and `get_or_create`'s `get` then raises MultipleObjectsReturned for ever after.
-    """
-    fields = {
-        "minute": cron.minute,
-        "hour": cron.hour,
-        "day_of_month": cron.day_of_month,
-        "month_of_year": cron.month_of_year,
-        "day_of_week": cron.day_of_week,
-        "timezone": cron.timezone,
-    }
-    existing = CrontabSchedule.objects.filter(**fields).order_by("pk").first()
-    return existing or CrontabSchedule.objects.create(**fields)
-
-
-@dataclass
-class Change:
-    job: str
-    action: str  # created, updated, unchanged, kept
-    details: list[str] = field(default_factory=list)
-
-    def __str__(self) -> str:
-        extra = f" ({'; '.join(self.details)})" if self.details else ""
-        return f"{self.action:9} {self.job}{extra}"
-
-
-@transaction.atomic
-def schedules_apply(*, profile: str = "production", reset: bool = False) -> list[Change]:
-    """Make every registered job a PeriodicTask on its cron with its offset; idempotent."""
-    now = timezone.now()
-    changes: list[Change] = []
-    for job in all_jobs():
-        cron = profile_cron(job, profile)
-        offset = default_offset(job)
-        task = PeriodicTask.objects.filter(name=job.name).select_related("crontab").first()
-        if task is None:
-            task = PeriodicTask.objects.create(
-                name=job.name,
-                task=job.task,
-                crontab=crontab_for(cron),
-                queue=job.queue,
-                priority=job.priority,
-                description=job.description,
-                kwargs="{}",
-                enabled=True,
-            )
-            JobSchedule.objects.create(periodic_task=task, offset_seconds=offset, tracked_since=now)
-            changes.append(Change(job.name, "created", [f"{cron.six_field(offset)}"]))
-            continue
-        changes.append(_update(task, job, cron, offset, reset=reset, now=now))
-    PeriodicTasks.update_changed()
-    return changes
-
-
-def _update(task: PeriodicTask, job: Job, cron: Cron, offset: int, *, reset: bool, now) -> Change:
-    details: list[str] = []
-    schedule, _ = JobSchedule.objects.get_or_create(
-        periodic_task=task, defaults={"offset_seconds": offset, "tracked_since": now}
-    )
-    # The code owns the task name, queue and description; staff own cron, offset and enabled.
-    owned = {
-        "task": job.task,
-        "queue": job.queue,
-        "priority": job.priority,
-        "description": job.description,
-    }
-    for name, value in owned.items():
-        if getattr(task, name) != value:
-            details.append(f"{name}: {getattr(task, name)!r} -> {value!r}")
-            setattr(task, name, value)
-    # A job takes no arguments and runs on a crontab only (`_job_task_problems`): rows from
-    # before that rule, which beat now leaves out, are made sendable again.
-    for name, empty in (("args", "[]"), ("kwargs", "{}")):
-        if (getattr(task, name) or empty).strip() not in (empty, ""):
-            details.append(f"{name}: {getattr(task, name)} -> {empty} (a job takes none)")
-            setattr(task, name, empty)
-    current = Cron.from_model(task.crontab) if task.crontab else None
-    if current != cron and (reset or current is None):
-        details.append(f"cron: {current} -> {cron}")
-        task.crontab = crontab_for(cron)
-        task.interval = task.solar = task.clocked = None  # one schedule per task
-        schedule.tracked_since = now
-    elif current != cron:
-        details.append(f"cron {current} kept (staff edit; --reset restores {cron})")
-    if schedule.offset_seconds != offset and reset:
-        details.append(f"offset: {schedule.offset_seconds} -> {offset}")
-        schedule.offset_seconds = offset
-    elif schedule.offset_seconds != offset:
-        details.append(f"offset {schedule.offset_seconds} kept (--reset restores {offset})")
-    if reset and not task.enabled:
-        details.append("enabled")
-        task.enabled = True
-        schedule.tracked_since = now
-    changed = [d for d in details if " kept " not in d]
-    if changed:
-        task.save()
-        schedule.save()
-    return Change(job.name, "updated" if changed else "unchanged", details)
-
-
-@transaction.atomic
-def schedules_remove(*, names: list[str] | None = None) -> list[str]:
-    """Delete the PeriodicTasks of these jobs (all registered jobs when None); runs stay."""
-    wanted = names if names is not None else [job.name for job in all_jobs()]
-    tasks = PeriodicTask.objects.filter(name__in=wanted)
-    removed = sorted(tasks.values_list("name", flat=True))
-    tasks.delete()
-    PeriodicTasks.update_changed()
-    return removed
 
 
 def effective_offset(stored: int) -> int:

@@ -16,7 +16,7 @@ from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from scheduler.models import JobRun
-from scheduler.services.schedules import schedules_apply
+from scheduler.services.writes import schedules_apply
 from tests.chaos.harness import Cluster, Proc, wait_for
 from tests.chaos.seed import pending_items, seed_money, settled_items
 

@@ -16,7 +16,8 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from scheduler.models import JobRun, JobSchedule
-from scheduler.services.schedules import enabled_plans, schedules_apply
+from scheduler.services.schedules import enabled_plans
+from scheduler.services.writes import schedules_apply
 from tests.chaos.harness import wait_for
 from tests.chaos.seed import pending_items, seed_money, settled_items
 

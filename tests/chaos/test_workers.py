@@ -15,7 +15,7 @@ from django_celery_beat.models import PeriodicTask
 from scheduler.models import JobRun, JobSchedule
 from scheduler.services.dispatch import job_trigger
 from scheduler.services.reconcile import ledger_reconcile
-from scheduler.services.schedules import schedules_apply
+from scheduler.services.writes import schedules_apply
 from tests.chaos.harness import wait_for
 from tests.chaos.seed import pending_items, seed_money
 

@@ -28,7 +28,7 @@ from jobsite.celery import app
 from scheduler.models import JobRun, JobSchedule
 from scheduler.registry import get_job
 from scheduler.services.dispatch import job_trigger
-from scheduler.services.schedules import schedules_apply
+from scheduler.services.writes import schedules_apply
 from tests.http import http_status
 from tests.integration.conftest import running_worker
 from tests.scheduler import processes

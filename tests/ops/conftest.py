@@ -7,7 +7,7 @@ from django_celery_beat.models import PeriodicTask
 
 from core.permissions import OPERATORS
 from scheduler.models import JobRun, JobSchedule
-from scheduler.services.schedules import schedules_apply
+from scheduler.services.writes import schedules_apply
 
 
 @pytest.fixture

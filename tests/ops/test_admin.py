@@ -7,8 +7,8 @@ from django.contrib import admin
 from django.urls import reverse
 from django_celery_beat.models import PeriodicTask, PeriodicTasks
 
-from ops.models import AlertDelivery, AuditEvent, Incident
-from scheduler.models import JobRun, JobSchedule
+from ops.models import AlertDelivery, Incident
+from scheduler.models import AuditEvent, JobRun, JobSchedule
 
 pytestmark = pytest.mark.django_db
 
@@ -261,10 +261,10 @@ def test_the_ledger_filters_by_job_status_and_trigger(admin_client, runs):
 
 def test_audit_events_cannot_be_changed_or_deleted(admin_client, everything):
     event = AuditEvent.objects.get()
-    url = reverse("admin:ops_auditevent_change", args=[event.pk])
+    url = reverse("admin:scheduler_auditevent_change", args=[event.pk])
     admin_client.post(url, {"username": "someone-else"})
     assert AuditEvent.objects.get().username == "admin"
-    delete = reverse("admin:ops_auditevent_delete", args=[event.pk])
+    delete = reverse("admin:scheduler_auditevent_delete", args=[event.pk])
     assert admin_client.post(delete, {"post": "yes"}).status_code == 403
     assert AuditEvent.objects.count() == 1
 

@@ -24,8 +24,8 @@ from core.env import ConfigError
 from jobsite.settings import alert_settings
 from ops import alerts, conf
 from ops.alerts import alerts_deliver, alerts_evaluate
-from ops.models import AlertDelivery, AuditEvent, Incident
-from scheduler.models import JobRun
+from ops.models import AlertDelivery, Incident
+from scheduler.models import AuditEvent, JobRun
 from tests.ops.conftest import make_run
 
 pytestmark = pytest.mark.django_db

@@ -8,8 +8,7 @@ import pytest
 from django_celery_beat.models import PeriodicTask
 from rest_framework.authtoken.models import Token
 
-from ops.models import AuditEvent
-from scheduler.models import JobRun, JobSchedule
+from scheduler.models import AuditEvent, JobRun, JobSchedule
 
 pytestmark = pytest.mark.django_db
 

@@ -20,7 +20,7 @@ from django_celery_beat.models import PeriodicTask
 
 from scheduler.models import JobRun
 from scheduler.registry import all_jobs
-from scheduler.services.schedules import schedules_apply
+from scheduler.services.writes import schedules_apply
 from tests.ops.conftest import make_run
 from tests.scheduler.processes import celery_process, worker_args
 

@@ -13,10 +13,9 @@ from django.urls import reverse
 from django_celery_beat.models import PeriodicTask
 
 from ops.job_page import cron_in_words
-from ops.models import AuditEvent
 from ops.timefmt import ago, at_second
 from scheduler.cron import Cron
-from scheduler.models import JobRun
+from scheduler.models import AuditEvent, JobRun
 from tests.ops.conftest import make_run
 
 pytestmark = pytest.mark.django_db

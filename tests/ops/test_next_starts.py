@@ -22,7 +22,7 @@ from django_celery_beat.models import CrontabSchedule, PeriodicTask
 from ops.timefmt import at_second
 from scheduler.cron import Cron
 from scheduler.models import JobSchedule
-from scheduler.services.schedules import crontab_for
+from scheduler.services.writes import crontab_for
 
 pytestmark = pytest.mark.django_db
 

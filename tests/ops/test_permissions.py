@@ -28,11 +28,11 @@ from core import permissions as perms
 from games.models import GameSession, Notification
 from games.services import game_session_finish, game_session_start, player_create
 from ops.api.permissions import StaffWith
-from ops.models import AuditEvent, Incident
+from ops.models import Incident
 from ops.urls import urlpatterns as ops_urls
 from referrals.models import PayoutHold
 from referrals.services import payout_hold
-from scheduler.models import JobRun, JobSchedule
+from scheduler.models import AuditEvent, JobRun, JobSchedule
 from tests.ops.conftest import make_run
 from tests.ops.test_admin import _form_data
 

@@ -10,7 +10,7 @@ from django_celery_beat.models import PeriodicTask
 from scheduler.cron import Cron
 from scheduler.models import JobSchedule
 from scheduler.registry import Job
-from scheduler.services.schedules import crontab_for
+from scheduler.services.writes import crontab_for
 
 
 def schedule_slot(job: Job, slot: datetime) -> datetime:

@@ -10,7 +10,7 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from scheduler.models import JobRun, JobSchedule
-from scheduler.services.schedules import schedules_apply
+from scheduler.services.writes import schedules_apply
 from tests.scheduler.conftest import close_other_connections
 from tests.scheduler.processes import beat_args, celery_process, worker_args
 

@@ -15,7 +15,7 @@ from jobsite.celery import app
 from scheduler.models import CatchUpStart
 from scheduler.schedulers import JobEntry
 from scheduler.services.catchup import _Plans, catch_up_start, regular_starts
-from scheduler.services.schedules import schedules_apply
+from scheduler.services.writes import schedules_apply
 
 pytestmark = pytest.mark.django_db
 HOUR = timedelta(hours=1)

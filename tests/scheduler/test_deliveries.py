@@ -24,7 +24,7 @@ from scheduler.services.deliveries import (
 from scheduler.services.dispatch import job_dispatch
 from scheduler.services.reconcile import ledger_reconcile
 from scheduler.services.runs import Delivery, job_execute
-from scheduler.services.schedules import crontab_for
+from scheduler.services.writes import crontab_for
 from scheduler.tasks import _delivery
 
 Status = JobRun.Status

@@ -17,12 +17,12 @@ import pytest
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from ops.services import Actor, schedule_update
+from scheduler.audit import Actor
 from scheduler.cron import Cron
 from scheduler.models import JobRun, JobSchedule
 from scheduler.services.catchup import _Plans, beat_alive
 from scheduler.services.reconcile import ledger_reconcile
-from scheduler.services.schedules import crontab_for, schedules_apply
+from scheduler.services.writes import crontab_for, schedule_update, schedules_apply
 from tests.scheduler.conftest import close_other_connections
 from tests.scheduler.processes import beat_args, celery_process, worker_args
 

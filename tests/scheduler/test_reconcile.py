@@ -8,9 +8,10 @@ import pytest
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
+from scheduler.audit import Actor
 from scheduler.models import JobRun, JobSchedule
 from scheduler.services.reconcile import ledger_reconcile
-from scheduler.services.schedules import schedules_apply
+from scheduler.services.writes import schedule_update, schedules_apply
 
 Status = JobRun.Status
 pytestmark = pytest.mark.django_db
@@ -78,8 +79,7 @@ def test_a_running_row_with_a_stale_heartbeat_is_lost_and_sent_again(only_sample
 
 def test_changing_an_offset_restarts_tracking_so_old_slots_are_not_missed(only_sample_noop):
     schedule = JobSchedule.objects.get(periodic_task__name="sample-noop")
-    schedule.offset_seconds = 9
-    schedule.save()
+    schedule_update(actor=Actor.system("test"), task=schedule.periodic_task, offset=9)
 
     counts = ledger_reconcile(now=timezone.now())
 

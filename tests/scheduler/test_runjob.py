@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import getpass
 import io
 
 import pytest
 from django.core.management import CommandError, call_command
 from django_celery_results.models import TaskResult
 
-from scheduler.models import JobRun
+from scheduler.models import AuditEvent, JobRun
 
 pytestmark = pytest.mark.django_db
 
@@ -37,3 +38,23 @@ def test_runjob_refuses_a_reason_longer_than_the_ledger_keeps():
     with pytest.raises(CommandError, match="--reason is too long"):
         call_command("runjob", "live-stats-sync", "--sync", "--reason", "x" * 300)
     assert not JobRun.objects.exists()
+
+
+def test_runjob_is_audited_as_the_os_user_on_behalf_of_user(django_user_model):
+    django_user_model.objects.create_user(username="oncall")
+
+    call_command("runjob", "live-stats-sync", "--sync", "--reason", "INC-7", stdout=io.StringIO())
+    call_command("runjob", "cleanup", "--user", "oncall", stdout=io.StringIO())
+
+    sync, queued = AuditEvent.objects.filter(action="job.run").order_by("id")
+    assert (sync.via, sync.username, sync.user_id, sync.reason) == (
+        "cli",
+        getpass.getuser(),
+        None,
+        "INC-7",
+    )
+    assert sync.after["run_id"] == JobRun.objects.get(trigger="manual", status="succeeded").pk
+    assert (queued.via, queued.username) == ("cli", "oncall")
+    queued_run = JobRun.objects.get(pk=queued.after["run_id"])
+    assert queued_run.status == "queued"
+    assert queued_run.reason == f"manage.py runjob by {getpass.getuser()}"

@@ -13,7 +13,7 @@ from jobsite.celery import app
 from scheduler.cron import Cron
 from scheduler.models import JobSchedule
 from scheduler.schedulers import JobScheduler
-from scheduler.services.schedules import schedules_apply
+from scheduler.services.writes import schedules_apply
 
 pytestmark = pytest.mark.django_db
 

@@ -14,11 +14,8 @@ from jobsite.settings import scheduler_settings
 from scheduler.cron import Cron
 from scheduler.models import JobSchedule
 from scheduler.registry import all_jobs
-from scheduler.services.schedules import (
-    check_stagger_environment,
-    crontab_for,
-    schedules_apply,
-)
+from scheduler.services.schedules import check_stagger_environment
+from scheduler.services.writes import crontab_for, schedules_apply
 
 pytestmark = pytest.mark.django_db
 

@@ -1,19 +1,19 @@
-"""`manage.py runjob NAME [--sync]`: a manual run through the run path, recorded in the ledger."""
+"""`manage.py runjob NAME [--sync]`: a manual run through the run path, recorded in the ledger
+and in the audit trail (as `cli`, by the OS user, on behalf of `--user` if given)."""
 
 from __future__ import annotations
 
-import getpass
 from argparse import ArgumentParser
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
-from django.utils import timezone
 
+from scheduler.audit import Actor
 from scheduler.models import JobRun
 from scheduler.registry import RegistryError, get_job
-from scheduler.services.dispatch import job_trigger
-from scheduler.services.runs import Delivery, job_execute, new_task_id, slot_of
+from scheduler.services.manual_runs import job_run_inline, job_run_now
+from scheduler.validators import WriteRefused
 
 
 class Command(BaseCommand):
@@ -32,36 +32,25 @@ class Command(BaseCommand):
             job = get_job(options["name"])
         except RegistryError as exc:
             raise CommandError(str(exc)) from None
-        user_id = None
+        user = None
         if options["user"]:
             user = get_user_model().objects.filter(username=options["user"]).first()
             if user is None:
                 raise CommandError(f"--user {options['user']!r}: no such user")
-            user_id = user.pk
-        reason = f"manage.py runjob by {getpass.getuser()}"
-        if options["reason"].strip():
-            reason = f"{reason}: {options['reason'].strip()}"
-        limit = JobRun._meta.get_field("reason").max_length or 255
-        if len(reason) > limit:
-            raise CommandError(
-                f"--reason is too long: {len(reason)} characters with who ran it, at most {limit}"
+        actor = Actor.cli("manage.py runjob", user=user)
+        reason = options["reason"].strip()
+        try:
+            if not options["sync"]:
+                run = job_run_now(actor=actor, job_name=job.name, reason=reason)
+                self.stdout.write(f"queued {job.name}: run {run.pk} ({run.status})")
+                return
+            run = job_run_inline(
+                actor=actor, job_name=job.name, reason=reason, worker="runjob --sync"
             )
-        if not options["sync"]:
-            run = job_trigger(
-                job=job, trigger=JobRun.Trigger.MANUAL, user_id=user_id, reason=reason
-            )
-            self.stdout.write(f"queued {job.name}: run {run.pk} ({run.status})")
-            return
-        delivery = Delivery(
-            job=job,
-            slot=slot_of(timezone.now()),
-            trigger=JobRun.Trigger.MANUAL,
-            task_id=f"sync-{new_task_id()}",
-            worker="runjob --sync",
-            user_id=user_id,
-            reason=reason,
-        )
-        run = job_execute(delivery).run
+        except WriteRefused as exc:
+            if exc.field == "reason":
+                raise CommandError(f"--reason is too long: {exc.message}") from None
+            raise CommandError(str(exc)) from None
         self.stdout.write(
             f"{job.name}: run {run.pk} {run.status} in {run.duration_ms} ms "
             f"{run.result or ''}{run.error}"

@@ -1,4 +1,6 @@
-"""`manage.py schedules apply|list|remove|check`: the job schedules in the database."""
+"""`manage.py schedules apply|list|remove|check`: the job schedules in the database.
+
+`apply` and `remove` write through `scheduler.services.writes`, audited as `cli` by the OS user."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
+from scheduler.audit import Actor
 from scheduler.collisions import analyse
 from scheduler.conf import profile
 from scheduler.cron import Cron, CronError
@@ -22,9 +25,8 @@ from scheduler.services.schedules import (
     effective_offset,
     enabled_plans,
     profile_cron,
-    schedules_apply,
-    schedules_remove,
 )
+from scheduler.services.writes import schedules_apply, schedules_remove
 
 
 class Command(BaseCommand):
@@ -68,7 +70,11 @@ class Command(BaseCommand):
         getattr(self, f"_{options['action']}")(options)
 
     def _apply(self, options: dict[str, Any]) -> None:
-        changes = schedules_apply(profile=options["profile"], reset=options["reset"])
+        changes = schedules_apply(
+            actor=Actor.cli("manage.py schedules apply"),
+            profile=options["profile"],
+            reset=options["reset"],
+        )
         for change in changes:
             self.stdout.write(str(change))
         touched = sum(change.action != "unchanged" for change in changes)
@@ -123,7 +129,10 @@ class Command(BaseCommand):
                 get_job(name)
             except RegistryError as exc:
                 raise CommandError(str(exc)) from None
-        removed = schedules_remove(names=None if options["all"] else options["names"])
+        removed = schedules_remove(
+            actor=Actor.cli("manage.py schedules remove"),
+            names=None if options["all"] else options["names"],
+        )
         self.stdout.write(f"removed {len(removed)}: {', '.join(removed) or 'nothing'}")
 
     def _check(self, options: dict[str, Any]) -> None:

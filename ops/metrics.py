@@ -27,7 +27,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from ops.health import beat_liveness
+from ops.health import beat_liveness, watchdog_liveness
 from ops.models import JOB_KINDS, OUTAGE_JOB, OUTAGE_KINDS, Incident
 from ops.selectors import job_backlogs
 from scheduler.models import JobRun
@@ -166,6 +166,24 @@ class JobsCollector(Collector):
                 "Beat's newest heartbeat (Unix time); only beat itself advances it.",
             )
             seen.add_metric([], beat.last_seen.timestamp())
+            yield seen
+
+        # Who watches the watchdog: this scrape reads its heartbeat (stamped every pass), and
+        # Prometheus pages on it (WatchdogDown), so its death does not go unnoticed.
+        watchdog = watchdog_liveness()
+        watchdog_up = GaugeMetricFamily(
+            "jobsite_watchdog_up",
+            "1 while the watchdog's heartbeat (one per pass) is newer than "
+            "HEALTH_WATCHDOG_DOWN_AFTER.",
+        )
+        watchdog_up.add_metric([], 1 if watchdog.healthy else 0)
+        yield watchdog_up
+        if watchdog.last_seen is not None:
+            seen = GaugeMetricFamily(
+                "jobsite_watchdog_last_seen_timestamp_seconds",
+                "The watchdog's newest heartbeat (Unix time); only the watchdog advances it.",
+            )
+            seen.add_metric([], watchdog.last_seen.timestamp())
             yield seen
 
         depth = GaugeMetricFamily(

@@ -9,8 +9,12 @@ Every WATCHDOG_INTERVAL seconds (30) one pass
    not hold the next pass for timeout x channels x incidents).
 
 Beat only sends and stamps its heartbeat: a dead beat cannot report its own death, and a slow
-database or webhook no longer delays its sends. The watchdog needs only PostgreSQL (and the
-broker for the reconciler's re-sends); nothing it does waits on beat or a worker.
+database or webhook no longer delays its sends. Each pass first stamps the watchdog's own
+heartbeat (scheduler.heartbeat): who watches the watchdog is the web process, which reads that
+row's age for /healthz/watchdog, the admin header and `jobsite_watchdog_up`, on which Prometheus
+pages (WatchdogDown) — a dead watchdog cannot report its own death either. The watchdog needs
+only PostgreSQL (and the broker for the reconciler's re-sends); nothing it does waits on beat or
+a worker.
 
 Two watchdogs are harmless: every write of a pass is already guarded (the ledger's unique
 (job, slot) rows, one open incident per (job, kind), conditional claims of deliveries). A pass
@@ -31,6 +35,7 @@ from typing import Any
 from django.db import close_old_connections, connection
 
 from core.advisory import AdvisoryLock, advisory_lock_try
+from scheduler.heartbeat import watchdog_heartbeat_stamp
 
 logger = logging.getLogger(__name__)
 DELIVERY_BUDGET = 20.0  # seconds of notification sending per pass; the rest waits for the next
@@ -73,6 +78,9 @@ def watchdog_pass(
     started = time.monotonic()
     report = WatchdogPass()
     _replace_broken_connection()
+    # Stamped first, lock or not: a second watchdog waiting for the lock is alive too; the web
+    # process and Prometheus judge the watchdog by it (ops.health.watchdog_liveness).
+    watchdog_heartbeat_stamp(force=True)
     try:
         with advisory_lock_try(AdvisoryLock.WATCHDOG_PASS) as taken:
             if not taken:

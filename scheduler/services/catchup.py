@@ -80,8 +80,8 @@ def beat_alive() -> bool:
     """Whether a beat process stamped its heartbeat lately (PostgreSQL's clock on both sides)."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT EXISTS (SELECT 1 FROM scheduler_beatheartbeat "
-            "WHERE last_tick_at > statement_timestamp() - make_interval(secs => %s))",
+            "SELECT EXISTS (SELECT 1 FROM scheduler_processheartbeat WHERE kind = 'beat' "
+            "AND last_tick_at > statement_timestamp() - make_interval(secs => %s))",
             [BEAT_ALIVE_WITHIN.total_seconds()],
         )
         return bool(cursor.fetchone()[0])

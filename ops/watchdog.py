@@ -2,7 +2,8 @@
 
 Every WATCHDOG_INTERVAL seconds (30) one pass
 1. looks for outages (ops.outages): beat's heartbeat older than HEALTH_BEAT_DOWN_AFTER, a broker
-   that does not answer; one incident per outage, with the slots it cost counted into it;
+   that does not answer; one incident per outage, with the slots it cost counted into it; and
+   (`workers`) a queue with work due that no worker consumes, one incident per queue;
 2. runs the reconciler (scheduler.services.reconcile): lost runs, slots nobody ran, stale queues;
 3. evaluates per-job alerts (ops.alerts) and delivers pending notifications, for at most
    DELIVERY_BUDGET seconds (a chat webhook that hangs during the very outage it reports must
@@ -66,13 +67,19 @@ class WatchdogPass:
 
 
 def watchdog_pass(
-    *, delivery_budget: float = DELIVERY_BUDGET, judge_beat: bool = True
+    *,
+    delivery_budget: float = DELIVERY_BUDGET,
+    judge_beat: bool = True,
+    judge_workers: bool = False,
 ) -> WatchdogPass:
-    """One pass: outages, reconcile, evaluate alerts, deliver. Never raises for a failed step:
-    the step is logged and runs again at the next pass, and the steps after it still run.
-    `judge_beat=False` leaves beat's liveness unjudged (see `manage.py watchdog`)."""
+    """One pass: outages, (workers,) reconcile, evaluate alerts, deliver. Never raises for a
+    failed step: the step is logged and runs again at the next pass, and the steps after it
+    still run. `judge_beat=False` leaves beat's liveness unjudged (see `manage.py watchdog`);
+    `judge_workers=True` adds the `workers` step (no worker on a queue: a broadcast to the
+    workers that costs ~1 s, which `manage.py watchdog` pays and a caller in a shell may not
+    want to)."""
     from ops.alerts import alerts_deliver, alerts_evaluate
-    from ops.outages import outages_evaluate
+    from ops.outages import outages_evaluate, queue_workers_evaluate
     from scheduler.services.reconcile import ledger_reconcile
 
     started = time.monotonic()
@@ -88,6 +95,7 @@ def watchdog_pass(
                 return report
             steps: list[tuple[str, Callable[[], dict[str, int]]]] = [
                 ("outages", lambda: outages_evaluate(judge_beat=judge_beat)),
+                *([("workers", queue_workers_evaluate)] if judge_workers else []),
                 ("reconciler", ledger_reconcile),
                 ("alerts", alerts_evaluate),
                 ("deliveries", lambda: alerts_deliver(until=started + delivery_budget)),

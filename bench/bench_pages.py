@@ -56,7 +56,7 @@ def seed(count: int, ledger_days: int) -> None:
         # would take minutes.
         cursor.execute(
             "TRUNCATE scheduler_jobrun, scheduler_jobruntally, django_celery_beat_periodictask, "
-            "scheduler_beatheartbeat CASCADE"
+            "scheduler_processheartbeat CASCADE"
         )
     schedules_apply(profile="production", reset=True)
     crons = [

@@ -3,8 +3,12 @@
 - `/healthz/ready`: the load balancer's check. PostgreSQL and the broker; 503 when either is down.
   Beat plays no part, so a dead beat never takes the admin out of rotation.
 - `/healthz/beat`: beat's heartbeat (ops.health): `ok` or `stale` answer 200, `down` 503.
-- `/healthz`: kept for existing probes: the ready check, with beat's word reported beside it;
-  beat makes it 503 only when HEALTH_BEAT_REQUIRED=1.
+- `/healthz/watchdog`: the watchdog's heartbeat (stamped every pass), the same words and codes.
+  The watchdog judges beat; this endpoint (and `jobsite_watchdog_up`) is how the watchdog is
+  judged, by something other than itself.
+- `/healthz`: kept for existing probes: the ready check, with beat's and the watchdog's words
+  reported beside it; beat makes it 503 only when HEALTH_BEAT_REQUIRED=1, the watchdog never
+  (a dead watchdog must not take the web process out of rotation).
 
 Anonymous callers see `ok`, `stale` or `down`, never times, hosts or exception texts; staff see
 beat's details on the jobs dashboard.
@@ -44,6 +48,12 @@ def _beat() -> str:
     return beat_liveness().state
 
 
+def _watchdog() -> str:
+    from ops.health import watchdog_liveness
+
+    return watchdog_liveness().state
+
+
 def _probe(check: Callable[[], str]) -> str:
     try:
         return check()
@@ -76,7 +86,18 @@ def healthz_beat(request: HttpRequest) -> JsonResponse:
 
 @never_cache
 @require_GET
+def healthz_watchdog(request: HttpRequest) -> JsonResponse:
+    return _answer({"watchdog": _probe(_watchdog)}, ["watchdog"])
+
+
+@never_cache
+@require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
-    checks = {"database": _probe(_database), "broker": _probe(_broker), "beat": _probe(_beat)}
+    checks = {
+        "database": _probe(_database),
+        "broker": _probe(_broker),
+        "beat": _probe(_beat),
+        "watchdog": _probe(_watchdog),
+    }
     required = ["database", "broker"] + (["beat"] if settings.HEALTH_BEAT_REQUIRED else [])
     return _answer(checks, required)

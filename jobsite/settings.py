@@ -315,6 +315,18 @@ HEALTH_BEAT_REQUIRED = env_bool("HEALTH_BEAT_REQUIRED", False)
 # The watchdog (`manage.py watchdog`, ops.watchdog) runs the reconciler and alerts every this many
 # seconds; a dead beat is paged within HEALTH_BEAT_DOWN_AFTER + this.
 WATCHDOG_INTERVAL = env_int("WATCHDOG_INTERVAL", 30, minimum=1, maximum=300)
+# The watchdog stamps its own heartbeat at every pass (scheduler.heartbeat); older than this many
+# seconds, it is down (/healthz/watchdog 503, jobsite_watchdog_up 0, the admin header red). The
+# web process and Prometheus watch it: it cannot report its own death.
+HEALTH_WATCHDOG_DOWN_AFTER = env_int(
+    "HEALTH_WATCHDOG_DOWN_AFTER", max(120, 3 * WATCHDOG_INTERVAL), minimum=15, maximum=3600
+)
+if HEALTH_WATCHDOG_DOWN_AFTER < 2 * WATCHDOG_INTERVAL + 20:
+    raise ConfigError(
+        f"HEALTH_WATCHDOG_DOWN_AFTER={HEALTH_WATCHDOG_DOWN_AFTER} must be at least two passes "
+        f"(2 x WATCHDOG_INTERVAL={WATCHDOG_INTERVAL}) plus a pass's 20 s delivery budget, or a "
+        "live watchdog would be reported down"
+    )
 
 # ---------------------------------------------------------------------------------------------
 # E-mail: Django's backend, used by alerts (ops.alerts; recipients in JOBSITE_ALERT_EMAILS, in

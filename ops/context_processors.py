@@ -1,4 +1,5 @@
-"""Template context for the admin's header: links, and beat's state on every page."""
+"""Template context for the admin's header: links, and beat's and the watchdog's state on every
+page."""
 
 from __future__ import annotations
 
@@ -11,29 +12,35 @@ from core.permissions import VIEW_RUN
 
 
 def ops_links(request: HttpRequest) -> dict[str, Any]:
-    """Flower's URL; for staff who may see runs, beat's liveness (`beat_header`).
+    """Flower's URL; for staff who may see runs, beat's and the watchdog's liveness
+    (`beat_header`, `watchdog_header`).
 
-    Beat's state is one single-row read of its heartbeat (ops.health.beat_liveness), made only
-    for a staff user with scheduler.view_jobrun, only when the page renders it (the header), and
-    at most once per request."""
+    Each state is one single-row read of the process's heartbeat (ops.health), made only for a
+    staff user with scheduler.view_jobrun, only when the page renders it (the header), and at
+    most once per request."""
     context: dict[str, Any] = {"flower_url": getattr(settings, "FLOWER_URL", "")}
     user = getattr(request, "user", None)
     if user is not None and user.is_active and user.is_staff and user.has_perm(VIEW_RUN):
-        context["beat_header"] = _LazyBeat()
+        context["beat_header"] = _LazyLiveness("beat")
         context["beat_down_after"] = settings.HEALTH_BEAT_DOWN_AFTER
+        context["watchdog_header"] = _LazyLiveness("watchdog")
+        context["watchdog_down_after"] = settings.HEALTH_WATCHDOG_DOWN_AFTER
     return context
 
 
-class _LazyBeat:
-    """ops.health.beat_liveness(), read the first time the template asks for it."""
+class _LazyLiveness:
+    """ops.health.process_liveness(kind), read the first time the template asks for it."""
 
     _value: Any = None
 
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
     def _liveness(self) -> Any:
         if self._value is None:
-            from ops.health import beat_liveness
+            from ops.health import process_liveness
 
-            self._value = beat_liveness()
+            self._value = process_liveness(self.kind)
         return self._value
 
     @property
@@ -47,12 +54,8 @@ class _LazyBeat:
 
     @property
     def label(self) -> str:
-        beat = self._liveness()
-        if beat.age is None:
-            return "beat down: never seen"
-        seconds = self.seconds_ago
-        if beat.state == "ok":
-            return f"beat up, last seen {seconds} s ago"
-        if beat.state == "stale":
-            return f"beat late, last seen {seconds} s ago"
-        return f"beat down, last seen {seconds} s ago"
+        process = self._liveness()
+        if process.age is None:
+            return f"{self.kind} down: never seen"
+        word = {"ok": "up", "stale": "late"}.get(process.state, "down")
+        return f"{self.kind} {word}, last seen {self.seconds_ago} s ago"

@@ -27,8 +27,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from ops.health import beat_liveness
-from ops.models import JOB_KINDS, OUTAGE_JOB, OUTAGE_KINDS, Incident
+from ops.health import beat_liveness, watchdog_liveness
+from ops.models import JOB_KINDS, OUTAGE_JOB, OUTAGE_KINDS, QUEUE_PREFIX, Incident
 from scheduler.models import JobRun
 from scheduler.registry import QUEUES, all_jobs
 from scheduler.selectors import job_backlogs
@@ -46,11 +46,22 @@ def queue_names() -> list[str]:
     return sorted({*QUEUES, settings.CELERY_TASK_DEFAULT_QUEUE})
 
 
-def queue_depths() -> tuple[dict[str, int], int]:
+# Consumers of each queue as the watchdog last counted them (ops.outages.queue_workers_evaluate):
+# a Redis hash next to the queues, expiring when the watchdog stops counting.
+QUEUE_WORKERS_KEY = "jobsite:queue_workers"
+
+
+def queue_depths(url: str | None = None) -> tuple[dict[str, int], int]:
     """Messages waiting in each Celery queue (all priority lists), and messages delivered to a
     worker but not acknowledged yet (countdown messages waiting for their offset are among them).
-    """
-    client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=2)
+    `url`: the broker's (default: settings.CELERY_BROKER_URL)."""
+    depths, unacked, _ = _broker_counts(url or settings.CELERY_BROKER_URL)
+    return depths, unacked
+
+
+def _broker_counts(url: str) -> tuple[dict[str, int], int, dict[str, int]]:
+    """queue_depths, and the consumers per queue the watchdog last counted (one round trip)."""
+    client = redis.Redis.from_url(url, socket_timeout=2)
     try:
         pipe = client.pipeline()
         names = queue_names()
@@ -58,12 +69,27 @@ def queue_depths() -> tuple[dict[str, int], int]:
             for step in PRIORITY_STEPS:
                 pipe.llen(name if step == 0 else f"{name}{PRIORITY_SEP}{step}")
         pipe.hlen("unacked")
+        pipe.hgetall(QUEUE_WORKERS_KEY)
         counts = pipe.execute()
     finally:
         client.close()
     per_step = len(PRIORITY_STEPS)
     depths = {name: sum(counts[i * per_step : (i + 1) * per_step]) for i, name in enumerate(names)}
-    return depths, counts[-1]
+    workers = {key.decode(): int(value) for key, value in counts[-1].items()}
+    return depths, counts[-2], workers
+
+
+def queue_workers_publish(url: str, workers: dict[str, int], *, ttl: int) -> None:
+    """Store the watchdog's count of consumers per queue for the next scrapes (`ttl` seconds)."""
+    client = redis.Redis.from_url(url, socket_timeout=2)
+    try:
+        pipe = client.pipeline()
+        pipe.delete(QUEUE_WORKERS_KEY)
+        pipe.hset(QUEUE_WORKERS_KEY, mapping={name: str(n) for name, n in workers.items()})
+        pipe.expire(QUEUE_WORKERS_KEY, ttl)
+        pipe.execute()
+    finally:
+        client.close()
 
 
 def _buckets(histogram: Histogram) -> list[tuple[str, float]]:
@@ -135,7 +161,11 @@ class JobsCollector(Collector):
             labels=["job_name", "kind"],
         )
         open_now = set(Incident.objects.filter(resolved_at=None).values_list("job", "kind"))
-        per_job = {(job, kind) for job, kind in open_now if job != OUTAGE_JOB}
+        per_job = {
+            (job, kind)
+            for job, kind in open_now
+            if job != OUTAGE_JOB and not job.startswith(QUEUE_PREFIX)
+        }
         kinds = {*JOB_KINDS, *(kind for _, kind in per_job)}
         for job in sorted({*jobs, *(job for job, _ in per_job)}):
             for kind in sorted(kinds):
@@ -168,12 +198,30 @@ class JobsCollector(Collector):
             seen.add_metric([], beat.last_seen.timestamp())
             yield seen
 
+        # Who watches the watchdog: this scrape reads its heartbeat (stamped every pass), and
+        # Prometheus pages on it (WatchdogDown), so its death does not go unnoticed.
+        watchdog = watchdog_liveness()
+        watchdog_up = GaugeMetricFamily(
+            "jobsite_watchdog_up",
+            "1 while the watchdog's heartbeat (one per pass) is newer than "
+            "HEALTH_WATCHDOG_DOWN_AFTER.",
+        )
+        watchdog_up.add_metric([], 1 if watchdog.healthy else 0)
+        yield watchdog_up
+        if watchdog.last_seen is not None:
+            seen = GaugeMetricFamily(
+                "jobsite_watchdog_last_seen_timestamp_seconds",
+                "The watchdog's newest heartbeat (Unix time); only the watchdog advances it.",
+            )
+            seen.add_metric([], watchdog.last_seen.timestamp())
+            yield seen
+
         depth = GaugeMetricFamily(
             "jobsite_celery_queue_length", "Messages waiting in a Celery queue.", labels=["queue"]
         )
         up = GaugeMetricFamily("jobsite_broker_up", "1 when the broker answered this scrape.")
         try:
-            depths, unacked = queue_depths()
+            depths, unacked, workers = _broker_counts(settings.CELERY_BROKER_URL)
         except redis.RedisError:
             up.add_metric([], 0)
             yield up
@@ -189,6 +237,17 @@ class JobsCollector(Collector):
         )
         reserved.add_metric([], unacked)
         yield reserved
+        # Counted by the watchdog (a broadcast to the workers costs a second, too much for a
+        # scrape); no samples while the watchdog is down (jobsite_watchdog_up says so).
+        if workers:
+            consumers = GaugeMetricFamily(
+                "jobsite_queue_workers",
+                "Workers consuming the queue at the watchdog's last pass.",
+                labels=["queue"],
+            )
+            for name in queue_names():
+                consumers.add_metric([name], workers.get(name, 0))
+            yield consumers
 
 
 def metrics_registry() -> CollectorRegistry:

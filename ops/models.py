@@ -22,6 +22,9 @@ class IncidentKind(models.TextChoices):
     # Outages of the platform (ops.outages): job `*`, one incident for every job's slots.
     BEAT_DOWN = "beat_down", "beat down"
     BROKER_DOWN = "broker_down", "broker down"
+    # A queue with work due and no worker consuming it (ops.outages): job `queue:<name>`, one
+    # incident per queue.
+    NO_WORKER = "no_worker", "no worker on a queue"
 
 
 # Per-job incidents name a registered job; an outage incident names this instead (and the
@@ -29,6 +32,8 @@ class IncidentKind(models.TextChoices):
 OUTAGE_JOB = "*"
 JOB_KINDS = (IncidentKind.FAILURES, IncidentKind.MISSED, IncidentKind.LATE)
 OUTAGE_KINDS = (IncidentKind.BEAT_DOWN, IncidentKind.BROKER_DOWN)
+# A no-worker incident names its queue in `job`: `queue:default`.
+QUEUE_PREFIX = "queue:"
 
 
 class Incident(models.Model):
@@ -44,7 +49,9 @@ class Incident(models.Model):
     Kind = IncidentKind
 
     job = models.CharField(
-        max_length=100, help_text="Registered job name, or * for an outage of the platform."
+        max_length=100,
+        help_text="Registered job name, * for an outage of the platform, or queue:<name> for a "
+        "queue no worker consumes.",
     )
     kind = models.CharField(max_length=20, choices=IncidentKind.choices)
     opened_at = models.DateTimeField(help_text="When the alert evaluation saw the condition.")

@@ -18,6 +18,22 @@ into it: one outage, one alert. Per-job failures (`failures`) are never grouped.
 
 The outage incident is opened (and notified) once: the partial unique constraint on open
 (job, kind) holds for job `*` too, so two watchdogs open it once.
+
+**No worker on a queue** (`queue_workers_evaluate`, the watchdog's `workers` step): one incident
+per queue (job `queue:<name>`, kind `no_worker`) that has work due — messages waiting in it, or an
+enabled job routed to it — and no worker consuming it; it resolves at the first pass that finds
+a consumer again (or no work due any more). Who consumes what is asked of the workers themselves:
+`app.control.inspect(timeout=1).active_queues()`, one broadcast through the broker's pidbox,
+answered by each worker's consumer thread (also while its pool runs tasks, for the prefork and
+threads pools the Procfile and compose use; a `solo` worker busy with a task cannot answer). It
+was chosen over worker heartbeat events because those say a worker is alive, not which queues it
+consumes (that still needs `active_queues`), and they need a receiver subscribed all the time,
+where a pass needs one question. Redis itself cannot tell: a consumer is a client blocked in
+BRPOP, anonymous. The broadcast waits its whole timeout (it cannot know how many workers will
+answer): ~1 s per pass. A queue that looks unserved is asked about once more with a longer
+timeout (2 s) before an incident opens, so one late reply does not page. Not judged while the
+broker is down (that is the broker-down incident). Slots the queue's jobs miss meanwhile are not
+grouped under it (they open their per-job incidents as before).
 """
 
 from __future__ import annotations
@@ -25,13 +41,14 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
 from ops import conf
 from ops.health import beat_liveness
-from ops.models import OUTAGE_JOB, OUTAGE_KINDS, AlertDelivery, Incident
+from ops.models import OUTAGE_JOB, OUTAGE_KINDS, QUEUE_PREFIX, AlertDelivery, Incident
 from scheduler.models import JobRun
 
 logger = logging.getLogger(__name__)
@@ -42,10 +59,15 @@ Kind = Incident.Kind
 Status = JobRun.Status
 
 
+INSPECT_TIMEOUT = 1.0  # seconds a pass waits for the workers' answers
+CONFIRM_TIMEOUT = 2.0  # the second question, when a queue with work due looked unserved
+
+
 class _State:
     """This process's memory between passes (a `--once` pass has none)."""
 
     broker_last_ok: datetime | None = None
+    broker_ok: bool = True  # at this process's latest look
 
 
 def outages_evaluate(*, now: datetime | None = None, judge_beat: bool = True) -> dict[str, int]:
@@ -70,6 +92,7 @@ def outages_evaluate(*, now: datetime | None = None, judge_beat: bool = True) ->
             )
             counts["opened"] += _open(Kind.BEAT_DOWN, since, summary, detail, now, config)
     error = _broker_error()
+    _State.broker_ok = error is None
     if error is None:
         _State.broker_last_ok = now
         counts["resolved"] += _resolve(Kind.BROKER_DOWN, "the broker answers again", now, config)
@@ -154,20 +177,97 @@ def outage_slots_group(*, now: datetime | None = None, config: conf.AlertSetting
     return grouped
 
 
+def queue_consumers(*, timeout: float = INSPECT_TIMEOUT) -> dict[str, set[str]]:
+    """The workers consuming each queue, as they answer within `timeout` seconds."""
+    from celery import current_app as app
+
+    replies = app.control.inspect(timeout=timeout).active_queues() or {}
+    consumers: dict[str, set[str]] = {}
+    for worker, queues in replies.items():
+        for queue in queues or []:
+            consumers.setdefault(queue.get("name", ""), set()).add(worker)
+    return consumers
+
+
+def queues_with_work(depths: dict[str, int]) -> set[str]:
+    """Queues with messages waiting, or an enabled job routed to them (its next slot will be)."""
+    from django_celery_beat.models import PeriodicTask
+
+    from scheduler.registry import all_jobs
+
+    queue_of = {job.task: job.queue for job in all_jobs()}
+    enabled = PeriodicTask.objects.filter(enabled=True, task__in=list(queue_of)).values_list(
+        "task", flat=True
+    )
+    return {name for name, waiting in depths.items() if waiting} | {
+        queue_of[task] for task in enabled.distinct()
+    }
+
+
+def queue_workers_evaluate(*, now: datetime | None = None) -> dict[str, int]:
+    """Open a no-worker incident for each queue with work due and no consumer; resolve the ones
+    whose queue has a consumer again (or no work due). Calling it twice changes nothing."""
+    from celery import current_app as app
+
+    from ops.metrics import queue_depths, queue_names, queue_workers_publish
+
+    now = now or timezone.now()
+    counts = {"opened": 0, "resolved": 0}
+    if not _State.broker_ok:
+        return counts  # the broker-down incident says it all; a broadcast would only wait
+    config = conf.load()
+    url = app.conf.broker_url
+    consumers = queue_consumers()
+    depths, _ = queue_depths(url)
+    due = queues_with_work(depths)
+    if any(not consumers.get(name) for name in due):
+        # One late answer must not page: ask once more, longer, and count either answer.
+        for name, workers in queue_consumers(timeout=CONFIRM_TIMEOUT).items():
+            consumers.setdefault(name, set()).update(workers)
+    for name in queue_names():
+        workers = sorted(consumers.get(name, ()))
+        job = f"{QUEUE_PREFIX}{name}"
+        if workers or name not in due:
+            why = f"consumed by {', '.join(workers)}" if workers else "no work due on it any more"
+            counts["resolved"] += _resolve(Kind.NO_WORKER, why, now, config, job=job)
+            continue
+        waiting = depths.get(name, 0)
+        summary = f"no worker on queue {name}: {waiting} message(s) waiting; its jobs do not run"
+        detail = (
+            f"No worker answered `inspect active_queues` for queue {name!r} (twice, within "
+            f"{INSPECT_TIMEOUT:g} s and {CONFIRM_TIMEOUT:g} s); its jobs' runs wait in the broker "
+            "until one does. Start a worker with `--queues " + name + "`."
+        )
+        counts["opened"] += _open(Kind.NO_WORKER, now, summary, detail, now, config, job=job)
+    try:
+        published = {name: len(consumers.get(name, ())) for name in queue_names()}
+        queue_workers_publish(url, published, ttl=settings.HEALTH_WATCHDOG_DOWN_AFTER)
+    except Exception as exc:  # the metric only; the incidents above are written
+        logger.warning("could not publish the queue consumer counts: %s", exc)
+    return counts
+
+
 def _open(
-    kind: str, since: datetime, summary: str, detail: str, now: datetime, config: conf.AlertSettings
+    kind: str,
+    since: datetime,
+    summary: str,
+    detail: str,
+    now: datetime,
+    config: conf.AlertSettings,
+    *,
+    job: str = OUTAGE_JOB,
 ) -> int:
     from ops.alerts import alerts_queue
 
-    if Incident.objects.filter(job=OUTAGE_JOB, kind=kind, resolved_at=None).exists():
+    if Incident.objects.filter(job=job, kind=kind, resolved_at=None).exists():
         return 0
     try:
         with transaction.atomic():
             incident = Incident.objects.create(
-                job=OUTAGE_JOB,
+                job=job,
                 kind=kind,
                 opened_at=now,
-                down_since=since,
+                down_since=since if kind in OUTAGE_KINDS else None,
                 occurrences=0,
                 summary=summary[:255],
                 detail=detail,
@@ -179,10 +279,17 @@ def _open(
     return 1
 
 
-def _resolve(kind: str, resolution: str, now: datetime, config: conf.AlertSettings) -> int:
+def _resolve(
+    kind: str,
+    resolution: str,
+    now: datetime,
+    config: conf.AlertSettings,
+    *,
+    job: str = OUTAGE_JOB,
+) -> int:
     from ops.alerts import alerts_queue
 
-    incident = Incident.objects.filter(job=OUTAGE_JOB, kind=kind, resolved_at=None).first()
+    incident = Incident.objects.filter(job=job, kind=kind, resolved_at=None).first()
     if incident is None:
         return 0
     with transaction.atomic():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
@@ -17,7 +18,7 @@ from django.utils import timezone
 from core.permissions import DASHBOARD, VIEW_INCIDENT
 from ops import charts
 from ops.alerts import open_incidents
-from ops.health import beat_liveness, beat_processes
+from ops.health import beat_liveness, beat_processes, watchdog_liveness, watchdog_processes
 from scheduler.selectors import concurrency_series, forecast, jobs_overview, starts_per_second
 
 WINDOWS = {
@@ -57,6 +58,9 @@ def dashboard(request: HttpRequest) -> TemplateResponse:
         "open_incidents": open_incidents() if request.user.has_perm(VIEW_INCIDENT) else None,
         "beat": beat_liveness(),
         "beats": beat_processes(),
+        "watchdog": watchdog_liveness(),
+        "watchdogs": watchdog_processes(),
+        "watchdog_down_after": settings.HEALTH_WATCHDOG_DOWN_AFTER,
         "starts_chart": charts.bar_chart(
             per_second,
             [f":{s:02d}" for s in range(60)],

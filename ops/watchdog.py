@@ -2,15 +2,20 @@
 
 Every WATCHDOG_INTERVAL seconds (30) one pass
 1. looks for outages (ops.outages): beat's heartbeat older than HEALTH_BEAT_DOWN_AFTER, a broker
-   that does not answer; one incident per outage, with the slots it cost counted into it;
+   that does not answer; one incident per outage, with the slots it cost counted into it; and
+   (`workers`) a queue with work due that no worker consumes, one incident per queue;
 2. runs the reconciler (scheduler.services.reconcile): lost runs, slots nobody ran, stale queues;
 3. evaluates per-job alerts (ops.alerts) and delivers pending notifications, for at most
    DELIVERY_BUDGET seconds (a chat webhook that hangs during the very outage it reports must
    not hold the next pass for timeout x channels x incidents).
 
 Beat only sends and stamps its heartbeat: a dead beat cannot report its own death, and a slow
-database or webhook no longer delays its sends. The watchdog needs only PostgreSQL (and the
-broker for the reconciler's re-sends); nothing it does waits on beat or a worker.
+database or webhook no longer delays its sends. Each pass first stamps the watchdog's own
+heartbeat (scheduler.heartbeat): who watches the watchdog is the web process, which reads that
+row's age for /healthz/watchdog, the admin header and `jobsite_watchdog_up`, on which Prometheus
+pages (WatchdogDown) — a dead watchdog cannot report its own death either. The watchdog needs
+only PostgreSQL (and the broker for the reconciler's re-sends); nothing it does waits on beat or
+a worker.
 
 Two watchdogs are harmless: every write of a pass is already guarded (the ledger's unique
 (job, slot) rows, one open incident per (job, kind), conditional claims of deliveries). A pass
@@ -31,6 +36,7 @@ from typing import Any
 from django.db import close_old_connections, connection
 
 from core.advisory import AdvisoryLock, advisory_lock_try
+from scheduler.heartbeat import watchdog_heartbeat_stamp
 
 logger = logging.getLogger(__name__)
 DELIVERY_BUDGET = 20.0  # seconds of notification sending per pass; the rest waits for the next
@@ -61,18 +67,27 @@ class WatchdogPass:
 
 
 def watchdog_pass(
-    *, delivery_budget: float = DELIVERY_BUDGET, judge_beat: bool = True
+    *,
+    delivery_budget: float = DELIVERY_BUDGET,
+    judge_beat: bool = True,
+    judge_workers: bool = False,
 ) -> WatchdogPass:
-    """One pass: outages, reconcile, evaluate alerts, deliver. Never raises for a failed step:
-    the step is logged and runs again at the next pass, and the steps after it still run.
-    `judge_beat=False` leaves beat's liveness unjudged (see `manage.py watchdog`)."""
+    """One pass: outages, (workers,) reconcile, evaluate alerts, deliver. Never raises for a
+    failed step: the step is logged and runs again at the next pass, and the steps after it
+    still run. `judge_beat=False` leaves beat's liveness unjudged (see `manage.py watchdog`);
+    `judge_workers=True` adds the `workers` step (no worker on a queue: a broadcast to the
+    workers that costs ~1 s, which `manage.py watchdog` pays and a caller in a shell may not
+    want to)."""
     from ops.alerts import alerts_deliver, alerts_evaluate
-    from ops.outages import outages_evaluate
+    from ops.outages import outages_evaluate, queue_workers_evaluate
     from scheduler.services.reconcile import ledger_reconcile
 
     started = time.monotonic()
     report = WatchdogPass()
     _replace_broken_connection()
+    # Stamped first, lock or not: a second watchdog waiting for the lock is alive too; the web
+    # process and Prometheus judge the watchdog by it (ops.health.watchdog_liveness).
+    watchdog_heartbeat_stamp(force=True)
     try:
         with advisory_lock_try(AdvisoryLock.WATCHDOG_PASS) as taken:
             if not taken:
@@ -80,6 +95,7 @@ def watchdog_pass(
                 return report
             steps: list[tuple[str, Callable[[], dict[str, int]]]] = [
                 ("outages", lambda: outages_evaluate(judge_beat=judge_beat)),
+                *([("workers", queue_workers_evaluate)] if judge_workers else []),
                 ("reconciler", ledger_reconcile),
                 ("alerts", alerts_evaluate),
                 ("deliveries", lambda: alerts_deliver(until=started + delivery_budget)),

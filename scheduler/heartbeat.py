@@ -1,11 +1,19 @@
-"""Beat's heartbeat: every tick of beat's loop stamps its `BeatHeartbeat` row, at most every
-STAMP_EVERY seconds, so the stamp costs one single-row upsert per few seconds whatever the number
-of schedules.
+"""Process heartbeats: beat and the watchdog each stamp their own `ProcessHeartbeat` row (one per
+process, by kind), at most every STAMP_EVERY seconds, so a stamp costs one single-row upsert per
+few seconds whatever the number of schedules.
 
-Beat ticks at least every `CELERY_BEAT_MAX_LOOP_INTERVAL` seconds (5) even with nothing due, so a
-live beat's row is at most about STAMP_EVERY + that interval old; ops.health calls beat down when
-it is older than HEALTH_BEAT_DOWN_AFTER (60 s). The stamp uses PostgreSQL's clock, and health
-compares with the same clock, so a skewed beat or web host cannot fake or hide an outage.
+- **beat** stamps from every tick of its loop (scheduler.schedulers), which runs at least every
+  `CELERY_BEAT_MAX_LOOP_INTERVAL` seconds (5) even with nothing due: a live beat's row is at most
+  about STAMP_EVERY + that interval old; ops.health calls it down past HEALTH_BEAT_DOWN_AFTER.
+- **the watchdog** stamps at the start of each pass (ops.watchdog), every WATCHDOG_INTERVAL
+  seconds (30); ops.health calls it down past HEALTH_WATCHDOG_DOWN_AFTER. The watchdog watches
+  beat; the web process (/healthz/watchdog, the admin header, `jobsite_watchdog_up`) and
+  Prometheus watch the watchdog: a dead process cannot report its own death.
+
+A row is written only by the process it describes, so its figure stops the moment that process
+stops; evidence other processes write (sent messages, runs) keeps moving after it died. The stamp
+uses PostgreSQL's clock, and health compares with the same clock, so a skewed host cannot fake or
+hide an outage.
 """
 
 from __future__ import annotations
@@ -21,45 +29,62 @@ from django.utils import timezone
 
 logger = logging.getLogger(__name__)
 STAMP_EVERY = 5.0  # seconds between two stamps of one process
-FORGET_AFTER_DAYS = 7  # rows of beat processes gone this long are deleted at a beat's start
+FORGET_AFTER_DAYS = 7  # rows of processes gone this long are deleted when one of the kind starts
+BEAT = "beat"
+WATCHDOG = "watchdog"
+KINDS = (BEAT, WATCHDOG)
 
 _UPSERT = """
-INSERT INTO scheduler_beatheartbeat (hostname, pid, started_at, last_tick_at)
-VALUES (%s, %s, %s, statement_timestamp())
-ON CONFLICT (hostname, pid) DO UPDATE
+INSERT INTO scheduler_processheartbeat (kind, hostname, pid, started_at, last_tick_at)
+VALUES (%s, %s, %s, %s, statement_timestamp())
+ON CONFLICT (kind, hostname, pid) DO UPDATE
     SET started_at = EXCLUDED.started_at, last_tick_at = EXCLUDED.last_tick_at
 """
 
 
 class _State:
-    started_at: datetime | None = None  # this process's first stamp
-    last_stamp: float = -STAMP_EVERY  # time.monotonic() of the last successful stamp
+    """This process's stamps, per kind (a test process may stamp as both)."""
+
+    started_at: dict[str, datetime] = {}  # this process's first stamp
+    last_stamp: dict[str, float] = {}  # time.monotonic() of the last successful stamp
 
 
-def beat_heartbeat_stamp(*, force: bool = False) -> bool:
-    """Stamp this beat process's row unless it was stamped less than STAMP_EVERY seconds ago.
+def heartbeat_stamp(*, kind: str, force: bool = False) -> bool:
+    """Stamp this process's row of `kind` unless it was stamped less than STAMP_EVERY seconds ago.
 
-    Never raises: a database error is logged and the stamp is tried again at the next tick (a
-    beat that cannot reach PostgreSQL is rightly seen as down). Returns whether it wrote.
+    Never raises: a database error is logged and the stamp is tried again at the next call (a
+    process that cannot reach PostgreSQL is rightly seen as down). Returns whether it wrote.
     """
-    if not force and time.monotonic() - _State.last_stamp < STAMP_EVERY:
+    if kind not in KINDS:
+        raise ValueError(f"heartbeat kind {kind!r} is not one of {', '.join(KINDS)}")
+    last = _State.last_stamp.get(kind, -STAMP_EVERY)
+    if not force and time.monotonic() - last < STAMP_EVERY:
         return False
-    first = _State.started_at is None
-    if first:
-        _State.started_at = timezone.now()
+    first = kind not in _State.started_at
+    started_at = _State.started_at.setdefault(kind, timezone.now())
     try:
         with connection.cursor() as cursor:
             if first:
                 cursor.execute(
-                    "DELETE FROM scheduler_beatheartbeat WHERE last_tick_at < "
+                    "DELETE FROM scheduler_processheartbeat WHERE kind = %s AND last_tick_at < "
                     "statement_timestamp() - make_interval(days => %s)",
-                    [FORGET_AFTER_DAYS],
+                    [kind, FORGET_AFTER_DAYS],
                 )
-            cursor.execute(_UPSERT, [socket.gethostname()[:255], os.getpid(), _State.started_at])
+            cursor.execute(_UPSERT, [kind, socket.gethostname()[:255], os.getpid(), started_at])
     except DatabaseError as exc:
-        logger.warning("beat could not stamp its heartbeat (%s); trying at the next tick", exc)
+        logger.warning("%s could not stamp its heartbeat (%s); trying again next time", kind, exc)
         if not connection.in_atomic_block:
             connection.close_if_unusable_or_obsolete()
         return False
-    _State.last_stamp = time.monotonic()
+    _State.last_stamp[kind] = time.monotonic()
     return True
+
+
+def beat_heartbeat_stamp(*, force: bool = False) -> bool:
+    """Beat's stamp, from every tick of its loop."""
+    return heartbeat_stamp(kind=BEAT, force=force)
+
+
+def watchdog_heartbeat_stamp(*, force: bool = False) -> bool:
+    """The watchdog's stamp, at the start of every pass."""
+    return heartbeat_stamp(kind=WATCHDOG, force=force)

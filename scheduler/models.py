@@ -225,30 +225,42 @@ class JobLease(models.Model):
         return f"{self.job} token {self.token}"
 
 
-class BeatHeartbeat(models.Model):
-    """Beat's own proof of life: one row per beat process, stamped from its tick loop.
+class ProcessHeartbeat(models.Model):
+    """A process's own proof of life: one row per beat or watchdog process, stamped by it.
 
-    Written only by beat (scheduler.heartbeat), so the figure stops the moment beat's loop stops;
-    evidence that other processes write (sent messages, runs) keeps moving after beat died.
+    Written only by the process it describes (scheduler.heartbeat), so the figure stops the moment
+    that process stops; evidence that other processes write (sent messages, runs) keeps moving
+    after it died.
     """
 
-    hostname = models.CharField(max_length=255, help_text="Host the beat process runs on.")
-    pid = models.PositiveIntegerField(help_text="Process id of beat on that host.")
-    started_at = models.DateTimeField(help_text="When this beat process started.")
+    class Kind(models.TextChoices):
+        BEAT = "beat", "beat"
+        WATCHDOG = "watchdog", "watchdog"
+
+    kind = models.CharField(
+        max_length=20,
+        choices=Kind.choices,
+        default=Kind.BEAT,
+        help_text="Which process: beat (stamps every tick) or the watchdog (every pass).",
+    )
+    hostname = models.CharField(max_length=255, help_text="Host the process runs on.")
+    pid = models.PositiveIntegerField(help_text="Process id on that host.")
+    started_at = models.DateTimeField(help_text="When this process stamped first.")
     last_tick_at = models.DateTimeField(
-        help_text="PostgreSQL's clock at beat's latest stamp (every few seconds while it runs)."
+        help_text="PostgreSQL's clock at the process's latest stamp (every few seconds for beat, "
+        "every pass for the watchdog)."
     )
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["hostname", "pid"], name="beatheartbeat_one_per_process"
+                fields=["kind", "hostname", "pid"], name="processheartbeat_one_per_process"
             )
         ]
-        verbose_name = "beat heartbeat"
+        verbose_name = "process heartbeat"
 
     def __str__(self) -> str:
-        return f"beat {self.hostname} pid {self.pid} @ {self.last_tick_at:%Y-%m-%d %H:%M:%S}"
+        return f"{self.kind} {self.hostname} pid {self.pid} @ {self.last_tick_at:%Y-%m-%d %H:%M:%S}"
 
 
 class JobRunTally(models.Model):

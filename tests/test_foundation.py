@@ -395,11 +395,12 @@ def test_healthz_reports_database_and_broker_ok(client, settings):
     assert settings.SECURE_SSL_REDIRECT is False  # the suite's setting; /healthz is exempt anyway
     response = client.get("/healthz")
     assert response.status_code == 200
-    # beat: no beat ran against this database, so it is down; that is reported, and only
-    # /healthz/beat (or HEALTH_BEAT_REQUIRED=1) fails for it (tests/ops/test_health_metrics.py).
+    # beat and the watchdog: neither ran against this database, so both are down; that is
+    # reported, and only /healthz/beat and /healthz/watchdog (or HEALTH_BEAT_REQUIRED=1) fail
+    # for it (tests/ops/test_health_metrics.py).
     assert response.json() == {
         "status": "ok",
-        "checks": {"database": "ok", "broker": "ok", "beat": "down"},
+        "checks": {"database": "ok", "broker": "ok", "beat": "down", "watchdog": "down"},
     }
     assert "no-cache" in response["Cache-Control"]
 

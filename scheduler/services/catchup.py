@@ -19,7 +19,8 @@ late run starts at
    slot again; its reservation says it is on its way.
 
 With beat down (the reconciler runs elsewhere), no regular slot starts, so only reservations take
-seconds. "Beat runs": a beat heartbeat younger than BEAT_ALIVE_WITHIN.
+seconds; rule 2 still applies (beat may be back by the job's own second, and send its regular run
+there). "Beat runs": a beat heartbeat younger than BEAT_ALIVE_WITHIN.
 """
 
 from __future__ import annotations
@@ -80,8 +81,8 @@ def beat_alive() -> bool:
     """Whether a beat process stamped its heartbeat lately (PostgreSQL's clock on both sides)."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT EXISTS (SELECT 1 FROM scheduler_beatheartbeat "
-            "WHERE last_tick_at > statement_timestamp() - make_interval(secs => %s))",
+            "SELECT EXISTS (SELECT 1 FROM scheduler_processheartbeat WHERE kind = 'beat' "
+            "AND last_tick_at > statement_timestamp() - make_interval(secs => %s))",
             [BEAT_ALIVE_WITHIN.total_seconds()],
         )
         return bool(cursor.fetchone()[0])
@@ -118,14 +119,17 @@ def catch_up_start(
     if CatchUpStart.objects.filter(job=job_name[:100], slot=slot).exists():
         return None  # rule 4: already sent late
     latest = slot + deadline - LEAD  # a start after this would meet an expired message
-    own_regular = beat_running and schedule_name in regular_starts(first)
+    # Whether beat runs or not: a beat that comes back before `first` sends the job's regular run
+    # for that very second (issue 16's outage test saw both start in it, after a restart).
+    own_regular = schedule_name in regular_starts(first)
     start = earliest if own_regular or first > latest else first  # rule 2
     for step in range(SEARCH):
         second = start + timedelta(seconds=step)
         if second > latest:
             return None
-        if beat_running and regular_starts(second):
-            continue  # rule 3
+        regular = regular_starts(second)
+        if (beat_running and regular) or schedule_name in regular:
+            continue  # rule 3 (the job's own regular second: rule 2, beat or not)
         with connection.cursor() as cursor:
             cursor.execute(_RESERVE, [second, job_name[:100], slot])
             if cursor.fetchone() is not None:

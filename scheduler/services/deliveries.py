@@ -36,6 +36,18 @@ naming a real future slot does not keep the real run out of it, and a superseded
 slot to whatever the new settings send. What a message claimed about a user and a reason is not
 trusted enough to be stored in those columns; it is quoted in `error`.
 
+Disable means stop for every run the schedule asked for, not only beat's own messages
+(`schedule_disabled`, one rule for both): a reconciler re-send (a slot nobody ran, a lost
+attempt, a late run that waits for its own free second: scheduler.services.catchup) and a
+`retry` of a beat or reconciler run are checked too, at run time, against the schedule as stored
+now. When none of the job's crontab schedules is enabled any more (disabled, or removed) the
+delivery is recorded `skipped_disabled` and runs nothing; its `queued` ledger row becomes that
+row (so the reconciler does not later call it `missed`). A re-send or retry whose schedule is
+enabled again by then runs. Runs staff asked for explicitly (trigger admin, api or manual, and
+the retries of such a run) are not schedule runs: they run whether the schedule is enabled or
+not, as "run now" on a paused job does in Oban, Sidekiq and Temporal; the ledger row says who
+asked and why.
+
 `manage.py runjob --sync` calls the run path in-process, with no message, so nothing to check.
 """
 
@@ -44,11 +56,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.db.models import QuerySet
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from scheduler.cron import Cron, CronError
 from scheduler.models import JobRun
+from scheduler.registry import Job
 from scheduler.services.runs import Delivery
 from scheduler.services.schedules import effective_offset
 
@@ -88,7 +102,58 @@ def delivery_verdict(delivery: Delivery, *, now: datetime) -> Verdict | None:
         error = f"trigger {delivery.trigger!r} is not one of {', '.join(JobRun.Trigger.values)}"
         return Verdict(Status.REFUSED, error)
     error = _dispatched_refusal(delivery)
-    return None if error is None else Verdict(Status.REFUSED, error)
+    if error is not None:
+        skipped = _skipped_row(delivery)
+        if skipped is not None:  # a redelivery of a message skipped before: skipped still
+            return Verdict(Status.SKIPPED_DISABLED, skipped.error)
+        return Verdict(Status.REFUSED, error)
+    if _asked_by_staff(delivery):
+        return None
+    disabled = schedule_disabled(delivery.job)
+    if disabled is None:
+        return None
+    return Verdict(
+        Status.SKIPPED_DISABLED,
+        f"{disabled}: this {delivery.trigger} delivery of slot {delivery.slot.isoformat()} "
+        f"(attempt {delivery.attempt}) was queued before that",
+    )
+
+
+# Triggers of runs staff asked for: they run whatever the schedule's state (the module's doc).
+STAFF_TRIGGERS = frozenset({JobRun.Trigger.ADMIN, JobRun.Trigger.API, JobRun.Trigger.MANUAL})
+
+
+def _job_schedules(job: Job) -> QuerySet[PeriodicTask]:
+    """The job's crontab schedules (the row `schedules apply` made, and any staff added)."""
+    return PeriodicTask.objects.filter(task=job.task, crontab__isnull=False)
+
+
+def schedule_disabled(job: Job) -> str | None:
+    """Why the schedule no longer asks for runs of `job` (none of its crontab schedules is
+    enabled), or None while one is. The rule every schedule-driven delivery is checked against
+    (beat's through `beat_verdict`'s table, re-sends and retries here)."""
+    states = dict(_job_schedules(job).values_list("name", "enabled"))
+    if any(states.values()):
+        return None
+    if states:
+        return f"schedule {min(states)!r} is disabled"
+    return f"job {job.name!r} has no schedule any more"
+
+
+def _asked_by_staff(delivery: Delivery) -> bool:
+    """Whether the run is one staff asked for: its trigger, or for a retry its first attempt's
+    (a Celery retry keeps the task id, so the first attempt is the row with that id and no
+    `retry` trigger)."""
+    if delivery.trigger != JobRun.Trigger.RETRY:
+        return delivery.trigger in STAFF_TRIGGERS
+    origin = (
+        JobRun.objects.filter(job=delivery.job.name, slot=delivery.slot, task_id=delivery.task_id)
+        .exclude(trigger=JobRun.Trigger.RETRY)
+        .order_by("attempt")
+        .values_list("trigger", flat=True)
+        .first()
+    )
+    return origin in STAFF_TRIGGERS
 
 
 def delivery_refusal(delivery: Delivery, *, now: datetime) -> str | None:
@@ -104,9 +169,7 @@ def beat_verdict(delivery: Delivery) -> Verdict | None:
     if delivery.attempt != 1:
         error = f"a beat message is attempt 1; this one says {delivery.attempt}"
         return Verdict(Status.REFUSED, error)
-    schedules = PeriodicTask.objects.filter(
-        task=delivery.job.task, crontab__isnull=False
-    ).select_related("crontab", "job_schedule")
+    schedules = _job_schedules(delivery.job).select_related("crontab", "job_schedule")
     # Beat sent the message at its boundary, with a countdown of the offset it had then (0-59 s).
     sent_at = delivery.slot.replace(second=0, microsecond=0)
     # After this, Celery no longer runs beat's message (its `expires`): a later change did not
@@ -212,4 +275,49 @@ def delivery_admit(delivery: Delivery) -> JobRun | None:
     verdict = delivery_verdict(delivery, now=now)
     if verdict is None:
         return None
+    if verdict.status == Status.SKIPPED_DISABLED and delivery.trigger != JobRun.Trigger.BEAT:
+        skipped = _queued_row_skip(delivery, error=verdict.error, now=now) or _skipped_row(delivery)
+        if skipped is not None:
+            return skipped
     return delivery_refuse(delivery, error=verdict.error, now=now, status=verdict.status)
+
+
+def _skipped_row(delivery: Delivery) -> JobRun | None:
+    """The row an earlier delivery of this same message (task id, attempt) was skipped as."""
+    if not delivery.task_id:
+        return None
+    return JobRun.objects.filter(
+        job=delivery.job.name,
+        slot=delivery.slot,
+        task_id=delivery.task_id,
+        attempt=delivery.attempt,
+        status=Status.SKIPPED_DISABLED,
+    ).first()
+
+
+def _queued_row_skip(delivery: Delivery, *, error: str, now: datetime) -> JobRun | None:
+    """The dispatched run's own `queued` row, turned `skipped_disabled` (None when it is not
+    queued: a retry's or a redelivery's row, which keep theirs; the skip is then a row of its
+    own). Conditional on `queued`, so a second delivery of the message skips it once."""
+    rows = JobRun.objects.filter(
+        JobRun.SLOT_OWNERS,
+        job=delivery.job.name,
+        slot=delivery.slot,
+        task_id=delivery.task_id,
+        status=Status.QUEUED,
+    )
+    if delivery.run_id is not None:
+        rows = rows.filter(pk=delivery.run_id)
+    row = rows.first()
+    if row is None:
+        return None
+    updated = JobRun.objects.filter(pk=row.pk, status=Status.QUEUED).update(
+        status=Status.SKIPPED_DISABLED,
+        worker=delivery.worker[:255],
+        finished_at=now,
+        error=f"skipped disabled: {error}"[:4000],
+    )
+    if not updated:
+        return None
+    row.refresh_from_db()
+    return row

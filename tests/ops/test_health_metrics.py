@@ -13,9 +13,9 @@ from django.urls import reverse
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from ops.health import beat_liveness
+from ops.health import beat_liveness, watchdog_liveness
 from scheduler.heartbeat import beat_heartbeat_stamp
-from scheduler.models import BeatHeartbeat, JobRun
+from scheduler.models import JobRun, ProcessHeartbeat
 from scheduler.registry import all_jobs
 from tests.ops.conftest import make_run
 from tests.scheduler.conftest import close_other_connections
@@ -26,14 +26,22 @@ pytestmark = pytest.mark.django_db
 WORDS = {"ok", "stale", "down", "unavailable"}
 
 
-def beat_seen(seconds_ago: float, *, hostname: str = "beat-host", pid: int = 4242) -> None:
-    """A heartbeat row as beat's stamp leaves it, `seconds_ago` old by the database's clock."""
+def beat_seen(
+    seconds_ago: float, *, hostname: str = "beat-host", pid: int = 4242, kind: str = "beat"
+) -> None:
+    """A heartbeat row as beat's (or the watchdog's) stamp leaves it, `seconds_ago` old by the
+    database's clock."""
     moment = timezone.now() - timedelta(seconds=seconds_ago)
-    BeatHeartbeat.objects.update_or_create(
+    ProcessHeartbeat.objects.update_or_create(
+        kind=kind,
         hostname=hostname,
         pid=pid,
         defaults={"started_at": moment - timedelta(hours=1), "last_tick_at": moment},
     )
+
+
+def watchdog_seen(seconds_ago: float, **where: object) -> None:
+    beat_seen(seconds_ago, kind="watchdog", **where)
 
 
 def words_only(body: object) -> bool:
@@ -80,9 +88,71 @@ def test_the_beat_check_answers_words_200_while_alive_and_503_when_down(client):
     )
 
 
-@pytest.mark.parametrize("url", ["/healthz", "/healthz/ready", "/healthz/beat"])
+@pytest.mark.parametrize(
+    ("seconds_ago", "state", "code"),
+    [(None, "down", 503), (5, "ok", 200), (50, "ok", 200), (60, "stale", 200), (130, "down", 503)],
+)
+def test_the_watchdog_is_judged_by_its_own_heartbeat_not_beat_s(client, seconds_ago, state, code):
+    # given beat alive (its heartbeat says nothing of the watchdog's) and the watchdog's last pass
+    beat_seen(1)
+    if seconds_ago is not None:
+        watchdog_seen(seconds_ago)
+    # then /healthz/watchdog says the watchdog's state, and the load balancer's check stays up
+    liveness = watchdog_liveness()
+    assert (liveness.kind, liveness.state) == ("watchdog", state)
+    response = client.get("/healthz/watchdog")
+    assert (response.status_code, response.json()) == (
+        code,
+        {"status": "ok" if code == 200 else "unavailable", "checks": {"watchdog": state}},
+    )
+    assert client.get("/healthz").json()["checks"]["watchdog"] == state
+    assert client.get("/healthz").status_code == 200
+    assert beat_liveness().state == "ok"
+
+
+def test_a_watchdog_pass_stamps_the_watchdog_s_heartbeat_and_not_beat_s(client):
+    from ops.watchdog import watchdog_pass
+
+    assert client.get("/healthz/watchdog").status_code == 503
+    watchdog_pass()
+    row = ProcessHeartbeat.objects.get()
+    assert (row.kind, row.hostname, row.pid) == ("watchdog", socket.gethostname(), os.getpid())
+    assert client.get("/healthz/watchdog").status_code == 200
+    assert beat_liveness().state == "down"
+
+
+def test_staff_see_the_watchdog_s_state_in_the_header_and_on_the_dashboard(admin_client):
+    watchdog_seen(600, hostname="wd-host", pid=33)
+    html = admin_client.get("/admin/").content.decode()
+    assert 'id="watchdog-state" data-state="down"' in html
+    assert "watchdog down, last seen 600 s ago" in html
+    page = admin_client.get(reverse("ops-dashboard")).content.decode()
+    assert 'id="ops-watchdog" data-state="down"' in page
+    assert "wd-host" in page
+
+    watchdog_seen(2, hostname="wd-host", pid=33)
+    html = admin_client.get("/admin/").content.decode()
+    assert 'id="watchdog-state" data-state="ok"' in html
+    assert "watchdog up, last seen 2 s ago" in html
+
+
+def test_metrics_report_the_watchdog_up_from_its_heartbeat(api):
+    beat_seen(2)
+    assert "jobsite_watchdog_up 0.0" in api.get("/metrics").content.decode()
+    watchdog_seen(3)
+    text = api.get("/metrics").content.decode()
+    assert "jobsite_watchdog_up 1.0" in text
+    assert "jobsite_watchdog_last_seen_timestamp_seconds " in text
+    watchdog_seen(300)
+    assert "jobsite_watchdog_up 0.0" in api.get("/metrics").content.decode()
+
+
+@pytest.mark.parametrize(
+    "url", ["/healthz", "/healthz/ready", "/healthz/beat", "/healthz/watchdog"]
+)
 def test_anonymous_callers_get_status_words_not_times_or_hosts(client, url):
     beat_seen(3600, hostname="secret-host")
+    watchdog_seen(3600, hostname="secret-host")
     response = client.get(url)
     assert words_only(response.json()), response.json()
     assert b"secret-host" not in response.content
@@ -94,7 +164,12 @@ def test_the_load_balancer_check_stays_200_when_beat_is_down(client, settings):
     assert (ready.status_code, ready.json()["checks"]) == (200, {"database": "ok", "broker": "ok"})
     legacy = client.get("/healthz")
     assert legacy.status_code == 200
-    assert legacy.json()["checks"] == {"database": "ok", "broker": "ok", "beat": "down"}
+    assert legacy.json()["checks"] == {
+        "database": "ok",
+        "broker": "ok",
+        "beat": "down",
+        "watchdog": "down",  # reported, never required: a dead watchdog keeps the web up
+    }
 
     settings.HEALTH_BEAT_REQUIRED = True  # opt back in to failing /healthz for beat
     assert client.get("/healthz").status_code == 503
@@ -104,10 +179,10 @@ def test_the_load_balancer_check_stays_200_when_beat_is_down(client, settings):
 
 def test_a_stamp_is_one_row_per_process_and_at_most_every_few_seconds():
     assert beat_heartbeat_stamp(force=True)
-    first = BeatHeartbeat.objects.get()
+    first = ProcessHeartbeat.objects.get()
     assert not beat_heartbeat_stamp()  # just stamped: nothing written
     assert beat_heartbeat_stamp(force=True)
-    again = BeatHeartbeat.objects.get()
+    again = ProcessHeartbeat.objects.get()
     assert (again.hostname, again.pid) == (socket.gethostname(), os.getpid())
     assert again.started_at == first.started_at
     assert again.last_tick_at >= first.last_tick_at
@@ -117,9 +192,9 @@ def test_a_stamp_is_one_row_per_process_and_at_most_every_few_seconds():
 def test_a_beat_starting_forgets_beats_gone_for_a_week(monkeypatch):
     beat_seen(8 * 24 * 3600, hostname="retired-host")
     beat_seen(3600, hostname="yesterday-host")
-    monkeypatch.setattr("scheduler.heartbeat._State.started_at", None)  # a new beat process
+    monkeypatch.setattr("scheduler.heartbeat._State.started_at", {})  # a new beat process
     assert beat_heartbeat_stamp(force=True)
-    hosts = set(BeatHeartbeat.objects.values_list("hostname", flat=True))
+    hosts = set(ProcessHeartbeat.objects.values_list("hostname", flat=True))
     assert hosts == {"yesterday-host", socket.gethostname()}
 
 
@@ -237,8 +312,8 @@ def test_metrics_parse_as_prometheus_text(api, runs):
 @pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
 def test_a_running_beat_stamps_its_heartbeat_even_with_nothing_scheduled(tmp_path, client):
-    def newest(**since: object) -> BeatHeartbeat | None:
-        return BeatHeartbeat.objects.filter(pid=beat.pid, **since).first()
+    def newest(**since: object) -> ProcessHeartbeat | None:
+        return ProcessHeartbeat.objects.filter(pid=beat.pid, **since).first()
 
     with celery_process(beat_args(tmp_path), tmp_path / "beat.log") as beat:
         first = wait_for(newest, seconds=30)
@@ -256,3 +331,35 @@ def wait_for(found, *, seconds: float):
             return value
         time.sleep(0.25)
     return None
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_a_killed_watchdog_turns_its_health_red(tmp_path, client, settings):
+    """A real `manage.py watchdog`: its passes keep /healthz/watchdog green; SIGKILL (no
+    cleanup) turns it red once its newest stamp is older than HEALTH_WATCHDOG_DOWN_AFTER (20 s
+    here, so the test is short; 120 s by default)."""
+    from tests.scheduler.processes import manage_process
+
+    settings.HEALTH_WATCHDOG_DOWN_AFTER = 20
+    log = tmp_path / "watchdog.log"
+    with manage_process(["watchdog", "--interval", "2"], log) as watchdog:
+        assert wait_for(lambda: client.get("/healthz/watchdog").status_code == 200, seconds=60), (
+            log.read_text()[-2000:]
+        )
+        first = ProcessHeartbeat.objects.get(kind="watchdog", pid=watchdog.pid)
+        # (a pass every 2 s stamps every time)
+        assert wait_for(
+            lambda: ProcessHeartbeat.objects.filter(
+                pid=watchdog.pid, last_tick_at__gt=first.last_tick_at
+            ).exists(),
+            seconds=30,
+        )
+        watchdog.kill()
+        watchdog.wait(10)
+        killed = time.monotonic()
+        assert wait_for(lambda: client.get("/healthz/watchdog").status_code == 503, seconds=60)
+        red_after = time.monotonic() - killed
+    close_other_connections()
+    # red within the threshold (plus a pass's stamp interval), not before the heartbeat aged
+    assert 15 <= red_after <= 20 + 2 + 3, red_after

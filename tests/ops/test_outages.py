@@ -192,6 +192,46 @@ def test_a_watchdog_pass_looks_for_outages_first():
     assert report.steps["outages"] == {"opened": 0, "resolved": 0, "grouped": 0}
 
 
+def test_the_workers_step_runs_only_when_asked_for():
+    beat_seen(2)
+    report = watchdog_pass(judge_workers=True)
+    assert list(report.steps) == ["outages", "workers", "reconciler", "alerts", "deliveries"]
+
+
+def test_a_queue_with_work_due_and_no_worker_is_one_incident_per_queue(
+    schedules, api, channels, settings
+):
+    # given every job enabled (on `default` and `long`) and no worker on this Redis database
+    from django.conf import settings as django_settings
+
+    from ops.metrics import QUEUE_WORKERS_KEY
+    from ops.outages import queue_workers_evaluate
+
+    # when the watchdog looks, twice
+    assert queue_workers_evaluate() == {"opened": 2, "resolved": 0}
+    assert queue_workers_evaluate() == {"opened": 0, "resolved": 0}
+
+    # then one incident per queue, each notified once, and the metric says 0 consumers
+    incidents = Incident.objects.filter(kind=Kind.NO_WORKER).order_by("job")
+    assert [(i.job, i.is_open) for i in incidents] == [
+        ("queue:default", True),
+        ("queue:long", True),
+    ]
+    assert AlertDelivery.objects.filter(incident__in=incidents, event="opened").count() == 2
+    text = api.get("/metrics").content.decode()
+    assert 'jobsite_queue_workers{queue="default"} 0.0' in text
+    assert 'job_name="queue:' not in text  # not a job: no per-job series for it
+
+    # when no work is due on them any more (every job disabled, nothing waiting), they resolve
+    from django_celery_beat.models import PeriodicTask
+
+    PeriodicTask.objects.update(enabled=False)
+    assert queue_workers_evaluate() == {"opened": 0, "resolved": 2}
+    import redis
+
+    redis.Redis.from_url(django_settings.CELERY_BROKER_URL).delete(QUEUE_WORKERS_KEY)
+
+
 # ---------------------------------------------------------------------------------------------
 # Beat's state in the admin header, on every page
 # ---------------------------------------------------------------------------------------------

@@ -9,11 +9,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db import OperationalError
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from scheduler.cron import Cron
 from scheduler.models import JobRun, JobSchedule
+from scheduler.registry import RetryPolicy
 from scheduler.services.deliveries import (
     FUTURE_TOLERANCE,
     delivery_admit,
@@ -325,3 +327,111 @@ def test_a_message_turned_away_by_a_change_runs_nothing_and_claims_no_slot(regis
     # the next minute's new slot is expected again
     counts = ledger_reconcile(now=boundary + timedelta(minutes=1, seconds=45 + 100))
     assert counts["redispatched"] + counts["missed"] == 1
+
+
+def test_schedule_runs_are_skipped_once_disabled_and_staff_runs_are_not(
+    register_job, django_capture_on_commit_callbacks
+):
+    # given a job with a schedule, and runs of it queued by the reconciler and by staff
+    job = register_job("disabled-resend")
+    task = _schedule(job, "* * * * *", offset=0)
+    slot = timezone.now().replace(microsecond=0)
+    with django_capture_on_commit_callbacks(execute=False):  # no broker needed: no send
+        resent = job_dispatch(job=job, slot=slot, trigger="reconciler", reason="re-sent")
+        asked = job_dispatch(
+            job=job, slot=slot + timedelta(seconds=1), trigger="admin", reason="by ops"
+        )
+
+    def delivery(run: JobRun, **extra) -> Delivery:
+        fields = {"slot": run.slot, "trigger": run.trigger, "task_id": run.task_id}
+        return Delivery(job=job, worker="w1", **{**fields, "reason": run.reason, **extra})
+
+    now = timezone.now()
+    assert delivery_verdict(delivery(resent, run_id=resent.pk), now=now) is None
+
+    # when staff disable the schedule before they run
+    task.enabled = False
+    task.save()
+
+    # then the re-send and a retry of it are skipped; staff's run (and its retry) still runs
+    verdict = delivery_verdict(delivery(resent, run_id=resent.pk), now=now)
+    assert verdict.status == Status.SKIPPED_DISABLED
+    assert f"schedule {job.name!r} is disabled" in verdict.error
+    retry = delivery(resent, trigger="retry", attempt=2, reason="")
+    assert delivery_verdict(retry, now=now).status == Status.SKIPPED_DISABLED
+    assert delivery_verdict(delivery(asked, run_id=asked.pk), now=now) is None
+    assert delivery_verdict(delivery(asked, trigger="retry", attempt=2, reason=""), now=now) is None
+
+    # and the re-send's own queued row records the skip (the reconciler will not call it missed)
+    row = delivery_admit(delivery(resent, run_id=resent.pk))
+    assert (row.pk, row.status) == (resent.pk, Status.SKIPPED_DISABLED)
+    assert delivery_admit(delivery(resent, run_id=resent.pk)).status == Status.SKIPPED_DISABLED
+    assert JobRun.objects.filter(pk=resent.pk).count() == 1
+
+    # and a schedule removed altogether asks for nothing either
+    task.delete()
+    other = delivery(asked, trigger="reconciler", reason="", run_id=None)
+    assert "has no schedule any more" in delivery_verdict(other, now=now).error
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_a_queued_resend_and_a_retry_of_a_disabled_schedule_run_nothing_on_a_worker(
+    register_job,
+):
+    """A real worker thread: the reconciler's re-send waits for its own second (a countdown),
+    a beat-started run waits for its retry; staff disable the schedule meanwhile."""
+    from tests.chaos.harness import wait_for
+    from tests.integration.conftest import running_worker
+    from tests.scheduler import sample_jobs
+
+    flaky = register_job(
+        "disabled-retry",
+        sample_jobs.flaky,
+        retry=RetryPolicy(retry_on=(OperationalError,), max_retries=2, backoff_base=4, jitter=0),
+    )
+    noop = register_job("disabled-noop")
+    tasks = {job.name: _schedule(job, "* * * * *", offset=0) for job in (flaky, noop)}
+    sample_jobs.FAILURES_LEFT["flaky"] = 1
+    now = timezone.now().replace(microsecond=0)
+    with running_worker():
+        # given a re-send that starts in 4 s and a run whose first attempt fails (retry in 4 s)
+        resent = job_dispatch(
+            job=noop,
+            slot=now,
+            trigger="reconciler",
+            reason="re-sent",
+            start_at=now + timedelta(seconds=4),
+        )
+        failing = job_dispatch(job=flaky, slot=now, trigger="reconciler", reason="re-sent")
+        wait_for(
+            lambda: JobRun.objects.filter(pk=failing.pk, status=Status.RETRYING).exists(),
+            15,
+            "the first attempt to fail",
+        )
+        # when staff disable both schedules before either message runs
+        for task in tasks.values():
+            task.enabled = False
+            task.save()
+        # then each is recorded skipped_disabled and runs nothing
+        settled = JobRun.objects.filter(status=Status.SKIPPED_DISABLED)
+        wait_for(lambda: settled.count() == 2, 20, "both deliveries to be skipped")
+        # and a run staff ask for now still runs
+        asked = job_dispatch(
+            job=noop, slot=timezone.now().replace(microsecond=0), trigger="admin", reason="ops"
+        )
+        wait_for(
+            lambda: JobRun.objects.filter(pk=asked.pk, status=Status.SUCCEEDED).exists(),
+            15,
+            "staff's run",
+        )
+
+    assert JobRun.objects.get(pk=resent.pk).status == Status.SKIPPED_DISABLED
+    assert [
+        (r.attempt, r.status, r.trigger)
+        for r in JobRun.objects.filter(job=flaky.name).order_by("attempt")
+    ] == [(1, Status.RETRYING, "reconciler"), (2, Status.SKIPPED_DISABLED, "retry")]
+    assert len(sample_jobs.CALLS) == 1  # staff's run only
+    assert not JobRun.objects.filter(status=Status.MISSED).exists()
+    ledger_reconcile()
+    assert not JobRun.objects.filter(status=Status.MISSED).exists()

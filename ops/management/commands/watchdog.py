@@ -27,7 +27,8 @@ logger = logging.getLogger("ops.watchdog")
 
 class Command(BaseCommand):
     help = (
-        "Every WATCHDOG_INTERVAL seconds: look for outages (beat down, broker down), run the "
+        "Every WATCHDOG_INTERVAL seconds: look for outages (beat down, broker down, no worker "
+        "on a queue), run the "
         "reconciler, evaluate per-job alerts (failures, missed and late runs) and deliver "
         "notifications. Runs until SIGTERM or SIGINT; --once does one pass (beat judged at "
         "once) and exits."
@@ -45,7 +46,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["once"]:
-            report = watchdog_pass()
+            report = watchdog_pass(judge_workers=True)
             logger.info("watchdog pass: %s", report.describe())
             connections.close_all()
             return
@@ -64,7 +65,9 @@ class Command(BaseCommand):
         # may go without one, so a deploy does not page "beat down" for a beat still starting.
         judge_beat_from = time.monotonic() + settings.HEALTH_BEAT_DOWN_AFTER
         while not stop.is_set():
-            report = watchdog_pass(judge_beat=time.monotonic() >= judge_beat_from)
+            # (workers started beside it are given the same time to come up)
+            settled = time.monotonic() >= judge_beat_from
+            report = watchdog_pass(judge_beat=settled, judge_workers=settled)
             # Every pass that did something says what; a quiet one is one line at DEBUG.
             level = logging.INFO if report.eventful or report.skipped else logging.DEBUG
             logger.log(level, "watchdog pass: %s", report.describe())

@@ -48,6 +48,7 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from scheduler.cron import Cron, CronError
+from scheduler.ledger import run_turn_away
 from scheduler.models import JobRun
 from scheduler.services.runs import Delivery
 from scheduler.services.schedules import effective_offset
@@ -192,7 +193,7 @@ def delivery_refuse(
     if trigger not in JobRun.Trigger.values:
         trigger = JobRun.Trigger.MANUAL  # not beat, whatever it is; the value is in `error`
     prefix = {Status.REFUSED: "refused"}.get(status, status.replace("_", " "))
-    return JobRun.objects.create(
+    return run_turn_away(
         job=delivery.job.name,
         slot=delivery.slot,
         attempt=min(max(delivery.attempt, 1), 32767),
@@ -200,7 +201,7 @@ def delivery_refuse(
         trigger=trigger,
         task_id=delivery.task_id[:255],
         worker=delivery.worker[:255],
-        finished_at=now or timezone.now(),
+        now=now or timezone.now(),
         error=f"{prefix}: {error}{claimed}"[:4000],
     )
 

@@ -5,6 +5,8 @@
 2. Take the job's lease: a run that finds it held is `skipped_lock` and does nothing.
 3. Call the job's service with the slot as `now`; record the outcome. Success is recorded only
    in a transaction that passes the lease's fencing check.
+
+This module decides; every status it records is written by a transition of scheduler.ledger.
 """
 
 from __future__ import annotations

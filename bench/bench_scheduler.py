@@ -7,7 +7,9 @@
    lease, persisted result) against a bare Celery no-op without a result backend, and against a
    bare no-op with django-celery-results at default settings (a DB connection per task). Three
    live workers with the same command line, settings and broker, drained in turn for R
-   interleaved rounds; the median ratio and its range are reported.
+   interleaved rounds; the median ratio and its range are reported. `--baseline DIR` adds a
+   fourth worker running the same job from another checkout (e.g. `git archive <commit>`
+   unpacked in DIR): the run path before and after a change, side by side.
 2. Start precision: lateness p50/p99 of scheduled runs over M minutes of the test profile, with
    real beat and worker processes.
 3. Peak simultaneous starts per second over a simulated week of the default table, with and
@@ -49,8 +51,10 @@ VARIANTS = {
 
 
 def _worker(
-    key: str, env_extra: dict[str, str], worker_args: list[str], log: Path
+    key: str, env_extra: dict[str, str], worker_args: list[str], log: Path, cwd: Path = ROOT
 ) -> subprocess.Popen[bytes]:
+    """A worker on queue bench-`key`, importing jobsite from `cwd` (`python -m` puts it first
+    on sys.path; the project is not installed in the virtualenv)."""
     env = {
         **os.environ,
         "JOBSITE_JOB_MODULES": "bench.scheduler_tasks",
@@ -75,7 +79,7 @@ def _worker(
             "WARNING",
             *worker_args,
         ],
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
@@ -114,9 +118,13 @@ class _Senders:
 
         from bench.scheduler_tasks import SLOTS_SINCE
         from scheduler.cron import Cron
-        from scheduler.models import JobSchedule
+        from scheduler.models import JobRun, JobSchedule
         from scheduler.services.writes import crontab_for
 
+        # The slots below repeat from one run to the next within SLOTS_SINCE; on a database that
+        # outlives the run (DATABASE_URL set) an earlier run's rows would make every job message
+        # a duplicate that never reaches the job, and the bench would wait for it in vain.
+        JobRun.objects.filter(job="bench-noop").delete()
         now = datetime.now(UTC)
         self.base = now.replace(second=0, microsecond=0) - SLOTS_SINCE
         self.latest = now
@@ -134,11 +142,11 @@ class _Senders:
 
         from jobsite.celery import app
 
-        task = VARIANTS[key][1]
+        task = VARIANTS["job" if key.startswith("job") else key][1]
         with app.producer_or_acquire() as producer:
             for _ in range(n):
                 kwargs = {}
-                if key == "job":
+                if key.startswith("job"):
                     self.sent += 1
                     slot = self.base + timedelta(minutes=self.sent)
                     assert slot <= self.latest, "more job messages than minutes in SLOTS_SINCE"
@@ -156,9 +164,15 @@ class _Senders:
 
 
 def run_path_overhead(
-    count: int, rounds: int, worker_args: list[str], events: bool, tmp: Path
+    count: int,
+    rounds: int,
+    worker_args: list[str],
+    events: bool,
+    tmp: Path,
+    baseline: Path | None = None,
 ) -> None:
-    """All three variants on live workers with the same settings and broker, interleaved.
+    """All variants (three, four with a baseline) on live workers with the same settings and
+    broker, interleaved.
 
     One worker per variant starts once (same command line; only the django-db baseline drops
     connection reuse, which is what "default settings" means) and consumes nothing between
@@ -174,7 +188,14 @@ def run_path_overhead(
 
     client = redis.Redis.from_url(os.environ["REDIS_URL"])
     senders = _Senders()
-    keys = list(VARIANTS)
+    variants = dict(VARIANTS)
+    if baseline is not None:  # the same job, from the other checkout
+        variants["job-base"] = (
+            "the same run path from the --baseline checkout",
+            "bench.job_noop",
+            {},
+        )
+    keys = list(variants)
     workers: dict[str, subprocess.Popen[bytes]] = {}
     hosts = {key: f"bench-{key}@{socket.gethostname()}" for key in keys}
 
@@ -190,8 +211,9 @@ def run_path_overhead(
 
     try:
         for key in keys:
-            env = {**VARIANTS[key][2], "BENCH_TARGET": str(count)}
-            workers[key] = _worker(key, env, worker_args, tmp / f"worker-{key}.log")
+            env = {**variants[key][2], "BENCH_TARGET": str(count)}
+            cwd = baseline if key == "job-base" and baseline is not None else ROOT
+            workers[key] = _worker(key, env, worker_args, tmp / f"worker-{key}.log", cwd)
         for key in keys:
             # Up, connected, everything imported; then it stops consuming until its turn.
             _wait(lambda k=key: bool(app.control.ping([hosts[k]], timeout=1)), workers, tmp)
@@ -211,7 +233,12 @@ def run_path_overhead(
                 f"  round {r + 1}: "
                 + ", ".join(f"{key} {rates[key][-1]:.0f}/s" for key in keys)
                 + f"; job/bare {rates['job'][-1] / rates['bare'][-1]:.2f}"
-                + f", job/stored {rates['job'][-1] / rates['stored'][-1]:.2f}",
+                + f", job/stored {rates['job'][-1] / rates['stored'][-1]:.2f}"
+                + (
+                    f", job/job-base {rates['job'][-1] / rates['job-base'][-1]:.2f}"
+                    if baseline
+                    else ""
+                ),
                 flush=True,
             )
     finally:
@@ -224,7 +251,7 @@ def run_path_overhead(
     print(f"{'setup':62} {'tasks/s median (range)':>24} {'jobsite / it':>22}")
     for key in keys:
         ratios = [j / o for j, o in zip(rates["job"], rates[key], strict=True)]
-        print(f"{VARIANTS[key][0]:62} {spread(rates[key], '.0f'):>24} {spread(ratios, '.2f'):>22}")
+        print(f"{variants[key][0]:62} {spread(rates[key], '.0f'):>24} {spread(ratios, '.2f'):>22}")
 
 
 def start_precision(minutes: float, tmp: Path) -> None:
@@ -370,6 +397,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--minutes", type=float, default=3, help="start-precision window")
     parser.add_argument("--skip-precision", action="store_true")
     parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="overhead: also run the job from this checkout of another commit, side by side",
+    )
+    parser.add_argument(
         "--only", choices=["overhead", "peak", "scale", "precision"], help="run one part only"
     )
     args = parser.parse_args(argv)
@@ -391,10 +423,18 @@ def main(argv: list[str]) -> None:
             print(
                 f"-- run-path overhead: {args.rounds} rounds x {args.tasks} no-op messages per "
                 f"variant, worker {' '.join(worker_args)}, acks_late, task events "
-                f"{'off' if args.no_events else 'on'}; load {os.getloadavg()[0]:.1f}",
+                f"{'off' if args.no_events else 'on'}; load {os.getloadavg()[0]:.1f}"
+                + (f"; baseline {args.baseline.resolve()}" if args.baseline else ""),
                 flush=True,
             )
-            run_path_overhead(args.tasks, args.rounds, worker_args, not args.no_events, Path(tmp))
+            run_path_overhead(
+                args.tasks,
+                args.rounds,
+                worker_args,
+                not args.no_events,
+                Path(tmp),
+                args.baseline.resolve() if args.baseline else None,
+            )
             print(f"   load average after: {os.getloadavg()[0]:.1f}")
         if wanted("peak"):
             print("-- peak simultaneous starts")

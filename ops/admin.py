@@ -55,11 +55,12 @@ from ops.models import AlertDelivery, Incident
 from ops.timefmt import ago, at_second
 from scheduler.audit import Actor
 from scheduler.cron import Cron, CronError
+from scheduler.ledger import RETRYABLE
 from scheduler.models import OFFSET_HELP, AuditEvent, JobLease, JobRun, JobSchedule
 from scheduler.preview import schedule_preview
 from scheduler.registry import all_jobs, find_job, job_for_task
 from scheduler.selectors import next_starts
-from scheduler.services.manual_runs import RETRYABLE, job_run_now_for_task, runs_retry
+from scheduler.services.manual_runs import job_run_now_for_task, runs_retry
 from scheduler.services.schedules import broken_schedules, effective_offset, schedule_problems
 from scheduler.services.writes import (
     crontab_delete,

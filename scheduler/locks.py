@@ -22,8 +22,6 @@ from dataclasses import dataclass
 
 from django.db import close_old_connections, connection, connections
 
-from scheduler.sql import fetch_one
-
 logger = logging.getLogger(__name__)
 
 
@@ -41,86 +39,46 @@ class Lease:
 
 _current: ContextVar[Lease | None] = ContextVar("jobsite_current_lease", default=None)
 
-# statement_timestamp(), not now(): the run path takes the lease in the transaction that claims
-# the slot, and now() would be that transaction's start (earlier, if the claim waited on a lock).
-_ACQUIRE = """
+# The lease's SQL, all of it (scheduler.ledger's two run-path statements embed the pieces marked
+# public, so that the claim takes the lease and the success releases it in the same statement).
+
+# Take the job's lease for the run whose id is `{holder}` (SQL: a parameter, or a column of the
+# CTE `{source}` names): a new row, or the existing one when it is free or expired, its token one
+# higher. No row comes back when another run holds it. statement_timestamp(), not now(): the run
+# path takes the lease in the transaction that claims the slot, and now() would be that
+# transaction's start (earlier, if the claim waited on a lock).
+LEASE_TAKE = """INSERT INTO scheduler_joblease (job, token, holder_id, expires_at)
+    SELECT %(job)s, 1, {holder}, statement_timestamp() + make_interval(secs => %(ttl)s){source}
+    ON CONFLICT (job) DO UPDATE
+        SET token = scheduler_joblease.token + 1,
+            holder_id = EXCLUDED.holder_id,
+            expires_at = EXCLUDED.expires_at
+        WHERE scheduler_joblease.holder_id IS NULL
+            OR scheduler_joblease.expires_at <= statement_timestamp()
+    RETURNING token"""
+
+# The lease row, while the token %(token)s still holds it (the fencing check); the caller locks it.
+LEASE_HELD = """SELECT job FROM scheduler_joblease
+    WHERE job = %(job)s AND token = %(token)s AND expires_at > now()"""
+
+# Give the lease back (the caller may add a condition with AND).
+LEASE_RELEASE = """UPDATE scheduler_joblease SET holder_id = NULL, expires_at = NULL
+    WHERE job = %(job)s AND token = %(token)s"""
+
+_ACQUIRE = f"""
 WITH lease AS (
-INSERT INTO scheduler_joblease (job, token, holder_id, expires_at)
-VALUES (%(job)s, 1, %(run)s, statement_timestamp() + make_interval(secs => %(ttl)s))
-ON CONFLICT (job) DO UPDATE
-    SET token = scheduler_joblease.token + 1,
-        holder_id = EXCLUDED.holder_id,
-        expires_at = EXCLUDED.expires_at
-    WHERE scheduler_joblease.holder_id IS NULL
-        OR scheduler_joblease.expires_at <= statement_timestamp()
-RETURNING token
+{LEASE_TAKE.format(holder="%(run)s", source="")}
 )
 UPDATE scheduler_jobrun SET fence = lease.token FROM lease WHERE scheduler_jobrun.id = %(run)s
 RETURNING lease.token
-"""
+"""  # noqa: S608 (constants only)
 
 _RENEW = """
 UPDATE scheduler_joblease SET expires_at = now() + make_interval(secs => %(ttl)s)
 WHERE job = %(job)s AND token = %(token)s AND expires_at > now()
 """
 
-_RELEASE = """
-UPDATE scheduler_joblease SET holder_id = NULL, expires_at = NULL
-WHERE job = %(job)s AND token = %(token)s
-"""
-
-_FENCE = """
-SELECT 1 FROM scheduler_joblease WHERE job = %s AND token = %s AND expires_at > now() FOR SHARE
-"""
-
-
-_SUCCEED_AND_RELEASE = """
-WITH held AS (
-    SELECT job FROM scheduler_joblease
-    WHERE job = %(job)s AND token = %(token)s AND expires_at > now()
-    FOR UPDATE
-), done AS (
-    UPDATE scheduler_jobrun
-    SET status = 'succeeded', finished_at = %(now)s, duration_ms = %(ms)s, result = %(result)s
-    WHERE id = %(run)s AND status = 'running' AND EXISTS (SELECT 1 FROM held)
-    RETURNING id
-), released AS (
-    UPDATE scheduler_joblease SET holder_id = NULL, expires_at = NULL
-    WHERE job = %(job)s AND token = %(token)s AND EXISTS (SELECT 1 FROM done)
-    RETURNING 1
-){also}
-SELECT 1 FROM released
-"""
-
-
-def succeed_and_release(
-    lease: Lease,
-    *,
-    now: object,
-    duration_ms: int,
-    result: str,
-    also: tuple[str, dict[str, object]] | None = None,
-) -> bool:
-    """In one statement (one commit): mark the run succeeded and free the lease, only while the
-    lease is still held (fencing). False when it was lost or the row was taken over.
-
-    `also`: SQL and parameters of one more write that happens only with the success; it may
-    read the CTE `done` (the succeeded run's id), e.g. the task's Celery result row.
-    """
-    params: dict[str, object] = {
-        "job": lease.job,
-        "token": lease.token,
-        "run": lease.run_id,
-        "now": now,
-        "ms": duration_ms,
-        "result": result,
-    }
-    sql = _SUCCEED_AND_RELEASE.format(also="")
-    if also is not None:
-        extra_sql, extra_params = also
-        sql = _SUCCEED_AND_RELEASE.format(also=f", also AS ({extra_sql})")
-        params.update(extra_params)
-    return fetch_one(sql, params) is not None
+_FENCE = f"{LEASE_HELD} FOR SHARE"
 
 
 def lease_acquire(*, job: str, run_id: int, ttl: int) -> Lease | None:
@@ -145,7 +103,7 @@ def lease_renew(lease: Lease) -> bool:
 
 def lease_release(lease: Lease) -> None:
     with connection.cursor() as cursor:
-        cursor.execute(_RELEASE, {"job": lease.job, "token": lease.token})
+        cursor.execute(LEASE_RELEASE, {"job": lease.job, "token": lease.token})
 
 
 _FORGET_HOLDERS = """
@@ -180,7 +138,7 @@ def fence_check(lease: Lease | None = None) -> None:
     if lease is None:
         return
     with connection.cursor() as cursor:
-        cursor.execute(_FENCE, [lease.job, lease.token])
+        cursor.execute(_FENCE, {"job": lease.job, "token": lease.token})
         if cursor.fetchone() is None:
             raise LeaseLost(f"job {lease.job!r} lost its lease (token {lease.token})")
 

@@ -252,7 +252,7 @@ def _record_expired(request: Any = None, expired: bool = False, **_: Any) -> Non
         return
     from django.db import IntegrityError
 
-    from scheduler.models import JobRun
+    from scheduler.ledger import run_expire
     from scheduler.services.deliveries import delivery_admit, delivery_refuse
 
     kwargs = getattr(request, "kwargs", None) or {}
@@ -269,12 +269,11 @@ def _record_expired(request: Any = None, expired: bool = False, **_: Any) -> Non
         return
     # IntegrityError: the slot already has its row (a later delivery ran or accounted for it).
     with contextlib.suppress(IntegrityError):
-        JobRun.objects.create(
+        run_expire(
             job=job.name,
             slot=delivery.slot,
-            status=JobRun.Status.EXPIRED,
             trigger=delivery.trigger,
             task_id=delivery.task_id,
-            finished_at=timezone.now(),
+            now=timezone.now(),
             error="the message expired before a worker ran it",
         )

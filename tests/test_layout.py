@@ -178,3 +178,153 @@ def test_ops_writes_no_schedule_row_itself():
         if module.startswith("ops/")
     }
     assert offenders == set()
+
+
+# --- One owner of the JobRun state machine (scheduler/ledger.py) and of the lease SQL -------------
+
+LEDGER = ROOT / "scheduler" / "ledger.py"
+LOCKS = ROOT / "scheduler" / "locks.py"
+_ROW_WRITES = {
+    "create",
+    "update",
+    "bulk_create",
+    "bulk_update",
+    "get_or_create",
+    "update_or_create",
+}
+# SQL that sets a run's status: an UPDATE of the ledger naming `status` in its SET list (before
+# any FROM, WHERE or RETURNING), or an INSERT of a run (a new row has a status).
+_STATUS_SQL = re.compile(
+    r"UPDATE\s+scheduler_jobrun\s+SET\b(?:(?!\b(?:FROM|WHERE|RETURNING)\b)[^;])*?\bstatus\s*="
+    r"|INSERT\s+INTO\s+scheduler_jobrun\b",
+    re.IGNORECASE,
+)
+_LEASE_SQL = re.compile(r"\bscheduler_joblease\b", re.IGNORECASE)
+
+
+def _sql_matches(node: ast.AST, pattern: re.Pattern[str]) -> bool:
+    """A string literal (or a literal part of an f-string) that `pattern` finds something in."""
+    return (
+        isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and bool(pattern.search(node.value))
+    )
+
+
+def _root_name(node: ast.AST) -> str | None:
+    """`JobRun` for `JobRun.objects.filter(...).update`: the name a call chain starts from."""
+    while isinstance(node, ast.Attribute | ast.Call | ast.Subscript):
+        node = node.func if isinstance(node, ast.Call) else node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def _assigned_attributes(node: ast.AST) -> Iterator[ast.Attribute]:
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+    for target in targets:
+        for part in ast.walk(target):
+            if isinstance(part, ast.Attribute):
+                yield part
+
+
+def status_writes(source: str, *, model: str = "JobRun") -> Iterator[str]:
+    """Where `source` writes a `model` row's status: ORM writes on a chain rooted at the model
+    with `status=` (or `**values`, or any bulk write), the model built with `status=`, `x.status
+    = ...` and `save(update_fields=[..."status"...])` in a module that names the model, and SQL
+    that updates a run's status or inserts a run."""
+    tree = ast.parse(source)
+    names_model = any(isinstance(n, ast.Name) and n.id == model for n in ast.walk(tree))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            keywords = {k.arg for k in node.keywords}
+            func = node.func
+            if isinstance(func, ast.Name) and func.id == model and "status" in keywords:
+                yield f"line {node.lineno}: {model}(status=...)"
+            elif isinstance(func, ast.Attribute) and _root_name(func) == model:
+                bulk = func.attr.startswith("bulk_")
+                named = keywords & {"status", "defaults", None}
+                if func.attr in _ROW_WRITES and (bulk or named):
+                    yield f"line {node.lineno}: {model}...{func.attr}(...)"
+            if isinstance(func, ast.Attribute) and func.attr == "save" and names_model:
+                for keyword in node.keywords:
+                    fields = [
+                        c.value for c in ast.walk(keyword.value) if isinstance(c, ast.Constant)
+                    ]
+                    if keyword.arg == "update_fields" and "status" in fields:
+                        yield f"line {node.lineno}: save(update_fields=[... 'status' ...])"
+        elif isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign) and names_model:
+            for target in _assigned_attributes(node):
+                if target.attr == "status":
+                    yield f"line {node.lineno}: .status = ..."
+        elif model == "JobRun" and _sql_matches(node, _STATUS_SQL):
+            yield f"line {node.lineno}: SQL writing scheduler_jobrun.status"
+
+
+def _production_files() -> Iterator[Path]:
+    for package in (*PRODUCTION, "core"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if "migrations" not in path.parts:
+                yield path
+
+
+def test_the_status_scan_sees_every_kind_of_write():
+    source = '''
+from scheduler.models import JobRun
+JobRun.objects.filter(pk=1).update(status="lost")
+JobRun.objects.filter(pk=1, status="running").update(**values)
+JobRun.objects.create(job="j", status="queued")
+JobRun.objects.bulk_create([row])
+JobRun.objects.update_or_create(pk=1, defaults={"status": "failed"})
+run = JobRun(job="j", status="missed")
+run.status = "lost"
+run.status, run.error = "lost", "why"
+run.save(update_fields=["status", "error"])
+SQL = "UPDATE scheduler_jobrun SET finished_at = now(), status = 'lost' WHERE id = %s"
+FRESH = f"""INSERT INTO scheduler_jobrun (id, status) SELECT {1}, 'running'"""
+'''
+    assert len(list(status_writes(source))) == 11
+    harmless = """
+from scheduler.models import JobRun
+JobRun.objects.filter(status="running").exists()
+JobRun.objects.filter(pk=1).update(heartbeat_at=now)
+JobRun.objects.filter(pk=1).delete()
+Other.objects.filter(pk=1).update(status="sent")
+SQL = "UPDATE scheduler_jobrun SET heartbeat_at = now() WHERE id = %s AND status = 'running'"
+"""
+    assert list(status_writes(harmless)) == []
+
+
+def test_only_the_ledger_writes_a_runs_status():
+    """Issue 15: every JobRun transition is a function of scheduler/ledger.py, which keeps the
+    rules (only a running row ends, only a queued one starts or is missed, terminal is final).
+    A write elsewhere would carry its own copy of them; call the ledger instead."""
+    assert len(list(status_writes(LEDGER.read_text()))) > 10  # the scan sees the ledger's own
+    offenders = [
+        f"{path.relative_to(ROOT)} {where}"
+        for path in _production_files()
+        if path != LEDGER
+        for where in status_writes(path.read_text())
+    ]
+    assert offenders == []
+
+
+def test_only_locks_holds_lease_sql():
+    """How a lease is taken, held and released is written once, in scheduler/locks.py; the
+    ledger's run-path statements embed its pieces (LEASE_TAKE, LEASE_HELD, LEASE_RELEASE)."""
+    offenders = [
+        f"{path.relative_to(ROOT)} line {node.lineno}"
+        for path in _production_files()
+        if path != LOCKS
+        for node in ast.walk(ast.parse(path.read_text()))
+        if _sql_matches(node, _LEASE_SQL)
+    ]
+    offenders += [
+        f"{path.relative_to(ROOT)} line {node.lineno}: JobLease...{node.func.attr}(...)"
+        for path in _production_files()
+        if path != LOCKS
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in _ROW_WRITES | {"delete"}
+        and _root_name(node.func) == "JobLease"
+    ]
+    assert offenders == []

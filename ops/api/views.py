@@ -63,11 +63,12 @@ from ops.api.serializers import (
 )
 from scheduler.audit import Actor
 from scheduler.cron import Cron, CronError
+from scheduler.ledger import RETRYABLE
 from scheduler.models import JobRun
 from scheduler.preview import Preview
 from scheduler.registry import find_job, job_for_task
 from scheduler.selectors import JobView, jobs_overview, next_starts
-from scheduler.services.manual_runs import RETRYABLE, job_run_now, runs_retry
+from scheduler.services.manual_runs import job_run_now, runs_retry
 from scheduler.services.schedules import effective_offset
 from scheduler.services.writes import schedule_create, schedule_delete, schedule_update
 from scheduler.validators import WriteRefused

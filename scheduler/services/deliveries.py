@@ -44,9 +44,9 @@ now. When none of the job's crontab schedules is enabled any more (disabled, or 
 delivery is recorded `skipped_disabled` and runs nothing; its `queued` ledger row becomes that
 row (so the reconciler does not later call it `missed`). A re-send or retry whose schedule is
 enabled again by then runs. Runs staff asked for explicitly (trigger admin, api or manual, and
-the retries of such a run) are not schedule runs: they run whether the schedule is enabled or
-not, as "run now" on a paused job does in Oban, Sidekiq and Temporal; the ledger row says who
-asked and why.
+the retries and re-sends of such a run) are not schedule runs: they run whether the schedule
+is enabled or not, as "run now" on a paused job does in Oban, Sidekiq and Temporal; the ledger
+row says who asked and why.
 
 `manage.py runjob --sync` calls the run path in-process, with no message, so nothing to check.
 """
@@ -61,6 +61,7 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from scheduler.cron import Cron, CronError
+from scheduler.ledger import run_turn_away
 from scheduler.models import JobRun
 from scheduler.registry import Job
 from scheduler.services.runs import Delivery
@@ -141,15 +142,21 @@ def schedule_disabled(job: Job) -> str | None:
 
 
 def _asked_by_staff(delivery: Delivery) -> bool:
-    """Whether the run is one staff asked for: its trigger, or for a retry its first attempt's
-    (a Celery retry keeps the task id, so the first attempt is the row with that id and no
-    `retry` trigger)."""
-    if delivery.trigger != JobRun.Trigger.RETRY:
+    """Whether the run is one staff asked for: its trigger, or for a retry or a reconciler
+    re-send its first attempt's. A Celery retry keeps the task id, so its first attempt is the
+    row with that id; a re-send after a lost attempt is a later attempt of the same slot, so its
+    first attempt is the slot's earliest earlier attempt. A re-send of a slot nobody ran
+    (attempt 1) has no earlier row: it is the schedule's."""
+    if delivery.trigger not in (JobRun.Trigger.RETRY, JobRun.Trigger.RECONCILER):
         return delivery.trigger in STAFF_TRIGGERS
+    earlier = JobRun.objects.filter(job=delivery.job.name, slot=delivery.slot)
+    if delivery.trigger == JobRun.Trigger.RETRY:
+        earlier = earlier.filter(task_id=delivery.task_id)
+    else:
+        earlier = earlier.filter(attempt__lt=delivery.attempt)
     origin = (
-        JobRun.objects.filter(job=delivery.job.name, slot=delivery.slot, task_id=delivery.task_id)
-        .exclude(trigger=JobRun.Trigger.RETRY)
-        .order_by("attempt")
+        earlier.exclude(trigger__in=[JobRun.Trigger.RETRY, JobRun.Trigger.RECONCILER])
+        .order_by("attempt", "id")
         .values_list("trigger", flat=True)
         .first()
     )
@@ -255,7 +262,7 @@ def delivery_refuse(
     if trigger not in JobRun.Trigger.values:
         trigger = JobRun.Trigger.MANUAL  # not beat, whatever it is; the value is in `error`
     prefix = {Status.REFUSED: "refused"}.get(status, status.replace("_", " "))
-    return JobRun.objects.create(
+    return run_turn_away(
         job=delivery.job.name,
         slot=delivery.slot,
         attempt=min(max(delivery.attempt, 1), 32767),
@@ -263,7 +270,7 @@ def delivery_refuse(
         trigger=trigger,
         task_id=delivery.task_id[:255],
         worker=delivery.worker[:255],
-        finished_at=now or timezone.now(),
+        now=now or timezone.now(),
         error=f"{prefix}: {error}{claimed}"[:4000],
     )
 

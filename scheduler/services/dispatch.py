@@ -12,6 +12,7 @@ from celery import current_app as app
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from scheduler.ledger import run_duplicate, run_queue
 from scheduler.models import JobRun
 from scheduler.registry import Job
 from scheduler.services.runs import new_task_id, slot_of
@@ -33,11 +34,10 @@ def job_dispatch(
     task_id = new_task_id()
     try:
         with transaction.atomic():
-            run = JobRun.objects.create(
+            run = run_queue(
                 job=job.name,
                 slot=slot,
                 attempt=attempt,
-                status=JobRun.Status.QUEUED,
                 trigger=trigger,
                 user_id=user_id,
                 reason=reason,
@@ -49,16 +49,15 @@ def job_dispatch(
             .order_by("-attempt")
             .first()
         )
-        return JobRun.objects.create(
+        return run_duplicate(
+            owner=owner,
             job=job.name,
             slot=slot,
-            attempt=owner.attempt if owner else attempt,
-            status=JobRun.Status.DUPLICATE,
+            attempt=attempt,
             trigger=trigger,
-            duplicate_of=owner,
             user_id=user_id,
-            reason=f"{reason}; slot already {owner.status if owner else 'taken'}",
-            finished_at=timezone.now(),
+            reason=reason,
+            why=f"slot already {owner.status if owner else 'taken'}",
         )
     kwargs = {
         "slot": slot.isoformat(),

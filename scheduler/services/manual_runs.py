@@ -14,16 +14,13 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from scheduler.audit import Actor, audit_record
+from scheduler.ledger import RETRYABLE
 from scheduler.models import AuditEvent, JobRun
 from scheduler.registry import Job, find_job, job_for_task
 from scheduler.services.dispatch import job_dispatch, job_trigger
 from scheduler.services.runs import Delivery, job_execute, new_task_id, slot_of
 from scheduler.services.writes import job_of
 from scheduler.validators import WriteRefused
-
-RETRYABLE = frozenset(
-    {JobRun.Status.FAILED, JobRun.Status.LOST, JobRun.Status.MISSED, JobRun.Status.EXPIRED}
-)
 
 
 def _trigger_of(actor: Actor) -> str:

@@ -25,6 +25,13 @@ from kombu.exceptions import KombuError
 
 from scheduler.conf import reconcile_grace_seconds, reconcile_lookback_seconds
 from scheduler.cron import Cron, CronError
+from scheduler.ledger import (
+    run_is_stale,
+    run_lose_stale,
+    run_miss_queued,
+    run_miss_slot,
+    run_unqueue,
+)
 from scheduler.models import JobRun, JobSchedule
 from scheduler.registry import Job, find_job, job_for_task
 from scheduler.services.catchup import catch_up_release, catch_up_start
@@ -69,17 +76,7 @@ def _mark_lost(now: datetime, counts: dict[str, int]) -> None:
     for run in JobRun.objects.filter(status=Status.RUNNING).order_by("slot"):
         job = find_job(run.job)
         ttl = job.lock_ttl if job else 300
-        seen = run.heartbeat_at or run.started_at or run.created_at
-        if seen >= now - timedelta(seconds=ttl):
-            continue
-        updated = JobRun.objects.filter(
-            pk=run.pk, status=Status.RUNNING, heartbeat_at=run.heartbeat_at
-        ).update(
-            status=Status.LOST,
-            finished_at=now,
-            error="heartbeat stopped: the worker running it died or froze",
-        )
-        if not updated:
+        if not run_is_stale(run, ttl=ttl, now=now) or not run_lose_stale(run, now=now):
             continue
         counts["lost"] += 1
         logger.warning("job %s slot %s attempt %s lost", run.job, run.slot, run.attempt)
@@ -136,7 +133,7 @@ def _resend(
             )
     except KombuError as exc:
         if queued is not None:
-            JobRun.objects.filter(pk=queued.pk, status=Status.QUEUED).delete()
+            run_unqueue(queued)
         catch_up_release(second=start_at, job_name=job.name, slot=slot)
         logger.warning("job %s slot %s not re-sent, the broker refused it: %s", job.name, slot, exc)
         return False
@@ -150,11 +147,7 @@ def _stale_queued(now: datetime, counts: dict[str, int]) -> None:
             seconds=(job.starting_deadline if job else 300) + reconcile_grace_seconds()
         )
         if run.created_at < now - deadline and run.slot < now - deadline:
-            counts["missed"] += JobRun.objects.filter(pk=run.pk, status=Status.QUEUED).update(
-                status=Status.MISSED,
-                finished_at=now,
-                error="queued but never started: the message was lost or expired",
-            )
+            counts["missed"] += run_miss_queued(run, now=now)
 
 
 def _account_slots(schedule: JobSchedule, job: Job, now: datetime, counts: dict[str, int]) -> None:
@@ -201,20 +194,7 @@ def _account_slots(schedule: JobSchedule, job: Job, now: datetime, counts: dict[
         elif slot <= final or not within_deadline or not is_newest:
             # Only the newest slot is ever re-sent, and a slot that is not the newest now never
             # will be: it is recorded now rather than at its deadline (hours, for a daily job).
-            created = JobRun.objects.bulk_create(
-                [
-                    JobRun(
-                        job=job.name,
-                        slot=slot,
-                        status=Status.MISSED,
-                        trigger=JobRun.Trigger.BEAT,
-                        finished_at=now,
-                        error="no run started for this slot",
-                    )
-                ],
-                ignore_conflicts=True,
-            )
-            counts["missed"] += len(created)
+            counts["missed"] += run_miss_slot(job=job.name, slot=slot, now=now)
     watermark = max((slot for slot in expected if slot <= final), default=None)
     if watermark is not None and (schedule.reconciled_until or start) < watermark:
         JobSchedule.objects.filter(pk=schedule.pk).update(reconciled_until=watermark)

@@ -5,12 +5,12 @@
 2. Take the job's lease: a run that finds it held is `skipped_lock` and does nothing.
 3. Call the job's service with the slot as `now`; record the outcome. Success is recorded only
    in a transaction that passes the lease's fencing check.
+
+This module decides; every status it records is written by a transition of scheduler.ledger.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import random
 import traceback
@@ -21,21 +21,26 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
 
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from scheduler.errors import soft_time_limit_reached
-from scheduler.locks import (
-    Lease,
-    LeaseLost,
-    lease_acquire,
-    lease_held,
-    succeed_and_release,
+from scheduler.ledger import (
+    run_claim_fresh,
+    run_duplicate,
+    run_expire,
+    run_fail,
+    run_is_stale,
+    run_lose,
+    run_lose_stale,
+    run_retry,
+    run_skip_lock,
+    run_start,
+    run_succeed,
 )
+from scheduler.locks import Lease, LeaseLost, lease_acquire, lease_held
 from scheduler.models import JobRun
 from scheduler.registry import Job
-from scheduler.sql import fetch_one
 
 logger = logging.getLogger(__name__)
 Status = JobRun.Status
@@ -78,41 +83,45 @@ def slot_of(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(microsecond=0)
 
 
-def _stale(run: JobRun, job: Job, now: datetime) -> bool:
-    seen = run.heartbeat_at or run.started_at or run.created_at
-    return seen < now - timedelta(seconds=job.lock_ttl)
-
-
-def _duplicate(delivery: Delivery, owner: JobRun, reason: str) -> JobRun:
-    return JobRun.objects.create(
+def _duplicate(delivery: Delivery, owner: JobRun, why: str) -> JobRun:
+    return run_duplicate(
+        owner=owner,
         job=delivery.job.name,
         slot=delivery.slot,
         attempt=owner.attempt,
-        status=Status.DUPLICATE,
         trigger=delivery.trigger,
-        duplicate_of=owner,
         user_id=delivery.user_id,
-        reason=(delivery.reason + "; " if delivery.reason else "") + reason,
+        reason=delivery.reason,
+        why=why,
         task_id=delivery.task_id,
         worker=delivery.worker,
-        finished_at=timezone.now(),
     )
 
 
 def _start(run: JobRun, delivery: Delivery, now: datetime) -> JobRun:
-    run.status = Status.RUNNING
-    run.task_id = delivery.task_id or run.task_id
-    run.worker = delivery.worker
-    run.started_at = now
-    run.heartbeat_at = now
-    run.lateness_ms = int((now - delivery.slot).total_seconds() * 1000)
-    if delivery.user_id and not run.user_id:
-        run.user_id = delivery.user_id
-    run.save()
-    return run
+    return run_start(
+        run,
+        task_id=delivery.task_id,
+        worker=delivery.worker,
+        user_id=delivery.user_id,
+        slot=delivery.slot,
+        now=now,
+    )
 
 
 def _new_attempt(delivery: Delivery, attempt: int, now: datetime, status: str) -> JobRun:
+    if status == Status.EXPIRED:
+        return run_expire(
+            job=delivery.job.name,
+            slot=delivery.slot,
+            attempt=attempt,
+            trigger=delivery.trigger,
+            user_id=delivery.user_id,
+            reason=delivery.reason,
+            task_id=delivery.task_id,
+            worker=delivery.worker,
+            now=now,
+        )
     run = JobRun(
         job=delivery.job.name,
         slot=delivery.slot,
@@ -122,123 +131,7 @@ def _new_attempt(delivery: Delivery, attempt: int, now: datetime, status: str) -
         reason=delivery.reason,
         task_id=delivery.task_id,
     )
-    if status == Status.RUNNING:
-        return _start(run, delivery, now)
-    run.status = status
-    run.worker = delivery.worker
-    run.finished_at = now
-    run.save()
-    return run
-
-
-# The common case in one statement and one commit: nobody has touched this slot yet. The run's id
-# is drawn first so that the lease can name its holder and the run its fence in the same statement
-# (sibling CTEs cannot see each other's rows). No ON CONFLICT on the run: a slot that already has
-# a row makes the whole statement fail with a unique violation, the lease change with it, and the
-# caller takes the locked path. A held lease inserts the run as `skipped_lock` directly.
-_CLAIM_FRESH = """
-WITH new AS (
-    SELECT nextval(pg_get_serial_sequence('scheduler_jobrun', 'id')) AS id,
-        set_config(
-            'synchronous_commit',
-            COALESCE(%(synchronous_commit)s, current_setting('synchronous_commit')),
-            true
-        ) AS commit_mode
-), lease AS (
-    INSERT INTO scheduler_joblease (job, token, holder_id, expires_at)
-    SELECT %(job)s, 1, new.id, statement_timestamp() + make_interval(secs => %(ttl)s) FROM new
-    ON CONFLICT (job) DO UPDATE
-        SET token = scheduler_joblease.token + 1,
-            holder_id = EXCLUDED.holder_id,
-            expires_at = EXCLUDED.expires_at
-        WHERE scheduler_joblease.holder_id IS NULL
-            OR scheduler_joblease.expires_at <= statement_timestamp()
-    RETURNING token
-)
-INSERT INTO scheduler_jobrun (id, job, slot, attempt, status, trigger, user_id, reason, task_id,
-    worker, fence, created_at, started_at, heartbeat_at, finished_at, duration_ms, lateness_ms,
-    result, error, traceback)
-SELECT new.id, %(job)s, %(slot)s, 1,
-    CASE WHEN lease.token IS NULL THEN 'skipped_lock' ELSE 'running' END,
-    %(trigger)s, %(user)s, %(reason)s, %(task)s, %(worker)s, lease.token,
-    %(now)s, %(now)s, %(now)s,
-    CASE WHEN lease.token IS NULL THEN %(now)s END,
-    CASE WHEN lease.token IS NULL THEN 0 END,
-    %(lateness)s, '{}',
-    CASE WHEN lease.token IS NULL THEN 'another run holds the lock' ELSE '' END, ''
-FROM new LEFT JOIN lease ON true
-RETURNING id, fence
-"""
-
-
-def _commit_mode(nested: bool) -> str | None:
-    """`off` for the claim's own commit; None (keep the session's) inside a caller's transaction.
-
-    The claim may commit without waiting for its WAL flush because everything that depends on it
-    being durable comes after it in the WAL: the job's money writes and the fenced success each
-    commit synchronously, which flushes the WAL up to their own commit record and so the claim's
-    too. What a server crash can lose is a claim whose run had written nothing durable yet, and
-    the crash ends that run anyway (its connection dies): the slot then has no row, which the
-    reconciler treats as a slot that never ran (missed or re-dispatched, by the job's policy) —
-    the same outcome as a crash just before the claim. Inside a caller's transaction the caller's
-    writes would share the commit, so the session's setting stays.
-    """
-    return None if nested else "off"
-
-
-def _claim_fresh(delivery: Delivery, now: datetime) -> tuple[JobRun, Lease | None] | None:
-    """Claim a slot nobody has touched and take the job's lease, in one statement.
-
-    None when the slot already has a row (the caller then decides under a row lock). Outside a
-    transaction the statement commits asynchronously (see `_commit_mode`).
-    """
-    job = delivery.job
-    lateness = int((now - delivery.slot).total_seconds() * 1000)
-    nested = connection.in_atomic_block
-    params = {
-        "synchronous_commit": _commit_mode(nested),
-        "job": job.name,
-        "ttl": job.lock_ttl,
-        "slot": delivery.slot,
-        "trigger": delivery.trigger,
-        "user": delivery.user_id,
-        "reason": delivery.reason,
-        "task": delivery.task_id,
-        "worker": delivery.worker,
-        "now": now,
-        "lateness": lateness,
-    }
-    try:
-        # Inside a caller's transaction a failed statement must not poison it: a savepoint.
-        with transaction.atomic() if nested else contextlib.nullcontext():
-            row = fetch_one(_CLAIM_FRESH, params)
-    except IntegrityError:
-        return None
-    assert row is not None  # INSERT ... SELECT FROM a one-row CTE returns its row
-    run_id, token = row
-    skipped = token is None
-    run = JobRun(
-        pk=run_id,
-        job=job.name,
-        slot=delivery.slot,
-        attempt=1,
-        status=Status.SKIPPED_LOCK if skipped else Status.RUNNING,
-        trigger=delivery.trigger,
-        user_id=delivery.user_id,
-        reason=delivery.reason,
-        task_id=delivery.task_id,
-        worker=delivery.worker,
-        fence=token,
-        created_at=now,
-        started_at=now,
-        heartbeat_at=now,
-        finished_at=now if skipped else None,
-        duration_ms=0 if skipped else None,
-        lateness_ms=lateness,
-        error="another run holds the lock" if skipped else "",
-    )
-    lease = None if skipped else Lease(job=job.name, token=token, run_id=run_id, ttl=job.lock_ttl)
-    return run, lease
+    return _start(run, delivery, now)
 
 
 def slot_claim(delivery: Delivery, *, now: datetime | None = None) -> tuple[Claim, JobRun]:
@@ -275,11 +168,8 @@ def _claim_locked(delivery: Delivery, now: datetime) -> tuple[Claim, JobRun]:
     if latest.status == Status.QUEUED:
         return Claim.RUN, _start(latest, delivery, now)
     if latest.status == Status.RUNNING:
-        if _stale(latest, job, now):
-            latest.status = Status.LOST
-            latest.finished_at = now
-            latest.error = "heartbeat stopped: the worker running it died or froze"
-            latest.save(update_fields=["status", "finished_at", "error"])
+        # Under the row lock the heartbeat cannot move: a stale row is always marked lost here.
+        if run_is_stale(latest, ttl=job.lock_ttl, now=now) and run_lose_stale(latest, now=now):
             return Claim.RUN, _new_attempt(delivery, latest.attempt + 1, now, Status.RUNNING)
         if delivery.task_id and latest.task_id == delivery.task_id:
             return Claim.WAIT, latest
@@ -291,38 +181,6 @@ def _claim_locked(delivery: Delivery, now: datetime) -> tuple[Claim, JobRun]:
             return Claim.EXPIRED, _new_attempt(delivery, latest.attempt + 1, now, Status.EXPIRED)
         return Claim.RUN, _new_attempt(delivery, latest.attempt + 1, now, Status.RUNNING)
     return Claim.DUPLICATE, _duplicate(delivery, latest, f"slot already {latest.status}")
-
-
-def _finish(run: JobRun, status: str, now: datetime, **fields: object) -> bool:
-    """Record a terminal state unless the row was taken over (e.g. marked lost) meanwhile."""
-    started = run.started_at or now
-    values = {
-        "status": status,
-        "finished_at": now,
-        "duration_ms": max(0, int((now - started).total_seconds() * 1000)),
-        **fields,
-    }
-    if JobRun.objects.filter(pk=run.pk, status=Status.RUNNING).update(**values) == 1:
-        for name, value in values.items():
-            setattr(run, name, value)
-        return True
-    run.refresh_from_db()
-    return False
-
-
-def _succeed(run: JobRun, lease: Lease, result: dict[str, Any], delivery: Delivery) -> bool:
-    now = timezone.now()
-    duration = max(0, int((now - (run.started_at or now)).total_seconds() * 1000))
-    encoded = json.dumps(result, cls=DjangoJSONEncoder)
-    run.status, run.finished_at, run.duration_ms, run.result = (
-        Status.SUCCEEDED,
-        now,
-        duration,
-        json.loads(encoded),
-    )
-    also = delivery.store_with_success(run) if delivery.store_with_success else None
-    # On False the caller reloads the row, which undoes the values set above.
-    return succeed_and_release(lease, now=now, duration_ms=duration, result=encoded, also=also)
 
 
 def job_execute(delivery: Delivery, *, rng: random.Random | None = None) -> Outcome:
@@ -344,17 +202,19 @@ def job_execute(delivery: Delivery, *, rng: random.Random | None = None) -> Outc
             # of this clock (scheduler.services.deliveries.FUTURE_TOLERANCE) runs as of now.
             result = job.run_service(now=min(delivery.slot, timezone.now()))
         except LeaseLost as exc:
-            _finish(run, Status.LOST, timezone.now(), error=str(exc))
+            run_lose(run, now=timezone.now(), error=str(exc))
             return Outcome(run=run)
         except Exception as exc:
             return _failed(run, job, delivery, exc, rng or random.Random())
-        recorded = not heartbeat.lost.is_set() and _succeed(run, lease, result or {}, delivery)
+        recorded = not heartbeat.lost.is_set() and run_succeed(
+            run, lease, result=result or {}, also=delivery.store_with_success
+        )
         heartbeat.released = recorded
         if not recorded:
             run.refresh_from_db()
         if not recorded and run.status == Status.RUNNING:
             error = f"job {job.name!r} lost its lease (token {lease.token}) during the run"
-            _finish(run, Status.LOST, timezone.now(), error=error, result=result or {})
+            run_lose(run, now=timezone.now(), error=error, result=result or {})
     logger.info(
         "job %s slot %s: %s in %s ms %s",
         job.name,
@@ -372,7 +232,21 @@ def _claim_and_lease(delivery: Delivery, now: datetime) -> tuple[Claim, JobRun, 
     fresh = (
         delivery.attempt == 1 and delivery.run_id is None and not _deadline_passed(delivery, now)
     )
-    first = _claim_fresh(delivery, now) if fresh else None
+    first = (
+        run_claim_fresh(
+            job=delivery.job.name,
+            ttl=delivery.job.lock_ttl,
+            slot=delivery.slot,
+            trigger=delivery.trigger,
+            user_id=delivery.user_id,
+            reason=delivery.reason,
+            task_id=delivery.task_id,
+            worker=delivery.worker,
+            now=now,
+        )
+        if fresh
+        else None
+    )
     if first is not None:
         return Claim.RUN, *first
     # The slot has a row (a redelivery, a retry, a second beat, a queued manual run): decide
@@ -384,7 +258,7 @@ def _claim_and_lease(delivery: Delivery, now: datetime) -> tuple[Claim, JobRun, 
         if claim is Claim.RUN:
             lease = lease_acquire(job=delivery.job.name, run_id=run.pk, ttl=delivery.job.lock_ttl)
             if lease is None:
-                _finish(run, Status.SKIPPED_LOCK, now, error="another run holds the lock")
+                run_skip_lock(run, now=now)
             else:
                 run.fence = lease.token
     return claim, run, lease
@@ -406,12 +280,12 @@ def _failed(
     retryable = not out_of_time and bool(job.retry.retry_on) and isinstance(exc, job.retry.retry_on)
     if retryable and run.attempt <= job.retry.max_retries:
         delay = job.retry.delay(run.attempt - 1, rng.random)
-        _finish(run, Status.RETRYING, now, error=error, traceback=trace)
+        run_retry(run, now=now, error=error, traceback=trace)
         logger.warning(
             "job %s attempt %s failed (%s); retry in %.0f s", job.name, run.attempt, error, delay
         )
         return Outcome(run=run, retry_in=delay)
-    _finish(run, Status.FAILED, now, error=error, traceback=trace)
+    run_fail(run, now=now, error=error, traceback=trace)
     logger.error("job %s slot %s failed: %s", job.name, delivery.slot.isoformat(), error)
     return Outcome(run=run)
 

@@ -361,6 +361,9 @@ def test_schedule_runs_are_skipped_once_disabled_and_staff_runs_are_not(
     assert delivery_verdict(retry, now=now).status == Status.SKIPPED_DISABLED
     assert delivery_verdict(delivery(asked, run_id=asked.pk), now=now) is None
     assert delivery_verdict(delivery(asked, trigger="retry", attempt=2, reason=""), now=now) is None
+    # (a re-send after staff's run was lost is still staff's: its slot's first attempt says so)
+    lost_resend = delivery(asked, trigger="reconciler", attempt=2, reason="", run_id=None)
+    assert delivery_verdict(lost_resend, now=now) is None
 
     # and the re-send's own queued row records the skip (the reconciler will not call it missed)
     row = delivery_admit(delivery(resent, run_id=resent.pk))

@@ -22,7 +22,8 @@ from django_celery_results.models import TaskResult
 
 from jobsite.celery import app
 from scheduler import results
-from scheduler.locks import Lease, lease_acquire, succeed_and_release
+from scheduler.ledger import run_succeed
+from scheduler.locks import Lease, lease_acquire
 from scheduler.models import JobRun
 from scheduler.results import (
     INSTALLED,
@@ -175,7 +176,7 @@ def test_a_failed_fence_writes_neither_the_success_nor_the_result():
     backend = JobResultBackend(app=app, url="django-db")
     row = backend.success_row("fenced", {"status": "succeeded"}, _request("fenced"))
 
-    recorded = succeed_and_release(stale, now=run.slot, duration_ms=1, result="{}", also=row)
+    recorded = run_succeed(run, stale, result={}, now=run.slot, also=lambda _run: row)
 
     run.refresh_from_db()
     assert not recorded

@@ -464,6 +464,24 @@ def run_lose_stale(run: JobRun, *, now: datetime) -> bool:
     return bool(updated)
 
 
+def run_skip_queued(run: JobRun, *, worker: str, error: str, now: datetime) -> bool:
+    """`queued` -> `skipped_disabled`: a re-send's own queued row, delivered after its schedule
+    was disabled (scheduler.services.deliveries). Only while still queued, so a second delivery
+    of the message skips it once; False otherwise."""
+    error = f"skipped disabled: {error}"[:4000]
+    updated = JobRun.objects.filter(pk=run.pk, status=Status.QUEUED).update(
+        status=Status.SKIPPED_DISABLED, worker=worker[:255], finished_at=now, error=error
+    )
+    if updated:
+        run.status, run.worker, run.finished_at, run.error = (
+            Status.SKIPPED_DISABLED,
+            worker[:255],
+            now,
+            error,
+        )
+    return bool(updated)
+
+
 def run_miss_queued(run: JobRun, *, now: datetime) -> int:
     """`queued` -> `missed`: its message never started it before its deadline. 1 if it was
     still queued, 0 otherwise."""

@@ -61,7 +61,7 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from scheduler.cron import Cron, CronError
-from scheduler.ledger import run_turn_away
+from scheduler.ledger import run_skip_queued, run_turn_away
 from scheduler.models import JobRun
 from scheduler.registry import Job
 from scheduler.services.runs import Delivery
@@ -318,13 +318,4 @@ def _queued_row_skip(delivery: Delivery, *, error: str, now: datetime) -> JobRun
     row = rows.first()
     if row is None:
         return None
-    updated = JobRun.objects.filter(pk=row.pk, status=Status.QUEUED).update(
-        status=Status.SKIPPED_DISABLED,
-        worker=delivery.worker[:255],
-        finished_at=now,
-        error=f"skipped disabled: {error}"[:4000],
-    )
-    if not updated:
-        return None
-    row.refresh_from_db()
-    return row
+    return row if run_skip_queued(row, worker=delivery.worker, error=error, now=now) else None

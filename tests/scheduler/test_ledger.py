@@ -27,6 +27,7 @@ from scheduler.ledger import (
     run_miss_slot,
     run_retry,
     run_skip_lock,
+    run_skip_queued,
     run_succeed,
     run_turn_away,
     run_unqueue,
@@ -243,6 +244,21 @@ def test_only_a_queued_run_is_missed_or_unqueued(status):
     run_unqueue(other)
 
     assert _as_stored(queued)["status"] == Status.MISSED
+    assert _as_stored(other) == before
+
+
+@pytest.mark.parametrize("status", [Status.RUNNING, *TERMINAL])
+def test_only_a_queued_run_is_skipped_as_disabled(status):
+    queued, other = _row(Status.QUEUED, job="ledger-sq"), _row(status, job="ledger-sq-other")
+    before = _as_stored(other)
+
+    assert run_skip_queued(queued, worker="w1", error="schedule 'x' is disabled", now=SLOT)
+    assert not run_skip_queued(other, worker="w1", error="disabled", now=SLOT)
+    assert not run_skip_queued(queued, worker="w2", error="again", now=SLOT)  # once only
+
+    stored = _as_stored(queued)
+    assert (stored["status"], stored["worker"]) == (Status.SKIPPED_DISABLED, "w1")
+    assert stored["error"] == "skipped disabled: schedule 'x' is disabled"
     assert _as_stored(other) == before
 
 

@@ -7,7 +7,7 @@ reliability.md; each chaos fault is described once, by its test's docstring). Co
 with the document makes the rendering reproducible: tests/test_gendocs.py renders both again
 from what is committed and fails on any difference, so a hand edit shows up.
 
-    python -m devtools.gendocs render               # both documents, from the committed data
+    python -m devtools.gendocs render [PAGE]        # both pages (or one), from the committed data
     python -m devtools.gendocs check                # exit 1 if a document is not its rendering
     python -m devtools.gendocs chaos-start          # `make chaos`, before the suite
     python -m devtools.gendocs chaos REPORT STATUS  # `make chaos`, after: record and render
@@ -439,32 +439,34 @@ def render_reliability(
 # -- both ------------------------------------------------------------------------------------------
 
 
-def rendered() -> dict[Path, str]:
-    return {BENCH_DOC: render_benchmarks(), CHAOS_DOC: render_reliability()}
+def pages() -> dict[Path, Any]:
+    """Each generated page and its renderer."""
+    return {BENCH_DOC: render_benchmarks, CHAOS_DOC: render_reliability}
 
 
 def check() -> list[str]:
-    """The documents that differ from their rendering (a hand edit, or data without a render)."""
+    """The pages that differ from their rendering (a hand edit, or data without a render)."""
     return [
         f"{path.relative_to(ROOT)} is not what its data and template render: edit "
         "the template or re-run `make bench` / `make chaos`, then `python -m devtools.gendocs "
         "render`"
-        for path, body in rendered().items()
-        if not path.exists() or path.read_text() != body
+        for path, render in pages().items()
+        if not path.exists() or path.read_text() != render()
     ]
 
 
-def write(which: str = "both") -> None:
-    for path, body in rendered().items():
-        if which == "both" or path.stem.startswith(which):
-            path.write_text(body)
+def write(which: str = "") -> None:
+    """Render the pages whose name starts with `which` (all by default)."""
+    for path, render in pages().items():
+        if path.stem.startswith(which):
+            path.write_text(render())
             print(f"rendered {path.relative_to(ROOT)}")
 
 
 def main(argv: list[str]) -> int:
     command, *rest = argv or ["render"]
     if command == "render":
-        write()
+        write(rest[0] if rest else "")
     elif command == "check":
         problems = check()
         print("\n".join(problems) or "docs/benchmarks.md and docs/reliability.md are rendered")

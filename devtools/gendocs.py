@@ -53,7 +53,8 @@ def now_utc() -> str:
 
 def git_commit() -> dict[str, Any]:
     """The short commit of HEAD and whether tracked files differed from it (numbers measured on
-    uncommitted code are marked so)."""
+    uncommitted code are marked so; the generated pages and their data do not count, so a second
+    suite after a first one's results is still measured on a clean tree)."""
 
     def git(*args: str) -> str:
         return subprocess.run(  # noqa: S603 - git, with our own arguments
@@ -66,7 +67,12 @@ def git_commit() -> dict[str, Any]:
 
     return {
         "commit": git("rev-parse", "--short", "HEAD") or "unknown",
-        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "dirty": bool(
+            git(
+                *("status", "--porcelain", "--untracked-files=no", "--", "."),
+                *(f":!{p.relative_to(ROOT)}" for p in (DATA, BENCH_DOC, CHAOS_DOC)),
+            )
+        ),
     }
 
 

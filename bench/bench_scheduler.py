@@ -176,6 +176,7 @@ def run_path_overhead(
     from jobsite.celery import app
 
     client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    load_before = os.getloadavg()[0]
     senders = _Senders()
     keys = list(VARIANTS)
     workers: dict[str, subprocess.Popen[bytes]] = {}
@@ -243,7 +244,8 @@ def run_path_overhead(
             ["setup", "tasks/s, median (range)", "jobsite / it, median (range)"],
             rows,
             f"{rounds} interleaved rounds x {count} no-op messages per variant; worker "
-            f"{' '.join(worker_args)}, acks_late, task events {'on' if events else 'off'}.",
+            f"{' '.join(worker_args)}, acks_late, task events {'on' if events else 'off'}; "
+            f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after.",
         )
     ]
 

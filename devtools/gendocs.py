@@ -341,11 +341,20 @@ def chaos_record(
         run_id=run["date"],
     )
     old = json.loads(data.read_text()) if data.exists() else {"runs": [], "faults": []}
-    fresh = {row["test"]: {**row, "run": run["run_id"]} for row in rows}
+    fresh: dict[str, dict[str, Any]] = {}
+    for row in rows:  # a test rerun after a failure (tests/conftest.py) has a row per attempt
+        earlier = fresh.get(row["test"])
+        attempts = [*earlier["earlier_attempts"], _attempt(earlier)] if earlier else []
+        fresh[row["test"]] = {**row, "run": run["run_id"], "earlier_attempts": attempts}
     faults = [fresh.pop(row["test"], row) for row in old["faults"]] + list(fresh.values())
     used = {row["run"] for row in faults}
     runs = [r for r in old["runs"] if r["run_id"] in used and r["run_id"] != run["run_id"]]
     _dump(data, {"runs": [*runs, run], "faults": faults})
+
+
+def _attempt(row: dict[str, Any]) -> dict[str, Any]:
+    keep = ("outcome", "seconds", "runs", "slots_accounted", "duplicates_prevented", "notes")
+    return {key: row[key] for key in keep if key in row}
 
 
 def fault_descriptions(tests_dir: Path = CHAOS_TESTS) -> dict[str, dict[str, str]]:
@@ -383,6 +392,14 @@ def _observed(row: dict[str, Any]) -> str:
     return "; ".join(parts) + (f". {row['notes']}" if row.get("notes") else "")
 
 
+def _result(row: dict[str, Any]) -> str:
+    earlier = row.get("earlier_attempts") or []
+    if not earlier:
+        return str(row["outcome"])
+    before = ", ".join(str(a["outcome"]) for a in earlier)
+    return f"{row['outcome']} on a rerun (earlier attempt: {before})"
+
+
 def render_reliability(
     data: dict[str, Any] | None = None,
     template: Path = CHAOS_TEMPLATE,
@@ -405,12 +422,15 @@ def render_reliability(
     several = len(runs) > 1
     header = ["fault (what is injected)", "expected", "observed", "result", "s"]
     cells = [
-        [r["fault"], r["expected"], _observed(r), r["outcome"], f"{r['seconds']:.0f}"]
+        [r["fault"], r["expected"], _observed(r), _result(r), f"{r['seconds']:.0f}"]
         + ([_when(runs[r["run"]]["date"])] if several else [])
         for r in rows
     ]
     passed = sum(1 for r in rows if r["outcome"] in ("pass", "known issue"))
-    total = sum(float(r["seconds"]) for r in rows)
+    total = sum(
+        float(r["seconds"]) + sum(float(a["seconds"]) for a in r.get("earlier_attempts") or [])
+        for r in rows
+    )
     latest = max(runs.values(), key=lambda r: r["date"])
     summary = [
         f"{passed}/{len(rows)} passed, {total / 60:.1f} minutes in tests.",
@@ -425,6 +445,13 @@ def render_reliability(
     if failed:
         names = [f"`tests/chaos/{r['module']}::{r['test']}`" for r in failed]
         summary.append("Failed: " + "; ".join(names) + ".")
+    flaky = [r for r in rows if r.get("earlier_attempts")]
+    if flaky:
+        names = [f"`tests/chaos/{r['module']}::{r['test']}`" for r in flaky]
+        summary.append(
+            "Passed only on the rerun tests/conftest.py allows after a failure (flaky: the "
+            "failure is a finding, not noise): " + "; ".join(names) + "."
+        )
     sections = {
         "header": (
             "<!-- Generated file: do not edit. Prose: tests/chaos/templates/reliability.md; "

@@ -94,8 +94,17 @@ def server_versions(database_url: str | None, redis_url: str | None) -> dict[str
             import psycopg
 
             url = re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", database_url)
-            with psycopg.connect(url, connect_timeout=5) as conn:
-                versions["postgresql"] = str(conn.execute("SHOW server_version").fetchone()[0])
+            # The suite's own database may not exist yet (pytest-django creates test_<name>):
+            # the server's maintenance database answers the same.
+            for dbname in (None, "postgres"):
+                try:
+                    extra = {"dbname": dbname} if dbname else {}
+                    with psycopg.connect(url, connect_timeout=5, **extra) as conn:
+                        row = conn.execute("SHOW server_version").fetchone()
+                    versions["postgresql"] = str(row[0])
+                    break
+                except psycopg.OperationalError:
+                    continue
         except Exception:  # noqa: S110 - a record without the version is still a record
             pass
     if redis_url:

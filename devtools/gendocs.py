@@ -489,7 +489,7 @@ def pages() -> dict[Path, Any]:
 def check() -> list[str]:
     """The pages that differ from their rendering (a hand edit, or data without a render)."""
     return [
-        f"{path.relative_to(ROOT)} is not what its data and template render: edit "
+        f"{os.path.relpath(path, ROOT)} is not what its data and template render: edit "
         "the template or re-run `make bench` / `make chaos`, then `python -m devtools.gendocs "
         "render`"
         for path, render in pages().items()

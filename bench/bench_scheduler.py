@@ -125,7 +125,14 @@ class _Senders:
         self.latest = now
         task, _ = PeriodicTask.objects.update_or_create(
             name="bench-noop",
-            defaults={"task": "bench.job_noop", "crontab": crontab_for(Cron.parse("* * * * *"))},
+            # enabled: the start-precision part disables it, and a job message for a disabled
+            # schedule is recorded skipped without running (a later run on the same database
+            # then waited for completions that never came).
+            defaults={
+                "task": "bench.job_noop",
+                "crontab": crontab_for(Cron.parse("* * * * *")),
+                "enabled": True,
+            },
         )
         JobSchedule.objects.update_or_create(
             periodic_task=task, defaults={"offset_seconds": 0, "tracked_since": now}

@@ -117,11 +117,20 @@ class _Senders:
 
         from bench.scheduler_tasks import SLOTS_SINCE
         from scheduler.cron import Cron
-        from scheduler.models import JobSchedule
+        from scheduler.models import JobRun, JobSchedule
         from scheduler.services.schedules import crontab_for
 
         now = datetime.now(UTC)
         self.base = now.replace(second=0, microsecond=0) - SLOTS_SINCE
+        # After the slots an earlier run on the same database used: a used slot is recorded a
+        # duplicate and never completes (the overhead part waited forever on a second run).
+        used = (
+            JobRun.objects.filter(job="bench-noop", slot__gte=self.base)
+            .order_by("-slot")
+            .values_list("slot", flat=True)
+            .first()
+        )
+        self.base = max(self.base, used) if used else self.base
         self.latest = now
         task, _ = PeriodicTask.objects.update_or_create(
             name="bench-noop",

@@ -27,13 +27,18 @@ run: install ## start web, workers, beat and Flower (embedded servers if no URLs
 test: install ## run the test suite (embedded servers if no URLs are set)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Both record what they measured (date, commit, machine) under docs/data/ and render their page
+# (docs/reliability.md, docs/benchmarks.md) from it: commit the data with the page.
 CHAOS_REPORT ?= var/chaos/report.jsonl
-chaos: install ## fault-injection suite with real processes, and its report
+chaos: install ## fault-injection suite with real processes; records it, renders docs/reliability.md
 	@rm -f $(CHAOS_REPORT)
+	$(PY) -m devtools.gendocs chaos-start
 	CHAOS_REPORT=$(CHAOS_REPORT) $(PY) -m pytest -m chaos -p no:cacheprovider tests/chaos $(PYTEST_ARGS); \
-	status=$$?; $(PY) -m tests.chaos.report $(CHAOS_REPORT); exit $$status
+	status=$$?; $(PY) -m tests.chaos.report $(CHAOS_REPORT); \
+	$(PY) -m devtools.gendocs chaos $(CHAOS_REPORT) $$status make chaos$(if $(PYTEST_ARGS), PYTEST_ARGS='$(PYTEST_ARGS)'); \
+	exit $$status
 
-bench: install ## benchmarks; prints ratios measured side by side
+bench: install ## benchmarks side by side; records them, renders docs/benchmarks.md
 	$(PY) -m bench $(ARGS)
 
 lint: install ## ruff lint and format check, migrations check

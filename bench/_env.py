@@ -10,6 +10,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from devtools.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from devtools.gendocs import server_versions
+
+# PostgreSQL's and Redis's versions, read while the servers of the last `servers()` ran (the
+# runner records them with the results: embedded servers are gone by then).
+VERSIONS: dict[str, str] = {}
 
 
 @contextmanager
@@ -34,6 +39,7 @@ def servers() -> Iterator[None]:
 
         django.setup()
         call_command("migrate", interactive=False, verbosity=0)
+        VERSIONS.update(server_versions(os.environ["DATABASE_URL"], os.environ["REDIS_URL"]))
         yield
     finally:
         from django.db import connections

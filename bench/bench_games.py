@@ -37,6 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench._env import servers
+from devtools.gendocs import Block, table
 
 # The last hourly ranking of a week (a Sunday), then Monday's runs: ranking at 00:00:20 and
 # finalisation (daily and weekly pools) at 00:00:50.
@@ -593,7 +594,7 @@ def bench_cleanup(rows: int, rounds: int, table: list[tuple[str, str]]) -> None:
     connection.close()
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str]) -> dict[str, list[Block]]:
     parser = argparse.ArgumentParser(prog="bench games", description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="entries / sessions (1M)")
     parser.add_argument("--sample", type=int, default=20_000, help="rows for bulk_update/save")
@@ -615,18 +616,28 @@ def main(argv: list[str]) -> None:
     )
     args = parser.parse_args(argv)
     random.seed(args.seed)
-    table: list[tuple[str, str]] = []
+    parts: dict[str, list[tuple[str, str]]] = {}
     with servers():
         if args.only in (None, "ranking"):
-            bench_ranking(args.rows, args.sample, args.seed, args.rounds, table)
+            bench_ranking(
+                args.rows, args.sample, args.seed, args.rounds, parts.setdefault("ranking", [])
+            )
         if args.only in (None, "finalisation"):
-            bench_finalisation(table, args.repeat, args.rows, args.seed)
+            bench_finalisation(
+                parts.setdefault("finalisation", []), args.repeat, args.rows, args.seed
+            )
         if args.only in (None, "cleanup"):
-            bench_cleanup(args.rows, args.cleanup_rounds, table)
-    width = max(len(name) for name, _ in table)
+            bench_cleanup(args.rows, args.cleanup_rounds, parts.setdefault("cleanup", []))
+    rows = [row for part in parts.values() for row in part]
+    width = max(len(name) for name, _ in rows)
     print(f"\n{'measure':<{width}}  result (ratio first; times are this machine's)")
-    for name, value in table:
+    for name, value in rows:
         print(f"{name:<{width}}  {value}")
+    header = ["measure", "result (ratio first; times are this machine's)"]
+    return {
+        part: [table(header, [[name.strip(), value] for name, value in part_rows])]
+        for part, part_rows in parts.items()
+    }
 
 
 if __name__ == "__main__":

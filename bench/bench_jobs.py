@@ -15,31 +15,27 @@ reports a `backlog`); a job that reports one is shown with it.
 Reported per job: runs needed, time per run (median, max), rows per second over all runs, the
 worker's peak RSS (largest of the runs; the process's baseline after Django's start in the
 notes), the job's limits (hard / soft / budget) and the verdict: every run ended by itself
-before its soft limit. The table is printed and written to var/bench/jobs.md with date, commit
-and machine.
+before its soft limit. The table is printed, and recorded by the runner (bench/__main__.py) with
+date, commit and machine for docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import math
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from bench._env import servers
 from bench._jobrun import MARKER
+from devtools.gendocs import Block, bullets, render_block, table, text
 
-REPORT = Path("var/bench/jobs.md")
 GAMES = "ARRAY['snake','tetris','pong','breakout','space_invaders']"
 
 
@@ -546,45 +542,20 @@ HEADER = [
 ]
 
 
-def markdown(outcomes: list[Outcome]) -> str:
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + " --- |" * len(HEADER)]
+def blocks(outcomes: list[Outcome]) -> tuple[Block, Block]:
+    """The table, one row per job, and the notes, one per job."""
+    rows: list[list[str]] = []
     notes: list[str] = []
     for outcome in outcomes:
         cells, job_notes = row(outcome)
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append(cells)
         seeded = f"{outcome.spec.work}, seeded in {outcome.seed_seconds:.1f} s"
         about = [seeded, *filter(None, [outcome.spec.note]), *job_notes]
-        notes.append(f"- {outcome.spec.job}: " + "; ".join(about) + ".")
-    return "\n".join(lines) + "\n\nNotes:\n\n" + "\n".join(notes) + "\n"
+        notes.append(f"{outcome.spec.job}: " + "; ".join(about) + ".")
+    return table(HEADER, rows), bullets(notes, "Notes:")
 
 
-def machine() -> str:
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW server_version")
-        pg = cursor.fetchone()[0]
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return (
-        f"{platform.node()}, {os.cpu_count()} CPUs, load {load}, Python "
-        f"{platform.python_version()}, PostgreSQL {pg}"
-    )
-
-
-def commit() -> str:
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-
-    head = git("rev-parse", "--short", "HEAD") or "unknown"
-    return head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-
-
-def main(argv: list[str]) -> None:
+def main(argv: list[str]) -> dict[str, list[Block]]:
     names = [spec.job for spec in SPECS]
     parser = argparse.ArgumentParser(prog="bench jobs", description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=100_000, help="rows of work per job (100,000)")
@@ -593,7 +564,6 @@ def main(argv: list[str]) -> None:
     parser.add_argument(
         "--max-seconds", type=float, default=180, help="seconds of runs per job at most (180)"
     )
-    parser.add_argument("--report", type=Path, default=REPORT, help=f"markdown ({REPORT})")
     parser.add_argument(
         "--keep", action="store_true", help="leave the last job's tables as its runs left them"
     )
@@ -607,16 +577,11 @@ def main(argv: list[str]) -> None:
             outcomes.append(
                 bench_job(spec, args.rows, args.max_runs, args.max_seconds, args.keep and last)
             )
-        about = machine()
-    table = markdown(outcomes)
-    print("\n" + table)
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(
-        '# Batch jobs on a volume of their own work (`make bench ARGS="jobs"`)\n\n'
-        f"Generated {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC at commit {commit()} on "
-        f"{about}; {args.rows:,} rows per job, caps {args.max_runs} runs / "
-        f"{args.max_seconds:.0f} s of runs per job, {time.perf_counter() - started:.0f} s in "
-        "all. Each run in a fresh worker-like process (bench/_jobrun.py) under the job's own "
-        "soft and hard limits.\n\n" + table
+    jobs_table, notes = blocks(outcomes)
+    print("\n" + render_block(jobs_table) + "\n\n" + render_block(notes))
+    about = text(
+        f"{args.rows:,} rows per job, caps {args.max_runs} runs / {args.max_seconds:.0f} s of "
+        f"runs per job, {time.perf_counter() - started:.0f} s in all. Each run in a fresh "
+        "worker-like process (bench/_jobrun.py) under the job's own soft and hard limits."
     )
-    print(f"written to {args.report}")
+    return {"jobs": [about, jobs_table, notes]}

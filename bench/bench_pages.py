@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench._env import servers
+from devtools.gendocs import Block, table
 
 PAGES = [
     # (label, path, target ms)
@@ -137,7 +138,7 @@ def measure(request: Callable[[], object], rounds: int) -> tuple[float, float, f
     return first, statistics.median(times), grown
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str]) -> dict[str, list[Block]]:
     parser = argparse.ArgumentParser(prog="make bench ARGS='pages ...'")
     parser.add_argument("--schedules", type=int, default=10_000, help="enabled schedules")
     parser.add_argument("--rounds", type=int, default=5, help="requests per page after the first")
@@ -166,6 +167,7 @@ def main(argv: list[str]) -> None:
         client = Client()
         client.force_login(user)
 
+        rows: list[list[object]] = []
         print(
             f"{'page':<24} {'first ms':>9} {'median ms':>10} {'target ms':>10} "
             f"{'peak RSS +MB':>13} {'target MB':>10}  status"
@@ -184,12 +186,34 @@ def main(argv: list[str]) -> None:
                 f"{RSS_TARGET_MB:10}  {','.join(map(str, sorted(statuses)))} {verdict}",
                 flush=True,
             )
+            status = f"{','.join(map(str, sorted(statuses)))} {verdict}"
+            rows.append(
+                [
+                    label,
+                    f"{first:.1f}",
+                    f"{median:.1f}",
+                    target,
+                    f"{grown:.1f}",
+                    RSS_TARGET_MB,
+                    status,
+                ]
+            )
 
         scheduler = JobScheduler(app=app, lazy=True)
         first, median, grown = measure(scheduler.all_as_schedule, 2)
+        entries = len(scheduler.all_as_schedule())
         print(
             f"{'beat all_as_schedule()':<24} {first:9.1f} {median:10.1f} {'-':>10} {grown:13.1f}"
-            f" {'-':>10}  {len(scheduler.all_as_schedule())} entries"
+            f" {'-':>10}  {entries} entries"
         )
+        load = ["beat all_as_schedule()", f"{first:.1f}", f"{median:.1f}", "-", f"{grown:.1f}"]
+        rows.append([*load, "-", f"{entries} entries"])
         _, median, _ = measure(lambda: beat_heartbeat_stamp(force=True), 20)
         print(f"{'beat heartbeat stamp':<24} {'':9} {median:10.2f} {'-':>10}")
+        rows.append(["beat heartbeat stamp", "", f"{median:.2f}", "-", "", "-", ""])
+    header = ["page", "first ms", "median ms", "target ms", "peak RSS +MB", "target MB", "status"]
+    caption = (
+        f"{args.schedules:,} enabled schedules, {args.ledger_days} days of ledger; median of "
+        f"{args.rounds} requests after the first, in-process through Django's test client."
+    )
+    return {"pages": [table(header, rows, caption)]}

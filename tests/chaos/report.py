@@ -1,6 +1,10 @@
 """Print the chaos suite's report: one row per test, from the lines the suite appended.
 
 python -m tests.chaos.report [PATH]    # default: var/chaos/report.jsonl (CHAOS_REPORT)
+
+`make chaos` then records the rows with its run's date, commit and machine in docs/data/chaos.json
+and renders docs/reliability.md from them (devtools/gendocs.py), each fault described by its
+test's docstring.
 """
 
 from __future__ import annotations

@@ -24,7 +24,12 @@ pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
 
 
 def test_a_killed_beat_is_one_incident_until_back(cluster, chaos_ledger, client, admin_client):
-    """beat SIGKILLed, then restarted: /healthz/beat, one beat-down incident, its recovery"""
+    """beat SIGKILLed, then restarted: /healthz/beat, one beat-down incident, its recovery
+
+    Expected: /healthz/beat answers 503 within 60 s of the kill; one watchdog pass opens exactly
+    one `beat_down` incident and the admin shows beat down; after the restart a pass resolves it
+    ("beat is back") and the admin shows beat ok.
+    """
     _only_these_jobs(("chaos-tick", "chaos-tock"))
     cluster.worker("w1", ready=False)  # runs what beat and the reconciler's catch-up send
     beat = cluster.beat("beat")

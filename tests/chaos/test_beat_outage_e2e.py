@@ -52,7 +52,13 @@ ACCOUNTED = {Status.SUCCEEDED, Status.MISSED, Status.EXPIRED}
 
 
 def test_beat_down_for_three_minutes_then_restarted(cluster, chaos_ledger, client):
-    """16: beat killed for 3 minutes with the test profile, then restarted"""
+    """16: beat killed for 3 minutes with the test profile, then restarted
+
+    Expected: /healthz/beat red within 60 s of the kill; one incident in all, `beat_down`,
+    resolved after the restart (no per-job incident); at most one start per second after the
+    restart; every slot of the window accounted for exactly once in the ledger; no `missed`
+    outside the outage.
+    """
     # given the test profile, only the platform's own twelve jobs enabled
     schedules_apply(profile="test")
     PeriodicTask.objects.exclude(name__in=JOBS).update(enabled=False)

@@ -40,7 +40,10 @@ def _raises_lease_lost(call: Callable[[], object]) -> None:
 
 
 def test_settlement_under_an_expired_lease_pays_nothing(chaos_ledger):
-    """7: settlement under an expired lease (service level)"""
+    """7: settlement under an expired lease (service level)
+
+    Expected: the service raises LeaseLost: no item paid, no settlement written.
+    """
     items = seed_money(tag="fence", players=5, per_player=4, credits=3)
     with expired_lease("settlement"):
         _raises_lease_lost(lambda: settlement_run(now=SEEDED_AT))
@@ -49,14 +52,20 @@ def test_settlement_under_an_expired_lease_pays_nothing(chaos_ledger):
 
 
 def test_tier_rewards_under_an_expired_lease_write_nothing(chaos_ledger):
-    """7: tier-2 rewards under an expired lease (service level)"""
+    """7: tier-2 rewards under an expired lease (service level)
+
+    Expected: the service raises LeaseLost: no tier progress written.
+    """
     with expired_lease("referral-tier2"):
         _raises_lease_lost(lambda: referral_tier2_create(now=SEEDED_AT))
     assert not TierProgress.objects.exists()
 
 
 def test_prize_pool_finalisation_under_an_expired_lease_credits_nothing(chaos_ledger):
-    """7: prize-pool finalisation under an expired lease (service level)"""
+    """7: prize-pool finalisation under an expired lease (service level)
+
+    Expected: the service raises LeaseLost: the pool stays open, nothing credited.
+    """
     from games.models import PrizePool
     from games.services.pools import prize_pool_finalise
 

@@ -42,7 +42,12 @@ def _finished(job: str, slot) -> bool:
 
 
 def test_frozen_lock_holder_cannot_pay_after_its_lease_expired(cluster, chaos_ledger, chaos_jobs):
-    """7: lock holder SIGSTOPped past its TTL, then resumed"""
+    """7: lock holder SIGSTOPped past its TTL, then resumed
+
+    Expected: the frozen run is recorded `lost` and a second attempt takes the lease and
+    succeeds; resumed, the frozen holder finishes at most the batch it was in, pays nothing that
+    arrived after its lease expired and cannot record success; every item paid once.
+    """
     job = chaos_jobs["chaos-settlement"]
     batch = int(SLOW_PAY["REFERRAL_SETTLEMENT_BATCH_SIZE"])
     items = seed_money(tag="f7a", players=60, per_player=20, credits=30)

@@ -36,7 +36,11 @@ def _settled(job: str, slot) -> bool:
 
 
 def test_same_money_slot_ten_times_to_two_workers(cluster, chaos_ledger, chaos_jobs):
-    """1: one money slot delivered 10x at once to two workers"""
+    """1: one money slot delivered 10x at once to two workers
+
+    Expected: one delivery runs the slot (`succeeded`), the nine others are `duplicate` rows,
+    both workers took deliveries; every item paid once.
+    """
     job = chaos_jobs["chaos-settlement"]
     items = seed_money(tag="f1", players=40, per_player=25, credits=20)
     env = {**SLOW_PAY, "CHAOS_PAY_DELAY": "0.02"}
@@ -85,7 +89,12 @@ def _recover(job_name: str, slot) -> None:
 
 @pytest.mark.parametrize("moment", ["before-commit", "after-commit-before-ack"])
 def test_worker_sigkilled_mid_settlement(cluster, chaos_ledger, chaos_jobs, moment):
-    """3: worker SIGKILLed mid-settlement"""
+    """3: worker SIGKILLed mid-settlement
+
+    Expected: the killed run is recorded `lost` and the reconciler's re-send runs the slot on
+    the other worker; items paid before the kill are not paid again; the killed worker's
+    message, delivered again, is a `duplicate`; every item paid once.
+    """
     chaos_ledger.fault = f"3: worker SIGKILLed mid-settlement, {moment.replace('-', ' ')}"
     job = chaos_jobs["chaos-settlement"]
     items = seed_money(tag="f3", players=60, per_player=20, credits=30)
@@ -136,7 +145,11 @@ def test_worker_sigkilled_mid_settlement(cluster, chaos_ledger, chaos_jobs, mome
 
 
 def test_database_backend_of_a_running_money_job_terminated(cluster, chaos_ledger, chaos_jobs):
-    """8: PostgreSQL backend of a running job terminated"""
+    """8: PostgreSQL backend of a running job terminated
+
+    Expected: the first attempt fails on its terminated connection and is retried; the second
+    attempt settles every item, once.
+    """
     job = chaos_jobs["chaos-db-settlement"]
     items = seed_money(tag="f8", players=20, per_player=10, credits=10)
     cluster.worker("w1", CHAOS_DB_SLEEP="2")

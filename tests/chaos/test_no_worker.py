@@ -21,7 +21,12 @@ pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
 
 
 def test_a_queue_without_a_worker_is_one_incident_until_a_worker_is_back(cluster, chaos_ledger):
-    """no worker on a queue: worker stopped, then started again"""
+    """no worker on a queue: worker stopped, then started again
+
+    Expected: while the only worker runs, the watchdog counts one consumer on each queue; once
+    it is stopped, one `no_worker` incident opens for the queue with work due (none for a queue
+    with nothing due); when a new worker consumes the queue, a pass resolves the incident.
+    """
     # given a job enabled on `long` (chaos-settlement) and nothing on `default`
     _only_these_jobs(("chaos-settlement",))
     worker = cluster.worker("w1")  # consumes default and long

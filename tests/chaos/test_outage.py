@@ -55,7 +55,12 @@ def _owners(job: str, slot: datetime) -> list[JobRun]:
 
 
 def test_reconciler_pass_with_the_broker_down(cluster, chaos_ledger, chaos_jobs):
-    """13: reconciler passes with the broker down, then back"""
+    """13: reconciler passes with the broker down, then back
+
+    Expected: with the broker down a reconciler pass records both jobs' older slots `missed` and
+    sends nothing; once the broker is back a pass re-sends the newest slot of each job, which
+    runs once.
+    """
     offsets = _only_these_jobs(JOBS)
     cluster.worker("w1")
     # A moment `now` (given to the reconciler) 10 s after both jobs' newest slot: that slot is
@@ -125,7 +130,13 @@ def webhook() -> Iterator[Webhook]:
 
 @pytest.mark.slow
 def test_broker_outage_past_the_starting_deadline(cluster, chaos_ledger, chaos_jobs, webhook):
-    """13: broker outage across three slots of two jobs, two slots each past their deadline"""
+    """13: broker outage across three slots of two jobs, two slots each past their deadline
+
+    Expected: per job the two slots past their starting deadline end `missed` and the third runs
+    once through the reconciler, late but within its 60 s deadline; one `broker_down` incident
+    holds the missed slots, opened during the outage and sent to the webhook once; beat, worker
+    and watchdog survive.
+    """
     offsets = _only_these_jobs(JOBS)
     # A beat that has sent before, like one that has been up for a while: last_run_at two
     # minutes back makes it send the current minute at its first tick.
@@ -215,7 +226,12 @@ def test_broker_outage_past_the_starting_deadline(cluster, chaos_ledger, chaos_j
 
 
 def test_beat_started_during_a_broker_outage_keeps_sending(cluster, chaos_ledger, chaos_jobs):
-    """13c: beat started during a broker outage"""
+    """13c: beat started during a broker outage
+
+    Expected: beat logs that it cannot reach the broker and goes on; the slot does not run
+    during the outage, and runs once after it, late, through the reconciler; beat and watchdog
+    survive.
+    """
     offsets = _only_these_jobs(("chaos-tick",))
     cluster.stop_redis()
     beat = cluster.beat("beat")

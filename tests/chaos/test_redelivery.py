@@ -44,7 +44,12 @@ def _waits(workers: list[Proc], task_id: str) -> int:
 
 
 def test_messages_held_past_the_visibility_timeout(cluster, chaos_ledger, chaos_jobs):
-    """2: countdown longer than the visibility timeout, and an acks_late job running past it"""
+    """2: countdown longer than the visibility timeout, and an acks_late job running past it
+
+    Expected: each slot runs once (one `succeeded` owner); every redelivery ends as a
+    `duplicate` row with the same task id (or a retry that waits); each item is paid once, by
+    one of the two runs.
+    """
     running, counting = chaos_jobs["chaos-settlement"], chaos_jobs["chaos-db-settlement"]
     cluster.env["CELERY_VISIBILITY_TIMEOUT"] = str(VISIBILITY)
     first = cluster.worker("w1", CHAOS_SLEEP_AFTER=str(RUNNING))  # only `running` sleeps

@@ -27,7 +27,11 @@ WINDOW = timedelta(minutes=3)
 
 
 def test_two_beats_for_three_minutes_of_the_test_profile(cluster, chaos_ledger, chaos_jobs):
-    """5: two beats for three minutes of the test profile"""
+    """5: two beats for three minutes of the test profile
+
+    Expected: every job's three slots run once, each with the other beat's send recorded as a
+    `duplicate`; every item paid once; both beats stay up.
+    """
     schedules_apply(profile="test")
     # The window starts at the first boundary both beats are up for. (Not earlier, with a
     # catch-up of the current minute at their start: the first beat to send records last_run_at

@@ -52,7 +52,11 @@ def _scheduled_slot(job: str, lead: float) -> datetime:
 
 
 def test_redis_restarted_while_a_worker_holds_a_countdown_task(cluster, chaos_ledger, chaos_jobs):
-    """9: Redis restarted (no persistence) while a worker holds a countdown task"""
+    """9: Redis restarted (no persistence) while a worker holds a countdown task
+
+    Expected: the worker survives the restart (celery 5.6.3, kombu 5.6.2); the slot runs once
+    (the held message is lost with Redis's memory; the watchdog's reconciler re-sends the slot).
+    """
     job = chaos_jobs["chaos-tock"]
     worker = cluster.worker("w1")
     slot = _scheduled_slot(job.name, lead=12)
@@ -82,7 +86,11 @@ def test_redis_restarted_while_a_worker_holds_a_countdown_task(cluster, chaos_le
 
 
 def test_sigterm_while_countdowns_are_held_and_a_job_runs(cluster, chaos_ledger, chaos_jobs):
-    """12: SIGTERM (deploy) while countdown tasks are held and a job runs"""
+    """12: SIGTERM (deploy) while countdown tasks are held and a job runs
+
+    Expected: warm shutdown: the old worker finishes the running settlement (every item once)
+    and exits 0; the held countdown tasks run once on the new worker, under 3 s late.
+    """
     settlement, tick, tock = (
         chaos_jobs[n] for n in ("chaos-settlement", "chaos-tick", "chaos-tock")
     )
@@ -121,7 +129,11 @@ def test_sigterm_while_countdowns_are_held_and_a_job_runs(cluster, chaos_ledger,
 
 
 def test_manual_admin_and_scheduled_runs_in_the_same_second(cluster, chaos_ledger, chaos_jobs):
-    """6: manual (CLI), admin "run now" and the scheduled run of one slot in the same second"""
+    """6: manual (CLI), admin "run now" and the scheduled run of one slot in the same second
+
+    Expected: one of the three runs the slot; the two others are `duplicate` rows pointing at
+    it, each with a reason; the admin's row names the staff user and "admin: run now".
+    """
     job = chaos_jobs["chaos-tick"]
     staff = get_user_model().objects.create_user("chaos-admin", is_staff=True)
     cluster.worker("w1", CHAOS_SLEEP="1")

@@ -7,10 +7,10 @@ UV ?= $(shell command -v uv 2>/dev/null || echo .venv-uv/bin/uv)
 PY := .venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: run test bench chaos lint format install clean help
+.PHONY: run test test-fast bench chaos lint format install clean help
 
 help: ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
 
 .venv-uv/bin/uv:
 	python3 -m venv .venv-uv && .venv-uv/bin/pip install --quiet 'uv>=0.5'
@@ -24,8 +24,23 @@ install: .venv/.synced ## create .venv with the locked dependencies
 run: install ## start web, workers, beat and Flower (embedded servers if no URLs are set)
 	$(PY) -m devtools.launcher $(ARGS)
 
-test: install ## run the test suite (embedded servers if no URLs are set)
-	$(PY) -m pytest $(PYTEST_ARGS)
+# pytest-xdist. The suite mostly waits for real minute boundaries, not for the CPU, so it runs
+# more workers than a 2-core machine has cores. `--dist loadgroup` hands out one test at a time
+# in collection order (longest first, tests/conftest.py) and keeps each `xdist_group` on one
+# worker. Each worker needs a Redis database of its own, counted up from REDIS_URL's.
+# TEST_WORKERS=0 runs in this process (for pdb).
+TEST_WORKERS ?= 6
+FAST_WORKERS ?= 4
+# No test left out here starts a process; a test that starts one unmarked fails. --reuse-db
+# keeps the workers' test databases between runs (new migrations are still applied); add
+# --create-db to PYTEST_ARGS after going back to a branch with fewer migrations.
+FAST_MARKERS := not integration and not chaos and not browser and not slow and not process
+
+test: install ## run the test suite in parallel (embedded servers if no URLs are set)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+
+test-fast: install ## the tests that start no process, for the edit loop
+	$(PY) -m pytest -n $(FAST_WORKERS) --dist loadgroup --reuse-db -m "$(FAST_MARKERS)" $(PYTEST_ARGS)
 
 # Both record what they measured (date, commit, machine) under docs/data/ and render their page
 # (docs/reliability.md, docs/benchmarks.md) from it: commit the data with the page.

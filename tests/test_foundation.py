@@ -61,6 +61,7 @@ def _processes() -> list[tuple[int, int, str]]:
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_compose_file_validates_against_the_compose_specification():
     # check-jsonschema ships the Compose spec's schema: no network needed.
     result = subprocess.run(
@@ -74,6 +75,7 @@ def test_compose_file_validates_against_the_compose_specification():
     assert "ok -- validation done" in result.stdout
 
 
+@pytest.mark.process
 def test_the_compose_validation_rejects_an_unknown_key(tmp_path):
     bad = tmp_path / "compose.yaml"
     bad.write_text((ROOT / "compose.yaml").read_text() + "\n  bogus: {image: x, frobnicate: 1}\n")
@@ -220,6 +222,7 @@ def test_procfile_ports_are_those_the_launcher_checks():
 # ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_models_and_migrations_agree():
     result = _manage("makemigrations", "--check", "--dry-run", env=dict(os.environ))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -238,12 +241,14 @@ def _production_env(**overrides: str) -> dict[str, str]:
     return env
 
 
+@pytest.mark.process
 def test_deploy_checks_are_clean_under_production_settings():
     result = _manage("check", "--deploy", "--fail-level", "WARNING", env=_production_env())
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
 
 
+@pytest.mark.process
 def test_deploy_checks_do_fail_on_a_weakened_production_setting():
     env = _production_env(SECURE_HSTS_SECONDS="0")
     result = _manage("check", "--deploy", "--fail-level", "WARNING", env=env)
@@ -268,6 +273,7 @@ def test_deploy_checks_do_fail_on_a_weakened_production_setting():
         ("JOBSITE_ALERT_FAILURES", "three"),
     ],
 )
+@pytest.mark.process
 def test_a_bad_value_stops_manage_py_with_one_line_naming_the_variable(variable, value):
     result = _manage("check", env={**os.environ, variable: value}, timeout=60)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -278,6 +284,7 @@ def test_a_bad_value_stops_manage_py_with_one_line_naming_the_variable(variable,
     assert lines[0].startswith("configuration error: ")
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(("value", "threshold"), [("1", "5"), ("0", "None")])
 def test_prepared_statements_can_be_turned_off_for_pgbouncer(value, threshold):
     code = (
@@ -289,6 +296,7 @@ def test_prepared_statements_can_be_turned_off_for_pgbouncer(value, threshold):
     assert result.stdout.strip().splitlines()[-1] == threshold, result.stderr
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("command", ["worker", "beat"])
 def test_a_bad_value_stops_celery_with_one_line_naming_the_variable(command):
     result = subprocess.run(
@@ -437,6 +445,7 @@ def _assert_nothing_left(server_pid: int, folder: Path) -> None:
     assert left == []
 
 
+@pytest.mark.process
 def test_embedded_redis_starts_on_a_free_port_and_stops_leaving_no_process(tmp_path):
     server = EmbeddedRedis(tmp_path / "redis" / "data", free_port(), persistent=False).start()
     try:
@@ -451,6 +460,7 @@ def test_embedded_redis_starts_on_a_free_port_and_stops_leaving_no_process(tmp_p
     assert (tmp_path / "redis" / "redis.log").exists()
 
 
+@pytest.mark.process
 def test_embedded_postgres_starts_on_a_free_port_and_stops_leaving_no_process(tmp_path):
     server = EmbeddedPostgres(tmp_path / "pg" / "data", free_port(), database="probe").start()
     try:
@@ -522,6 +532,8 @@ def _one_error_line(result: subprocess.CompletedProcess) -> str:
     return errors[0]
 
 
+@pytest.mark.process
+@pytest.mark.xdist_group("procfile-ports")
 def test_the_launcher_refuses_a_taken_embedded_port_and_leaves_nothing_running(
     tmp_path, taken_port
 ):
@@ -537,6 +549,8 @@ def test_the_launcher_refuses_a_taken_embedded_port_and_leaves_nothing_running(
     assert [row for row in _processes() if str(tmp_path) in row[2]] == []
 
 
+@pytest.mark.process
+@pytest.mark.xdist_group("procfile-ports")
 def test_the_launcher_refuses_a_taken_web_port_before_starting_anything(tmp_path):
     from devtools.embedded import port_is_free
 
@@ -550,6 +564,8 @@ def test_the_launcher_refuses_a_taken_web_port_before_starting_anything(tmp_path
     assert not (tmp_path / "var" / "postgres").exists()
 
 
+@pytest.mark.process
+@pytest.mark.xdist_group("procfile-ports")
 def test_the_launcher_names_an_unreachable_database_in_one_line(tmp_path):
     if not _procfile_ports_free():
         pytest.skip("port 8000 or 5555 is taken (a `make run`?); stop it to run this test")

@@ -177,6 +177,7 @@ def test_a_bad_command_line_is_refused_by_name(applied, argv, message):
     assert schedule_state() == before
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("value", ["60", "-1", "1000000000", "abc"])
 def test_a_bad_stagger_variable_stops_apply_before_anything_is_written(value):
     # Settings read it at start: manage.py prints one line naming the variable (ConfigError).

@@ -44,7 +44,13 @@ NOT_A_NEWCOMERS = {
     "JOBSITE_JOB_MODULES",
 }
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(START_TIMEOUT * 2 + 120)]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.timeout(START_TIMEOUT * 2 + 120),
+    # web and Flower listen on the Procfile's fixed ports: one launcher test at a time, on one
+    # pytest-xdist worker with the launcher tests of test_foundation.py
+    pytest.mark.xdist_group("procfile-ports"),
+]
 
 
 def _process_table() -> dict[int, tuple[int, str]]:

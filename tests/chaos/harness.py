@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import kombu.pools
 from django.db import connection
 
 from devtools.embedded import EmbeddedRedis, free_port
@@ -245,9 +246,10 @@ def app_broker(url: str) -> Iterator[None]:
     """Point this process's Celery app (job_dispatch, the reconciler's re-sends) at `url`."""
 
     def reset() -> None:
-        if app._pool is not None:
-            with contextlib.suppress(Exception):
-                app._pool.force_close_all()
+        # app._pool is kombu's process-wide pool for the broker URL (kombu.pools.connections):
+        # closing it and leaving it registered made every later send in this pytest process
+        # fail with "Acquire on closed pool". kombu.pools.reset() closes and forgets them all.
+        kombu.pools.reset()
         app._pool = None
         with contextlib.suppress(AttributeError, KeyError):
             app.__dict__["amqp"]._producer_pool = None

@@ -69,8 +69,9 @@ def _in_open_transaction(application: str) -> bool:
     """The process's settlement backend is inside a transaction (not the heartbeat's UPDATE)."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
-            "AND xact_start IS NOT NULL AND state IN ('active', 'idle in transaction') "
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = %s AND xact_start IS NOT NULL "
+            "AND state IN ('active', 'idle in transaction') "
             "AND query NOT LIKE '%%joblease%%' AND query NOT LIKE '%%heartbeat_at%%'",
             [application],
         )

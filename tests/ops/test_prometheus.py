@@ -52,6 +52,7 @@ def scrape_text(api) -> str:
     return response.content.decode()
 
 
+@pytest.mark.process
 @needs_promtool
 def test_promtool_finds_nothing_to_say_about_a_real_scrape(api, runs):
     # given beat alive, an open incident, a missed and a lost run beside the fixture's hour
@@ -69,6 +70,7 @@ def test_promtool_finds_nothing_to_say_about_a_real_scrape(api, runs):
     assert (checked.returncode, checked.stdout, checked.stderr) == (0, "", "")
 
 
+@pytest.mark.process
 @needs_promtool
 def test_promtool_accepts_the_rules():
     checked = promtool("check", "rules", str(DEPLOY / "rules.yml"))
@@ -76,6 +78,7 @@ def test_promtool_accepts_the_rules():
     assert "SUCCESS" in checked.stdout
 
 
+@pytest.mark.process
 @needs_promtool
 def test_every_alert_passes_its_unit_tests():
     tested = promtool("test", "rules", str(DEPLOY / "rules_test.yml"))
@@ -95,6 +98,7 @@ def test_every_alert_has_a_unit_test_and_names_the_job_by_job_name():
     assert "$labels.job }}" not in rules  # Prometheus' own label: the scrape job, not ours
 
 
+@pytest.mark.process
 @needs_promtool
 def test_the_example_scrape_config_is_valid(tmp_path):
     # The token file is relative to the config, and promtool checks that it exists.

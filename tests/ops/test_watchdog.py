@@ -65,6 +65,7 @@ def test_beat_no_longer_reconciles_or_alerts():
     assert not hasattr(schedulers, "reconcile_safely")
 
 
+@pytest.mark.process
 def test_help_names_the_options():
     result = subprocess.run(
         [sys.executable, str(ROOT / "manage.py"), "watchdog", "--help"],

@@ -78,8 +78,9 @@ def settled_rewards() -> int:
 def settler_in_open_transaction() -> bool:
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
-            "AND xact_start IS NOT NULL AND state IN ('active', 'idle in transaction')",
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = %s AND xact_start IS NOT NULL "
+            "AND state IN ('active', 'idle in transaction')",
             [APP_NAME],
         )
         return cursor.fetchone()[0] > 0
@@ -88,7 +89,9 @@ def settler_in_open_transaction() -> bool:
 def settler_backend_gone() -> bool:
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [APP_NAME]
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name = %s",
+            [APP_NAME],
         )
         return cursor.fetchone()[0] == 0
 
@@ -100,6 +103,7 @@ def wait_for(condition, timeout: float = 60) -> None:
         time.sleep(0.002)
 
 
+@pytest.mark.process
 @pytest.mark.django_db(transaction=True)
 def test_a_settler_killed_mid_batch_then_rerun_settles_every_item_exactly_once():
     # given 60,000 pending rewards for 300 players and 150 unpaid prize credits
@@ -174,6 +178,7 @@ class Recording(WalletPayout):
         return f"ext:{payout.key}"
 
 
+@pytest.mark.process
 @pytest.mark.django_db(transaction=True)
 def test_paid_then_sigkilled_before_recording_is_resent_with_the_same_key(tmp_path):
     # given pending rewards and credits for a few players

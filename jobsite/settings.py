@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "scheduler",
     "games",
     "referrals",
+    "jobsite",  # the project's own commands (seed_demo, which calls each app's seeder)
 ]
 
 MIDDLEWARE = [

@@ -328,3 +328,15 @@ def test_only_locks_holds_lease_sql():
         and _root_name(node.func) == "JobLease"
     ]
     assert offenders == []
+
+
+def test_games_knows_nothing_of_referrals():
+    """referrals builds on games, never the other way round; the project's `seed_demo` calls
+    each app's seeder, so games no longer reaches referrals (it did, through importlib)."""
+    offenders = [
+        f"{path.relative_to(ROOT)}: {module}"
+        for path in sorted((ROOT / "games").rglob("*.py"))
+        for module in imported_modules(path)
+        if module.split(".")[0] in ("referrals", "importlib")
+    ]
+    assert offenders == []

@@ -68,6 +68,9 @@ class _State:
 
     broker_last_ok: datetime | None = None
     broker_ok: bool = True  # at this process's latest look
+    # Per queue with work due: since when no worker has been seen consuming it (this process's
+    # passes; restarted by a broker outage, during which no worker can consume anything).
+    unserved_since: dict[str, datetime] = {}
 
 
 def outages_evaluate(*, now: datetime | None = None, judge_beat: bool = True) -> dict[str, int]:
@@ -214,7 +217,10 @@ def queue_workers_evaluate(*, now: datetime | None = None) -> dict[str, int]:
     now = now or timezone.now()
     counts = {"opened": 0, "resolved": 0}
     if not _State.broker_ok:
-        return counts  # the broker-down incident says it all; a broadcast would only wait
+        # The broker-down incident says it all; a broadcast would only wait. Workers reconnect
+        # with a growing back-off once it is back, so their absence is timed from then.
+        _State.unserved_since.clear()
+        return counts
     config = conf.load()
     url = app.conf.broker_url
     consumers = queue_consumers()
@@ -228,8 +234,15 @@ def queue_workers_evaluate(*, now: datetime | None = None) -> dict[str, int]:
         workers = sorted(consumers.get(name, ()))
         job = f"{QUEUE_PREFIX}{name}"
         if workers or name not in due:
+            _State.unserved_since.pop(name, None)
             why = f"consumed by {', '.join(workers)}" if workers else "no work due on it any more"
             counts["resolved"] += _resolve(Kind.NO_WORKER, why, now, config, job=job)
+            continue
+        # Paged only once the queue has stayed unserved for as long as beat may stay silent
+        # (HEALTH_BEAT_DOWN_AFTER): a worker restarting, or reconnecting after a broker outage
+        # (Celery's back-off reaches ~30 s), is not an outage.
+        since = _State.unserved_since.setdefault(name, now)
+        if (now - since).total_seconds() < settings.HEALTH_BEAT_DOWN_AFTER:
             continue
         waiting = depths.get(name, 0)
         summary = f"no worker on queue {name}: {waiting} message(s) waiting; its jobs do not run"

@@ -26,7 +26,7 @@ from django_celery_beat.models import PeriodicTask
 
 from ops.models import Incident
 from scheduler.models import JobRun, JobSchedule
-from scheduler.services.schedules import schedules_apply
+from scheduler.services.writes import schedules_apply
 from tests.chaos.harness import wait_for
 from tests.chaos.test_beat import _next_boundary, _sleep_until
 

@@ -44,8 +44,9 @@ def test_a_queue_without_a_worker_is_one_incident_until_a_worker_is_back(cluster
     worker.term()
     stopped = time.monotonic()
 
-    # then one incident opens, for the queue that has work due; `default` has none
-    incident = wait_for(no_worker.first, 30, "a no-worker incident", every=0.5)
+    # then one incident opens once the queue has stayed unserved for HEALTH_BEAT_DOWN_AFTER
+    # (15 s here), for the queue that has work due; `default` has none
+    incident = wait_for(no_worker.first, 60, "a no-worker incident", every=0.5)
     opened_after = time.monotonic() - stopped
     assert (incident.job, incident.is_open) == ("queue:long", True)
     assert incident.summary.startswith("no worker on queue long")

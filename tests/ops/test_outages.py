@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from ops.alerts import alerts_evaluate
 from ops.models import OUTAGE_JOB, AlertDelivery, Incident
-from ops.outages import outages_evaluate
+from ops.outages import _State, outages_evaluate
 from ops.watchdog import watchdog_pass
 from scheduler.models import JobRun
 from tests.chaos.harness import app_broker
@@ -207,9 +207,14 @@ def test_a_queue_with_work_due_and_no_worker_is_one_incident_per_queue(
     from ops.metrics import QUEUE_WORKERS_KEY
     from ops.outages import queue_workers_evaluate
 
-    # when the watchdog looks, twice
-    assert queue_workers_evaluate() == {"opened": 2, "resolved": 0}
-    assert queue_workers_evaluate() == {"opened": 0, "resolved": 0}
+    # when the watchdog looks, and looks again once they have stayed unserved for as long as
+    # beat may stay silent (a worker restarting is not an outage), and once more
+    _State.unserved_since.clear()
+    first = timezone.now()
+    assert queue_workers_evaluate(now=first) == {"opened": 0, "resolved": 0}
+    later = first + timedelta(seconds=settings.HEALTH_BEAT_DOWN_AFTER)
+    assert queue_workers_evaluate(now=later) == {"opened": 2, "resolved": 0}
+    assert queue_workers_evaluate(now=later) == {"opened": 0, "resolved": 0}
 
     # then one incident per queue, each notified once, and the metric says 0 consumers
     incidents = Incident.objects.filter(kind=Kind.NO_WORKER).order_by("job")
@@ -261,3 +266,36 @@ def test_the_header_reads_beat_only_for_staff_who_may_see_runs(client, django_us
     assert "beat-state" not in client.get("/admin/").content.decode()
     user.user_permissions.add(Permission.objects.get(codename="view_jobrun"))
     assert "beat-state" in client.get("/admin/").content.decode()
+
+
+def test_workers_reconnecting_after_a_broker_outage_are_not_a_no_worker_incident(
+    schedules, settings
+):
+    """Celery workers reconnect with a growing back-off (up to ~30 s) once the broker is back:
+    their absence is timed from the broker's return, not from before the outage."""
+    from django.conf import settings as django_settings
+
+    from ops.metrics import QUEUE_WORKERS_KEY
+    from ops.outages import queue_workers_evaluate
+
+    # given queues with work due and no worker, seen unserved before the broker went down
+    _State.unserved_since.clear()
+    start = timezone.now()
+    assert queue_workers_evaluate(now=start) == {"opened": 0, "resolved": 0}
+    down_after = timedelta(seconds=settings.HEALTH_BEAT_DOWN_AFTER)
+    try:
+        # when the broker is down for longer than the threshold (the broker-down incident's)
+        _State.broker_ok = False
+        assert queue_workers_evaluate(now=start + down_after) == {"opened": 0, "resolved": 0}
+        # then just after its return nothing is paged yet; it is, once still unserved
+        _State.broker_ok = True
+        back = start + 2 * down_after
+        assert queue_workers_evaluate(now=back) == {"opened": 0, "resolved": 0}
+        assert queue_workers_evaluate(now=back + down_after / 2) == {"opened": 0, "resolved": 0}
+        assert queue_workers_evaluate(now=back + down_after) == {"opened": 2, "resolved": 0}
+    finally:
+        _State.broker_ok = True
+        _State.unserved_since.clear()
+        import redis
+
+        redis.Redis.from_url(django_settings.CELERY_BROKER_URL).delete(QUEUE_WORKERS_KEY)

@@ -261,3 +261,63 @@ def test_the_header_reads_beat_only_for_staff_who_may_see_runs(client, django_us
     assert "beat-state" not in client.get("/admin/").content.decode()
     user.user_permissions.add(Permission.objects.get(codename="view_jobrun"))
     assert "beat-state" in client.get("/admin/").content.decode()
+
+
+def test_slots_a_queue_without_a_worker_costs_are_grouped_under_its_incident(
+    schedules, channels, monkeypatch
+):
+    # given beat up, no worker on this Redis database, and only the `long` queue's jobs enabled;
+    # the watchdog found `long` with no work due 6 minutes ago
+    from django.conf import settings as django_settings
+    from django_celery_beat.models import PeriodicTask
+
+    from ops.metrics import QUEUE_WORKERS_KEY
+    from ops.outages import _State, queue_jobs, queue_workers_evaluate
+
+    monkeypatch.setattr(_State, "queue_last_ok", {})
+    beat_seen(2)
+    on_long = queue_jobs("long")
+    assert on_long == ["cleanup", "leaderboard-ranking", "retention-pruning", "settlement"]
+    PeriodicTask.objects.update(enabled=False)
+    queue_workers_evaluate(now=_minute(6))
+    PeriodicTask.objects.filter(name__in=on_long).update(enabled=True)
+    assert queue_workers_evaluate() == {"opened": 1, "resolved": 0}
+    incident = Incident.objects.get(kind=Kind.NO_WORKER)
+    assert (incident.job, incident.down_since) == ("queue:long", _minute(6))
+
+    # when the reconciler records slots of `long` jobs missed, and one of a `default` job
+    missed("cleanup", _minute(5, second=35))
+    missed("settlement", _minute(4, second=40))
+    missed("settlement", _minute(3, second=40))
+    missed("live-stats-sync", _minute(3, second=45))
+    counts = outages_evaluate()
+    opened = alerts_evaluate()["opened"]
+
+    # then the queue's incident holds the 3 slots; only the `default` job pages on its own
+    assert counts["grouped"] == 3
+    assert opened == 1
+    incident.refresh_from_db()
+    assert (incident.occurrences, incident.first_slot, incident.last_slot) == (
+        3,
+        _minute(5, second=35),
+        _minute(3, second=40),
+    )
+    per_job = Incident.objects.filter(kind__in=(Kind.MISSED, Kind.LATE))
+    assert [(i.job, i.kind) for i in per_job] == [("live-stats-sync", Kind.MISSED)]
+    assert AlertDelivery.objects.filter(incident=incident).count() == 1  # one notice
+
+    # when the incident resolves, and the waiting message of its window then starts late
+    PeriodicTask.objects.update(enabled=False)
+    assert queue_workers_evaluate()["resolved"] == 1
+    make_run("settlement", _minute(2, second=40), started_at=timezone.now())
+    assert outages_evaluate()["grouped"] == 1
+    assert alerts_evaluate()["opened"] == 0
+
+    # then the late start is counted in it too, and a second look changes nothing
+    incident.refresh_from_db()
+    assert incident.occurrences == 4
+    assert outages_evaluate()["grouped"] == 0
+    assert alerts_evaluate() == {"opened": 0, "updated": 0, "resolved": 0}
+    import redis
+
+    redis.Redis.from_url(django_settings.CELERY_BROKER_URL).delete(QUEUE_WORKERS_KEY)

@@ -33,7 +33,8 @@ BRPOP, anonymous. The broadcast waits its whole timeout (it cannot know how many
 answer): ~1 s per pass. A queue that looks unserved is asked about once more with a longer
 timeout (2 s) before an incident opens, so one late reply does not page. Not judged while the
 broker is down (that is the broker-down incident). Its `down_since` is the last pass of this
-process that found the queue consumed or with no work due (or this pass, for the first one), and
+process that found the queue consumed or with no work due (or this pass, when that was not within
+HEALTH_WATCHDOG_DOWN_AFTER), and
 the slots it costs the jobs routed to that queue (`queue_jobs`: the schedule's queue, which beat
 sends to, else the job's own) are grouped under it as under a beat-down incident
 (`outage_slots_group`, `queue_outage_slots`): one page for the queue, not one per job. Other
@@ -287,14 +288,25 @@ def queue_workers_evaluate(*, now: datetime | None = None) -> dict[str, int]:
             f"{INSPECT_TIMEOUT:g} s and {CONFIRM_TIMEOUT:g} s); its jobs' runs wait in the broker "
             "until one does. Start a worker with `--queues " + name + "`."
         )
-        since = _State.queue_last_ok.get(name, now)
-        counts["opened"] += _open(Kind.NO_WORKER, since, summary, detail, now, config, job=job)
+        counts["opened"] += _open(
+            Kind.NO_WORKER, _queue_down_since(name, now), summary, detail, now, config, job=job
+        )
     try:
         published = {name: len(consumers.get(name, ())) for name in queue_names()}
         queue_workers_publish(url, published, ttl=settings.HEALTH_WATCHDOG_DOWN_AFTER)
     except Exception as exc:  # the metric only; the incidents above are written
         logger.warning("could not publish the queue consumer counts: %s", exc)
     return counts
+
+
+def _queue_down_since(name: str, now: datetime) -> datetime:
+    """Since when queue `name` has had no consumer, as far as this process knows: its last pass
+    that found the queue fine, or `now`. A memory older than HEALTH_WATCHDOG_DOWN_AFTER is not
+    trusted (this process skipped passes: another watchdog held the lock, or the broker was
+    down): its window would take in slots that belong to other incidents."""
+    last_ok = _State.queue_last_ok.get(name)
+    fresh = timedelta(seconds=settings.HEALTH_WATCHDOG_DOWN_AFTER)
+    return last_ok if last_ok is not None and now - last_ok <= fresh else now
 
 
 def _open(

@@ -267,7 +267,7 @@ def test_slots_a_queue_without_a_worker_costs_are_grouped_under_its_incident(
     schedules, channels, monkeypatch
 ):
     # given beat up, no worker on this Redis database, and only the `long` queue's jobs enabled;
-    # the watchdog found `long` with no work due 6 minutes ago
+    # the watchdog found `long` with no work due 100 s ago
     from django.conf import settings as django_settings
     from django_celery_beat.models import PeriodicTask
 
@@ -275,21 +275,26 @@ def test_slots_a_queue_without_a_worker_costs_are_grouped_under_its_incident(
     from ops.outages import _State, queue_jobs, queue_workers_evaluate
 
     monkeypatch.setattr(_State, "queue_last_ok", {})
+    base = timezone.now().replace(microsecond=0)
+
+    def ago(seconds: int):
+        return base - timedelta(seconds=seconds)
+
     beat_seen(2)
     on_long = queue_jobs("long")
     assert on_long == ["cleanup", "leaderboard-ranking", "retention-pruning", "settlement"]
     PeriodicTask.objects.update(enabled=False)
-    queue_workers_evaluate(now=_minute(6))
+    queue_workers_evaluate(now=ago(100))
     PeriodicTask.objects.filter(name__in=on_long).update(enabled=True)
-    assert queue_workers_evaluate() == {"opened": 1, "resolved": 0}
+    assert queue_workers_evaluate(now=base) == {"opened": 1, "resolved": 0}
     incident = Incident.objects.get(kind=Kind.NO_WORKER)
-    assert (incident.job, incident.down_since) == ("queue:long", _minute(6))
+    assert (incident.job, incident.down_since) == ("queue:long", ago(100))
 
     # when the reconciler records slots of `long` jobs missed, and one of a `default` job
-    missed("cleanup", _minute(5, second=35))
-    missed("settlement", _minute(4, second=40))
-    missed("settlement", _minute(3, second=40))
-    missed("live-stats-sync", _minute(3, second=45))
+    missed("cleanup", ago(95))
+    missed("settlement", ago(60))
+    missed("settlement", ago(30))
+    missed("live-stats-sync", ago(45))
     counts = outages_evaluate()
     opened = alerts_evaluate()["opened"]
 
@@ -297,19 +302,15 @@ def test_slots_a_queue_without_a_worker_costs_are_grouped_under_its_incident(
     assert counts["grouped"] == 3
     assert opened == 1
     incident.refresh_from_db()
-    assert (incident.occurrences, incident.first_slot, incident.last_slot) == (
-        3,
-        _minute(5, second=35),
-        _minute(3, second=40),
-    )
+    assert (incident.occurrences, incident.first_slot, incident.last_slot) == (3, ago(95), ago(30))
     per_job = Incident.objects.filter(kind__in=(Kind.MISSED, Kind.LATE))
     assert [(i.job, i.kind) for i in per_job] == [("live-stats-sync", Kind.MISSED)]
     assert AlertDelivery.objects.filter(incident=incident).count() == 1  # one notice
 
-    # when the incident resolves, and the waiting message of its window then starts late
+    # when the incident resolves, and a message that waited in the queue then starts late
     PeriodicTask.objects.update(enabled=False)
     assert queue_workers_evaluate()["resolved"] == 1
-    make_run("settlement", _minute(2, second=40), started_at=timezone.now())
+    make_run("settlement", ago(90), started_at=timezone.now())
     assert outages_evaluate()["grouped"] == 1
     assert alerts_evaluate()["opened"] == 0
 
@@ -321,3 +322,15 @@ def test_slots_a_queue_without_a_worker_costs_are_grouped_under_its_incident(
     import redis
 
     redis.Redis.from_url(django_settings.CELERY_BROKER_URL).delete(QUEUE_WORKERS_KEY)
+
+
+def test_a_no_worker_window_starts_no_earlier_than_this_process_can_vouch_for(monkeypatch):
+    # given this process last found `long` fine 10 minutes ago (it skipped passes since)
+    from ops.outages import _queue_down_since, _State
+
+    now = timezone.now()
+    monkeypatch.setattr(_State, "queue_last_ok", {"long": now - timedelta(minutes=10)})
+    # then a no-worker incident opened now starts now, not 10 minutes back
+    assert _queue_down_since("long", now) == now
+    monkeypatch.setattr(_State, "queue_last_ok", {"long": now - timedelta(seconds=40)})
+    assert _queue_down_since("long", now) == now - timedelta(seconds=40)

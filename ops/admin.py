@@ -61,10 +61,14 @@ from scheduler.preview import schedule_preview
 from scheduler.registry import all_jobs, find_job, job_for_task
 from scheduler.selectors import next_starts
 from scheduler.services.manual_runs import job_run_now_for_task, runs_retry
-from scheduler.services.schedules import broken_schedules, effective_offset, schedule_problems
+from scheduler.services.schedules import (
+    broken_schedules,
+    crontab_unsaved,
+    effective_offset,
+    schedule_problems,
+)
 from scheduler.services.writes import (
     crontab_delete,
-    crontab_for,
     crontab_save,
     schedule_delete,
     schedule_save,
@@ -286,7 +290,9 @@ class OpsPeriodicTaskForm(PeriodicTaskForm):
             except CronError as exc:
                 self.add_error("cron_expression", str(exc))
             else:
-                data["crontab"] = crontab_for(cron)
+                # Unsaved: validation writes nothing; `schedule_save` stores the row (reusing an
+                # equal one), so a form refused later leaves no stray crontab behind.
+                data["crontab"] = crontab_unsaved(cron)
         return data
 
     def _post_clean(self) -> None:

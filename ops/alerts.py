@@ -51,7 +51,7 @@ from django.utils import timezone
 
 from ops import conf
 from ops.models import JOB_KINDS, AlertDelivery, Incident
-from ops.outages import outage_slots, outage_windows
+from ops.outages import outage_slots, outage_windows, queue_outage_slots
 from scheduler.audit import Actor, audit_record
 from scheduler.models import AuditEvent, JobRun
 
@@ -104,8 +104,11 @@ def alerts_evaluate(*, now: datetime | None = None) -> dict[str, int]:
             cursor=Max("last_run_id"), after_slot=Max("resolved_by_slot")
         )
     }
-    # Missed and late slots of an outage (beat or broker down) belong to its incident.
-    in_outage = outage_slots(outage_windows(since=since, now=now))
+    # Missed and late slots of an outage (beat or broker down) belong to its incident; those of
+    # a queue's jobs while no worker consumed it, to that queue's no-worker incident.
+    in_outage = outage_slots(outage_windows(since=since, now=now)) | queue_outage_slots(
+        since=since, now=now
+    )
     # One grouped scan of the day's rows finds, per job, the newest row showing each condition;
     # only a job with a row newer than its cursor is looked at closer, so a healthy ledger costs
     # this one statement (~25 ms over a day of 12 every-minute jobs, 17k rows, on 2 cores).

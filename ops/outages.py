@@ -32,8 +32,13 @@ where a pass needs one question. Redis itself cannot tell: a consumer is a clien
 BRPOP, anonymous. The broadcast waits its whole timeout (it cannot know how many workers will
 answer): ~1 s per pass. A queue that looks unserved is asked about once more with a longer
 timeout (2 s) before an incident opens, so one late reply does not page. Not judged while the
-broker is down (that is the broker-down incident). Slots the queue's jobs miss meanwhile are not
-grouped under it (they open their per-job incidents as before).
+broker is down (that is the broker-down incident). Its `down_since` is the last pass of this
+process that found the queue consumed or with no work due (or this pass, when that was not within
+HEALTH_WATCHDOG_DOWN_AFTER), and
+the slots it costs the jobs routed to that queue (`queue_jobs`: the schedule's queue, which beat
+sends to, else the job's own) are grouped under it as under a beat-down incident
+(`outage_slots_group`, `queue_outage_slots`): one page for the queue, not one per job. Other
+queues' jobs, and failures, still page per job.
 """
 
 from __future__ import annotations
@@ -63,13 +68,20 @@ INSPECT_TIMEOUT = 1.0  # seconds a pass waits for the workers' answers
 CONFIRM_TIMEOUT = 2.0  # the second question, when a queue with work due looked unserved
 
 
+# Incidents that group the slots they cost (`down_since` set): beat or broker down (every job),
+# and no worker on a queue (the jobs routed to it, `incident_scope`).
+GROUPING_KINDS = (*OUTAGE_KINDS, Kind.NO_WORKER)
+
+
 class _State:
     """This process's memory between passes (a `--once` pass has none)."""
 
     broker_last_ok: datetime | None = None
     broker_ok: bool = True  # at this process's latest look
-    # Per queue with work due: since when no worker has been seen consuming it (this process's
-    # passes; restarted by a broker outage, during which no worker can consume anything).
+    # queue -> the last pass that found it consumed, or with no work due
+    queue_last_ok: dict[str, datetime] = {}
+    # queue with work due -> since when it has had no consumer, as this process timed it (its
+    # clock restarts when the broker comes back: no worker could consume anything meanwhile)
     unserved_since: dict[str, datetime] = {}
 
 
@@ -136,17 +148,54 @@ def outage_cost_rows(config: conf.AlertSettings) -> Q:
     return Q(status__in=(Status.MISSED, Status.EXPIRED)) | late
 
 
+def queue_jobs(queue: str) -> list[str]:
+    """The registered jobs whose scheduled messages go to `queue`: the schedule's queue (what
+    beat sends with), else the job's own (a job with no schedule sends nothing)."""
+    from django_celery_beat.models import PeriodicTask
+
+    from scheduler.registry import all_jobs
+
+    own = {job.name: job.queue for job in all_jobs()}
+    scheduled = dict(PeriodicTask.objects.filter(name__in=list(own)).values_list("name", "queue"))
+    return sorted(name for name in own if (scheduled.get(name) or own[name]) == queue)
+
+
+def incident_scope(incident: Incident) -> Q:
+    """The jobs whose slots an outage incident groups: every job for beat or broker down; the
+    jobs routed to its queue for no worker on a queue."""
+    if incident.kind == Kind.NO_WORKER:
+        return Q(job__in=queue_jobs(incident.job.removeprefix(QUEUE_PREFIX)))
+    return Q()
+
+
+def queue_outage_slots(*, since: datetime, now: datetime | None = None) -> Q:
+    """Ledger rows of a job routed to a queue, with their slot inside a no-worker incident of
+    that queue that overlaps [since, now]: that incident's, not the job's own (ops.alerts leaves
+    them out). Matches nothing when there is none."""
+    now = now or timezone.now()
+    condition = Q(pk__in=[])
+    incidents = Incident.objects.filter(kind=Kind.NO_WORKER, down_since__isnull=False).filter(
+        Q(resolved_at=None) | Q(resolved_at__gte=since)
+    )
+    for incident in incidents:
+        end = incident.resolved_at or now
+        condition |= incident_scope(incident) & Q(slot__gte=incident.down_since, slot__lte=end)
+    return condition
+
+
 def outage_slots_group(*, now: datetime | None = None, config: conf.AlertSettings) -> int:
-    """Count the rows each outage cost, recorded since its last count, into its incident."""
+    """Count the rows each outage cost (a no-worker one: its queue's jobs' rows), recorded since
+    its last count, into its incident."""
     now = now or timezone.now()
     grouped = 0
-    outages = Incident.objects.filter(kind__in=OUTAGE_KINDS, down_since__isnull=False).filter(
+    outages = Incident.objects.filter(kind__in=GROUPING_KINDS, down_since__isnull=False).filter(
         Q(resolved_at=None) | Q(resolved_at__gte=now - LOOKBACK)
     )
     for incident in outages:
         end = incident.resolved_at or now
         rows = JobRun.objects.filter(
             outage_cost_rows(config),
+            incident_scope(incident),
             duplicate_of=None,
             slot__gte=incident.down_since,
             slot__lte=end,
@@ -220,6 +269,7 @@ def queue_workers_evaluate(*, now: datetime | None = None) -> dict[str, int]:
         # The broker-down incident says it all; a broadcast would only wait. Workers reconnect
         # with a growing back-off once it is back, so their absence is timed from then.
         _State.unserved_since.clear()
+        _State.queue_last_ok.clear()
         return counts
     config = conf.load()
     url = app.conf.broker_url
@@ -235,13 +285,14 @@ def queue_workers_evaluate(*, now: datetime | None = None) -> dict[str, int]:
         job = f"{QUEUE_PREFIX}{name}"
         if workers or name not in due:
             _State.unserved_since.pop(name, None)
+            _State.queue_last_ok[name] = now
             why = f"consumed by {', '.join(workers)}" if workers else "no work due on it any more"
             counts["resolved"] += _resolve(Kind.NO_WORKER, why, now, config, job=job)
             continue
         # Paged only once the queue has stayed unserved for as long as beat may stay silent
         # (HEALTH_BEAT_DOWN_AFTER): a worker restarting, or reconnecting after a broker outage
         # (Celery's back-off reaches ~30 s), is not an outage.
-        since = _State.unserved_since.setdefault(name, now)
+        since = _State.unserved_since.setdefault(name, _queue_down_since(name, now))
         if (now - since).total_seconds() < settings.HEALTH_BEAT_DOWN_AFTER:
             continue
         waiting = depths.get(name, 0)
@@ -251,13 +302,23 @@ def queue_workers_evaluate(*, now: datetime | None = None) -> dict[str, int]:
             f"{INSPECT_TIMEOUT:g} s and {CONFIRM_TIMEOUT:g} s); its jobs' runs wait in the broker "
             "until one does. Start a worker with `--queues " + name + "`."
         )
-        counts["opened"] += _open(Kind.NO_WORKER, now, summary, detail, now, config, job=job)
+        counts["opened"] += _open(Kind.NO_WORKER, since, summary, detail, now, config, job=job)
     try:
         published = {name: len(consumers.get(name, ())) for name in queue_names()}
         queue_workers_publish(url, published, ttl=settings.HEALTH_WATCHDOG_DOWN_AFTER)
     except Exception as exc:  # the metric only; the incidents above are written
         logger.warning("could not publish the queue consumer counts: %s", exc)
     return counts
+
+
+def _queue_down_since(name: str, now: datetime) -> datetime:
+    """Since when queue `name` has had no consumer, as far as this process knows: its last pass
+    that found the queue fine, or `now`. A memory older than HEALTH_WATCHDOG_DOWN_AFTER is not
+    trusted (this process skipped passes: another watchdog held the lock, or the broker was
+    down): its window would take in slots that belong to other incidents."""
+    last_ok = _State.queue_last_ok.get(name)
+    fresh = timedelta(seconds=settings.HEALTH_WATCHDOG_DOWN_AFTER)
+    return last_ok if last_ok is not None and now - last_ok <= fresh else now
 
 
 def _open(
@@ -280,7 +341,7 @@ def _open(
                 job=job,
                 kind=kind,
                 opened_at=now,
-                down_since=since if kind in OUTAGE_KINDS else None,
+                down_since=since if kind in GROUPING_KINDS else None,
                 occurrences=0,
                 summary=summary[:255],
                 detail=detail,

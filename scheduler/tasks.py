@@ -147,7 +147,9 @@ class JobTask(Task):
         run_id: int | None = None,
         user_id: int | None = None,
         reason: str = "",
+        unexpected: str = "",
     ) -> dict[str, Any]:
+        """`unexpected`: what else the message carried (`_make_task`), refused as malformed."""
         from scheduler.services.deliveries import delivery_admit, delivery_refuse
         from scheduler.services.runs import job_execute
 
@@ -159,6 +161,7 @@ class JobTask(Task):
         delivery, malformed = _delivery(
             self.job, message, task_id=self.request.id or "", worker=self.request.hostname or ""
         )
+        malformed = "; ".join(problem for problem in (malformed, unexpected) if problem)
         # A message is checked against the schedule and the ledger before it may run; a refusal
         # is an outcome (its ledger row), not an error: nothing to retry.
         refused = (
@@ -217,8 +220,16 @@ def _returned(run: Any) -> dict[str, Any]:
 
 
 def _make_task(job: Job) -> Task:
-    def run(self: JobTask, **kwargs: Any) -> dict[str, Any]:
-        return self.run_job(**kwargs)
+    # Any arguments: a message with others (`celery call --args`, Flower's send-task) is
+    # refused with its ledger row naming them, where a TypeError would reach only Flower.
+    def run(self: JobTask, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        from scheduler.services.schedules import RESERVED_KWARGS  # run_job's parameters
+
+        known = {name: kwargs.pop(name) for name in RESERVED_KWARGS if name in kwargs}
+        others = [f"positional argument {value!r}"[:100] for value in args]
+        others += [f"argument {name!r}"[:100] for name in sorted(kwargs)]
+        unexpected = f"{', '.join(others)} not taken by a job" if others else ""
+        return self.run_job(**known, unexpected=unexpected)
 
     run.__name__ = job.task.replace(".", "_")
     run.__doc__ = job.description

@@ -40,6 +40,34 @@ def effective_offset(stored: int) -> int:
     return stored if stagger_enabled() else 0
 
 
+def crontab_fields(cron: Cron) -> dict[str, str]:
+    """The `CrontabSchedule` columns of `cron`: what a row for it holds."""
+    return {
+        "minute": cron.minute,
+        "hour": cron.hour,
+        "day_of_month": cron.day_of_month,
+        "month_of_year": cron.month_of_year,
+        "day_of_week": cron.day_of_week,
+        "timezone": cron.timezone,
+    }
+
+
+def crontab_unsaved(cron: Cron) -> CrontabSchedule:
+    """An unsaved `CrontabSchedule` for `cron`, for validating a schedule before anything is
+    written (the admin's typed cron): `schedule_save` replaces it with a stored row
+    (`crontab_for`). Writes nothing, reads nothing."""
+    return CrontabSchedule(**crontab_fields(cron))
+
+
+def schedule_crontab(task: PeriodicTask) -> CrontabSchedule | None:
+    """The task's crontab, stored or not yet (`crontab_unsaved`); None when it has none.
+
+    No query for a task without a crontab; `crontab_id` alone misses an unsaved one."""
+    if task.crontab_id is None and task.crontab is None:
+        return None
+    return task.crontab
+
+
 def enabled_plans() -> list[Planned]:
     """Every enabled crontab PeriodicTask with its effective offset (0 without a JobSchedule)."""
     plans = []
@@ -60,7 +88,10 @@ def enabled_plans() -> list[Planned]:
 def schedule_problems(
     task: PeriodicTask, registered: set[str], *, check_crontab: bool = True
 ) -> list[str]:
-    """What would make beat unable to send this task; empty when it is sound."""
+    """What would make beat unable to send this task; empty when it is sound.
+
+    `task` may carry an unsaved crontab (`crontab_unsaved`): the admin validates a typed cron
+    before `schedule_save` writes its row."""
     problems = []
     for name, kind in (("args", list), ("kwargs", dict), ("headers", dict)):
         raw = getattr(task, name) or ("[]" if kind is list else "{}")
@@ -71,9 +102,10 @@ def schedule_problems(
             continue
         if not isinstance(value, kind):
             problems.append(f"{name} must be a JSON {'list' if kind is list else 'object'}")
-    if check_crontab and task.crontab_id:
+    crontab = schedule_crontab(task)
+    if check_crontab and crontab is not None:
         try:
-            Cron.from_model(task.crontab).validate()
+            Cron.from_model(crontab).validate()
         except CronError as exc:
             problems.append(str(exc))
     if task.task not in registered:
@@ -87,7 +119,7 @@ def _job_task_problems(task: PeriodicTask) -> list[str]:
     """A job's slots are its cron's fire times plus its offset, and its message's arguments are
     the run path's own: the worker refuses anything else, so it is refused at save already."""
     problems = []
-    if not task.crontab_id:
+    if schedule_crontab(task) is None:
         problems.append(
             f"crontab is required: {task.task!r} is a job, and a job runs only at the fire times "
             "of a crontab schedule (not an interval, solar or clocked one)"

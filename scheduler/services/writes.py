@@ -33,7 +33,12 @@ from scheduler.cron import Cron, CronError
 from scheduler.models import AuditEvent, JobSchedule
 from scheduler.preview import Preview, schedule_preview
 from scheduler.registry import QUEUES, Job, all_jobs, find_job
-from scheduler.services.schedules import default_offset, profile_cron
+from scheduler.services.schedules import (
+    crontab_fields,
+    default_offset,
+    profile_cron,
+    schedule_crontab,
+)
 from scheduler.validators import WriteRefused, check_offset
 
 Action = AuditEvent.Action
@@ -294,6 +299,8 @@ def _offset_save(
 def schedule_save(*, actor: Actor, task: PeriodicTask, offset: int | None) -> PeriodicTask:
     """Save a schedule edited as a whole — the admin's change form: the `PeriodicTask` as the
     form left it (not saved yet), and its offset (None: keep the stored one, 0 for a new row).
+    A crontab the form validated unsaved (a typed cron, `crontab_unsaved`) is written here, as
+    an existing row for the same cron when there is one (`crontab_for`).
 
     Slot tracking restarts when the schedule is new or switched on, or its crontab or offset
     changed; one audit row (create, or update when anything operators own changed).
@@ -304,6 +311,9 @@ def schedule_save(*, actor: Actor, task: PeriodicTask, offset: int | None) -> Pe
     previous = _locked(task.pk) if task.pk is not None else None  # as stored, locked
     before = schedule_snapshot(previous) if previous is not None else None
     stored = JobSchedule.objects.filter(periodic_task_id=task.pk).first() if previous else None
+    crontab = schedule_crontab(task)
+    if crontab is not None and crontab.pk is None:
+        task.crontab = crontab_for(Cron.from_model(crontab))
     task.save()
     slots_moved = previous is not None and (
         (task.enabled and not previous.enabled) or task.crontab_id != previous.crontab_id
@@ -411,14 +421,7 @@ def crontab_for(cron: Cron) -> CrontabSchedule:
     Not `get_or_create`: the table has no unique constraint, so two parallel writers can both
     create one, and `get_or_create`'s `get` then raises MultipleObjectsReturned for ever after.
     """
-    fields = {
-        "minute": cron.minute,
-        "hour": cron.hour,
-        "day_of_month": cron.day_of_month,
-        "month_of_year": cron.month_of_year,
-        "day_of_week": cron.day_of_week,
-        "timezone": cron.timezone,
-    }
+    fields = crontab_fields(cron)
     existing = CrontabSchedule.objects.filter(**fields).order_by("pk").first()
     return existing or CrontabSchedule.objects.create(**fields)
 

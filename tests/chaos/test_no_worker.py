@@ -9,11 +9,14 @@ the workers (`inspect active_queues`, ops.outages): a worker stopped with SIGTER
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from ops.metrics import _broker_counts
 from ops.models import Incident
+from scheduler.models import JobRun
 from tests.chaos.harness import wait_for
 from tests.chaos.test_beat import _only_these_jobs
 
@@ -25,7 +28,8 @@ def test_a_queue_without_a_worker_is_one_incident_until_a_worker_is_back(cluster
 
     Expected: while the only worker runs, the watchdog counts one consumer on each queue; once
     it is stopped, one `no_worker` incident opens for the queue with work due (none for a queue
-    with nothing due); when a new worker consumes the queue, a pass resolves the incident.
+    with nothing due), and a slot its job misses is counted into it; when a new worker consumes
+    the queue, a pass resolves the incident.
     """
     # given a job enabled on `long` (chaos-settlement) and nothing on `default`
     _only_these_jobs(("chaos-settlement",))
@@ -53,6 +57,20 @@ def test_a_queue_without_a_worker_is_one_incident_until_a_worker_is_back(cluster
     wait_for(lambda: counted() == {"default": 0, "long": 0}, 10, "the count of none")
     time.sleep(5)  # two more passes open nothing more
     assert no_worker.count() == 1
+
+    # and a slot of the queue's job recorded missed meanwhile (a row as the reconciler writes
+    # it; its own would take the job's 10-minute starting deadline) is counted into the queue's
+    # incident by the watchdog process, and opens no incident of the job's own
+    incident.refresh_from_db()
+    assert incident.down_since is not None  # the last pass that found `long` consumed
+    slot = incident.down_since.replace(microsecond=0) + timedelta(seconds=1)
+    assert slot <= timezone.now()
+    JobRun.objects.create(
+        job="chaos-settlement", slot=slot, status="missed",
+        trigger="beat", finished_at=timezone.now(), error="no run started for this slot",
+    )  # fmt: skip
+    wait_for(lambda: no_worker.get().occurrences == 1, 15, "the slot counted in", every=0.5)
+    assert not Incident.objects.filter(job="chaos-settlement").exists()
 
     # when a worker consumes the queue again
     cluster.worker("w2")

@@ -1,4 +1,5 @@
-"""Celery's own command line works against the project: `celery -A jobsite call`, `inspect`."""
+"""Celery's own command line works against the project: `celery -A jobsite call`, `inspect`,
+`status` and `events`."""
 
 from __future__ import annotations
 
@@ -43,3 +44,33 @@ def test_celery_inspect_answers_without_a_traceback():
     answer = celery("inspect", "ping", "--timeout", "1")
     assert "Traceback" not in answer.stderr, answer.stderr
     assert "No nodes replied" in answer.stdout + answer.stderr
+
+
+def test_celery_status_answers_without_a_traceback():
+    # No worker runs here: `status` says so in Celery's own words (exit 69), it does not crash.
+    answer = celery("status", "--timeout", "1")
+    assert "Traceback" not in answer.stderr, answer.stderr
+    assert "No nodes replied" in answer.stdout + answer.stderr
+
+
+def test_celery_events_dump_connects_to_the_broker():
+    # `events` runs until stopped: it must start its capture, then stop cleanly on SIGTERM.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "jobsite", "events", "--dump"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=os.environ.copy(),
+    )
+    try:
+        deadline = time.monotonic() + 30
+        output = ""
+        while "starting capture" not in output:
+            assert time.monotonic() < deadline, output
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, output
+            output += line
+    finally:
+        proc.terminate()
+        rest = proc.communicate(timeout=20)[0]
+    assert "Traceback" not in output + rest, output + rest

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.contrib import admin
 from django.urls import reverse
-from django_celery_beat.models import PeriodicTask, PeriodicTasks
+from django_celery_beat.models import CrontabSchedule, PeriodicTask, PeriodicTasks
 
 from ops.models import AlertDelivery, Incident
 from scheduler.models import AuditEvent, JobRun, JobSchedule
@@ -173,6 +173,54 @@ def test_a_cron_expression_reschedules(admin_client, schedules):
     task.refresh_from_db()
     assert (task.crontab.minute, task.crontab.hour) == ("0", "*")
     assert AuditEvent.objects.get().after["cron"] == "0 * * * *"
+
+
+@pytest.mark.parametrize(
+    ("why", "overrides"),
+    [
+        # every 7 minutes at :30 is the same second as an every-minute job at :30
+        ("collision", {"job_schedule-0-offset_seconds": "30"}),
+        ("bad offset", {"job_schedule-0-offset_seconds": "60"}),
+        ("bad kwargs", {"kwargs": '{"slot": "2026-01-01"}'}),
+    ],
+)
+def test_a_refused_form_with_a_new_cron_writes_no_crontab_and_no_audit_row(
+    admin_client, schedules, why, overrides
+):
+    # given a cron no crontab row holds yet
+    task = schedules["cleanup"]
+    crontabs = set(CrontabSchedule.objects.values_list("pk", flat=True))
+    # when the form is refused for another field
+    response = admin_client.post(
+        _change_url(task), _form_data(task, cron_expression="*/7 * * * *", **overrides)
+    )
+    # then nothing was written: validation built the crontab unsaved
+    assert response.status_code == 200, why
+    assert set(CrontabSchedule.objects.values_list("pk", flat=True)) == crontabs
+    assert not AuditEvent.objects.exists()
+    task.refresh_from_db()
+    assert (task.crontab.minute, task.crontab.hour) == ("0", "3")
+
+
+def test_a_new_cron_is_stored_once_by_the_save_and_an_equal_row_is_reused(admin_client, schedules):
+    task = schedules["cleanup"]
+    before = CrontabSchedule.objects.count()
+
+    response = admin_client.post(_change_url(task), _form_data(task, cron_expression="*/7 * * * *"))
+    assert response.status_code == 302
+    task.refresh_from_db()
+    assert (task.crontab.minute, task.crontab.hour) == ("*/7", "*")
+    assert CrontabSchedule.objects.count() == before + 1
+    assert AuditEvent.objects.get().after["cron"] == "*/7 * * * *"
+
+    other = schedules["settlement"]
+    response = admin_client.post(
+        _change_url(other), _form_data(other, cron_expression="*/7 * * * *")
+    )
+    assert response.status_code == 302
+    other.refresh_from_db()
+    assert other.crontab_id == task.crontab_id
+    assert CrontabSchedule.objects.count() == before + 1
 
 
 def test_an_invalid_cron_expression_names_the_field(admin_client, schedules):

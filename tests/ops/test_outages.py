@@ -27,6 +27,14 @@ JOBS = ("live-stats-sync", "referral-tier2", "referral-tier3", "scheduled-notifi
 Kind = Incident.Kind
 
 
+@pytest.fixture(autouse=True)
+def _fresh_watchdog_memory(monkeypatch):
+    """The watchdog's between-pass memory (ops.outages._State) starts empty in every test."""
+    monkeypatch.setattr(_State, "queue_last_ok", {})
+    monkeypatch.setattr(_State, "unserved_since", {})
+    monkeypatch.setattr(_State, "broker_ok", True)
+
+
 def missed(job: str, slot, trigger: str = "beat") -> JobRun:
     """A row as the reconciler writes it: nothing started for the slot."""
     return JobRun.objects.create(
@@ -280,6 +288,7 @@ def test_workers_reconnecting_after_a_broker_outage_are_not_a_no_worker_incident
 
     # given queues with work due and no worker, seen unserved before the broker went down
     _State.unserved_since.clear()
+    _State.queue_last_ok.clear()
     start = timezone.now()
     assert queue_workers_evaluate(now=start) == {"opened": 0, "resolved": 0}
     down_after = timedelta(seconds=settings.HEALTH_BEAT_DOWN_AFTER)
@@ -296,6 +305,80 @@ def test_workers_reconnecting_after_a_broker_outage_are_not_a_no_worker_incident
     finally:
         _State.broker_ok = True
         _State.unserved_since.clear()
+        _State.queue_last_ok.clear()
         import redis
 
         redis.Redis.from_url(django_settings.CELERY_BROKER_URL).delete(QUEUE_WORKERS_KEY)
+
+
+def test_slots_a_queue_without_a_worker_costs_are_grouped_under_its_incident(
+    schedules, channels, monkeypatch
+):
+    # given beat up, no worker on this Redis database, and only the `long` queue's jobs enabled;
+    # the watchdog found `long` with no work due 100 s ago
+    from django.conf import settings as django_settings
+    from django_celery_beat.models import PeriodicTask
+
+    from ops.metrics import QUEUE_WORKERS_KEY
+    from ops.outages import _State, queue_jobs, queue_workers_evaluate
+
+    monkeypatch.setattr(_State, "queue_last_ok", {})
+    base = timezone.now().replace(microsecond=0)
+
+    def ago(seconds: int):
+        return base - timedelta(seconds=seconds)
+
+    beat_seen(2)
+    on_long = queue_jobs("long")
+    assert on_long == ["cleanup", "leaderboard-ranking", "retention-pruning", "settlement"]
+    PeriodicTask.objects.update(enabled=False)
+    queue_workers_evaluate(now=ago(100))
+    PeriodicTask.objects.filter(name__in=on_long).update(enabled=True)
+    assert queue_workers_evaluate(now=base) == {"opened": 1, "resolved": 0}
+    incident = Incident.objects.get(kind=Kind.NO_WORKER)
+    assert (incident.job, incident.down_since) == ("queue:long", ago(100))
+
+    # when the reconciler records slots of `long` jobs missed, and one of a `default` job
+    missed("cleanup", ago(95))
+    missed("settlement", ago(60))
+    missed("settlement", ago(30))
+    missed("live-stats-sync", ago(45))
+    counts = outages_evaluate()
+    opened = alerts_evaluate()["opened"]
+
+    # then the queue's incident holds the 3 slots; only the `default` job pages on its own
+    assert counts["grouped"] == 3
+    assert opened == 1
+    incident.refresh_from_db()
+    assert (incident.occurrences, incident.first_slot, incident.last_slot) == (3, ago(95), ago(30))
+    per_job = Incident.objects.filter(kind__in=(Kind.MISSED, Kind.LATE))
+    assert [(i.job, i.kind) for i in per_job] == [("live-stats-sync", Kind.MISSED)]
+    assert AlertDelivery.objects.filter(incident=incident).count() == 1  # one notice
+
+    # when the incident resolves, and a message that waited in the queue then starts late
+    PeriodicTask.objects.update(enabled=False)
+    assert queue_workers_evaluate()["resolved"] == 1
+    make_run("settlement", ago(90), started_at=timezone.now())
+    assert outages_evaluate()["grouped"] == 1
+    assert alerts_evaluate()["opened"] == 0
+
+    # then the late start is counted in it too, and a second look changes nothing
+    incident.refresh_from_db()
+    assert incident.occurrences == 4
+    assert outages_evaluate()["grouped"] == 0
+    assert alerts_evaluate() == {"opened": 0, "updated": 0, "resolved": 0}
+    import redis
+
+    redis.Redis.from_url(django_settings.CELERY_BROKER_URL).delete(QUEUE_WORKERS_KEY)
+
+
+def test_a_no_worker_window_starts_no_earlier_than_this_process_can_vouch_for(monkeypatch):
+    # given this process last found `long` fine 10 minutes ago (it skipped passes since)
+    from ops.outages import _queue_down_since, _State
+
+    now = timezone.now()
+    monkeypatch.setattr(_State, "queue_last_ok", {"long": now - timedelta(minutes=10)})
+    # then a no-worker incident opened now starts now, not 10 minutes back
+    assert _queue_down_since("long", now) == now
+    monkeypatch.setattr(_State, "queue_last_ok", {"long": now - timedelta(seconds=40)})
+    assert _queue_down_since("long", now) == now - timedelta(seconds=40)

@@ -90,9 +90,14 @@ def test_every_alert_has_a_unit_test_and_names_the_job_by_job_name():
     rules = (DEPLOY / "rules.yml").read_text()
     tests = (DEPLOY / "rules_test.yml").read_text()
     alerts = [line.split(":", 1)[1].strip() for line in rules.splitlines() if "- alert:" in line]
-    assert {"JobMissedRun", "JobFailures", "JobNoRecentSuccess", "BeatDown", "BacklogGrowing"} <= (
-        set(alerts)
-    )
+    assert {
+        "JobMissedRun",
+        "JobFailures",
+        "JobNoRecentSuccess",
+        "BeatDown",
+        "BacklogGrowing",
+        "QueueWithoutWorker",
+    } <= (set(alerts))
     for alert in alerts:
         assert f"alertname: {alert}" in tests, f"{alert} has no unit test in rules_test.yml"
     assert "$labels.job }}" not in rules  # Prometheus' own label: the scrape job, not ours

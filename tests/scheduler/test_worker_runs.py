@@ -136,3 +136,27 @@ def test_a_message_that_expired_before_it_ran_is_recorded_expired(worker):
     run = JobRun.objects.get(job=job.name, slot=slot)
     assert run.status == Status.EXPIRED
     assert "expired before a worker ran it" in run.error
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "named"),
+    [
+        ((), {"foo": 1}, "argument 'foo'"),
+        ((7,), {}, "positional argument 7"),
+    ],
+)
+def test_a_message_with_arguments_a_job_does_not_take_is_refused_in_the_ledger(
+    worker, args, kwargs, named
+):
+    # given a message as `celery call` or Flower's send-task would send it, with a real slot
+    job = get_job("sample-noop")
+    slot = schedule_slot(job, timezone.now().replace(microsecond=0))
+    sent = app.send_task(
+        job.task, args=list(args), kwargs={"slot": slot.isoformat(), "trigger": "beat", **kwargs}
+    )
+    # when a worker receives it, then its ledger row says what was wrong, and nothing ran
+    _wait_for(lambda: JobRun.objects.filter(task_id=sent.id).exists())
+    run = JobRun.objects.get(task_id=sent.id)
+    assert run.status == Status.REFUSED
+    assert f"{named} not taken by a job" in run.error
+    assert not JobRun.objects.filter(job=job.name, status=Status.SUCCEEDED).exists()

@@ -23,9 +23,11 @@ from scheduler.models import AuditEvent, JobRun, JobSchedule
 from scheduler.registry import all_jobs
 from scheduler.services.deliveries import delivery_verdict
 from scheduler.services.runs import Delivery
+from scheduler.services.schedules import crontab_unsaved, schedule_problems
 from scheduler.services.writes import (
     crontab_for,
     crontab_save,
+    schedule_save,
     schedule_update,
     schedules_apply,
     schedules_remove,
@@ -281,3 +283,26 @@ def test_enabling_a_schedule_in_its_admin_form_restarts_tracking(admin_client):
         False,
         True,
     )
+
+
+def test_a_schedule_saved_with_an_unsaved_crontab_stores_it_once_and_restarts_tracking():
+    # given a schedule, and the admin form's typed cron as an unsaved row (validation wrote none)
+    schedules_apply(profile="production")
+    JobSchedule.objects.update(tracked_since=LONG_AGO)
+    task = PeriodicTask.objects.get(name="cleanup")
+    before = CrontabSchedule.objects.count()
+    task.crontab = crontab_unsaved(Cron.parse("*/7 * * * *"))
+    assert schedule_problems(task, {task.task}, check_crontab=True) == []
+    assert CrontabSchedule.objects.count() == before
+
+    # when the save service saves it, and another schedule is saved on the same cron
+    schedule_save(actor=Actor.system("test"), task=task, offset=None)
+    other = PeriodicTask.objects.get(name="settlement")
+    other.crontab = crontab_unsaved(Cron.parse("*/7 * * * *"))
+    schedule_save(actor=Actor.system("test"), task=other, offset=None)
+
+    # then one row was written, both use it, tracking restarted and each save was audited
+    assert CrontabSchedule.objects.count() == before + 1
+    assert other.crontab_id == task.crontab_id is not None
+    assert JobSchedule.objects.get(periodic_task=task).tracked_since > LONG_AGO
+    assert [e.after["cron"] for e in AuditEvent.objects.order_by("pk")] == ["*/7 * * * *"] * 2

@@ -99,8 +99,9 @@ def test_worker_sigkilled_mid_settlement(cluster, chaos_ledger, chaos_jobs, mome
     chaos_ledger.fault = f"3: worker SIGKILLed mid-settlement, {moment.replace('-', ' ')}"
     job = chaos_jobs["chaos-settlement"]
     items = seed_money(tag="f3", players=60, per_player=20, credits=30)
-    # Visibility timeout at its minimum: the killed message comes back within the test.
-    cluster.env["CELERY_VISIBILITY_TIMEOUT"] = "10"
+    # The killed message comes back when the test restores it (below, after the re-send ran),
+    # not when the rescuer starts: with the harness's 60 s visibility timeout a loaded machine's
+    # slow worker start cannot let it overtake the reconciler's re-send (it did at 10 s).
     if moment == "before-commit":
         doomed = cluster.worker("doomed", **SLOW_PAY, CHAOS_PAY_DELAY="0.05")
     else:

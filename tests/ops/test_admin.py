@@ -7,7 +7,7 @@ from django.contrib import admin
 from django.urls import reverse
 from django_celery_beat.models import PeriodicTask, PeriodicTasks
 
-from ops.models import AlertDelivery, Incident
+from monitoring.models import AlertDelivery, Incident
 from scheduler.models import AuditEvent, JobRun, JobSchedule
 
 pytestmark = pytest.mark.django_db
@@ -323,3 +323,4 @@ def test_the_admin_refuses_a_job_on_an_interval_schedule(admin_client, schedules
     assert response.status_code == 200
     assert "crontab is required" in response.content.decode()
     assert PeriodicTask.objects.get(pk=task.pk).interval_id is None
+

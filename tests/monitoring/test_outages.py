@@ -1,6 +1,6 @@
-"""Outage incidents (ops.outages): one "beat down" / "broker down" incident per outage, with the
-slots it cost counted into it, instead of one incident per job; and `missed` paged only once the
-reconciler's catch-up cannot cover it (ops.alerts).
+"""Outage incidents (monitoring.outages): one "beat down" / "broker down" incident per outage, with
+the slots it cost counted into it, instead of one incident per job; and `missed` paged only once
+the reconciler's catch-up cannot cover it (monitoring.alerts).
 
 Real PostgreSQL and Redis; beat's liveness from its heartbeat row as beat leaves it.
 """
@@ -13,10 +13,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from ops.alerts import alerts_evaluate
-from ops.models import OUTAGE_JOB, AlertDelivery, Incident
-from ops.outages import outages_evaluate
-from ops.watchdog import watchdog_pass
+from monitoring.alerts import alerts_evaluate
+from monitoring.models import OUTAGE_JOB, AlertDelivery, Incident
+from monitoring.outages import outages_evaluate
+from monitoring.watchdog import watchdog_pass
 from scheduler.models import JobRun
 from tests.chaos.harness import app_broker
 from tests.ops.conftest import make_run
@@ -204,8 +204,8 @@ def test_a_queue_with_work_due_and_no_worker_is_one_incident_per_queue(
     # given every job enabled (on `default` and `long`) and no worker on this Redis database
     from django.conf import settings as django_settings
 
-    from ops.metrics import QUEUE_WORKERS_KEY
-    from ops.outages import queue_workers_evaluate
+    from monitoring.outages import queue_workers_evaluate
+    from monitoring.queues import QUEUE_WORKERS_KEY
 
     # when the watchdog looks, twice
     assert queue_workers_evaluate() == {"opened": 2, "resolved": 0}
@@ -237,7 +237,7 @@ def test_a_queue_with_work_due_and_no_worker_is_one_incident_per_queue(
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("page", ["/admin/", "/admin/ops/incident/", "/admin/auth/user/"])
+@pytest.mark.parametrize("page", ["/admin/", "/admin/monitoring/incident/", "/admin/auth/user/"])
 def test_the_admin_header_shows_beat_down_on_every_page(admin_client, page):
     beat_seen(300)
     html = admin_client.get(page).content.decode()

@@ -14,7 +14,7 @@ from django.db import DatabaseError, connection
 
 
 class AdvisoryLock(IntEnum):
-    # One watchdog pass at a time (ops.watchdog): a second watchdog waits for the next pass.
+    # One watchdog pass at a time (monitoring.watchdog): a second watchdog waits for the next pass.
     WATCHDOG_PASS = 7_301_001
 
 

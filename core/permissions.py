@@ -21,15 +21,15 @@ ADD_SCHEDULE = "django_celery_beat.add_periodictask"
 CHANGE_SCHEDULE = "django_celery_beat.change_periodictask"  # edit, enable, disable, toggle
 DELETE_SCHEDULE = "django_celery_beat.delete_periodictask"
 VIEW_RUN = "scheduler.view_jobrun"
-VIEW_INCIDENT = "ops.view_incident"
+VIEW_INCIDENT = "monitoring.view_incident"
 VIEW_AUDIT = "scheduler.view_auditevent"
 
 # -- Named permissions: actions that are not an edit of a row ---------------------------------
 
 RUN_JOB = "scheduler.run_job"
 RETRY_RUN = "scheduler.retry_jobrun"
-CLOSE_INCIDENT = "ops.close_incident"
-VIEW_METRICS = "ops.view_metrics"
+CLOSE_INCIDENT = "monitoring.close_incident"
+VIEW_METRICS = "monitoring.view_metrics"  # declared on Incident: how operators learn of trouble
 VOID_SESSION = "games.void_gamesession"
 REQUEUE_NOTIFICATION = "games.requeue_notification"
 HOLD_PAYOUT = "referrals.hold_payout"
@@ -64,7 +64,7 @@ VIEWED_APPS = (
     "django_celery_beat",
     "django_celery_results",
     "scheduler",
-    "ops",
+    "monitoring",
     "games",
     "referrals",
 )

@@ -2,7 +2,7 @@
 
 - `/healthz/ready`: the load balancer's check. PostgreSQL and the broker; 503 when either is down.
   Beat plays no part, so a dead beat never takes the admin out of rotation.
-- `/healthz/beat`: beat's heartbeat (ops.health): `ok` or `stale` answer 200, `down` 503.
+- `/healthz/beat`: beat's heartbeat (monitoring.liveness): `ok` or `stale` answer 200, `down` 503.
 - `/healthz/watchdog`: the watchdog's heartbeat (stamped every pass), the same words and codes.
   The watchdog judges beat; this endpoint (and `jobsite_watchdog_up`) is how the watchdog is
   judged, by something other than itself.
@@ -43,13 +43,13 @@ def _broker() -> str:
 
 
 def _beat() -> str:
-    from ops.health import beat_liveness
+    from monitoring.liveness import beat_liveness
 
     return beat_liveness().state
 
 
 def _watchdog() -> str:
-    from ops.health import watchdog_liveness
+    from monitoring.liveness import watchdog_liveness
 
     return watchdog_liveness().state
 

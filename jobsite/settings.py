@@ -27,7 +27,7 @@ from core.env import (
     redis_db_number,
 )
 from games import conf as games_conf
-from ops import conf as ops_conf
+from monitoring import conf as monitoring_conf
 from referrals import conf as referrals_conf
 from scheduler import conf as scheduler_conf
 from scheduler.validators import OFFSET_MAX, OFFSET_MIN
@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "axes",
     "scheduler",
+    "monitoring",  # incidents, alerts, outages, the watchdog (after the scheduler it reads)
     "games",
     "referrals",
     "jobsite",  # the project's own commands (seed_demo, which calls each app's seeder)
@@ -313,8 +314,8 @@ if HEALTH_BEAT_DOWN_AFTER < 3 * CELERY_BEAT_MAX_LOOP_INTERVAL:
         "would be reported down"
     )
 HEALTH_BEAT_REQUIRED = env_bool("HEALTH_BEAT_REQUIRED", False)
-# The watchdog (`manage.py watchdog`, ops.watchdog) runs the reconciler and alerts every this many
-# seconds; a dead beat is paged within HEALTH_BEAT_DOWN_AFTER + this.
+# The watchdog (`manage.py watchdog`, monitoring.watchdog) runs the reconciler and alerts every
+# this many seconds; a dead beat is paged within HEALTH_BEAT_DOWN_AFTER + this.
 WATCHDOG_INTERVAL = env_int("WATCHDOG_INTERVAL", 30, minimum=1, maximum=300)
 # The watchdog stamps its own heartbeat at every pass (scheduler.heartbeat); older than this many
 # seconds, it is down (/healthz/watchdog 503, jobsite_watchdog_up 0, the admin header red). The
@@ -330,8 +331,8 @@ if HEALTH_WATCHDOG_DOWN_AFTER < 2 * WATCHDOG_INTERVAL + 20:
     )
 
 # ---------------------------------------------------------------------------------------------
-# E-mail: Django's backend, used by alerts (ops.alerts; recipients in JOBSITE_ALERT_EMAILS, in
-# ALERTS below with the other alert settings). https://docs.djangoproject.com/en/5.2/topics/email/
+# E-mail: Django's backend, used by alerts (monitoring.alerts; recipients in JOBSITE_ALERT_EMAILS,
+# in ALERTS below with the other alert settings). https://docs.djangoproject.com/en/5.2/topics/email/
 # ---------------------------------------------------------------------------------------------
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
@@ -504,9 +505,9 @@ REFERRALS = referral_settings()
 
 # ---------------------------------------------------------------------------------------------
 # Alerts: incidents from the ledger, sent by e-mail (Django's backend above) and/or a webhook
-# (ops.conf, ops.alerts, docs/configuration.md).
+# (monitoring.conf, monitoring.alerts, docs/configuration.md).
 # ---------------------------------------------------------------------------------------------
-def alert_settings() -> ops_conf.AlertSettings:
+def alert_settings() -> monitoring_conf.AlertSettings:
     emails = env_list("JOBSITE_ALERT_EMAILS", [])
     for address in emails:
         try:
@@ -521,13 +522,13 @@ def alert_settings() -> ops_conf.AlertSettings:
         webhook = env_url("JOBSITE_ALERT_WEBHOOK_URL", "", schemes=("https", "http"))
         if not urlsplit(webhook).hostname:
             raise ConfigError("JOBSITE_ALERT_WEBHOOK_URL names no host; expected https://host/...")
-    return ops_conf.AlertSettings(
+    return monitoring_conf.AlertSettings(
         emails=tuple(emails),
         webhook_url=webhook,
         failures=env_int("JOBSITE_ALERT_FAILURES", 3, minimum=1, maximum=1000),
         lateness_seconds=env_int("JOBSITE_ALERT_LATENESS_SECONDS", 60, minimum=1, maximum=86_400),
-        # Deliveries run on a thread beside beat (ops.alerts), so this bounds how long one alert
-        # may take, not how long beat waits.
+        # Deliveries run on a thread beside beat (monitoring.alerts), so this bounds how long one
+        # alert may take, not how long beat waits.
         timeout_seconds=env_int("JOBSITE_ALERT_TIMEOUT_SECONDS", 5, minimum=1, maximum=60),
     )
 

@@ -41,8 +41,9 @@ from core.permissions import (
     VIEW_INCIDENT,
     VIEW_SCHEDULE,
 )
+from monitoring.alerts import incidents_close, open_incidents
+from monitoring.models import AlertDelivery, Incident
 from ops.actors import actor_from_request
-from ops.alerts import incidents_close, open_incidents
 from ops.job_page import (
     cron_in_words,
     job_page_link,
@@ -51,7 +52,6 @@ from ops.job_page import (
     job_run_now_view,
     job_set_enabled_view,
 )
-from ops.models import AlertDelivery, Incident
 from ops.timefmt import ago, at_second
 from scheduler.audit import Actor
 from scheduler.cron import Cron, CronError
@@ -843,7 +843,7 @@ class JobLeaseAdmin(ReadOnlyAdmin):
 
 
 # ---------------------------------------------------------------------------------------------
-# Alerts: incidents and their notifications, written by beat (ops.alerts), read-only here
+# Alerts: incidents and their notifications, written by the watchdog (monitoring), read-only here
 # ---------------------------------------------------------------------------------------------
 
 

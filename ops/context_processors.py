@@ -15,8 +15,8 @@ def ops_links(request: HttpRequest) -> dict[str, Any]:
     """Flower's URL; for staff who may see runs, beat's and the watchdog's liveness
     (`beat_header`, `watchdog_header`).
 
-    Each state is one single-row read of the process's heartbeat (ops.health), made only for a
-    staff user with scheduler.view_jobrun, only when the page renders it (the header), and at
+    Each state is one single-row read of the process's heartbeat (monitoring.liveness), made only
+    for a staff user with scheduler.view_jobrun, only when the page renders it (the header), and at
     most once per request."""
     context: dict[str, Any] = {"flower_url": getattr(settings, "FLOWER_URL", "")}
     user = getattr(request, "user", None)
@@ -29,7 +29,7 @@ def ops_links(request: HttpRequest) -> dict[str, Any]:
 
 
 class _LazyLiveness:
-    """ops.health.process_liveness(kind), read the first time the template asks for it."""
+    """monitoring.liveness.process_liveness(kind), read the first time the template asks for it."""
 
     _value: Any = None
 
@@ -38,7 +38,7 @@ class _LazyLiveness:
 
     def _liveness(self) -> Any:
         if self._value is None:
-            from ops.health import process_liveness
+            from monitoring.liveness import process_liveness
 
             self._value = process_liveness(self.kind)
         return self._value

@@ -34,10 +34,10 @@ from django.utils.safestring import SafeString
 from django_celery_beat.models import PeriodicTask
 
 from core.permissions import CHANGE_SCHEDULE, DASHBOARD, RUN_JOB, VIEW_INCIDENT
+from monitoring.alerts import open_incidents
+from monitoring.models import Incident
 from ops import charts
 from ops.actors import actor_from_request
-from ops.alerts import open_incidents
-from ops.models import Incident
 from ops.timefmt import at_second
 from scheduler.cron import Cron, CronError
 from scheduler.models import AuditEvent, JobRun

@@ -3,7 +3,8 @@
 The web process does not see runs happen (workers do), so this is an exporter: every scrape
 reads the ledger's running totals (scheduler.tally: counters and histograms that pruning never
 lowers, ~100 rows whatever the ledger's size), a few per-job index walks, and the broker's queue
-lengths. Served at /metrics to holders of ops.view_metrics (a DRF token in the scrape config).
+lengths. Served at /metrics to holders of monitoring.view_metrics (a DRF token in the scrape
+config).
 
 The per-job label is `job_name`: `job` and `instance` belong to Prometheus, which renames a
 scraped `job` to `exported_job`. Every job has a sample in every per-job family, zeros included,
@@ -27,69 +28,17 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from ops.health import beat_liveness, watchdog_liveness
-from ops.models import JOB_KINDS, OUTAGE_JOB, OUTAGE_KINDS, QUEUE_PREFIX, Incident
+from monitoring.liveness import beat_liveness, watchdog_liveness
+from monitoring.models import JOB_KINDS, OUTAGE_JOB, OUTAGE_KINDS, QUEUE_PREFIX, Incident
+from monitoring.queues import broker_counts, queue_names
 from scheduler.models import JobRun
-from scheduler.registry import QUEUES, all_jobs
+from scheduler.registry import all_jobs
 from scheduler.selectors import job_backlogs
 from scheduler.tally import Histogram, job_tallies
 
 # Statuses a run ends in (every status but queued and running): each job has a counter sample
 # for each, 0 until a run ends so.
 UNFINISHED = {JobRun.Status.QUEUED, JobRun.Status.RUNNING}
-# kombu's Redis transport keeps one list per priority step: "queue", "queue\x06\x163", ...
-PRIORITY_SEP = "\x06\x16"
-PRIORITY_STEPS = (0, 3, 6, 9)
-
-
-def queue_names() -> list[str]:
-    return sorted({*QUEUES, settings.CELERY_TASK_DEFAULT_QUEUE})
-
-
-# Consumers of each queue as the watchdog last counted them (ops.outages.queue_workers_evaluate):
-# a Redis hash next to the queues, expiring when the watchdog stops counting.
-QUEUE_WORKERS_KEY = "jobsite:queue_workers"
-
-
-def queue_depths(url: str | None = None) -> tuple[dict[str, int], int]:
-    """Messages waiting in each Celery queue (all priority lists), and messages delivered to a
-    worker but not acknowledged yet (countdown messages waiting for their offset are among them).
-    `url`: the broker's (default: settings.CELERY_BROKER_URL)."""
-    depths, unacked, _ = _broker_counts(url or settings.CELERY_BROKER_URL)
-    return depths, unacked
-
-
-def _broker_counts(url: str) -> tuple[dict[str, int], int, dict[str, int]]:
-    """queue_depths, and the consumers per queue the watchdog last counted (one round trip)."""
-    client = redis.Redis.from_url(url, socket_timeout=2)
-    try:
-        pipe = client.pipeline()
-        names = queue_names()
-        for name in names:
-            for step in PRIORITY_STEPS:
-                pipe.llen(name if step == 0 else f"{name}{PRIORITY_SEP}{step}")
-        pipe.hlen("unacked")
-        pipe.hgetall(QUEUE_WORKERS_KEY)
-        counts = pipe.execute()
-    finally:
-        client.close()
-    per_step = len(PRIORITY_STEPS)
-    depths = {name: sum(counts[i * per_step : (i + 1) * per_step]) for i, name in enumerate(names)}
-    workers = {key.decode(): int(value) for key, value in counts[-1].items()}
-    return depths, counts[-2], workers
-
-
-def queue_workers_publish(url: str, workers: dict[str, int], *, ttl: int) -> None:
-    """Store the watchdog's count of consumers per queue for the next scrapes (`ttl` seconds)."""
-    client = redis.Redis.from_url(url, socket_timeout=2)
-    try:
-        pipe = client.pipeline()
-        pipe.delete(QUEUE_WORKERS_KEY)
-        pipe.hset(QUEUE_WORKERS_KEY, mapping={name: str(n) for name, n in workers.items()})
-        pipe.expire(QUEUE_WORKERS_KEY, ttl)
-        pipe.execute()
-    finally:
-        client.close()
 
 
 def _buckets(histogram: Histogram) -> list[tuple[str, float]]:
@@ -221,7 +170,7 @@ class JobsCollector(Collector):
         )
         up = GaugeMetricFamily("jobsite_broker_up", "1 when the broker answered this scrape.")
         try:
-            depths, unacked, workers = _broker_counts(settings.CELERY_BROKER_URL)
+            depths, unacked, workers = broker_counts(settings.CELERY_BROKER_URL)
         except redis.RedisError:
             up.add_metric([], 0)
             yield up

@@ -16,9 +16,9 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from core.permissions import DASHBOARD, VIEW_INCIDENT
+from monitoring.alerts import open_incidents
+from monitoring.liveness import beat_liveness, beat_processes, watchdog_liveness, watchdog_processes
 from ops import charts
-from ops.alerts import open_incidents
-from ops.health import beat_liveness, beat_processes, watchdog_liveness, watchdog_processes
 from scheduler.selectors import concurrency_series, forecast, jobs_overview, starts_per_second
 
 WINDOWS = {

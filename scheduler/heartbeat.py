@@ -4,10 +4,11 @@ few seconds whatever the number of schedules.
 
 - **beat** stamps from every tick of its loop (scheduler.schedulers), which runs at least every
   `CELERY_BEAT_MAX_LOOP_INTERVAL` seconds (5) even with nothing due: a live beat's row is at most
-  about STAMP_EVERY + that interval old; ops.health calls it down past HEALTH_BEAT_DOWN_AFTER.
-- **the watchdog** stamps at the start of each pass (ops.watchdog), every WATCHDOG_INTERVAL
-  seconds (30); ops.health calls it down past HEALTH_WATCHDOG_DOWN_AFTER. The watchdog watches
-  beat; the web process (/healthz/watchdog, the admin header, `jobsite_watchdog_up`) and
+  about STAMP_EVERY + that interval old; monitoring.liveness calls it down past
+  HEALTH_BEAT_DOWN_AFTER.
+- **the watchdog** stamps at the start of each pass (monitoring.watchdog), every WATCHDOG_INTERVAL
+  seconds (30); monitoring.liveness calls it down past HEALTH_WATCHDOG_DOWN_AFTER. The watchdog
+  watches beat; the web process (/healthz/watchdog, the admin header, `jobsite_watchdog_up`) and
   Prometheus watch the watchdog: a dead process cannot report its own death.
 
 A row is written only by the process it describes, so its figure stops the moment that process

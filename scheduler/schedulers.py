@@ -9,8 +9,8 @@
 - Every tick stamps beat's heartbeat row (scheduler.heartbeat).
 
 Beat only sends: the reconciler and alerts run in the watchdog (`manage.py watchdog`,
-ops.watchdog), so that a dead or stuck beat is reported by a process that is not itself, and a
-slow database or alert channel never delays a send.
+monitoring.watchdog), so that a dead or stuck beat is reported by a process that is not itself, and
+a slow database or alert channel never delays a send.
 """
 
 from __future__ import annotations

@@ -457,8 +457,8 @@ class RetryView(APIView):
 
 
 class MetricsView(APIView):
-    """Prometheus text format; needs ops.view_metrics (scrape with `authorization: {type: Token,
-    ...}` of a user in a group that has it, e.g. jobsite viewers)."""
+    """Prometheus text format; needs monitoring.view_metrics (scrape with `authorization: {type:
+    Token, ...}` of a user in a group that has it, e.g. jobsite viewers)."""
 
     permission_classes = [staff_with(GET=VIEW_METRICS)]
 

@@ -1,6 +1,6 @@
 """The reconciler: every expected slot ends with a ledger row, even when nothing ran it.
 
-Run by the watchdog every 30 s (ops.watchdog; callable from the shell). It
+Run by the watchdog every 30 s (monitoring.watchdog; callable from the shell). It
 - marks `running` rows whose heartbeat went stale (worker died) as `lost`, and sends the job's
   newest lost slot again once, so that it completes;
 - for each enabled job, compares the cron's slots since its watermark with the ledger: a slot

@@ -18,9 +18,9 @@ References to a ledger row, and what pruning does with each (so that no batch la
   acquisition. A run that is old enough to delete no longer holds an expired lease, so its name is
   cleared (`scheduler.locks.lease_holders_forget`) in the batch that deletes it; a run still named
   by an unexpired lease is kept until it expires.
-- `ops.Incident` refers to runs by id and keeps their slots, summary, detail and count itself (no
-  foreign key, by design): an incident outlives its runs and the admin shows such a run as
-  "pruned"; an open incident counts on from its stored count, so pruning never lowers it.
+- `monitoring.Incident` refers to runs by id and keeps their slots, summary, detail and count
+  itself (no foreign key, by design): an incident outlives its runs and the admin shows such a run
+  as "pruned"; an open incident counts on from its stored count, so pruning never lowers it.
 - Anything else (a table this code does not know with a foreign key to the ledger, a trigger):
   foreign keys are checked at each statement (SET CONSTRAINTS ALL IMMEDIATE), and a batch that
   fails is split in halves inside savepoints until the row that cannot go is found; that row is

@@ -13,9 +13,9 @@ import time
 import pytest
 from django.utils import timezone
 
-from ops.health import beat_liveness
-from ops.models import Incident
-from ops.watchdog import watchdog_pass
+from monitoring.liveness import beat_liveness
+from monitoring.models import Incident
+from monitoring.watchdog import watchdog_pass
 from scheduler.models import JobRun
 from tests.chaos.harness import wait_for
 from tests.chaos.test_beat import _only_these_jobs

@@ -3,7 +3,8 @@ and closes it when a worker consumes the queue again.
 
 Real processes: a worker, a `manage.py watchdog` (every 2 s; beat and workers judged after 15 s,
 HEALTH_BEAT_DOWN_AFTER, instead of a minute) and the cluster's Redis. Who consumes what is asked of
-the workers (`inspect active_queues`, ops.outages): a worker stopped with SIGTERM stops answering.
+the workers (`inspect active_queues`, monitoring.outages): a worker stopped with SIGTERM stops
+answering.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from ops.metrics import _broker_counts
-from ops.models import Incident
+from monitoring.models import Incident
+from monitoring.queues import broker_counts
 from scheduler.models import JobRun
 from tests.chaos.harness import wait_for
 from tests.chaos.test_beat import _only_these_jobs
@@ -39,7 +40,7 @@ def test_a_queue_without_a_worker_is_one_incident_until_a_worker_is_back(cluster
 
     # the watchdog's counts reach the metrics: one consumer on each queue
     def counted() -> dict[str, int]:
-        return _broker_counts(cluster.redis.url)[2]
+        return broker_counts(cluster.redis.url)[2]
 
     wait_for(lambda: counted() == {"default": 1, "long": 1}, 60, "the watchdog's count")
     assert not no_worker.exists()

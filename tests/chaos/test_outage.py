@@ -37,7 +37,7 @@ import pytest
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from ops.models import Incident
+from monitoring.models import Incident
 from scheduler.models import JobRun, JobSchedule
 from scheduler.services.reconcile import ledger_reconcile
 from tests.chaos.harness import wait_for

@@ -7,7 +7,7 @@ from django.contrib import admin
 from django.urls import reverse
 from django_celery_beat.models import CrontabSchedule, PeriodicTask, PeriodicTasks
 
-from ops.models import AlertDelivery, Incident
+from monitoring.models import AlertDelivery, Incident
 from scheduler.models import AuditEvent, JobRun, JobSchedule
 
 pytestmark = pytest.mark.django_db
@@ -371,3 +371,20 @@ def test_the_admin_refuses_a_job_on_an_interval_schedule(admin_client, schedules
     assert response.status_code == 200
     assert "crontab is required" in response.content.decode()
     assert PeriodicTask.objects.get(pk=task.pk).interval_id is None
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("/admin/ops/incident/?job=cleanup", "/admin/monitoring/incident/?job=cleanup"),
+        ("/admin/ops/incident/7/change/", "/admin/monitoring/incident/7/change/"),
+        ("/admin/ops/alertdelivery/", "/admin/monitoring/alertdelivery/"),
+    ],
+)
+def test_incident_pages_from_before_the_move_to_monitoring_redirect(client, old, new):
+    # given a bookmark of an incident page from when incidents were ops' models
+    # when it is followed
+    response = client.get(old)
+    # then it lands on the same page under monitoring, its query kept
+    assert response.status_code == 301
+    assert response["Location"] == new

@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from ops.health import beat_liveness, watchdog_liveness
+from monitoring.liveness import beat_liveness, watchdog_liveness
 from scheduler.heartbeat import beat_heartbeat_stamp
 from scheduler.models import JobRun, ProcessHeartbeat
 from scheduler.registry import all_jobs
@@ -111,7 +111,7 @@ def test_the_watchdog_is_judged_by_its_own_heartbeat_not_beat_s(client, seconds_
 
 
 def test_a_watchdog_pass_stamps_the_watchdog_s_heartbeat_and_not_beat_s(client):
-    from ops.watchdog import watchdog_pass
+    from monitoring.watchdog import watchdog_pass
 
     assert client.get("/healthz/watchdog").status_code == 503
     watchdog_pass()

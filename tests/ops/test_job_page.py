@@ -109,7 +109,7 @@ def test_the_schedule_list_and_dashboard_show_next_starts_to_the_second(admin_cl
 def test_the_job_page_shows_schedule_next_starts_last_run_strip_trends_and_incidents(
     admin_client, runs
 ):
-    from ops.models import Incident
+    from monitoring.models import Incident
 
     failed = JobRun.objects.get(status="failed")
     Incident.objects.create(

@@ -27,8 +27,8 @@ from rest_framework.views import APIView
 from core import permissions as perms
 from games.models import GameSession, Notification
 from games.services import game_session_finish, game_session_start, player_create
+from monitoring.models import Incident
 from ops.api.permissions import StaffWith
-from ops.models import Incident
 from ops.urls import urlpatterns as ops_urls
 from referrals.models import PayoutHold
 from referrals.services import payout_hold
@@ -257,7 +257,7 @@ ACTIONS = [
     Action(BEAT, "delete_selected", "schedule",             "302 302 403 200 302 302",
            {"post": "yes"}),
     Action("scheduler.jobrun", "retry_runs", "failed",      "302 302 403 200 302 302"),
-    Action("ops.incident", "close_incidents", "incident",   "302 302 403 200 302 302"),
+    Action("monitoring.incident", "close_incidents", "incident", "302 302 403 200 302 302"),
     Action("games.gamesession", "void_sessions", "session", "302 302 403 200 302 302"),
     Action("games.notification", "requeue", "notification", "302 302 403 200 302 302"),
     Action(PLAYERS, "hold_payouts", "player",               "302 302 403 200 302 302"),

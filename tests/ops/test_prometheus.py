@@ -24,7 +24,7 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.embedded import free_port
-from ops.models import Incident
+from monitoring.models import Incident
 from scheduler.models import JobRun
 from scheduler.services.retention import retention_prune
 from tests.ops.conftest import make_run

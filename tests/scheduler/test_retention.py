@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
-from ops.models import Incident
+from monitoring.models import Incident
 from scheduler.budget import Budget
 from scheduler.conf import RetentionSettings
 from scheduler.locks import lease_acquire
@@ -294,7 +294,7 @@ def test_an_incident_keeps_its_story_when_its_runs_are_pruned(admin_client):
         "boom",
         2,
     )
-    page = admin_client.get(reverse("admin:ops_incident_change", args=[incident.pk]))
+    page = admin_client.get(reverse("admin:monitoring_incident_change", args=[incident.pk]))
     assert page.status_code == 200
     assert f"#{first.pk} (pruned)" in page.content.decode()
 

@@ -1,4 +1,5 @@
-"""The watchdog (ops.watchdog, `manage.py watchdog`): the one place the reconciler and alerts run.
+"""The watchdog (monitoring.watchdog, `manage.py watchdog`): the one place the reconciler and
+alerts run.
 
 Real PostgreSQL and Redis; the command runs as a real process where its loop and signals are
 what is tested.
@@ -17,7 +18,7 @@ import pytest
 from django.db import connection
 
 from core.advisory import AdvisoryLock
-from ops.watchdog import watchdog_pass
+from monitoring.watchdog import watchdog_pass
 from scheduler.heartbeat import beat_heartbeat_stamp
 from scheduler.schedulers import JobScheduler
 

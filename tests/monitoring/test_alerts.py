@@ -22,9 +22,9 @@ from django.utils import timezone
 
 from core.env import ConfigError
 from jobsite.settings import alert_settings
-from ops import alerts, conf
-from ops.alerts import alerts_deliver, alerts_evaluate
-from ops.models import AlertDelivery, Incident
+from monitoring import alerts, conf
+from monitoring.alerts import alerts_deliver, alerts_evaluate
+from monitoring.models import AlertDelivery, Incident
 from scheduler.models import AuditEvent, JobRun
 from tests.ops.conftest import make_run
 
@@ -447,7 +447,7 @@ def test_a_webhook_that_is_down_is_a_recorded_failure(settings, channels, base):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_webhook_that_hangs_holds_a_watchdog_pass_only_for_its_budget(channels, mailoutbox, base):
-    from ops.watchdog import watchdog_pass
+    from monitoring.watchdog import watchdog_pass
     from scheduler.heartbeat import beat_heartbeat_stamp
 
     # given a live beat, a chat tool that answers after 5 s, a 1 s timeout, and two jobs failing
@@ -481,7 +481,7 @@ def test_a_webhook_that_hangs_holds_a_watchdog_pass_only_for_its_budget(channels
 
 def test_an_evaluation_error_in_the_watchdog_is_logged_not_raised(monkeypatch, caplog):
     # (a bad setting cannot get this far any more: settings refuse it when the process starts)
-    from ops.watchdog import watchdog_pass
+    from monitoring.watchdog import watchdog_pass
 
     def broken(**_: object) -> None:
         raise RuntimeError("ledger unreadable")
@@ -583,11 +583,12 @@ def test_the_schedule_page_and_the_dashboard_show_open_incidents(
 def test_the_incident_admin_filters_open_incidents_by_job_and_kind(admin_client, open_incident):
     alerts_evaluate(now=timezone.now())  # nothing new
     page = admin_client.get(
-        "/admin/ops/incident/", {"job": JOB, "kind": "failures", "state": "open"}
+        "/admin/monitoring/incident/", {"job": JOB, "kind": "failures", "state": "open"}
     ).content.decode()
     assert f"{JOB} failed 3 times in a row" in page
     assert "cleanup missed" not in page
-    detail = admin_client.get(f"/admin/ops/incident/{open_incident.pk}/change/").content.decode()
+    detail = admin_client.get(f"/admin/monitoring/incident/{open_incident.pk}/change/")
+    detail = detail.content.decode()
     assert f"#{open_incident.first_run_id}</a>" in detail
 
 
@@ -652,7 +653,7 @@ def test_an_operator_closes_an_incident_by_hand_with_a_notice_and_an_audit_row(
 
     # when an operator closes it in the admin
     response = admin_client.post(
-        "/admin/ops/incident/",
+        "/admin/monitoring/incident/",
         {"action": "close_incidents", "_selected_action": [incident.pk]},
     )
     assert response.status_code == 302

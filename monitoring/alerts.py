@@ -1,9 +1,9 @@
 """Alerts without Prometheus: incidents of a job, notified once through e-mail and a webhook.
 
-Evaluated by the watchdog (ops.watchdog, `manage.py watchdog`) right after each reconciler pass,
-every 30 s, in a process of its own: alerts fire when beat, every worker or the broker is dead —
-exactly when slots go missed. `alerts_evaluate` may also be called from a shell; it only reads
-the ledger and writes incidents.
+Evaluated by the watchdog (monitoring.watchdog, `manage.py watchdog`) right after each reconciler
+pass, every 30 s, in a process of its own: alerts fire when beat, every worker or the broker is
+dead — exactly when slots go missed. `alerts_evaluate` may also be called from a shell; it only
+reads the ledger and writes incidents.
 
 Conditions, per job, over ledger rows whose slot is in the last day (`LOOKBACK`):
 - `failures`: the last N runs of the job to finish (succeeded, failed or lost; retrying attempts
@@ -49,9 +49,9 @@ from django.db.models import F, Max, Q, QuerySet
 from django.urls import reverse
 from django.utils import timezone
 
-from ops import conf
-from ops.models import JOB_KINDS, AlertDelivery, Incident
-from ops.outages import outage_slots, outage_windows, queue_outage_slots
+from monitoring import conf
+from monitoring.models import JOB_KINDS, AlertDelivery, Incident
+from monitoring.outages import outage_slots, outage_windows, queue_outage_slots
 from scheduler.audit import Actor, audit_record
 from scheduler.models import AuditEvent, JobRun
 
@@ -94,7 +94,7 @@ def alerts_evaluate(*, now: datetime | None = None) -> dict[str, int]:
     config = conf.load()
     since = now - LOOKBACK
     counts = {"opened": 0, "updated": 0, "resolved": 0}
-    incidents = Incident.objects.filter(kind__in=JOB_KINDS)  # outages are ops.outages'
+    incidents = Incident.objects.filter(kind__in=JOB_KINDS)  # outages are monitoring.outages'
     open_incidents = {(i.job, i.kind): i for i in incidents.filter(resolved_at=None)}
     # Rows up to an incident's last row, and missed or late slots up to the run that resolved
     # it, belong to it: only what comes after may open the next incident.
@@ -548,7 +548,7 @@ def _webhook_body(incident: Incident, event: str, text: str) -> dict[str, Any]:
 def _post_webhook(config: conf.AlertSettings, body: dict[str, Any]) -> None:
     if not config.webhook_url:
         raise DeliveryError("JOBSITE_ALERT_WEBHOOK_URL is no longer set")
-    request = urllib.request.Request(  # noqa: S310 -- http(s) only, checked by ops.conf
+    request = urllib.request.Request(  # noqa: S310 -- http(s) only, checked by monitoring.conf
         config.webhook_url,
         data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json", "User-Agent": "jobsite-alerts"},

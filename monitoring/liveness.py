@@ -14,7 +14,7 @@ most ~10 s old:
 the minute.
 
 The watchdog stamps at the start of every pass, WATCHDOG_INTERVAL (30 s) apart, and a pass may
-spend up to ops.watchdog.DELIVERY_BUDGET (20 s) sending notifications: ok within one interval
+spend up to monitoring.watchdog.DELIVERY_BUDGET (20 s) sending notifications: ok within one interval
 plus that budget and a few seconds, stale after it, down after HEALTH_WATCHDOG_DOWN_AFTER (120 s:
 about three passes missed). Who watches the watchdog: the web process, which reads this row for
 /healthz/watchdog, the admin header and `jobsite_watchdog_up`, and Prometheus, which pages on
@@ -36,7 +36,7 @@ from scheduler.models import ProcessHeartbeat
 
 SHOWN_FOR = timedelta(days=1)  # processes listed on the dashboard
 # Seconds a pass may spend beyond its interval before the watchdog is late (its delivery budget,
-# ops.watchdog.DELIVERY_BUDGET, plus the other steps' few seconds).
+# monitoring.watchdog.DELIVERY_BUDGET, plus the other steps' few seconds).
 WATCHDOG_PASS_SLACK = 25
 
 

@@ -1,10 +1,10 @@
 """Outage incidents: one "beat down" or "broker down" incident per outage, with every job's slots
 it cost counted into it, instead of one `missed` (or `late`) incident per job.
 
-Evaluated by the watchdog (ops.watchdog) at the start of each pass, before the reconciler:
+Evaluated by the watchdog (monitoring.watchdog) at the start of each pass, before the reconciler:
 
-- **beat down**: beat's heartbeat (ops.health.beat_liveness, judged by PostgreSQL's clock) is
-  older than HEALTH_BEAT_DOWN_AFTER (60 s), or no beat ever stamped one. `down_since` is beat's
+- **beat down**: beat's heartbeat (monitoring.liveness.beat_liveness, judged by PostgreSQL's clock)
+  is older than HEALTH_BEAT_DOWN_AFTER (60 s), or no beat ever stamped one. `down_since` is beat's
   last heartbeat. It resolves at the first pass that sees a fresh heartbeat.
 - **broker down**: the broker does not accept a connection within BROKER_TIMEOUT. `down_since` is
   the last pass of this process that reached it (or this pass, for the first one). It resolves at
@@ -12,8 +12,8 @@ Evaluated by the watchdog (ops.watchdog) at the start of each pass, before the r
 
 A slot whose `missed`, `expired` or late (`late` condition) row has its slot between an outage's
 `down_since` and its resolution belongs to the outage: it is counted into it (`occurrences`,
-first and last run) and opens no per-job incident (ops.alerts leaves those rows out). Rows the
-reconciler records after the outage resolved (90 s or more after their slot) are still counted
+first and last run) and opens no per-job incident (monitoring.alerts leaves those rows out). Rows
+the reconciler records after the outage resolved (90 s or more after their slot) are still counted
 into it: one outage, one alert. Per-job failures (`failures`) are never grouped.
 
 The outage incident is opened (and notified) once: the partial unique constraint on open
@@ -51,15 +51,15 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
-from ops import conf
-from ops.health import beat_liveness
-from ops.models import OUTAGE_JOB, OUTAGE_KINDS, QUEUE_PREFIX, AlertDelivery, Incident
+from monitoring import conf
+from monitoring.liveness import beat_liveness
+from monitoring.models import OUTAGE_JOB, OUTAGE_KINDS, QUEUE_PREFIX, AlertDelivery, Incident
 from scheduler.models import JobRun
 
 logger = logging.getLogger(__name__)
 
 BROKER_TIMEOUT = 3.0  # seconds for the broker to accept a connection
-LOOKBACK = timedelta(days=1)  # as ops.alerts: older slots are no incident's any more
+LOOKBACK = timedelta(days=1)  # as monitoring.alerts: older slots are no incident's any more
 Kind = Incident.Kind
 Status = JobRun.Status
 
@@ -170,8 +170,8 @@ def incident_scope(incident: Incident) -> Q:
 
 def queue_outage_slots(*, since: datetime, now: datetime | None = None) -> Q:
     """Ledger rows of a job routed to a queue, with their slot inside a no-worker incident of
-    that queue that overlaps [since, now]: that incident's, not the job's own (ops.alerts leaves
-    them out). Matches nothing when there is none."""
+    that queue that overlaps [since, now]: that incident's, not the job's own
+    (monitoring.alerts leaves them out). Matches nothing when there is none."""
     now = now or timezone.now()
     condition = Q(pk__in=[])
     incidents = Incident.objects.filter(kind=Kind.NO_WORKER, down_since__isnull=False).filter(
@@ -261,7 +261,7 @@ def queue_workers_evaluate(*, now: datetime | None = None) -> dict[str, int]:
     whose queue has a consumer again (or no work due). Calling it twice changes nothing."""
     from celery import current_app as app
 
-    from ops.metrics import queue_depths, queue_names, queue_workers_publish
+    from monitoring.queues import queue_depths, queue_names, queue_workers_publish
 
     now = now or timezone.now()
     counts = {"opened": 0, "resolved": 0}
@@ -331,7 +331,7 @@ def _open(
     *,
     job: str = OUTAGE_JOB,
 ) -> int:
-    from ops.alerts import alerts_queue
+    from monitoring.alerts import alerts_queue
 
     if Incident.objects.filter(job=job, kind=kind, resolved_at=None).exists():
         return 0
@@ -361,7 +361,7 @@ def _resolve(
     *,
     job: str = OUTAGE_JOB,
 ) -> int:
-    from ops.alerts import alerts_queue
+    from monitoring.alerts import alerts_queue
 
     incident = Incident.objects.filter(job=job, kind=kind, resolved_at=None).first()
     if incident is None:

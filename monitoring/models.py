@@ -1,7 +1,9 @@
-"""Ops' tables: alert incidents with their notifications (written by `ops.alerts`).
+"""Monitoring's tables: alert incidents with their notifications (written by `monitoring.alerts`
+and `monitoring.outages`).
 
-The audit trail is the scheduler's (`scheduler.models.AuditEvent`), written by the services that
-make each change.
+They moved here from ops (monitoring 0001, ops 0008: state only), keeping their tables
+(`ops_incident`, `ops_alertdelivery`), index and constraint names, and content types (renamed in
+place, so permission grants survive).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from django.db import models
 from core.permissions import CLOSE_INCIDENT, VIEW_METRICS, meta_permissions
 
 # ---------------------------------------------------------------------------------------------
-# Alerts (ops.alerts): incidents of a job and the notifications they caused
+# Alerts (monitoring.alerts): incidents of a job and the notifications they caused
 # ---------------------------------------------------------------------------------------------
 
 
@@ -19,10 +21,10 @@ class IncidentKind(models.TextChoices):
     FAILURES = "failures", "failed several times in a row"
     MISSED = "missed", "missed a run"
     LATE = "late", "started late"
-    # Outages of the platform (ops.outages): job `*`, one incident for every job's slots.
+    # Outages of the platform (monitoring.outages): job `*`, one incident for every job's slots.
     BEAT_DOWN = "beat_down", "beat down"
     BROKER_DOWN = "broker_down", "broker down"
-    # A queue with work due and no worker consuming it (ops.outages): job `queue:<name>`, one
+    # A queue with work due and no worker consuming it (monitoring.outages): job `queue:<name>`, one
     # incident per queue.
     NO_WORKER = "no_worker", "no worker on a queue"
 
@@ -116,6 +118,7 @@ class Incident(models.Model):
         ]
         indexes = [models.Index(fields=["job", "kind", "-last_run_id"], name="incident_cursor")]
         ordering = ["-opened_at", "-id"]
+        db_table = "ops_incident"  # moved from ops (monitoring 0001): the table kept its name
         # Scraping /metrics sits with incidents: both are how operators learn of trouble.
         permissions = meta_permissions(CLOSE_INCIDENT, VIEW_METRICS)
 
@@ -167,6 +170,7 @@ class AlertDelivery(models.Model):
         indexes = [models.Index(fields=["status", "last_attempt_at"], name="alertdelivery_due")]
         ordering = ["created_at", "id"]
         verbose_name_plural = "alert deliveries"
+        db_table = "ops_alertdelivery"  # moved from ops (monitoring 0001), as ops_incident
 
     def __str__(self) -> str:
         return f"{self.incident.job} {self.event} via {self.channel}: {self.status}"

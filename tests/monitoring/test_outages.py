@@ -1,6 +1,6 @@
-"""Outage incidents (ops.outages): one "beat down" / "broker down" incident per outage, with the
-slots it cost counted into it, instead of one incident per job; and `missed` paged only once the
-reconciler's catch-up cannot cover it (ops.alerts).
+"""Outage incidents (monitoring.outages): one "beat down" / "broker down" incident per outage, with
+the slots it cost counted into it, instead of one incident per job; and `missed` paged only once
+the reconciler's catch-up cannot cover it (monitoring.alerts).
 
 Real PostgreSQL and Redis; beat's liveness from its heartbeat row as beat leaves it.
 """
@@ -13,10 +13,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from ops.alerts import alerts_evaluate
-from ops.models import OUTAGE_JOB, AlertDelivery, Incident
-from ops.outages import _State, outages_evaluate
-from ops.watchdog import watchdog_pass
+from monitoring.alerts import alerts_evaluate
+from monitoring.models import OUTAGE_JOB, AlertDelivery, Incident
+from monitoring.outages import _State, outages_evaluate
+from monitoring.watchdog import watchdog_pass
 from scheduler.models import JobRun
 from tests.chaos.harness import app_broker
 from tests.ops.conftest import make_run
@@ -29,7 +29,7 @@ Kind = Incident.Kind
 
 @pytest.fixture(autouse=True)
 def _fresh_watchdog_memory(monkeypatch):
-    """The watchdog's between-pass memory (ops.outages._State) starts empty in every test."""
+    """The watchdog's between-pass memory (monitoring.outages._State) starts empty in every test."""
     monkeypatch.setattr(_State, "queue_last_ok", {})
     monkeypatch.setattr(_State, "unserved_since", {})
     monkeypatch.setattr(_State, "broker_ok", True)
@@ -212,8 +212,8 @@ def test_a_queue_with_work_due_and_no_worker_is_one_incident_per_queue(
     # given every job enabled (on `default` and `long`) and no worker on this Redis database
     from django.conf import settings as django_settings
 
-    from ops.metrics import QUEUE_WORKERS_KEY
-    from ops.outages import queue_workers_evaluate
+    from monitoring.outages import queue_workers_evaluate
+    from monitoring.queues import QUEUE_WORKERS_KEY
 
     # when the watchdog looks, and looks again once they have stayed unserved for as long as
     # beat may stay silent (a worker restarting is not an outage), and once more
@@ -250,7 +250,7 @@ def test_a_queue_with_work_due_and_no_worker_is_one_incident_per_queue(
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("page", ["/admin/", "/admin/ops/incident/", "/admin/auth/user/"])
+@pytest.mark.parametrize("page", ["/admin/", "/admin/monitoring/incident/", "/admin/auth/user/"])
 def test_the_admin_header_shows_beat_down_on_every_page(admin_client, page):
     beat_seen(300)
     html = admin_client.get(page).content.decode()
@@ -283,8 +283,8 @@ def test_workers_reconnecting_after_a_broker_outage_are_not_a_no_worker_incident
     their absence is timed from the broker's return, not from before the outage."""
     from django.conf import settings as django_settings
 
-    from ops.metrics import QUEUE_WORKERS_KEY
-    from ops.outages import queue_workers_evaluate
+    from monitoring.outages import queue_workers_evaluate
+    from monitoring.queues import QUEUE_WORKERS_KEY
 
     # given queues with work due and no worker, seen unserved before the broker went down
     _State.unserved_since.clear()
@@ -319,8 +319,8 @@ def test_slots_a_queue_without_a_worker_costs_are_grouped_under_its_incident(
     from django.conf import settings as django_settings
     from django_celery_beat.models import PeriodicTask
 
-    from ops.metrics import QUEUE_WORKERS_KEY
-    from ops.outages import _State, queue_jobs, queue_workers_evaluate
+    from monitoring.outages import _State, queue_jobs, queue_workers_evaluate
+    from monitoring.queues import QUEUE_WORKERS_KEY
 
     monkeypatch.setattr(_State, "queue_last_ok", {})
     base = timezone.now().replace(microsecond=0)
@@ -374,7 +374,7 @@ def test_slots_a_queue_without_a_worker_costs_are_grouped_under_its_incident(
 
 def test_a_no_worker_window_starts_no_earlier_than_this_process_can_vouch_for(monkeypatch):
     # given this process last found `long` fine 10 minutes ago (it skipped passes since)
-    from ops.outages import _queue_down_since, _State
+    from monitoring.outages import _queue_down_since, _State
 
     now = timezone.now()
     monkeypatch.setattr(_State, "queue_last_ok", {"long": now - timedelta(minutes=10)})

@@ -1,11 +1,11 @@
 """The watchdog: the one process that looks at the platform from outside (`manage.py watchdog`).
 
 Every WATCHDOG_INTERVAL seconds (30) one pass
-1. looks for outages (ops.outages): beat's heartbeat older than HEALTH_BEAT_DOWN_AFTER, a broker
-   that does not answer; one incident per outage, with the slots it cost counted into it; and
+1. looks for outages (monitoring.outages): beat's heartbeat older than HEALTH_BEAT_DOWN_AFTER, a
+   broker that does not answer; one incident per outage, with the slots it cost counted into it; and
    (`workers`) a queue with work due that no worker consumes, one incident per queue;
 2. runs the reconciler (scheduler.services.reconcile): lost runs, slots nobody ran, stale queues;
-3. evaluates per-job alerts (ops.alerts) and delivers pending notifications, for at most
+3. evaluates per-job alerts (monitoring.alerts) and delivers pending notifications, for at most
    DELIVERY_BUDGET seconds (a chat webhook that hangs during the very outage it reports must
    not hold the next pass for timeout x channels x incidents).
 
@@ -78,15 +78,15 @@ def watchdog_pass(
     `judge_workers=True` adds the `workers` step (no worker on a queue: a broadcast to the
     workers that costs ~1 s, which `manage.py watchdog` pays and a caller in a shell may not
     want to)."""
-    from ops.alerts import alerts_deliver, alerts_evaluate
-    from ops.outages import outages_evaluate, queue_workers_evaluate
+    from monitoring.alerts import alerts_deliver, alerts_evaluate
+    from monitoring.outages import outages_evaluate, queue_workers_evaluate
     from scheduler.services.reconcile import ledger_reconcile
 
     started = time.monotonic()
     report = WatchdogPass()
     _replace_broken_connection()
     # Stamped first, lock or not: a second watchdog waiting for the lock is alive too; the web
-    # process and Prometheus judge the watchdog by it (ops.health.watchdog_liveness).
+    # process and Prometheus judge the watchdog by it (monitoring.liveness.watchdog_liveness).
     watchdog_heartbeat_stamp(force=True)
     try:
         with advisory_lock_try(AdvisoryLock.WATCHDOG_PASS) as taken:

@@ -1,6 +1,6 @@
 """`manage.py watchdog [--once] [--interval N]`: reconcile the ledger, evaluate and deliver alerts.
 
-The only process that runs the reconciler and alerts (ops.watchdog); beat only sends. Run one
+The only process that runs the reconciler and alerts (monitoring.watchdog); beat only sends. Run one
 beside beat (Procfile, compose.yaml); a second one is harmless (it skips the passes the first
 holds the lock for). SIGTERM or SIGINT ends it after the pass in progress.
 """
@@ -20,9 +20,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import connections
 
-from ops.watchdog import watchdog_pass
+from monitoring.watchdog import watchdog_pass
 
-logger = logging.getLogger("ops.watchdog")
+logger = logging.getLogger("monitoring.watchdog")
 
 
 class Command(BaseCommand):

@@ -1,0 +1,2 @@
+# The ledger and API fixtures these tests share with the interfaces' tests (tests/ops).
+from tests.ops.conftest import api, schedules, staff_token  # noqa: F401

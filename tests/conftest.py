@@ -60,6 +60,42 @@ def _longest_first(items: list[pytest.Item]) -> None:
     items.sort(key=seconds, reverse=True)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _fast_password_hashing() -> Generator[None]:
+    """Django's advice for test suites: a cheap hasher for the users tests create and log in
+    (PBKDF2's 1,000,000 iterations cost ~0.3 s of CPU per user and per login, most of the admin
+    and API tests' time). The production hasher's list stays behind it, so a password stored by
+    another process is still checked; nothing here tests hashing itself."""
+    from django.conf import settings
+    from django.test.utils import override_settings
+
+    with override_settings(
+        PASSWORD_HASHERS=[
+            "django.contrib.auth.hashers.MD5PasswordHasher",
+            *settings.PASSWORD_HASHERS,
+        ]
+    ):
+        yield
+
+
+@pytest.fixture(scope="module")
+def module_db(django_db_setup: None, django_db_blocker: Any) -> Generator[None]:
+    """Rows a module's tests share, made once: Django's `TestCase.setUpTestData` for pytest.
+
+    A module-scoped fixture that depends on this one writes inside a transaction left open for
+    the module; each test's own transaction (pytest-django's `django_db`, not `transaction=True`)
+    is a savepoint in it, so whatever a test writes is rolled back to the shared rows, and the
+    shared rows are rolled back after the module's last test on this worker. pytest-django
+    leaves TestCase's class-level transaction out for this. Function-scoped fixtures should
+    hand each test a `copy.deepcopy` of shared model instances, as setUpTestData does.
+    """
+    from django.db import transaction
+
+    with django_db_blocker.unblock(), transaction.atomic():
+        yield
+        transaction.set_rollback(True)
+
+
 # The test being run in this process (setup, call and teardown), for the subprocess check.
 _running: list[pytest.Item] = []
 

@@ -13,6 +13,10 @@ from scheduler.services.writes import schedules_apply
 @pytest.fixture
 def schedules() -> dict[str, PeriodicTask]:
     """Every registered job applied with its production cron and default offset."""
+    return applied_schedules()
+
+
+def applied_schedules() -> dict[str, PeriodicTask]:
     schedules_apply(profile="production")
     # As if applied long before the moments the tests look at (beat liveness ignores boundaries
     # from before a schedule existed).

@@ -7,6 +7,7 @@ request must leave everything as it was; an allowed write must change something.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from ops.urls import urlpatterns as ops_urls
 from referrals.models import PayoutHold
 from referrals.services import payout_hold
 from scheduler.models import AuditEvent, JobRun, JobSchedule
-from tests.ops.conftest import make_run
+from tests.ops.conftest import applied_schedules, make_run
 from tests.ops.test_admin import _form_data
 
 pytestmark = pytest.mark.django_db
@@ -61,7 +62,15 @@ class World:
 
 
 @pytest.fixture
-def world(schedules) -> World:
+def world(_world: World) -> World:
+    return copy.deepcopy(_world)
+
+
+@pytest.fixture(scope="module")
+def _world(module_db) -> World:
+    """Made once per module and worker (~0.2 s, most of it `schedules apply`): the matrix's
+    ~440 tests each roll back to it."""
+    schedules = applied_schedules()
     now = timezone.now()
     disabled = schedules["retention-pruning"]
     PeriodicTask.objects.filter(pk=disabled.pk).update(enabled=False)

@@ -78,21 +78,46 @@ def _fast_password_hashing() -> Generator[None]:
         yield
 
 
+def module_is_transactional(request: pytest.FixtureRequest) -> bool:
+    """Whether any test of the requesting module is `django_db(transaction=True)`: such a
+    test commits and flushes, so it cannot run inside `module_db`'s open transaction."""
+    from pytest_django.fixtures import validate_django_db
+
+    for item in request.session.items:
+        if getattr(item, "module", None) is not request.module:
+            continue
+        marker = item.get_closest_marker("django_db")
+        if marker is not None and validate_django_db(marker)[0]:
+            return True
+    return False
+
+
 @pytest.fixture(scope="module")
-def module_db(django_db_setup: None, django_db_blocker: Any) -> Generator[None]:
+def module_db(
+    request: pytest.FixtureRequest, django_db_setup: None, django_db_blocker: Any
+) -> Generator[bool]:
     """Rows a module's tests share, made once: Django's `TestCase.setUpTestData` for pytest.
 
     A module-scoped fixture that depends on this one writes inside a transaction left open for
-    the module; each test's own transaction (pytest-django's `django_db`, not `transaction=True`)
-    is a savepoint in it, so whatever a test writes is rolled back to the shared rows, and the
-    shared rows are rolled back after the module's last test on this worker. pytest-django
-    leaves TestCase's class-level transaction out for this. Function-scoped fixtures should
-    hand each test a `copy.deepcopy` of shared model instances, as setUpTestData does.
+    the module; each test's own transaction (pytest-django's `django_db`) is a savepoint in it,
+    so whatever a test writes is rolled back to the shared rows, and the shared rows are rolled
+    back after the module's last test on this worker (pytest-django leaves TestCase's own
+    class-level transaction out for this). Function-scoped fixtures should hand each test a
+    `copy.deepcopy` of shared model instances, as setUpTestData does.
+
+    Yields False, holding nothing, in a module with `transaction=True` tests: they commit and
+    flush, which they cannot do inside a transaction held open around them; shared rows must
+    then be made per test. A dependent fixture must be requested by name (a parameter), never
+    with `request.getfixturevalue` from a test's fixture: that would open this transaction
+    inside the test's own.
     """
     from django.db import transaction
 
+    if module_is_transactional(request):
+        yield False
+        return
     with django_db_blocker.unblock(), transaction.atomic():
-        yield
+        yield True
         transaction.set_rollback(True)
 
 

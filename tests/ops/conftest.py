@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,9 +12,18 @@ from scheduler.services.writes import schedules_apply
 
 
 @pytest.fixture
-def schedules() -> dict[str, PeriodicTask]:
-    """Every registered job applied with its production cron and default offset."""
-    return applied_schedules()
+def schedules(_module_schedules: dict[str, PeriodicTask] | None) -> dict[str, PeriodicTask]:
+    """Every registered job applied with its production cron and default offset: made once per
+    module (and worker) and rolled back to after each test (tests/conftest.py `module_db`),
+    per test in a module with `transaction=True` tests."""
+    if _module_schedules is None:
+        return applied_schedules()
+    return copy.deepcopy(_module_schedules)
+
+
+@pytest.fixture(scope="module")
+def _module_schedules(module_db: bool) -> dict[str, PeriodicTask] | None:
+    return applied_schedules() if module_db else None
 
 
 def applied_schedules() -> dict[str, PeriodicTask]:
@@ -43,9 +53,9 @@ def make_run(job: str, slot: datetime, status: str = "succeeded", **fields: obje
 
 
 @pytest.fixture
-def runs(schedules) -> list[JobRun]:
+def runs(schedules: dict[str, PeriodicTask]) -> list[JobRun]:
     """An hour of ledger rows ending one minute ago: staggered starts, one failure, one
-    skipped_lock, one duplicate."""
+    skipped_lock, one duplicate. Per test: its window moves with the clock."""
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     made = []
     for minute in range(60, 0, -1):

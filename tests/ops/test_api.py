@@ -309,10 +309,11 @@ def test_a_body_that_is_not_json_is_415(api, schedules):
     ],
 )
 def test_bad_create_input_is_400_naming_the_field(api, body, field):
+    before = state()
     response = send(api, "post", "/api/schedules/", body)
     assert response.status_code == 400
     assert field in response.json()
-    assert not PeriodicTask.objects.exists()
+    assert state() == before
 
 
 def test_retry_queues_the_next_attempt_of_failed_runs(api, runs):

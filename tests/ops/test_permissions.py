@@ -67,9 +67,10 @@ def world(_world: World) -> World:
 
 
 @pytest.fixture(scope="module")
-def _world(module_db) -> World:
+def _world(module_db: bool) -> World:
     """Made once per module and worker (~0.2 s, most of it `schedules apply`): the matrix's
-    ~440 tests each roll back to it."""
+    ~220 tests each roll back to it."""
+    assert module_db, "a transaction=True test here would make the world per test"
     schedules = applied_schedules()
     now = timezone.now()
     disabled = schedules["retention-pruning"]

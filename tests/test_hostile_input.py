@@ -11,6 +11,7 @@ and tests/test_foundation.py (environment variables), tests/referrals (cycles, h
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -47,7 +48,15 @@ def schedule_state() -> list[tuple]:
 
 
 @pytest.fixture
-def applied() -> dict[str, PeriodicTask]:
+def applied(_applied: dict[str, PeriodicTask]) -> dict[str, PeriodicTask]:
+    return copy.deepcopy(_applied)
+
+
+@pytest.fixture(scope="module")
+def _applied(module_db: bool) -> dict[str, PeriodicTask]:
+    """Made once per module and worker; each test rolls back to it (the concurrent writes,
+    which commit, are in tests/test_hostile_parallel.py)."""
+    assert module_db, "a transaction=True test here would make the schedules per test"
     schedules_apply(profile="production")
     return {t.name: t for t in PeriodicTask.objects.select_related("crontab", "job_schedule")}
 
@@ -111,9 +120,10 @@ def test_the_crontab_form_refuses_it_by_name(admin_client, applied, fields, fiel
 
 
 def test_the_orm_refuses_an_unknown_timezone():
+    before = CrontabSchedule.objects.count()  # the module's shared schedules' crontabs
     with pytest.raises(ValidationError, match="Mars/Base"):
         CrontabSchedule.objects.create(minute="0", timezone="Mars/Base")
-    assert not CrontabSchedule.objects.exists()
+    assert CrontabSchedule.objects.count() == before
 
 
 @pytest.mark.parametrize(
@@ -383,128 +393,12 @@ def test_a_nul_byte_in_the_address_is_a_400(admin_client, applied, url):
     assert "NUL" in response.content.decode()
 
 
-# --- the same write, many times at once -----------------------------------------------------------
-
-
-def _in_parallel(*calls) -> list[object]:
-    """Run each call in its own thread, released together; their results (or exceptions)."""
-    import threading
-
-    from django.db import connection
-
-    barrier = threading.Barrier(len(calls))
-    results: list[object] = [None] * len(calls)
-
-    def run(index: int) -> None:
-        try:
-            barrier.wait()
-            results[index] = calls[index]()
-        except Exception as exc:  # the test asserts there is none
-            results[index] = exc
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    return results
-
-
 def _client(user):
     from rest_framework.test import APIClient
 
     client = APIClient()
     client.force_authenticate(user)
     return client
-
-
-def _status(response) -> int | object:
-    return getattr(response, "status_code", response)
-
-
-@pytest.mark.django_db(transaction=True)
-def test_ten_parallel_patches_of_cron_and_offset_all_succeed(applied, admin_user):
-    def patch(minute: int):
-        body = {"cron": f"{minute} 3 * * *", "offset": minute}
-        return lambda: _client(admin_user).patch("/api/schedules/cleanup/", body, format="json")
-
-    results = _in_parallel(*(patch(minute) for minute in range(10)))
-
-    assert [_status(r) for r in results] == [200] * 10
-    task = PeriodicTask.objects.select_related("crontab", "job_schedule").get(name="cleanup")
-    # The last writer's cron and offset, together.
-    assert task.crontab.minute == str(task.job_schedule.offset_seconds)
-    assert AuditEvent.objects.filter(object_repr="cleanup").count() == 10
-
-
-@pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("round_", range(3))
-def test_patch_delete_and_toggle_in_parallel_wait_for_each_other(applied, admin_user, round_):
-    results = _in_parallel(
-        lambda: _client(admin_user).patch(
-            "/api/schedules/cleanup/", {"cron": "7 3 * * *", "offset": 7}, format="json"
-        ),
-        lambda: _client(admin_user).delete("/api/schedules/cleanup/"),
-        lambda: _client(admin_user).post("/api/schedules/cleanup/toggle"),
-    )
-
-    patched, deleted, toggled = (_status(r) for r in results)
-    assert deleted == 204
-    assert patched in {200, 404}, results
-    assert toggled in {200, 404}, results
-    assert not PeriodicTask.objects.filter(name="cleanup").exists()
-    assert not JobSchedule.objects.filter(periodic_task__name="cleanup").exists()
-
-
-@pytest.mark.django_db(transaction=True)
-def test_two_parallel_toggles_are_two_flips(applied, admin_user):
-    results = _in_parallel(
-        *(lambda: _client(admin_user).post("/api/schedules/cleanup/toggle"),) * 2
-    )
-
-    assert [_status(r) for r in results] == [200, 200]
-    assert PeriodicTask.objects.get(name="cleanup").enabled is True  # off, then on again
-    assert AuditEvent.objects.filter(object_repr="cleanup").count() == 2
-
-
-@pytest.mark.django_db(transaction=True)
-def test_two_parallel_admin_toggles_of_two_schedules_are_two_flips_each(applied, admin_user):
-    from django.test import Client
-
-    ids = [applied["cleanup"].pk, applied["settlement"].pk]
-    changelist = reverse("admin:django_celery_beat_periodictask_changelist")
-
-    def toggle(order: list[int]):
-        def post():
-            client = Client()
-            client.force_login(admin_user)
-            return client.post(changelist, {"action": "toggle_tasks", "_selected_action": order})
-
-        return post
-
-    results = _in_parallel(toggle(ids), toggle(ids[::-1]))
-
-    assert [_status(r) for r in results] == [302, 302]
-    assert PeriodicTask.objects.filter(pk__in=ids, enabled=True).count() == 2  # off, on again
-    assert AuditEvent.objects.filter(object_id__in=[str(i) for i in ids]).count() == 4
-
-
-@pytest.mark.django_db(transaction=True)
-def test_five_parallel_creates_of_one_job_make_one_schedule(applied, admin_user):
-    PeriodicTask.objects.filter(name="cleanup").delete()
-    body = {"job": "cleanup", "cron": "0 3 * * *", "offset": 35}
-
-    results = _in_parallel(
-        *(lambda: _client(admin_user).post("/api/schedules/", body, format="json"),) * 5
-    )
-
-    statuses = sorted(_status(r) for r in results)
-    assert statuses == [201, 409, 409, 409, 409], results
-    refusals = [r.json() for r in results if _status(r) == 409]
-    assert all("already has a schedule" in refusal["job"][0] for refusal in refusals)
-    assert PeriodicTask.objects.filter(name="cleanup").count() == 1
 
 
 # --- hardening ------------------------------------------------------------------------------------

@@ -35,6 +35,11 @@ def applied_schedules() -> dict[str, PeriodicTask]:
 
 
 def make_run(job: str, slot: datetime, status: str = "succeeded", **fields: object) -> JobRun:
+    return JobRun.objects.create(**run_values(job, slot, status, **fields))
+
+
+def run_values(job: str, slot: datetime, status: str = "succeeded", **fields: object) -> dict:
+    """The columns of a finished beat run of `job` at `slot` (`fields` override them)."""
     started = fields.pop("started_at", slot + timedelta(milliseconds=20))
     duration = fields.pop("duration_ms", 150)
     values: dict[str, object] = {
@@ -49,28 +54,32 @@ def make_run(job: str, slot: datetime, status: str = "succeeded", **fields: obje
         "task_id": f"task-{job}-{slot:%H%M%S}",
     }
     values.update(fields)
-    return JobRun.objects.create(**values)
+    return values
 
 
 @pytest.fixture
 def runs(schedules: dict[str, PeriodicTask]) -> list[JobRun]:
     """An hour of ledger rows ending one minute ago: staggered starts, one failure, one
-    skipped_lock, one duplicate. Per test: its window moves with the clock."""
+    skipped_lock, one duplicate. Per test: its window moves with the clock. One INSERT (the
+    ledger has no save() or signal of its own to skip)."""
     now = datetime.now(UTC).replace(second=0, microsecond=0)
-    made = []
+    rows = []
     for minute in range(60, 0, -1):
         boundary = now - timedelta(minutes=minute)
-        made.append(make_run("referral-tier2", boundary))
-        made.append(make_run("referral-tier3", boundary + timedelta(seconds=15)))
-    failed = make_run(
-        "live-stats-sync",
-        now - timedelta(minutes=3) + timedelta(seconds=45),
-        "failed",
-        error="ValueError: the service has a bug",
-        traceback="Traceback (most recent call last):\n  ...\nValueError: the service has a bug",
+        rows.append(run_values("referral-tier2", boundary))
+        rows.append(run_values("referral-tier3", boundary + timedelta(seconds=15)))
+    rows.append(
+        run_values(
+            "live-stats-sync",
+            now - timedelta(minutes=3) + timedelta(seconds=45),
+            "failed",
+            error="ValueError: the service has a bug",
+            traceback="Traceback (most recent call last):\n  ...\n"
+            "ValueError: the service has a bug",
+        )
     )
-    made.append(failed)
-    made.append(make_run("settlement", now - timedelta(minutes=10, seconds=-40), "skipped_lock"))
+    rows.append(run_values("settlement", now - timedelta(minutes=10, seconds=-40), "skipped_lock"))
+    made = JobRun.objects.bulk_create([JobRun(**values) for values in rows])
     owner = made[0]
     made.append(
         JobRun.objects.create(

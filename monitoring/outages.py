@@ -229,11 +229,13 @@ def outage_slots_group(*, now: datetime | None = None, config: conf.AlertSetting
     return grouped
 
 
-def queue_consumers(*, timeout: float = INSPECT_TIMEOUT) -> dict[str, set[str]]:
-    """The workers consuming each queue, as they answer within `timeout` seconds."""
+def queue_consumers(*, timeout: float | None = None) -> dict[str, set[str]]:
+    """The workers consuming each queue, as they answer within `timeout` seconds
+    (INSPECT_TIMEOUT by default)."""
     from celery import current_app as app
 
-    replies = app.control.inspect(timeout=timeout).active_queues() or {}
+    wait = INSPECT_TIMEOUT if timeout is None else timeout
+    replies = app.control.inspect(timeout=wait).active_queues() or {}
     consumers: dict[str, set[str]] = {}
     for worker, queues in replies.items():
         for queue in queues or []:

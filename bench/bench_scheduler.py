@@ -110,8 +110,9 @@ class _Senders:
     """Queue n messages of one variant; job messages get distinct slots (one run per slot).
 
     A job message is what beat sends: a `beat` trigger for a fire time of the job's schedule
-    (every minute, offset 0), which the worker checks before it runs (one query). Slots are
-    distinct past minutes within the bench job's starting deadline (bench.scheduler_tasks).
+    (every minute, offset 0), which the worker checks before it runs (from its second message
+    on, inside the claim statement: scheduler.own_schedule). Slots are distinct past minutes
+    within the bench job's starting deadline (bench.scheduler_tasks).
     """
 
     def __init__(self) -> None:

@@ -44,6 +44,7 @@ from django.utils import timezone
 
 from scheduler.locks import LEASE_HELD, LEASE_RELEASE, LEASE_TAKE, Lease
 from scheduler.models import JobRun
+from scheduler.own_schedule import STILL_AS_SEEN, UNGUARDED, GuardFailed, OwnSchedule
 from scheduler.sql import fetch_one
 
 Status = JobRun.Status
@@ -224,6 +225,7 @@ WITH new AS (
             COALESCE(%(synchronous_commit)s, current_setting('synchronous_commit')),
             true
         ) AS commit_mode
+    WHERE {STILL_AS_SEEN}
 ), lease AS (
     {LEASE_TAKE.format(holder="new.id", source=" FROM new")}
 )
@@ -269,12 +271,15 @@ def run_claim_fresh(
     task_id: str,
     worker: str,
     now: datetime,
+    guard: OwnSchedule | None = None,
 ) -> tuple[JobRun, Lease | None] | None:
     """Claim attempt 1 of a slot nobody has touched and take the job's lease, in one (prepared)
     statement: the row is `running` with the lease, or `skipped_lock` when another run holds it.
 
     None when the slot already has a row (the caller then decides under a row lock). Outside a
-    transaction the statement commits asynchronously (see `_commit_mode`).
+    transaction the statement commits asynchronously (see `_commit_mode`). With a `guard` the
+    statement inserts nothing, and GuardFailed is raised, unless the job's own schedule still
+    reads as the guard says (scheduler.own_schedule).
     """
     lateness = int((now - slot).total_seconds() * 1000)
     nested = connection.in_atomic_block
@@ -290,6 +295,7 @@ def run_claim_fresh(
         "worker": worker,
         "now": now,
         "lateness": lateness,
+        **(UNGUARDED if guard is None else guard.guard()),
     }
     try:
         # Inside a caller's transaction a failed statement must not poison it: a savepoint.
@@ -297,7 +303,9 @@ def run_claim_fresh(
             row = fetch_one(_CLAIM_FRESH, params)
     except IntegrityError:
         return None
-    assert row is not None  # INSERT ... SELECT FROM a one-row CTE returns its row
+    if row is None:  # the guard's row reads otherwise now: nothing was inserted
+        assert guard is not None  # unguarded, INSERT ... SELECT FROM a one-row CTE returns it
+        raise GuardFailed(f"schedule {guard.job!r} changed since this worker read it")
     run_id, token = row
     skipped = token is None
     run = JobRun(

@@ -150,7 +150,8 @@ class JobTask(Task):
         unexpected: str = "",
     ) -> dict[str, Any]:
         """`unexpected`: what else the message carried (`_make_task`), refused as malformed."""
-        from scheduler.services.deliveries import delivery_admit, delivery_refuse
+        from scheduler.own_schedule import GuardFailed, own_schedule_forget
+        from scheduler.services.deliveries import delivery_admit, delivery_guard, delivery_refuse
         from scheduler.services.runs import job_execute
 
         # CELERY_DB_REUSE_MAX keeps connections across tasks; drop one that died meanwhile (a
@@ -163,16 +164,30 @@ class JobTask(Task):
         )
         malformed = "; ".join(problem for problem in (malformed, unexpected) if problem)
         # A message is checked against the schedule and the ledger before it may run; a refusal
-        # is an outcome (its ledger row), not an error: nothing to retry.
-        refused = (
-            delivery_refuse(delivery, error=malformed) if malformed else delivery_admit(delivery)
-        )
-        if refused is not None:
-            logger.warning("job %s: message %s %s", self.job.name, delivery.task_id, refused.error)
-            return _returned(refused)
+        # is an outcome (its ledger row), not an error: nothing to retry. A beat message that the
+        # job's own schedule, as this worker last read it, admits is claimed with that schedule
+        # as a guard instead, which the claim statement re-checks (scheduler.own_schedule).
+        guard = None if malformed else delivery_guard(delivery, now=timezone.now())
+        if guard is None:
+            refused = (
+                delivery_refuse(delivery, error=malformed)
+                if malformed
+                else delivery_admit(delivery)
+            )
+            if refused is not None:
+                return self._turned_away(refused)
         writer = self._result_writer()
         delivery = replace(delivery, store_with_success=writer)
-        outcome = job_execute(delivery)
+        try:
+            outcome = job_execute(replace(delivery, guard=guard))
+        except GuardFailed:
+            # The schedule changed since this worker read it (or the slot has a row): admit the
+            # message on what is stored now, as if nothing had been remembered.
+            own_schedule_forget(self.job)
+            refused = delivery_admit(delivery)
+            if refused is not None:
+                return self._turned_away(refused)
+            outcome = job_execute(delivery)
         kwargs = {"slot": delivery.slot.isoformat(), "user_id": user_id, "reason": reason}
         if outcome.wait_in is not None:
             # Same message as a running attempt: its first worker may be dead. Look again once
@@ -192,6 +207,10 @@ class JobTask(Task):
         if writer is not None and writer.built and run.status == run.Status.SUCCEEDED:
             setattr(self.request, STORED_WITH_RUN, True)
         return _returned(run)
+
+    def _turned_away(self, row: Any) -> dict[str, Any]:
+        logger.warning("job %s: message %s %s", self.job.name, row.task_id, row.error)
+        return _returned(row)
 
     def _result_writer(self) -> _ResultWriter | None:
         """The Celery result's row, for the run path to write with the success (one commit)."""

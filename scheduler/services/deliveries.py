@@ -56,7 +56,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db import connection
 from django.db.models import QuerySet
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
@@ -64,6 +63,7 @@ from django_celery_beat.models import PeriodicTask
 from scheduler.cron import Cron, CronError
 from scheduler.ledger import run_skip_queued, run_turn_away
 from scheduler.models import JobRun
+from scheduler.own_schedule import OwnSchedule, own_schedule_read, own_schedule_seen
 from scheduler.registry import Job
 from scheduler.services.runs import Delivery
 from scheduler.services.schedules import effective_offset
@@ -172,12 +172,10 @@ def delivery_refusal(delivery: Delivery, *, now: datetime) -> str | None:
 
 def beat_verdict(delivery: Delivery) -> Verdict | None:
     """The decision table of the module's docstring for a `beat` message."""
-    if delivery.run_id is not None or delivery.user_id is not None or delivery.reason:
-        return Verdict(Status.REFUSED, "a beat message names no run, user or reason; this one does")
-    if delivery.attempt != 1:
-        error = f"a beat message is attempt 1; this one says {delivery.attempt}"
-        return Verdict(Status.REFUSED, error)
-    if _own_schedule_fires(delivery):
+    shape = _beat_shape_error(delivery)
+    if shape is not None:
+        return Verdict(Status.REFUSED, shape)
+    if _admits(own_schedule_read(delivery.job), delivery.slot):
         return None
     schedules = _job_schedules(delivery.job).select_related("crontab", "job_schedule")
     # Beat sent the message at its boundary, with a countdown of the offset it had then (0-59 s).
@@ -228,36 +226,45 @@ def beat_verdict(delivery: Delivery) -> Verdict | None:
     )
 
 
-# The question every beat run asks: does the job's own schedule (the row `schedules apply` named
-# after it, found by its unique index) stand enabled with this slot as a fire time plus offset?
-# One statement written out: the same read through the ORM (a three-table select_related, the
-# model instances, the queryset clones) cost 1.06 ms per message against ~0.2 ms here, a third
-# of the whole run path's time in `make bench ARGS="scheduler --only overhead"` (issue 15 item 7).
-# Every other answer, and every other row of the job, goes through `beat_verdict`'s ORM loop.
-_OWN_SCHEDULE_SQL = """
-    SELECT t.enabled, c.minute, c.hour, c.day_of_month, c.month_of_year, c.day_of_week,
-           c.timezone, s.offset_seconds
-    FROM django_celery_beat_periodictask t
-    JOIN django_celery_beat_crontabschedule c ON c.id = t.crontab_id
-    LEFT JOIN scheduler_jobschedule s ON s.periodic_task_id = t.id
-    WHERE t.name = %s AND t.task = %s
-"""
+def _beat_shape_error(delivery: Delivery) -> str | None:
+    """What a `beat` message carries that beat never sends."""
+    if delivery.run_id is not None or delivery.user_id is not None or delivery.reason:
+        return "a beat message names no run, user or reason; this one does"
+    if delivery.attempt != 1:
+        return f"a beat message is attempt 1; this one says {delivery.attempt}"
+    return None
 
 
-def _own_schedule_fires(delivery: Delivery) -> bool:
-    """True when the job's own schedule is enabled and fires at the delivery's slot (its cron
-    plus its offset); False sends the delivery through `beat_verdict`'s full table."""
-    with connection.cursor() as cursor:
-        cursor.execute(_OWN_SCHEDULE_SQL, [delivery.job.name, delivery.job.task])
-        row = cursor.fetchone()
-    if row is None or not row[0]:
+def _admits(schedule: OwnSchedule | None, slot: datetime) -> bool:
+    """Whether the job's own schedule, as read, is enabled with `slot` as a fire time plus its
+    offset: the question every beat run asks first (scheduler.own_schedule). Every other
+    answer, and every other schedule row of the job, goes through `beat_verdict`'s table."""
+    if schedule is None or not schedule.enabled:
         return False
-    _enabled, *fields, tz, offset = row
+    cron = Cron(
+        schedule.minute,
+        schedule.hour,
+        schedule.day_of_month,
+        schedule.month_of_year,
+        schedule.day_of_week,
+        timezone=schedule.timezone,
+    )
     try:
-        cron = Cron(*fields, timezone=str(tz))
-        return cron.fires_at(delivery.slot - timedelta(seconds=effective_offset(offset or 0)))
+        return cron.fires_at(slot - timedelta(seconds=effective_offset(schedule.offset)))
     except CronError:  # a broken crontab row fires nothing (beat leaves it out too)
         return False
+
+
+def delivery_guard(delivery: Delivery, *, now: datetime) -> OwnSchedule | None:
+    """The job's own schedule as this worker last read it, when it admits this beat message
+    without asking the database; the claim statement then checks that it still reads so
+    (scheduler.own_schedule). None: the message goes through `delivery_admit`."""
+    if delivery.trigger != JobRun.Trigger.BEAT or delivery.slot > now + FUTURE_TOLERANCE:
+        return None
+    if _beat_shape_error(delivery) is not None:
+        return None
+    seen = own_schedule_seen(delivery.job)
+    return seen if _admits(seen, delivery.slot) else None
 
 
 def _dispatched_refusal(delivery: Delivery) -> str | None:

@@ -40,6 +40,7 @@ from scheduler.ledger import (
 )
 from scheduler.locks import Lease, LeaseLost, lease_acquire, lease_held
 from scheduler.models import JobRun
+from scheduler.own_schedule import GuardFailed, OwnSchedule
 from scheduler.registry import Job
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,10 @@ class Delivery:
     # SQL and parameters written in the success's own statement (and commit), given the run as
     # it will be recorded: the task's Celery result (scheduler.results), or None to write nothing.
     store_with_success: Callable[[JobRun], tuple[str, dict[str, Any]] | None] | None = None
+    # The job's own schedule as the worker last read it, which admitted this message unasked:
+    # the claim re-checks it (scheduler.own_schedule); None when the message was admitted on
+    # what is stored now (or needs no admission: an inline run).
+    guard: OwnSchedule | None = None
 
 
 @dataclass(frozen=True)
@@ -184,7 +189,8 @@ def _claim_locked(delivery: Delivery, now: datetime) -> tuple[Claim, JobRun]:
 
 
 def job_execute(delivery: Delivery, *, rng: random.Random | None = None) -> Outcome:
-    """Run one delivery through claim, lease and service; return what happened."""
+    """Run one delivery through claim, lease and service; return what happened. GuardFailed:
+    `delivery.guard` no longer holds, nothing was written (the caller admits it first)."""
     job = delivery.job
     claim, run, lease = _claim_and_lease(delivery, timezone.now())
     if claim is Claim.WAIT:
@@ -232,6 +238,8 @@ def _claim_and_lease(delivery: Delivery, now: datetime) -> tuple[Claim, JobRun, 
     fresh = (
         delivery.attempt == 1 and delivery.run_id is None and not _deadline_passed(delivery, now)
     )
+    if delivery.guard is not None and not fresh:
+        raise GuardFailed("only a fresh claim checks the guard: admit the message first")
     first = (
         run_claim_fresh(
             job=delivery.job.name,
@@ -243,12 +251,15 @@ def _claim_and_lease(delivery: Delivery, now: datetime) -> tuple[Claim, JobRun, 
             task_id=delivery.task_id,
             worker=delivery.worker,
             now=now,
+            guard=delivery.guard,
         )
         if fresh
         else None
     )
     if first is not None:
         return Claim.RUN, *first
+    if delivery.guard is not None:  # the slot has a row: what to do with it needs admission
+        raise GuardFailed("the slot has a row already: admit the message first")
     # The slot has a row (a redelivery, a retry, a second beat, a queued manual run): decide
     # under its row lock. A failure rolls claim and lease back; the message is then delivered
     # or reconciled again.

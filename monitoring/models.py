@@ -63,8 +63,10 @@ class Incident(models.Model):
     down_since = models.DateTimeField(
         null=True,
         blank=True,
-        help_text="Outages only: beat's last heartbeat, or the last watchdog pass that reached "
-        "the broker. Missed and late slots from then until it resolved belong to the outage.",
+        help_text="Incidents that group the slots they cost (beat down, broker down, no worker "
+        "on a queue): beat's last heartbeat, the last watchdog pass that reached the broker, or "
+        "the last pass that found the queue served. Missed and late slots from then until it "
+        "resolved belong to the incident.",
     )
     first_run_id = models.BigIntegerField(
         null=True,

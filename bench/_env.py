@@ -36,9 +36,17 @@ def servers() -> Iterator[None]:
             os.environ["REDIS_URL"] = redis.url
         import django
         from django.core.management import call_command
+        from django.db import OperationalError
 
         django.setup()
-        call_command("migrate", interactive=False, verbosity=0)
+        try:
+            call_command("migrate", interactive=False, verbosity=0)
+        except OperationalError as exc:  # a DATABASE_URL naming a database that is not there
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            raise SystemExit(
+                f"bench: DATABASE_URL cannot be used: {first} (create that database, or unset "
+                "DATABASE_URL and REDIS_URL for embedded servers)"
+            ) from None
         VERSIONS.update(server_versions(os.environ["DATABASE_URL"], os.environ["REDIS_URL"]))
         yield
     finally:

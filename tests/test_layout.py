@@ -403,3 +403,21 @@ def test_games_knows_nothing_of_referrals():
         if module.split(".")[0] in ("referrals", "importlib")
     ]
     assert offenders == []
+
+
+def test_every_interface_names_who_applies_or_removes_the_schedules():
+    """`schedules_apply`/`remove` write audit rows only for an actor; None is for code that is no
+    interface (test fixtures, benchmarks). Every call in the project's own code names one."""
+    unnamed = []
+    for path in _production_files():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+            if name not in ("schedules_apply", "schedules_remove"):
+                continue
+            actor = next((k.value for k in node.keywords if k.arg == "actor"), None)
+            if actor is None or (isinstance(actor, ast.Constant) and actor.value is None):
+                unnamed.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert unnamed == []

@@ -41,8 +41,12 @@ def job(register_job):
     return job
 
 
-def _minute(ago: int):
-    return timezone.now().replace(second=0, microsecond=0) - timedelta(minutes=ago)
+@pytest.fixture
+def minute():
+    """Slots counted back from one boundary per test (a boundary passing mid-test must not make
+    two of a test's slots the same)."""
+    boundary = timezone.now().replace(second=0, microsecond=0)
+    return lambda ago: boundary - timedelta(minutes=ago)
 
 
 def _beat(job, slot, guard=None) -> Delivery:
@@ -57,11 +61,11 @@ def _apply(job, slot) -> dict:
     return result.get()
 
 
-def test_a_remembered_schedule_admits_a_beat_message_without_asking(job):
-    slot = _minute(2)
+def test_a_remembered_schedule_admits_a_beat_message_without_asking(job, minute):
+    slot = minute(2)
     assert delivery_guard(_beat(job, slot), now=timezone.now()) is None  # nothing read yet
 
-    assert _apply(job, _minute(3))["status"] == Status.SUCCEEDED  # reads and remembers it
+    assert _apply(job, minute(3))["status"] == Status.SUCCEEDED  # reads and remembers it
 
     guard = delivery_guard(_beat(job, slot), now=timezone.now())
     assert guard is not None
@@ -82,10 +86,10 @@ def test_a_remembered_schedule_admits_a_beat_message_without_asking(job):
     ],
     ids=["disabled", "offset moved", "cron changed"],
 )
-def test_a_schedule_changed_behind_the_workers_back_is_not_run_from_memory(job, change):
+def test_a_schedule_changed_behind_the_workers_back_is_not_run_from_memory(job, change, minute):
     # given a worker that remembers the schedule as enabled, every minute at :00
-    assert _apply(job, _minute(5))["status"] == Status.SUCCEEDED
-    slot = _minute(3)
+    assert _apply(job, minute(5))["status"] == Status.SUCCEEDED
+    slot = minute(3)
     remembered = delivery_guard(_beat(job, slot), now=timezone.now())
     assert remembered is not None
 
@@ -104,9 +108,9 @@ def test_a_schedule_changed_behind_the_workers_back_is_not_run_from_memory(job, 
     assert own_schedule_read(job) is not None  # remembered again, as it reads now
 
 
-def test_a_slot_with_a_row_is_claimed_only_after_admission(job):
-    slot = _minute(2)
-    assert _apply(job, _minute(4))["status"] == Status.SUCCEEDED
+def test_a_slot_with_a_row_is_claimed_only_after_admission(job, minute):
+    slot = minute(2)
+    assert _apply(job, minute(4))["status"] == Status.SUCCEEDED
     assert _apply(job, slot)["status"] == Status.SUCCEEDED
     guard = delivery_guard(_beat(job, slot), now=timezone.now())
 

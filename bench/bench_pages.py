@@ -47,6 +47,7 @@ def seed(count: int, ledger_days: int) -> None:
     from django.utils import timezone
     from django_celery_beat.models import PeriodicTask, PeriodicTasks
 
+    from scheduler.audit import Actor
     from scheduler.cron import Cron
     from scheduler.models import JobSchedule
     from scheduler.registry import all_jobs
@@ -59,7 +60,7 @@ def seed(count: int, ledger_days: int) -> None:
             "TRUNCATE scheduler_jobrun, scheduler_jobruntally, django_celery_beat_periodictask, "
             "scheduler_processheartbeat CASCADE"
         )
-    schedules_apply(profile="production", reset=True)
+    schedules_apply(actor=Actor.system("bench"), profile="production", reset=True)
     crons = [
         crontab_for(Cron(m, h, "*", "*", dow))
         for m, h, dow in [(m, h, "*") for m, h in OTHER_CRONS] + [("0", "6", "1")]

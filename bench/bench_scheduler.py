@@ -286,10 +286,11 @@ def run_path_overhead(
 def start_precision(minutes: float, tmp: Path) -> list[Block]:
     from django.utils import timezone
 
+    from scheduler.audit import Actor
     from scheduler.models import JobRun
     from scheduler.services.writes import schedules_apply
 
-    schedules_apply(profile="test", reset=True)
+    schedules_apply(actor=Actor.system("bench"), profile="test", reset=True)
     from django_celery_beat.models import PeriodicTask
 
     PeriodicTask.objects.filter(name="bench-noop").update(enabled=False)

@@ -92,6 +92,14 @@ def module_is_transactional(request: pytest.FixtureRequest) -> bool:
     return False
 
 
+def audit_rows() -> Any:
+    """The audit rows a test is about: all but those its fixtures wrote applying the schedules
+    (`Actor.system("tests")`: every schedule write is audited, fixtures' too)."""
+    from scheduler.models import AuditEvent
+
+    return AuditEvent.objects.exclude(via="system", username="tests")
+
+
 @pytest.fixture(scope="module")
 def module_db(
     request: pytest.FixtureRequest, django_db_setup: None, django_db_blocker: Any

@@ -25,8 +25,10 @@ from django.urls import reverse
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from games.models import GameSession, Player
-from scheduler.models import AuditEvent, JobRun, JobSchedule
+from scheduler.audit import Actor
+from scheduler.models import JobRun, JobSchedule
 from scheduler.services.writes import schedules_apply
+from tests.conftest import audit_rows
 from tests.ops.test_admin import _form_data
 from tests.scheduler.processes import test_environment as subprocess_environment
 
@@ -43,7 +45,7 @@ def schedule_state() -> list[tuple]:
             "pk", "minute", "hour", "day_of_month", "month_of_year", "timezone"
         ),
         *JobSchedule.objects.order_by("pk").values_list("pk", "offset_seconds"),
-        ("runs", JobRun.objects.count(), "audit", AuditEvent.objects.count()),
+        ("runs", JobRun.objects.count(), "audit", audit_rows().count()),
     ]
 
 
@@ -57,7 +59,7 @@ def _applied(module_db: bool) -> dict[str, PeriodicTask]:
     """Made once per module and worker; each test rolls back to it (the concurrent writes,
     which commit, are in tests/test_hostile_parallel.py)."""
     assert module_db, "a transaction=True test here would make the schedules per test"
-    schedules_apply(profile="production")
+    schedules_apply(actor=Actor.system("tests"), profile="production")
     return {t.name: t for t in PeriodicTask.objects.select_related("crontab", "job_schedule")}
 
 
@@ -351,7 +353,7 @@ def test_a_forwarded_address_is_parsed_strictly(api, applied, settings, forwarde
     )
 
     assert response.status_code == 200
-    assert AuditEvent.objects.get(object_repr="cleanup").ip == recorded
+    assert audit_rows().get(object_repr="cleanup").ip == recorded
 
 
 def _admins_with_a_date_hierarchy() -> list[tuple[str, str]]:

@@ -8,15 +8,17 @@ import pytest
 from django.urls import reverse
 from django_celery_beat.models import PeriodicTask
 
-from scheduler.models import AuditEvent, JobSchedule
+from scheduler.audit import Actor
+from scheduler.models import JobSchedule
 from scheduler.services.writes import schedules_apply
+from tests.conftest import audit_rows
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
 def applied() -> dict[str, PeriodicTask]:
-    schedules_apply(profile="production")
+    schedules_apply(actor=Actor.system("tests"), profile="production")
     return {t.name: t for t in PeriodicTask.objects.select_related("crontab", "job_schedule")}
 
 
@@ -72,7 +74,7 @@ def test_ten_parallel_patches_of_cron_and_offset_all_succeed(applied, admin_user
     task = PeriodicTask.objects.select_related("crontab", "job_schedule").get(name="cleanup")
     # The last writer's cron and offset, together.
     assert task.crontab.minute == str(task.job_schedule.offset_seconds)
-    assert AuditEvent.objects.filter(object_repr="cleanup").count() == 10
+    assert audit_rows().filter(object_repr="cleanup").count() == 10
 
 
 @pytest.mark.parametrize("round_", range(3))
@@ -100,7 +102,7 @@ def test_two_parallel_toggles_are_two_flips(applied, admin_user):
 
     assert [_status(r) for r in results] == [200, 200]
     assert PeriodicTask.objects.get(name="cleanup").enabled is True  # off, then on again
-    assert AuditEvent.objects.filter(object_repr="cleanup").count() == 2
+    assert audit_rows().filter(object_repr="cleanup").count() == 2
 
 
 def test_two_parallel_admin_toggles_of_two_schedules_are_two_flips_each(applied, admin_user):
@@ -121,7 +123,7 @@ def test_two_parallel_admin_toggles_of_two_schedules_are_two_flips_each(applied,
 
     assert [_status(r) for r in results] == [302, 302]
     assert PeriodicTask.objects.filter(pk__in=ids, enabled=True).count() == 2  # off, on again
-    assert AuditEvent.objects.filter(object_id__in=[str(i) for i in ids]).count() == 4
+    assert audit_rows().filter(object_id__in=[str(i) for i in ids]).count() == 4
 
 
 def test_five_parallel_creates_of_one_job_make_one_schedule(applied, admin_user):

@@ -406,8 +406,9 @@ def test_games_knows_nothing_of_referrals():
 
 
 def test_every_interface_names_who_applies_or_removes_the_schedules():
-    """`schedules_apply`/`remove` write audit rows only for an actor; None is for code that is no
-    interface (test fixtures, benchmarks). Every call in the project's own code names one."""
+    """`schedules_apply`/`remove` take a required actor and audit every schedule they write; a
+    `None` slipped in would fail only at the audit row. Every call in the project's own code names
+    one (test fixtures and benchmarks name themselves with `Actor.system`)."""
     unnamed = []
     for path in _production_files():
         for node in ast.walk(ast.parse(path.read_text(), str(path))):

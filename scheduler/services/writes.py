@@ -129,7 +129,7 @@ def schedule_snapshot(task: PeriodicTask) -> dict[str, Any]:
 
 
 def _audit_schedule(
-    actor: Actor | None,
+    actor: Actor,
     action: str,
     task: PeriodicTask,
     *,
@@ -137,8 +137,6 @@ def _audit_schedule(
     after: dict[str, Any] | None = None,
     reason: str = "",
 ) -> None:
-    if actor is None:
-        return  # schedules_apply/remove called by no interface (see there)
     audit_record(
         actor=actor,
         action=action,
@@ -336,7 +334,7 @@ def schedule_delete(*, actor: Actor, task: PeriodicTask) -> None:
     schedules_changed()
 
 
-def _delete_audited(actor: Actor | None, task: PeriodicTask) -> None:
+def _delete_audited(actor: Actor, task: PeriodicTask) -> None:
     before = schedule_snapshot(task)
     pk = task.pk
     task.delete()
@@ -513,15 +511,14 @@ class Change:
 
 @transaction.atomic
 def schedules_apply(
-    *, actor: Actor | None = None, profile: str = "production", reset: bool = False
+    *, actor: Actor, profile: str = "production", reset: bool = False
 ) -> list[Change]:
     """Make every registered job a PeriodicTask on its cron with its offset; idempotent.
 
     Upserts: never deletes run history or `last_run_at`, and keeps what staff changed in the
     admin (cron, offset, enabled) unless `reset=True`. One audit row per schedule created or
-    changed, by `actor`; every interface names one (`schedules apply`: `Actor.cli`). None is
-    for code that is no interface — demo seeding, test fixtures, benchmarks — and leaves no
-    audit row.
+    changed, by `actor`: `Actor.cli` for `schedules apply`, `Actor.system(name)` for code that is
+    no interface (test fixtures, benchmarks), so that every schedule write leaves its row.
     """
     now = timezone.now()
     changes: list[Change] = []
@@ -550,7 +547,7 @@ def schedules_apply(
 
 
 def _apply_one(
-    actor: Actor | None, task: PeriodicTask, job: Job, cron: Cron, offset: int, *, reset: bool, now
+    actor: Actor, task: PeriodicTask, job: Job, cron: Cron, offset: int, *, reset: bool, now
 ) -> Change:
     details: list[str] = []
     before = schedule_snapshot(task)
@@ -603,9 +600,9 @@ def _apply_one(
 
 
 @transaction.atomic
-def schedules_remove(*, actor: Actor | None = None, names: list[str] | None = None) -> list[str]:
+def schedules_remove(*, actor: Actor, names: list[str] | None = None) -> list[str]:
     """Delete the PeriodicTasks of these jobs (all registered jobs when None); runs stay. One
-    audit row per schedule removed, by `actor` (None: no audit row, as in `schedules_apply`)."""
+    audit row per schedule removed, by `actor`."""
     wanted = names if names is not None else [job.name for job in all_jobs()]
     tasks = list(PeriodicTask.objects.select_for_update().filter(name__in=wanted).order_by("pk"))
     for task in tasks:

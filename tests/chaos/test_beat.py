@@ -15,6 +15,7 @@ import pytest
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
+from scheduler.audit import Actor
 from scheduler.models import JobRun
 from scheduler.services.writes import schedules_apply
 from tests.chaos.harness import Cluster, Proc, wait_for
@@ -28,7 +29,7 @@ GOOD = ("chaos-settlement", "chaos-tick", "chaos-tock")  # offsets 3, 8, 9
 
 def _only_these_jobs(names: tuple[str, ...]) -> dict[str, int]:
     """The test profile with every job but `names` disabled; returns their offsets."""
-    schedules_apply(profile="test")
+    schedules_apply(actor=Actor.system("tests"), profile="test")
     PeriodicTask.objects.exclude(name__in=names).update(enabled=False)
     # Rows left by an earlier test carry an old last_run_at: beat would send a catch-up at once
     # instead of at the boundary the test waits for.

@@ -25,6 +25,7 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from monitoring.models import Incident
+from scheduler.audit import Actor
 from scheduler.models import JobRun, JobSchedule
 from scheduler.services.writes import schedules_apply
 from tests.chaos.harness import wait_for
@@ -60,7 +61,7 @@ def test_beat_down_for_three_minutes_then_restarted(cluster, chaos_ledger, clien
     outside the outage.
     """
     # given the test profile, only the platform's own twelve jobs enabled
-    schedules_apply(profile="test")
+    schedules_apply(actor=Actor.system("tests"), profile="test")
     PeriodicTask.objects.exclude(name__in=JOBS).update(enabled=False)
     PeriodicTask.objects.filter(name__in=JOBS).update(last_run_at=timezone.now())
     offsets = dict(

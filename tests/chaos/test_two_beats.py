@@ -15,6 +15,7 @@ import pytest
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
+from scheduler.audit import Actor
 from scheduler.models import JobRun, JobSchedule
 from scheduler.services.schedules import enabled_plans
 from scheduler.services.writes import schedules_apply
@@ -32,7 +33,7 @@ def test_two_beats_for_three_minutes_of_the_test_profile(cluster, chaos_ledger, 
     Expected: every job's three slots run once, each with the other beat's send recorded as a
     `duplicate`; every item paid once; both beats stay up.
     """
-    schedules_apply(profile="test")
+    schedules_apply(actor=Actor.system("tests"), profile="test")
     # The window starts at the first boundary both beats are up for. (Not earlier, with a
     # catch-up of the current minute at their start: the first beat to send records last_run_at
     # of that job at once, and a second beat that loads its schedule after that does not send it.)

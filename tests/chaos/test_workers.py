@@ -12,6 +12,7 @@ from django.core.management import call_command
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
+from scheduler.audit import Actor
 from scheduler.models import JobRun, JobSchedule
 from scheduler.services.dispatch import job_trigger
 from scheduler.services.reconcile import ledger_reconcile
@@ -38,7 +39,7 @@ def _scheduled_slot(job: str, lead: float) -> datetime:
     """Make `job`'s every-minute schedule have a slot `lead` seconds from now (by choosing its
     offset), expected from just before it: the reconciler accounts for that slot."""
     slot = (timezone.now() + timedelta(seconds=lead)).replace(microsecond=0)
-    schedules_apply(profile="test")
+    schedules_apply(actor=Actor.system("tests"), profile="test")
     PeriodicTask.objects.exclude(name=job).update(enabled=False)
     JobSchedule.objects.filter(periodic_task__name=job).update(
         offset_seconds=slot.second,

@@ -25,6 +25,7 @@ from devtools.embedded import free_port
 from games.models import LeaderboardEntry, PrizeCredit, PrizePool
 from games.services import player_create
 from jobsite.celery import app
+from scheduler.audit import Actor
 from scheduler.models import JobRun, JobSchedule
 from scheduler.registry import get_job
 from scheduler.services.dispatch import job_trigger
@@ -53,7 +54,7 @@ def _midnight_slot(day: date) -> datetime:
 
 @pytest.fixture
 def pools() -> dict[str, PrizePool]:
-    schedules_apply(profile="production")  # 0 0 * * *, offset 50
+    schedules_apply(actor=Actor.system("tests"), profile="production")  # 0 0 * * *, offset 50
     # Tracked since long before: a message for a moment that is no fire time is then a forgery
     # (`refused`), not one overtaken by a change made while it waited (`superseded`).
     JobSchedule.objects.update(tracked_since=timezone.now() - timedelta(days=2))

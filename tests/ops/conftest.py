@@ -7,6 +7,7 @@ import pytest
 from django_celery_beat.models import PeriodicTask
 
 from core.permissions import OPERATORS
+from scheduler.audit import Actor
 from scheduler.models import JobRun, JobSchedule
 from scheduler.services.writes import schedules_apply
 
@@ -27,7 +28,7 @@ def _module_schedules(module_db: bool) -> dict[str, PeriodicTask] | None:
 
 
 def applied_schedules() -> dict[str, PeriodicTask]:
-    schedules_apply(profile="production")
+    schedules_apply(actor=Actor.system("tests"), profile="production")
     # As if applied long before the moments the tests look at (beat liveness ignores boundaries
     # from before a schedule existed).
     JobSchedule.objects.update(tracked_since=datetime(2026, 1, 1, tzinfo=UTC))

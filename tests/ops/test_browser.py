@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from django_celery_beat.models import PeriodicTask
 
+from scheduler.audit import Actor
 from scheduler.models import JobRun
 from scheduler.registry import all_jobs
 from scheduler.services.writes import schedules_apply
@@ -115,7 +116,7 @@ def worker(transactional_db, tmp_path) -> Iterator[object]:
 def test_an_operator_disables_reoffsets_runs_and_reads_the_dashboard(
     page, live_server, worker, tmp_path
 ):
-    schedules_apply(profile="test")
+    schedules_apply(actor=Actor.system("tests"), profile="test")
     an_hour_of_runs()
     base = live_server.url
 

@@ -9,6 +9,7 @@ import pytest
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
+from scheduler.audit import Actor
 from scheduler.models import JobRun, JobSchedule
 from scheduler.services.writes import schedules_apply
 from tests.scheduler.conftest import close_other_connections
@@ -19,7 +20,7 @@ WATCHED = {"sample-noop": 3, "sample-slow": 8}
 
 
 def test_beat_fires_jobs_at_their_offsets_within_a_second(tmp_path):
-    schedules_apply(profile="test")
+    schedules_apply(actor=Actor.system("tests"), profile="test")
     PeriodicTask.objects.exclude(name__in=WATCHED).update(enabled=False)
     for name, offset in WATCHED.items():
         JobSchedule.objects.filter(periodic_task__name=name).update(offset_seconds=offset)
@@ -65,7 +66,7 @@ def test_beat_keeps_firing_the_others_whatever_is_written_into_a_row(tmp_path):
 
     from scheduler.services.schedules import broken_schedules
 
-    schedules_apply(profile="test")
+    schedules_apply(actor=Actor.system("tests"), profile="test")
     PeriodicTask.objects.exclude(name__in=WATCHED).update(enabled=False)
     every_minute = CrontabSchedule.objects.get(minute="*", hour="*")
     poisons = {

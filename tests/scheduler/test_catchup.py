@@ -12,6 +12,7 @@ import pytest
 from django_celery_beat.models import PeriodicTask
 
 from jobsite.celery import app
+from scheduler.audit import Actor
 from scheduler.models import CatchUpStart
 from scheduler.schedulers import JobEntry
 from scheduler.services.catchup import _Plans, catch_up_start, regular_starts
@@ -48,7 +49,7 @@ def _late(name: str, slot: datetime, now: datetime, *, offset: int, beat: bool =
 
 def test_beat_starting_after_a_daily_slot_sends_it_at_the_jobs_own_second():
     # given the production schedules and beat starting at 00:03:10, after the 00:00:50 slot
-    schedules_apply(profile="production")
+    schedules_apply(actor=Actor.system("tests"), profile="production")
     entry = _entries()["prize-pool-finalisation"]
     now = datetime(2026, 11, 24, 0, 3, 10, 200_000, tzinfo=UTC)
     assert not regular_starts(datetime(2026, 11, 24, 0, 3, 50, tzinfo=UTC))
@@ -64,7 +65,8 @@ def test_beat_starting_after_a_daily_slot_sends_it_at_the_jobs_own_second():
 
 
 def test_an_every_minute_jobs_catch_up_starts_at_the_soonest_free_second():
-    schedules_apply(profile="test")  # every job every minute, offsets of their own
+    # every job every minute, offsets of their own
+    schedules_apply(actor=Actor.system("tests"), profile="test")
     entry = _entries()["scheduled-notifications"]  # :30
     now = datetime(2026, 11, 23, 12, 0, 40, tzinfo=UTC)  # its 12:00:30 slot passed 10 s ago
 
@@ -83,7 +85,7 @@ def test_an_every_minute_jobs_catch_up_starts_at_the_soonest_free_second():
 def test_a_restart_spreads_every_late_run_over_free_seconds():
     # given the production schedules and beat starting at 12:00:50, every slot of the 12:00
     # boundary with an offset below :45 already passed
-    schedules_apply(profile="production")
+    schedules_apply(actor=Actor.system("tests"), profile="production")
     now = datetime(2026, 11, 23, 12, 0, 50, tzinfo=UTC)
 
     # when beat sends every overdue entry
@@ -104,7 +106,7 @@ def test_a_restart_spreads_every_late_run_over_free_seconds():
 
 
 def test_two_late_runs_wanting_one_second_take_the_next_free_one():
-    schedules_apply(profile="test")
+    schedules_apply(actor=Actor.system("tests"), profile="test")
     now = datetime(2026, 11, 23, 12, 0, 20, tzinfo=UTC)
     slot = datetime(2026, 11, 23, 11, 30, 30, tzinfo=UTC)
     first = _late("a", slot, now, offset=30, beat=False)
@@ -120,7 +122,7 @@ def test_two_late_runs_wanting_one_second_take_the_next_free_one():
 
 
 def test_a_late_run_whose_own_second_is_past_its_deadline_goes_sooner_or_not_at_all():
-    schedules_apply(profile="test")
+    schedules_apply(actor=Actor.system("tests"), profile="test")
     now = datetime(2026, 11, 23, 12, 0, 20, tzinfo=UTC)
     slot = datetime(2026, 11, 23, 11, 59, 50, tzinfo=UTC)
 
@@ -135,7 +137,7 @@ def test_a_late_run_whose_own_second_is_past_its_deadline_goes_sooner_or_not_at_
 
 
 def test_old_reservations_are_pruned():
-    schedules_apply(profile="test")
+    schedules_apply(actor=Actor.system("tests"), profile="test")
     now = datetime(2026, 11, 23, 12, 0, 20, tzinfo=UTC)
     slot = now - timedelta(minutes=5)
     _late("a", slot, now - 2 * HOUR, offset=30, beat=False)
@@ -151,7 +153,7 @@ def test_the_reconcilers_resend_starts_at_the_jobs_own_second():
     from scheduler.models import JobRun, JobSchedule
     from scheduler.services.reconcile import ledger_reconcile
 
-    schedules_apply(profile="test")
+    schedules_apply(actor=Actor.system("tests"), profile="test")
     PeriodicTask.objects.exclude(name="sample-noop").update(enabled=False)
     now = datetime.now(UTC)
     JobSchedule.objects.filter(periodic_task__name="sample-noop").update(
@@ -173,7 +175,7 @@ def test_the_reconcilers_resend_starts_at_the_jobs_own_second():
 
 
 def test_a_slot_already_sent_late_is_not_sent_again():
-    schedules_apply(profile="test")
+    schedules_apply(actor=Actor.system("tests"), profile="test")
     now = datetime(2026, 11, 23, 12, 0, 20, tzinfo=UTC)
     slot = now - timedelta(minutes=5)
 
@@ -184,7 +186,7 @@ def test_a_slot_already_sent_late_is_not_sent_again():
 def test_a_second_given_back_after_a_refused_send_lets_the_slot_go_late_again():
     from scheduler.services.catchup import catch_up_release
 
-    schedules_apply(profile="test")
+    schedules_apply(actor=Actor.system("tests"), profile="test")
     now = datetime(2026, 11, 23, 12, 0, 20, tzinfo=UTC)
     slot = now - timedelta(minutes=5)
     second = _late("a", slot, now, offset=30, beat=False)

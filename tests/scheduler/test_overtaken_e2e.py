@@ -41,7 +41,7 @@ def _short_grace(monkeypatch):
 
 
 def _setup(offsets: dict[str, int], crons: dict[str, str] | None = None) -> None:
-    schedules_apply(profile="test")
+    schedules_apply(actor=Actor.system("tests"), profile="test")
     PeriodicTask.objects.exclude(name__in=JOBS).update(enabled=False)
     for name, offset in offsets.items():
         task = PeriodicTask.objects.get(name=name)

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def only_sample_noop():
-    schedules_apply(profile="test")
+    schedules_apply(actor=Actor.system("tests"), profile="test")
     PeriodicTask.objects.exclude(name="sample-noop").update(enabled=False)
     now = timezone.now()
     JobSchedule.objects.filter(periodic_task__name="sample-noop").update(

@@ -10,6 +10,7 @@ from django_celery_beat import schedulers as beat_schedulers
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from jobsite.celery import app
+from scheduler.audit import Actor
 from scheduler.cron import Cron
 from scheduler.models import JobSchedule
 from scheduler.schedulers import JobScheduler
@@ -27,7 +28,7 @@ def _entry(name: str):
 
 
 def test_an_entry_sends_with_countdown_to_its_slot_expiry_and_headers():
-    schedules_apply(profile="test")
+    schedules_apply(actor=Actor.system("tests"), profile="test")
     entry = _entry("retention-pruning")
     sent_at = datetime(2026, 11, 23, 12, 0, 0, 120_000, tzinfo=UTC)
 
@@ -45,7 +46,7 @@ def test_an_entry_sends_with_countdown_to_its_slot_expiry_and_headers():
 
 
 def test_a_send_a_few_ms_before_the_boundary_belongs_to_the_coming_minute():
-    schedules_apply(profile="test")
+    schedules_apply(actor=Actor.system("tests"), profile="test")
     prepared = _entry("retention-pruning").prepared(
         datetime(2026, 11, 23, 11, 59, 59, 990_000, tzinfo=UTC)
     )
@@ -53,7 +54,7 @@ def test_a_send_a_few_ms_before_the_boundary_belongs_to_the_coming_minute():
 
 
 def test_the_kill_switch_sends_every_job_at_the_boundary(settings):
-    schedules_apply(profile="test")
+    schedules_apply(actor=Actor.system("tests"), profile="test")
     stagger = replace(settings.SCHEDULER.stagger, enabled=False)
     settings.SCHEDULER = replace(settings.SCHEDULER, stagger=stagger)
     prepared = _entry("retention-pruning").prepared(datetime(2026, 11, 23, 12, 0, 0, tzinfo=UTC))
@@ -70,7 +71,7 @@ def test_the_kill_switch_sends_every_job_at_the_boundary(settings):
     ],
 )
 def test_a_bad_row_is_left_out_and_the_others_still_load(field, value, problem, caplog):
-    schedules_apply(profile="test")
+    schedules_apply(actor=Actor.system("tests"), profile="test")
     PeriodicTask.objects.filter(name="retention-pruning").update(**{field: value})
     PeriodicTask.objects.create(
         name="healthy", task="scheduler.ping", crontab=CrontabSchedule.objects.first()
@@ -86,7 +87,7 @@ def test_a_bad_row_is_left_out_and_the_others_still_load(field, value, problem, 
 
 @pytest.mark.parametrize(("minute", "day_of_month", "month"), [("99", "*", "*"), ("0", "31", "2")])
 def test_an_impossible_cron_written_to_the_database_is_left_out(minute, day_of_month, month):
-    schedules_apply(profile="test")
+    schedules_apply(actor=Actor.system("tests"), profile="test")
     # Written around the model (as raw SQL or another program would): bulk_create skips save().
     (bad,) = CrontabSchedule.objects.bulk_create(
         [CrontabSchedule(minute=minute, hour="0", day_of_month=day_of_month, month_of_year=month)]
@@ -106,7 +107,7 @@ def test_an_impossible_cron_written_to_the_database_is_left_out(minute, day_of_m
 
 @pytest.mark.parametrize("hour", [0, 2, 3, 4, 11, 23])
 def test_every_job_due_within_the_hour_is_loaded_at_any_time_of_day(hour, monkeypatch):
-    schedules_apply(profile="production")
+    schedules_apply(actor=Actor.system("tests"), profile="production")
     moment = datetime(2026, 11, 23, hour, 58, 30, tzinfo=UTC)
     monkeypatch.setattr(beat_schedulers, "aware_now", lambda: moment)
     monkeypatch.setattr(beat_schedulers, "now", lambda: moment)
@@ -122,7 +123,7 @@ def test_every_job_due_within_the_hour_is_loaded_at_any_time_of_day(hour, monkey
 def test_an_offset_outside_0_59_is_refused_by_the_database():
     from django.db import IntegrityError
 
-    schedules_apply(profile="test")
+    schedules_apply(actor=Actor.system("tests"), profile="test")
     with pytest.raises(IntegrityError, match="jobschedule_offset_0_59"):
         JobSchedule.objects.update(offset_seconds=60)
 
@@ -177,7 +178,7 @@ def test_a_job_schedule_off_cron_or_speaking_for_the_run_path_is_refused_and_lef
     from django.core.exceptions import ValidationError
     from django_celery_beat.models import IntervalSchedule
 
-    schedules_apply(profile="test")
+    schedules_apply(actor=Actor.system("tests"), profile="test")
     if fields.pop("interval", False):
         every = IntervalSchedule.objects.create(every=10, period=IntervalSchedule.SECONDS)
         fields = {"interval": every, "crontab": None}
@@ -197,7 +198,7 @@ def test_a_job_schedule_off_cron_or_speaking_for_the_run_path_is_refused_and_lef
 
 
 def test_beat_records_a_send_on_a_row_poisoned_after_it_was_loaded():
-    schedules_apply(profile="test")
+    schedules_apply(actor=Actor.system("tests"), profile="test")
     scheduler = _scheduler()
     entry = scheduler.reserve(scheduler.all_as_schedule()["cleanup"])  # what a send does
     PeriodicTask.objects.filter(name="cleanup").update(kwargs="{bad json", args='{"a": 1}')
@@ -214,7 +215,7 @@ def test_beat_records_a_send_on_a_row_poisoned_after_it_was_loaded():
 def test_the_forced_resync_survives_rows_poisoned_after_they_were_sent():
     import datetime as dt
 
-    schedules_apply(profile="test")
+    schedules_apply(actor=Actor.system("tests"), profile="test")
     scheduler = _scheduler()
     loaded = scheduler.schedule  # the initial read
     for name in ("cleanup", "settlement", "badge-auto-unlock"):

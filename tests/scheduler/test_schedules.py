@@ -11,6 +11,7 @@ from django_celery_beat.models import PeriodicTask
 
 from core.env import ConfigError
 from jobsite.settings import scheduler_settings
+from scheduler.audit import Actor
 from scheduler.cron import Cron
 from scheduler.models import JobSchedule
 from scheduler.registry import all_jobs
@@ -21,12 +22,12 @@ pytestmark = pytest.mark.django_db
 
 
 def test_apply_creates_one_task_per_job_and_twice_changes_nothing():
-    first = schedules_apply(profile="production")
+    first = schedules_apply(actor=Actor.system("tests"), profile="production")
     rows = {
         t.name: (t.crontab_id, t.job_schedule.offset_seconds, t.last_run_at)
         for t in PeriodicTask.objects.select_related("job_schedule")
     }
-    second = schedules_apply(profile="production")
+    second = schedules_apply(actor=Actor.system("tests"), profile="production")
 
     assert {c.action for c in first} == {"created"}
     assert {c.action for c in second} == {"unchanged"}
@@ -38,21 +39,23 @@ def test_apply_creates_one_task_per_job_and_twice_changes_nothing():
 
 
 def test_apply_keeps_staff_edits_unless_reset():
-    schedules_apply(profile="production")
+    schedules_apply(actor=Actor.system("tests"), profile="production")
     task = PeriodicTask.objects.get(name="retention-pruning")
     task.crontab = crontab_for(Cron.parse("30 5 * * *"))
     task.enabled = False
     task.save()
     JobSchedule.objects.filter(periodic_task=task).update(offset_seconds=7)
 
-    kept = {c.job: c for c in schedules_apply(profile="production")}["retention-pruning"]
+    kept = {c.job: c for c in schedules_apply(actor=Actor.system("tests"), profile="production")}[
+        "retention-pruning"
+    ]
     task.refresh_from_db()
     assert str(Cron.from_model(task.crontab)) == "30 5 * * *"
     assert task.job_schedule.offset_seconds == 7
     assert not task.enabled
     assert "kept" in " ".join(kept.details)
 
-    schedules_apply(profile="production", reset=True)
+    schedules_apply(actor=Actor.system("tests"), profile="production", reset=True)
     task = PeriodicTask.objects.select_related("job_schedule").get(name="retention-pruning")
     assert str(Cron.from_model(task.crontab)) == "0 4 * * *"
     assert task.job_schedule.offset_seconds == 55
@@ -60,7 +63,7 @@ def test_apply_keeps_staff_edits_unless_reset():
 
 
 def test_the_test_profile_fires_every_job_every_minute_at_its_offset():
-    schedules_apply(profile="test")
+    schedules_apply(actor=Actor.system("tests"), profile="test")
     for task in PeriodicTask.objects.select_related("crontab", "job_schedule"):
         assert str(Cron.from_model(task.crontab)) == "* * * * *"
     offsets = [t.job_schedule.offset_seconds for t in PeriodicTask.objects.all()]
@@ -78,7 +81,7 @@ def test_stagger_variable_sets_the_default_offset(monkeypatch, settings):
     assert scheduler_settings().stagger.offsets == {"JOB_STAGGER_RETENTION_PRUNING": 12}
     # ... and apply writes what settings hold
     stagger_offsets(settings, JOB_STAGGER_RETENTION_PRUNING=12)
-    schedules_apply(profile="production")
+    schedules_apply(actor=Actor.system("tests"), profile="production")
     assert PeriodicTask.objects.get(name="retention-pruning").job_schedule.offset_seconds == 12
 
 
@@ -128,7 +131,7 @@ def test_schedules_commands_list_check_and_remove():
 def test_a_row_beat_cannot_send_is_reported_by_check_and_the_system_check():
     from django.core.checks import run_checks
 
-    schedules_apply(profile="test")
+    schedules_apply(actor=Actor.system("tests"), profile="test")
     PeriodicTask.objects.filter(name="retention-pruning").update(kwargs="{bad json")
     out = io.StringIO()
     call_command("schedules", "check", stdout=out)
@@ -161,7 +164,7 @@ def test_schedules_list_shows_the_start_still_due_this_minute():
 
     from django.utils import timezone
 
-    schedules_apply(profile="test")
+    schedules_apply(actor=Actor.system("tests"), profile="test")
     JobSchedule.objects.filter(periodic_task__name="retention-pruning").update(offset_seconds=59)
     before = timezone.now()
     out = io.StringIO()
@@ -180,13 +183,13 @@ def test_apply_makes_a_job_row_from_before_the_argument_rule_sendable_again():
 
     from scheduler.services.schedules import broken_schedules
 
-    schedules_apply(profile="production")
+    schedules_apply(actor=Actor.system("tests"), profile="production")
     every = IntervalSchedule.objects.create(every=10, period=IntervalSchedule.SECONDS)
     PeriodicTask.objects.filter(name="settlement").update(kwargs='{"user_id": 7}', args="[1]")
     PeriodicTask.objects.filter(name="cleanup").update(interval=every, crontab=None)
     assert set(broken_schedules()) == {"settlement", "cleanup"}
 
-    changes = {c.job: c for c in schedules_apply(profile="production")}
+    changes = {c.job: c for c in schedules_apply(actor=Actor.system("tests"), profile="production")}
 
     assert broken_schedules() == {}
     assert 'kwargs: {"user_id": 7} -> {} (a job takes none)' in changes["settlement"].details
@@ -199,7 +202,7 @@ def test_broken_schedules_finds_each_kind_of_problem_and_nothing_else():
 
     from scheduler.services.schedules import broken_schedules
 
-    schedules_apply(profile="test")
+    schedules_apply(actor=Actor.system("tests"), profile="test")
     (never,) = CrontabSchedule.objects.bulk_create(
         [CrontabSchedule(minute="0", hour="0", day_of_month="31", month_of_year="2")]
     )

@@ -9,6 +9,7 @@ import pytest
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
+from scheduler.audit import Actor
 from scheduler.models import JobRun, JobSchedule
 from scheduler.services.writes import schedules_apply
 from tests.scheduler.conftest import close_other_connections
@@ -18,7 +19,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
 def test_two_beats_run_each_slot_once(tmp_path):
-    schedules_apply(profile="test")
+    schedules_apply(actor=Actor.system("tests"), profile="test")
     PeriodicTask.objects.exclude(name="sample-noop").update(enabled=False)
     JobSchedule.objects.filter(periodic_task__name="sample-noop").update(offset_seconds=2)
     (tmp_path / "a").mkdir()

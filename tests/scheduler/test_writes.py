@@ -34,6 +34,7 @@ from scheduler.services.writes import (
     schedules_set_enabled,
 )
 from scheduler.validators import OFFSET_ERROR, WriteRefused, check_offset, validate_offset
+from tests.conftest import audit_rows
 
 pytestmark = pytest.mark.django_db
 LONG_AGO = datetime(2026, 1, 1, tzinfo=UTC)
@@ -69,7 +70,7 @@ def test_editing_a_shared_crontab_in_the_admin_restarts_tracking_of_every_schedu
     admin_client,
 ):
     # given two jobs whose schedules share one crontab row
-    schedules_apply(profile="production")
+    schedules_apply(actor=Actor.system("tests"), profile="production")
     crontab = _on_shared_crontab(["cleanup", "retention-pruning"], "0 3 * * *")
     before = timezone.now()
 
@@ -87,12 +88,12 @@ def test_editing_a_shared_crontab_in_the_admin_restarts_tracking_of_every_schedu
         assert stored.reconciled_until is None
     untouched = JobSchedule.objects.exclude(periodic_task__crontab=crontab)
     assert set(untouched.values_list("tracked_since", flat=True)) == {LONG_AGO}
-    crontab_row = AuditEvent.objects.get(action="crontab.save")
+    crontab_row = audit_rows().get(action="crontab.save")
     assert (crontab_row.username, crontab_row.ip, crontab_row.via) == ("admin", "10.0.0.7", "admin")
     assert crontab_row.before == {"cron": "0 3 * * *"}
     assert crontab_row.after["cron"] == "30 3 * * *"
     assert sorted(crontab_row.after["schedules"]) == ["cleanup", "retention-pruning"]
-    updates = AuditEvent.objects.filter(action="schedule.update")
+    updates = audit_rows().filter(action="schedule.update")
     assert sorted(updates.values_list("object_repr", flat=True)) == ["cleanup", "retention-pruning"]
     assert {(e.before["cron"], e.after["cron"]) for e in updates} == {("0 3 * * *", "30 3 * * *")}
 
@@ -122,18 +123,18 @@ def test_a_message_queued_before_a_shared_crontab_edit_is_superseded_not_refused
 
 
 def test_saving_a_crontab_unchanged_restarts_nothing_and_audits_nothing():
-    schedules_apply(profile="production")
+    schedules_apply(actor=Actor.system("tests"), profile="production")
     crontab = _on_shared_crontab(["cleanup"], "0 3 * * *")
 
     crontab_save(actor=Actor.system("test"), crontab=crontab)
     crontab_save(actor=Actor.system("test"), crontab=crontab)
 
     assert JobSchedule.objects.get(periodic_task__name="cleanup").tracked_since == LONG_AGO
-    assert not AuditEvent.objects.exists()
+    assert not audit_rows().exists()
 
 
 def test_deleting_a_crontab_in_the_admin_deletes_its_schedules_audited(admin_client):
-    schedules_apply(profile="production")
+    schedules_apply(actor=Actor.system("tests"), profile="production")
     crontab = _on_shared_crontab(["cleanup", "retention-pruning"], "0 3 * * *")
 
     response = admin_client.post(
@@ -143,9 +144,9 @@ def test_deleting_a_crontab_in_the_admin_deletes_its_schedules_audited(admin_cli
 
     assert response.status_code == 302
     assert not PeriodicTask.objects.filter(name__in=["cleanup", "retention-pruning"]).exists()
-    deleted = AuditEvent.objects.filter(action="schedule.delete")
+    deleted = audit_rows().filter(action="schedule.delete")
     assert sorted(deleted.values_list("object_repr", flat=True)) == ["cleanup", "retention-pruning"]
-    assert AuditEvent.objects.get(action="crontab.delete").before["cron"] == "0 3 * * *"
+    assert audit_rows().get(action="crontab.delete").before["cron"] == "0 3 * * *"
 
 
 def test_schedules_apply_and_remove_from_the_cli_are_audited_as_the_os_user():
@@ -155,18 +156,18 @@ def test_schedules_apply_and_remove_from_the_cli_are_audited_as_the_os_user():
     call_command("schedules", "remove", "cleanup", stdout=None)
 
     # then one row per schedule created (the second apply changed nothing), one per removal
-    created = AuditEvent.objects.filter(action="schedule.create")
+    created = audit_rows().filter(action="schedule.create")
     assert created.count() == len(all_jobs())
-    removed = AuditEvent.objects.get(action="schedule.delete")
+    removed = audit_rows().get(action="schedule.delete")
     assert removed.object_repr == "cleanup"
     assert removed.before["cron"] == "0 3 * * *"
-    assert set(AuditEvent.objects.values_list("via", "username", "ip")) == {
+    assert set(audit_rows().values_list("via", "username", "ip")) == {
         ("cli", getpass.getuser(), None)
     }
 
 
 def test_apply_reset_restarts_tracking_and_audits_what_it_restored():
-    schedules_apply(profile="production")
+    schedules_apply(actor=Actor.system("tests"), profile="production")
     task = PeriodicTask.objects.get(name="cleanup")
     schedule_update(actor=Actor.system("test"), task=task, offset=7)
     JobSchedule.objects.update(tracked_since=LONG_AGO)
@@ -177,7 +178,7 @@ def test_apply_reset_restarts_tracking_and_audits_what_it_restored():
     stored = JobSchedule.objects.get(periodic_task=task)
     assert stored.offset_seconds == 35
     assert stored.tracked_since > LONG_AGO
-    event = AuditEvent.objects.get()
+    event = audit_rows().get()
     assert (event.action, event.before["offset"], event.after["offset"]) == (
         "schedule.update",
         7,
@@ -186,7 +187,7 @@ def test_apply_reset_restarts_tracking_and_audits_what_it_restored():
 
 
 def test_enabling_twice_changes_nothing_the_second_time():
-    schedules_apply(profile="production")
+    schedules_apply(actor=Actor.system("tests"), profile="production")
     tasks = PeriodicTask.objects.filter(name="cleanup")
     schedules_set_enabled(actor=Actor.system("test"), tasks=tasks, enabled=False)
     JobSchedule.objects.update(tracked_since=LONG_AGO)
@@ -198,7 +199,7 @@ def test_enabling_twice_changes_nothing_the_second_time():
     assert (first, second) == (1, 0)
     assert stamped > LONG_AGO
     assert JobSchedule.objects.get(periodic_task__name="cleanup").tracked_since == stamped
-    assert AuditEvent.objects.filter(action="schedule.enable").count() == 1
+    assert audit_rows().filter(action="schedule.enable").count() == 1
 
 
 @pytest.mark.parametrize("bad", [60, -1, True, "5", 5.0])
@@ -213,7 +214,7 @@ def test_the_offset_rule_is_one_validator_for_model_services_and_registry(bad):
 
 
 def test_a_refused_update_writes_nothing():
-    schedules_apply(profile="production")
+    schedules_apply(actor=Actor.system("tests"), profile="production")
     task = PeriodicTask.objects.get(name="cleanup")
 
     with pytest.raises(WriteRefused) as refused:
@@ -221,17 +222,17 @@ def test_a_refused_update_writes_nothing():
 
     assert refused.value.field == "offset"
     assert JobSchedule.objects.get(periodic_task=task).offset_seconds == 35
-    assert not AuditEvent.objects.exists()
+    assert not audit_rows().exists()
 
 
 def test_a_schedule_added_in_the_admin_is_created_with_its_offset_and_audited(admin_client):
     from tests.ops.test_admin import _form_data
 
     # given cleanup's schedule was removed
-    schedules_apply(profile="production")
+    schedules_apply(actor=Actor.system("tests"), profile="production")
     removed = PeriodicTask.objects.select_related("crontab", "job_schedule").get(name="cleanup")
     form = _form_data(removed, **{"job_schedule-0-offset_seconds": "36"})
-    schedules_remove(names=["cleanup"])
+    schedules_remove(actor=Actor.system("tests"), names=["cleanup"])
     before = timezone.now()
 
     # when staff add it again in the admin
@@ -251,7 +252,7 @@ def test_a_schedule_added_in_the_admin_is_created_with_its_offset_and_audited(ad
     stored = JobSchedule.objects.get(periodic_task__name="cleanup")
     assert stored.offset_seconds == 36
     assert stored.tracked_since >= before
-    event = AuditEvent.objects.get()
+    event = audit_rows().get()
     assert (event.action, event.username, event.ip) == ("schedule.create", "admin", "10.0.0.8")
     assert event.before is None
     assert event.after["offset"] == 36
@@ -260,7 +261,7 @@ def test_a_schedule_added_in_the_admin_is_created_with_its_offset_and_audited(ad
 def test_enabling_a_schedule_in_its_admin_form_restarts_tracking(admin_client):
     from tests.ops.test_admin import _form_data
 
-    schedules_apply(profile="production")
+    schedules_apply(actor=Actor.system("tests"), profile="production")
     task = PeriodicTask.objects.get(name="cleanup")
     schedules_set_enabled(
         actor=Actor.system("test"), tasks=PeriodicTask.objects.filter(pk=task.pk), enabled=False
@@ -277,7 +278,7 @@ def test_enabling_a_schedule_in_its_admin_form_restarts_tracking(admin_client):
     stored = JobSchedule.objects.get(periodic_task=task)
     assert stored.tracked_since > LONG_AGO
     assert stored.reconciled_until is None
-    event = AuditEvent.objects.get(via="admin")
+    event = audit_rows().get(via="admin")
     assert (event.action, event.before["enabled"], event.after["enabled"]) == (
         "schedule.update",
         False,
@@ -287,7 +288,7 @@ def test_enabling_a_schedule_in_its_admin_form_restarts_tracking(admin_client):
 
 def test_a_schedule_saved_with_an_unsaved_crontab_stores_it_once_and_restarts_tracking():
     # given a schedule, and the admin form's typed cron as an unsaved row (validation wrote none)
-    schedules_apply(profile="production")
+    schedules_apply(actor=Actor.system("tests"), profile="production")
     JobSchedule.objects.update(tracked_since=LONG_AGO)
     task = PeriodicTask.objects.get(name="cleanup")
     before = CrontabSchedule.objects.count()
@@ -305,4 +306,4 @@ def test_a_schedule_saved_with_an_unsaved_crontab_stores_it_once_and_restarts_tr
     assert CrontabSchedule.objects.count() == before + 1
     assert other.crontab_id == task.crontab_id is not None
     assert JobSchedule.objects.get(periodic_task=task).tracked_since > LONG_AGO
-    assert [e.after["cron"] for e in AuditEvent.objects.order_by("pk")] == ["*/7 * * * *"] * 2
+    assert [e.after["cron"] for e in audit_rows().order_by("pk")] == ["*/7 * * * *"] * 2

@@ -171,7 +171,15 @@ def _claim_locked(delivery: Delivery, now: datetime) -> tuple[Claim, JobRun]:
             return Claim.EXPIRED, _new_attempt(delivery, 1, now, Status.EXPIRED)
         return Claim.RUN, _new_attempt(delivery, 1, now, Status.RUNNING)
     if latest.status == Status.QUEUED:
-        return Claim.RUN, _start(latest, delivery, now)
+        # A queued row belongs to the message job_dispatch sent for it (its task id). Another
+        # delivery of the slot, e.g. the original beat message redelivered after its worker died
+        # while the reconciler's re-send waits for its own second, is a duplicate: taking the row
+        # over would leave the re-send, arriving later, naming a row that no longer carries its
+        # task id, and it would be recorded `refused` like a forgery.
+        if not latest.task_id or latest.task_id == delivery.task_id:
+            return Claim.RUN, _start(latest, delivery, now)
+        why = f"slot already queued for run {latest.pk} (task {latest.task_id})"
+        return Claim.DUPLICATE, _duplicate(delivery, latest, why)
     if latest.status == Status.RUNNING:
         # Under the row lock the heartbeat cannot move: a stale row is always marked lost here.
         if run_is_stale(latest, ttl=job.lock_ttl, now=now) and run_lose_stale(latest, now=now):

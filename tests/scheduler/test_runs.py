@@ -71,6 +71,50 @@ def test_a_running_attempt_with_a_stale_heartbeat_is_lost_and_the_slot_runs_agai
     assert outcome.run.status == Status.SUCCEEDED
 
 
+def test_the_original_message_redelivered_before_the_reconcilers_resend_leaves_it_its_row(
+    register_job,
+):
+    """A worker died mid-run; the reconciler recorded the attempt lost and queued a re-send (which
+    may wait for its job's own second); the broker then redelivers the original message first."""
+    from django_celery_beat.models import PeriodicTask
+
+    from scheduler.cron import Cron
+    from scheduler.services.deliveries import delivery_admit
+    from scheduler.services.dispatch import job_dispatch
+    from scheduler.services.writes import crontab_for
+
+    job = register_job("resent-job", lock_ttl=30)
+    PeriodicTask.objects.create(  # enabled: a re-send of a disabled schedule is skipped
+        name=job.name, task=job.task, crontab=crontab_for(Cron.parse("* * * * *"))
+    )
+    original = _delivery(job, task_id="original")
+    _, first = slot_claim(original)
+    JobRun.objects.filter(pk=first.pk).update(status=Status.LOST, finished_at=timezone.now())
+    resend = job_dispatch(job=job, slot=first.slot, trigger="reconciler", attempt=2)
+
+    redelivered = job_execute(original).run
+
+    # then the original is a duplicate of the queued re-send, which keeps its task id
+    assert redelivered.status == Status.DUPLICATE
+    assert redelivered.duplicate_of_id == resend.pk
+    assert "already queued" in redelivered.reason
+    resend.refresh_from_db()
+    assert (resend.status, resend.task_id) == (Status.QUEUED, resend.task_id)
+    # and the re-send, arriving later, is admitted and runs the slot once
+    message = _delivery(
+        job,
+        task_id=resend.task_id,
+        slot=first.slot,
+        trigger="reconciler",
+        attempt=2,
+        run_id=resend.pk,
+    )
+    assert delivery_admit(message) is None
+    assert job_execute(message).run.status == Status.SUCCEEDED
+    assert not JobRun.objects.filter(job=job.name, status=Status.REFUSED).exists()
+    assert JobRun.objects.filter(job=job.name, status=Status.SUCCEEDED).count() == 1
+
+
 def test_a_run_that_finds_the_lock_held_is_skipped_and_does_nothing(register_job):
     job = register_job("locked-job")
     holder = JobRun.objects.create(
